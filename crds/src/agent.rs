@@ -1,0 +1,293 @@
+//! `Agent`: a reusable AI worker definition (the agent registry).
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{GoDuration, RunMode, SecretKeyRef, Usd};
+
+/// A reusable AI coding agent: its role, the model providers it tries in order, the image
+/// and resources of its pods, and the limits every run of it obeys.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "countersign.dev",
+    version = "v1alpha1",
+    kind = "Agent",
+    namespaced,
+    status = "AgentStatus",
+    shortname = "csagent",
+    category = "countersign",
+    doc = "A reusable AI coding agent: role, model providers in priority order, pod image and \
+           resources, and the limits every run obeys.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
+    printcolumn(name = "Running", type_ = "integer", json_path = ".status.runningRuns"),
+    printcolumn(name = "Queued", type_ = "integer", json_path = ".status.queuedRuns"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSpec {
+    /// What kind of work this agent does. Shown to reviewers and used to route work.
+    pub role: AgentRole,
+    /// A sentence for humans about what this agent is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+    /// Free-form capability tags, e.g. `rust`, `react`, `terraform`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub capabilities: Vec<String>,
+    /// Model providers in priority order. A run starts on the first; when a provider fails
+    /// with an error, rate limit or timeout, the next attempt falls back to the next one.
+    #[schemars(length(min = 1, max = 8))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub providers: Vec<Provider>,
+    /// Container image of the agent pod. Defaults to the Countersign image the controller runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// CPU and memory for the agent pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// RuntimeClass for the agent pod, e.g. `gvisor` or `kata` for stronger isolation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+    /// How runs of this agent are steered unless the trigger or run says otherwise.
+    #[serde(default)]
+    pub default_mode: RunMode,
+    /// Limits every run of this agent obeys.
+    #[serde(default)]
+    pub limits: AgentLimits,
+    /// Runs of this agent executing at once across all Projects; further runs wait in order.
+    #[serde(default = "default_max_concurrent_runs")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_concurrent_runs: u32,
+    /// Stop starting new runs of this agent. Running runs finish; queued runs wait.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_max_concurrent_runs() -> u32 {
+    1
+}
+
+/// What kind of work an agent does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AgentRole {
+    /// User interfaces and web front ends.
+    Frontend,
+    /// Services, APIs and data access.
+    Backend,
+    /// Tests and test infrastructure.
+    Qa,
+    /// Build, deployment and infrastructure code.
+    Devops,
+    /// Design documents and cross-cutting structure.
+    Architect,
+    /// Analysis and reports; usually run in observation mode.
+    Analyst,
+}
+
+/// One model provider an agent can use.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.kind != 'command' || has(self.command)", "message": "a provider of kind command needs `command`"},
+    {"rule": "self.kind == 'command' || has(self.model)", "message": "openai and anthropic providers need `model`"},
+]))]
+pub struct Provider {
+    /// A short unique name for this provider entry, e.g. `openrouter` or `local-vllm`.
+    /// Recorded on each attempt so you can see which provider did the work.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))]
+    pub name: String,
+    /// The provider protocol.
+    pub kind: ProviderKind,
+    /// Model identifier as the provider names it, e.g. `anthropic/claude-sonnet-4` or
+    /// `qwen2.5-coder:32b`. Required for `openai` and `anthropic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    pub model: Option<String>,
+    /// Base URL of an OpenAI-compatible or Anthropic endpoint, e.g.
+    /// `https://openrouter.ai/api/v1` or `http://vllm.ml.svc:8000/v1`. Defaults to the
+    /// vendor's public endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https?://"))]
+    pub base_url: Option<String>,
+    /// The Secret key holding the API key. Mounted only into this agent's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// For `command` providers: the command-line coding agent to run in the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandProvider>,
+    /// Price per million input tokens in US dollars, used to enforce `limits.maxCost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_price_per_million: Option<Usd>,
+    /// Price per million output tokens in US dollars, used to enforce `limits.maxCost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_price_per_million: Option<Usd>,
+}
+
+/// A provider protocol.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ProviderKind {
+    /// OpenAI-compatible chat completions with tool calls: OpenAI, OpenRouter, vLLM, Ollama.
+    Openai,
+    /// Anthropic's Messages API with tool use.
+    Anthropic,
+    /// Any command-line coding agent (e.g. `claude -p`, `aider`, `codex exec`) run in the
+    /// checked-out workspace.
+    Command,
+}
+
+/// A command-line coding agent run inside the workspace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandProvider {
+    /// The program and its arguments, e.g. `["aider", "--yes", "--message-file", "-"]`.
+    /// The task is written to its standard input.
+    #[schemars(length(min = 1, max = 64))]
+    pub command: Vec<String>,
+    /// Extra environment variables taken from Secrets, e.g. the CLI's own API key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub env: Vec<SecretEnvVar>,
+}
+
+/// An environment variable whose value comes from a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretEnvVar {
+    /// Variable name, e.g. `ANTHROPIC_API_KEY`.
+    #[schemars(pattern(r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub name: String,
+    /// Where the value comes from.
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// Limits every run of an agent obeys.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentLimits {
+    /// Wall-clock time one attempt may take, e.g. `30m`. The pod is stopped after it.
+    #[serde(default = "default_timeout")]
+    pub timeout: GoDuration,
+    /// Model turns (request/response rounds) one attempt may take.
+    #[serde(default = "default_max_turns")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_turns: u32,
+    /// Input plus output tokens one attempt may use.
+    #[serde(default = "default_max_tokens")]
+    #[schemars(range(min = 1000, max = 100000000))]
+    pub max_tokens: u64,
+    /// Provider spend one attempt may cause, in US dollars.
+    #[serde(default = "default_max_cost")]
+    pub max_cost: Usd,
+    /// Files one run may change; larger changes fail before anything is pushed.
+    #[serde(default = "default_max_changed_files")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_changed_files: u32,
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        Self {
+            timeout: default_timeout(),
+            max_turns: default_max_turns(),
+            max_tokens: default_max_tokens(),
+            max_cost: default_max_cost(),
+            max_changed_files: default_max_changed_files(),
+        }
+    }
+}
+
+fn default_timeout() -> GoDuration {
+    GoDuration(std::time::Duration::from_secs(30 * 60))
+}
+
+fn default_max_turns() -> u32 {
+    50
+}
+
+fn default_max_tokens() -> u64 {
+    2_000_000
+}
+
+fn default_max_cost() -> Usd {
+    Usd { cents: 500 }
+}
+
+fn default_max_changed_files() -> u32 {
+    50
+}
+
+/// Lifecycle phase of an Agent.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum AgentPhase {
+    /// Just created; the controller has not checked it yet.
+    #[default]
+    Created,
+    /// At least one run of this agent is executing.
+    Active,
+    /// Ready, with no run executing.
+    Idle,
+    /// Suspended or being deleted: no new runs start.
+    Terminated,
+}
+
+/// The most recent run of an agent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRun {
+    /// Name of the AgentRun.
+    pub name: String,
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// Its phase when last observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<crate::agent_run::RunPhase>,
+}
+
+/// What the controller last observed about this Agent.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` is False with a reason when a provider's Secret is missing or the spec cannot
+    /// be used; `Reconciling`/`Stalled` appear only while abnormal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Lifecycle phase: Created → Active (a run is executing) ↔ Idle → Terminated.
+    #[serde(default)]
+    pub phase: AgentPhase,
+    /// Runs of this agent executing now.
+    #[serde(default)]
+    pub running_runs: u32,
+    /// Runs of this agent waiting for capacity.
+    #[serde(default)]
+    pub queued_runs: u32,
+    /// Runs of this agent that succeeded, since the Agent was created.
+    #[serde(default)]
+    pub succeeded_runs: u64,
+    /// Runs of this agent that failed, timed out or were cancelled, since the Agent was created.
+    #[serde(default)]
+    pub failed_runs: u64,
+    /// The most recently started run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<LastRun>,
+}

@@ -1,0 +1,292 @@
+//! `AgentRun`: one task for one agent, from an issue label, a comment command or kubectl.
+//!
+//! The status stays small on purpose (etcd objects are capped at 1.5 MiB and big statuses
+//! hurt every watcher): no diffs, prompts or transcripts, only outcomes and pointers.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{GitHubUser, GoDuration, LocalRef, PullRequestRef, RunMode, Usd};
+use crate::conditions::Readiness;
+
+/// Largest task body kept, in bytes. Longer issue bodies are cut before they become a task.
+pub const MAX_TASK_BODY_BYTES: usize = 16 * 1024;
+
+/// One task for one agent: what to change in which Project's repository, how it is steered,
+/// and how often to retry. The controller runs it in a locked-down pod and opens the pull
+/// request.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "countersign.dev",
+    version = "v1alpha1",
+    kind = "AgentRun",
+    namespaced,
+    status = "AgentRunStatus",
+    shortname = "csrun",
+    category = "countersign",
+    doc = "One task for one agent on one Project: the controller runs it in a locked-down pod, \
+           pushes a branch and opens the pull request that humans countersign.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Agent", type_ = "string", json_path = ".spec.agentRef.name"),
+    printcolumn(
+        name = "Issue",
+        type_ = "integer",
+        json_path = ".spec.task.issueNumber"
+    ),
+    printcolumn(
+        name = "PR",
+        type_ = "integer",
+        json_path = ".status.pullRequest.number"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRunSpec {
+    /// The Project (same namespace) whose repository the agent works on. Immutable.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "projectRef is immutable"}]))]
+    pub project_ref: LocalRef,
+    /// The Agent (same namespace) that does the work. Immutable.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "agentRef is immutable"}]))]
+    pub agent_ref: LocalRef,
+    /// What to do. Immutable: start a new run for a different task.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "task is immutable"}]))]
+    pub task: Task,
+    /// How humans steer the run. Defaults to the trigger's or the Agent's mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RunMode>,
+    /// Set to true to stop the run: its pod is deleted and it ends Cancelled.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// Extra attempts after a failed one, with exponential backoff. A provider failure moves
+    /// the next attempt to the Agent's next provider.
+    #[serde(default = "default_retries")]
+    #[schemars(range(min = 0, max = 10))]
+    pub retries: u32,
+    /// Overrides the Agent's per-attempt timeout, e.g. `45m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<GoDuration>,
+    /// Seconds after the run finishes before it (and its pods and Secrets) is deleted.
+    /// Kept forever if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub ttl_seconds_after_finished: Option<u32>,
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+/// The work an agent is asked to do.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    /// The GitHub issue this run works on. The pull request will close it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub issue_number: Option<u64>,
+    /// One line saying what to do, usually the issue title.
+    #[schemars(length(min = 1, max = 256))]
+    pub title: String,
+    /// Details, usually the issue body, with hidden HTML and comments stripped and cut to
+    /// 16 KiB. Treated as untrusted input by the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16384))]
+    pub body: Option<String>,
+    /// Extra instructions from the person who started the run, e.g. the text after
+    /// `/countersign run backend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub instructions: Option<String>,
+    /// Who asked for the run. That person cannot approve the resulting pull request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<GitHubUser>,
+    /// How the run was started.
+    #[serde(default)]
+    pub source: TaskSource,
+}
+
+/// How a run was started.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TaskSource {
+    /// A Project trigger label was added to an issue.
+    IssueLabel,
+    /// A `/countersign run` comment command.
+    Comment,
+    /// Created directly with kubectl or GitOps.
+    #[default]
+    Kubectl,
+}
+
+/// Where a run is in its lifecycle.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RunPhase {
+    /// Created; the controller has not looked at it yet.
+    #[default]
+    Pending,
+    /// Waiting for capacity (Agent or Project limits).
+    Queued,
+    /// The agent is writing a plan (control mode).
+    Planning,
+    /// The plan is posted and waits for a human `/approve`.
+    AwaitingPlanApproval,
+    /// The agent pod is working.
+    Running,
+    /// The change is pushed and its pull request awaits approval and merge.
+    PullRequestOpen,
+    /// Finished: the pull request merged, or the run had nothing to change.
+    Succeeded,
+    /// Finished without success after its retries.
+    Failed,
+    /// Stopped on request.
+    Cancelled,
+    /// Stopped because it ran out of time.
+    TimedOut,
+}
+
+impl RunPhase {
+    /// Whether the run has finished and will not change again.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::TimedOut
+        )
+    }
+
+    /// The kstatus conditions this phase implies.
+    pub fn readiness(self, message: &str) -> Readiness {
+        let reason = format!("{self:?}");
+        let message = message.to_owned();
+        match self {
+            Self::Succeeded => Readiness::Ready { reason, message },
+            Self::Failed | Self::TimedOut => Readiness::Stalled { reason, message },
+            Self::Cancelled => Readiness::NotReady { reason, message },
+            // Waiting on humans is not abnormal progress, but the run is not done either.
+            Self::AwaitingPlanApproval | Self::PullRequestOpen => {
+                Readiness::NotReady { reason, message }
+            }
+            Self::Pending | Self::Queued | Self::Planning | Self::Running => {
+                Readiness::Progressing { reason, message }
+            }
+        }
+    }
+}
+
+/// How one attempt ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum AttemptOutcome {
+    /// The attempt finished its task.
+    Succeeded,
+    /// The model provider answered with an error; the next attempt uses the next provider.
+    ProviderError,
+    /// The model provider rate-limited the attempt; the next attempt uses the next provider.
+    RateLimited,
+    /// The attempt ran out of time.
+    TimedOut,
+    /// A guardrail refused the change (forbidden path, secret, size).
+    GuardrailViolation,
+    /// The pod failed or wrote a result that could not be read.
+    Failed,
+    /// The run was cancelled while this attempt ran.
+    Cancelled,
+}
+
+/// One attempt (one pod) of a run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// 1 for the first attempt, 2 for the first retry, …
+    #[schemars(range(min = 1))]
+    pub number: u32,
+    /// The pod that ran this attempt.
+    pub pod: String,
+    /// The provider entry (`Agent.spec.providers[].name`) this attempt used.
+    pub provider: String,
+    /// When the pod was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the attempt ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<Time>,
+    /// How it ended; empty while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<AttemptOutcome>,
+    /// Why it ended that way, for people (e.g. `provider returned 429 Too Many Requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub reason: Option<String>,
+}
+
+/// Tokens and money a run used, summed over its attempts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Prompt tokens sent to providers.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Completion tokens received from providers.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Estimated provider cost in US dollars.
+    #[serde(default)]
+    pub cost: Usd,
+}
+
+/// What the controller last observed about this run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRunStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` is True once the run succeeded; `Reconciling` while it progresses; `Stalled`
+    /// when it failed or timed out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Where the run is: Pending, Queued, Planning, AwaitingPlanApproval, Running,
+    /// PullRequestOpen, Succeeded, Failed, Cancelled or TimedOut.
+    #[serde(default)]
+    pub phase: RunPhase,
+    /// A sentence for people about the current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
+    /// Every attempt so far, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub attempts: Vec<Attempt>,
+    /// The branch the agent pushed, `countersign/<run>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The commit the agent pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9a-f]{40}([0-9a-f]{24})?$"))]
+    pub commit: Option<String>,
+    /// The pull request opened for the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestRef>,
+    /// The ApprovalGate guarding that pull request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_ref: Option<LocalRef>,
+    /// Tokens and cost used so far.
+    #[serde(default)]
+    pub usage: Usage,
+    /// When the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the run finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+}

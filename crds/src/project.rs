@@ -1,0 +1,294 @@
+//! `Project`: one GitHub repository placed under Countersign's management.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{GitHubTeam, GitHubUser, LocalRef, RoleName, RunMode, Usd};
+
+/// A GitHub repository managed by Countersign: where agents may work, who may start them,
+/// who holds which approver role, and which RiskPolicy scores its pull requests.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "countersign.dev",
+    version = "v1alpha1",
+    kind = "Project",
+    namespaced,
+    status = "ProjectStatus",
+    shortname = "csproj",
+    category = "countersign",
+    doc = "A GitHub repository managed by Countersign: trigger labels that start agents, who may \
+           start them, approver roles, limits, and the RiskPolicy that scores its pull requests.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Owner", type_ = "string", json_path = ".spec.repository.owner"),
+    printcolumn(
+        name = "Repository",
+        type_ = "string",
+        json_path = ".spec.repository.name"
+    ),
+    printcolumn(
+        name = "Active Runs",
+        type_ = "integer",
+        json_path = ".status.activeRuns"
+    ),
+    printcolumn(
+        name = "Open Gates",
+        type_ = "integer",
+        json_path = ".status.openGates"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectSpec {
+    /// The GitHub repository this Project manages.
+    pub repository: Repository,
+    /// The GitHub App installation that grants Countersign access to the repository. Leave
+    /// empty to let the controller discover it from the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation: Option<Installation>,
+    /// What starts agent runs on this repository and who may start them.
+    #[serde(default)]
+    pub triggers: Triggers,
+    /// Approver roles (developer, tech_lead, manager, security_team, cto, or your own) bound
+    /// to GitHub users and teams. RiskPolicy workflows require approvals by role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["role"]))]
+    pub roles: Vec<RoleBinding>,
+    /// Budgets that keep agents on this repository within bounds. Runs over a limit wait in
+    /// the queue instead of failing.
+    #[serde(default)]
+    pub limits: ProjectLimits,
+    /// The RiskPolicy (same namespace) that scores this repository's pull requests.
+    /// Defaults to the policy named `default`.
+    #[serde(default = "default_risk_policy")]
+    pub risk_policy_ref: LocalRef,
+    /// Where this repository's merged changes go when Argo CD or Flux sync it to clusters.
+    /// Changes under these paths count as deployments in risk scoring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitOps>,
+}
+
+fn default_risk_policy() -> LocalRef {
+    LocalRef::new("default")
+}
+
+/// A GitHub repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Repository {
+    /// The user or organisation that owns the repository, e.g. `acme`.
+    #[schemars(
+        length(min = 1, max = 39),
+        pattern(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
+    )]
+    pub owner: String,
+    /// The repository name, e.g. `payments-api`.
+    #[schemars(length(min = 1, max = 100), pattern(r"^[A-Za-z0-9._-]+$"))]
+    pub name: String,
+    /// The branch pull requests target by default.
+    #[serde(default = "default_branch")]
+    #[schemars(length(min = 1, max = 255))]
+    pub default_branch: String,
+}
+
+fn default_branch() -> String {
+    "main".to_owned()
+}
+
+/// The GitHub App installation used for this repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Installation {
+    /// The installation id shown in the App's installation settings URL.
+    #[schemars(range(min = 1))]
+    pub id: u64,
+}
+
+/// What starts agent runs and who may start them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Triggers {
+    /// Issue labels that start an agent run. Removing the label cancels the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["label"]))]
+    pub labels: Vec<LabelTrigger>,
+    /// The minimum repository permission a person needs to start or steer a run. GitHub's
+    /// levels, lowest first: read, triage, write, maintain, admin.
+    #[serde(default)]
+    pub min_permission: RepoPermission,
+    /// If set, only these users may trigger runs (in addition to the permission check).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_users: Vec<GitHubUser>,
+    /// If set, only members of these teams may trigger runs (in addition to the permission
+    /// check). Combined with `allowedUsers` as "either".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_teams: Vec<GitHubTeam>,
+    /// Let other bots and GitHub Apps trigger runs. Off by default: bots triggering bots is
+    /// how loops and drive-by costs start. Countersign never reacts to its own events.
+    #[serde(default)]
+    pub allow_bots: bool,
+}
+
+/// One issue label that starts a run of one Agent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelTrigger {
+    /// The issue label, e.g. `ai:backend`.
+    #[schemars(length(min = 1, max = 50))]
+    pub label: String,
+    /// The Agent (same namespace) that works on issues with this label.
+    pub agent: LocalRef,
+    /// Overrides the Agent's default mode for runs started by this label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RunMode>,
+}
+
+/// A GitHub repository permission level.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum RepoPermission {
+    /// Can read and clone.
+    Read,
+    /// Can manage issues and pull requests without write access.
+    Triage,
+    /// Can push to the repository.
+    #[default]
+    Write,
+    /// Can manage the repository without access to sensitive actions.
+    Maintain,
+    /// Full access.
+    Admin,
+}
+
+/// Binds an approver role to GitHub users and teams.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleBinding {
+    /// The role, e.g. `tech_lead`. Lower-case letters, digits and underscores.
+    pub role: RoleName,
+    /// Users who hold the role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<GitHubUser>,
+    /// Teams whose members hold the role. Membership is resolved by user id and cached briefly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teams: Vec<GitHubTeam>,
+}
+
+/// Budgets for agents working on this repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectLimits {
+    /// Agent runs executing at once on this repository; further runs wait in the queue.
+    #[serde(default = "default_concurrent_runs")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_concurrent_runs: u32,
+    /// Agent runs started per UTC day; further runs wait until the next day.
+    #[serde(default = "default_runs_per_day")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_runs_per_day: u32,
+    /// Provider spend per UTC day in US dollars, e.g. `"50"` or `"12.50"`. Unlimited if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_spend_per_day: Option<Usd>,
+}
+
+impl Default for ProjectLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_runs: default_concurrent_runs(),
+            max_runs_per_day: default_runs_per_day(),
+            max_spend_per_day: None,
+        }
+    }
+}
+
+fn default_concurrent_runs() -> u32 {
+    3
+}
+
+fn default_runs_per_day() -> u32 {
+    50
+}
+
+/// How the repository is deployed by a GitOps tool.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitOps {
+    /// Globs of paths that a GitOps tool syncs to clusters, e.g. `deploy/production/**`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// The Argo CD Application that syncs this repository, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argo_cd_application: Option<NamespacedRef>,
+    /// The Flux Kustomization that syncs this repository, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flux_kustomization: Option<NamespacedRef>,
+}
+
+/// A reference to an object in any namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacedRef {
+    /// Name of the object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the object.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+}
+
+/// What the controller last observed about this Project.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` says whether the repository, installation and RiskPolicy are usable;
+    /// `Reconciling` and `Stalled` appear only while something is wrong or in progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The GitHub App installation id in use (given or discovered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation_id: Option<u64>,
+    /// Agent runs of this Project currently executing.
+    #[serde(default)]
+    pub active_runs: u32,
+    /// Agent runs of this Project waiting for capacity.
+    #[serde(default)]
+    pub queued_runs: u32,
+    /// Approval gates of this Project whose pull request is still open.
+    #[serde(default)]
+    pub open_gates: u32,
+    /// Agent runs started today (UTC), counted against `limits.maxRunsPerDay`.
+    #[serde(default)]
+    pub runs_today: u32,
+    /// Provider spend today (UTC) in US dollars, counted against `limits.maxSpendPerDay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend_today: Option<Usd>,
+    /// When the controller last compared this Project with GitHub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+}
