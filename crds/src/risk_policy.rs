@@ -90,6 +90,10 @@ pub struct RuleMatch {
     /// Matches when any changed path matches any of these globs (e.g. `migrations/**`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+    /// Changed paths matching these globs are left out before `paths` is checked, e.g. to
+    /// say "any change except documentation".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except_paths: Vec<String>,
     /// Matches when every changed path matches one of these globs (e.g. docs-only changes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub only_paths: Vec<String>,
