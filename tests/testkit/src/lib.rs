@@ -13,4 +13,5 @@
 //! `countersign` binaries and `kubectl` can be run against them from a shell.
 
 pub mod apiserver;
+pub mod kubelet;
 pub mod schema;
