@@ -352,29 +352,42 @@ impl RunContext {
         container: &Container,
         exit: &Exit,
     ) -> anyhow::Result<()> {
+        self.report_finished(pods, name, container, exit, None)
+            .await
+    }
+
+    /// Writes the final pod status in one patch, so no watcher sees a half-written ending.
+    async fn report_finished(
+        &self,
+        pods: &Api<Pod>,
+        name: &str,
+        container: &Container,
+        exit: &Exit,
+        pod_reason: Option<(&str, &str)>,
+    ) -> anyhow::Result<()> {
         let now = now();
         let phase = if exit.code == 0 {
             "Succeeded"
         } else {
             "Failed"
         };
-        self.patch_status(
-            pods,
-            name,
-            json!({
-                "phase": phase,
-                "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}],
-                "containerStatuses": [{
-                    "name": container.name, "image": container.image.clone().unwrap_or_default(), "imageID": "",
-                    "ready": false, "restartCount": 0, "started": false,
-                    "state": {"terminated": {
-                        "exitCode": exit.code, "reason": exit.reason, "message": exit.message,
-                        "finishedAt": now, "startedAt": now
-                    }}
-                }]
-            }),
-        )
-        .await
+        let mut status = json!({
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now}],
+            "containerStatuses": [{
+                "name": container.name, "image": container.image.clone().unwrap_or_default(), "imageID": "",
+                "ready": false, "restartCount": 0, "started": false,
+                "state": {"terminated": {
+                    "exitCode": exit.code, "reason": exit.reason, "message": exit.message,
+                    "finishedAt": now, "startedAt": now
+                }}
+            }]
+        });
+        if let Some((reason, message)) = pod_reason {
+            status["reason"] = json!(reason);
+            status["message"] = json!(message);
+        }
+        self.patch_status(pods, name, status).await
     }
 
     async fn report_deadline_exceeded(
@@ -388,13 +401,12 @@ impl RunContext {
             reason: "Error",
             message: String::new(),
         };
-        self.report_terminated(pods, name, container, &exit).await?;
-        self.patch_status(
-            pods,
-            name,
-            json!({"phase": "Failed", "reason": "DeadlineExceeded", "message": "Pod was active on the node longer than the specified deadline"}),
-        )
-        .await
+        let why = (
+            "DeadlineExceeded",
+            "Pod was active on the node longer than the specified deadline",
+        );
+        self.report_finished(pods, name, container, &exit, Some(why))
+            .await
     }
 }
 
