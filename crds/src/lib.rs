@@ -15,7 +15,9 @@ pub mod common;
 pub mod conditions;
 pub mod generate;
 pub mod project;
+pub mod result;
 pub mod risk_policy;
+pub mod task_file;
 
 pub use agent::{Agent, AgentPhase, AgentRole, AgentSpec, AgentStatus, Provider, ProviderKind};
 pub use agent_run::{AgentRun, AgentRunSpec, AgentRunStatus, RunPhase, Task, TaskSource};

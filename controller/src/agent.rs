@@ -1,0 +1,138 @@
+//! Agent reconciliation: lifecycle phase (Created → Active ↔ Idle → Terminated), run counts,
+//! and readiness (a provider Secret that does not exist makes the Agent not Ready, with the
+//! Secret and key named, instead of letting runs crash).
+
+use std::sync::Arc;
+
+use countersign_crds::agent::LastRun;
+use countersign_crds::conditions::{self, Readiness};
+use countersign_crds::{Agent, AgentPhase, AgentRun, AgentStatus, RunPhase};
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::agent_run::capacity::holds_capacity;
+use crate::agent_run::{missing_secret, scoped, tokio_stream_interval};
+use crate::context::{Context, MANAGER};
+use crate::error::{Error, Result};
+
+/// Runs the Agent controller until the future is dropped.
+pub async fn run(ctx: Arc<Context>) {
+    Controller::new(scoped::<Agent>(&ctx), watcher::Config::default())
+        .watches(
+            scoped::<AgentRun>(&ctx),
+            watcher::Config::default(),
+            |run| {
+                let ns = run.namespace().unwrap_or_default();
+                Some(ObjectRef::<Agent>::new(&run.spec.agent_ref.name).within(&ns))
+            },
+        )
+        .reconcile_all_on(tokio_stream_interval(ctx.settings.resync_interval))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn error_policy(agent: Arc<Agent>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed("Agent", err.metric_label());
+    tracing::warn!(agent = %agent.name_any(), error = %err, "agent reconcile failed");
+    Action::requeue(err.backoff())
+}
+
+#[tracing::instrument(skip_all, fields(kind = "Agent", namespace = agent.namespace().unwrap_or_default(), name = agent.name_any()))]
+async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile("Agent");
+    let ns = agent.namespace().unwrap_or_default();
+    let runs: Vec<AgentRun> = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| r.spec.agent_ref.name == agent.name_any())
+        .collect();
+    let missing = missing_secret(&ctx, agent.as_ref(), &agent).await?;
+    let status = desired_status(&agent, &runs, missing, Timestamp::now());
+    if agent.status.as_ref() != Some(&status) {
+        let patch = json!({"apiVersion": Agent::api_version(&()), "kind": Agent::kind(&()), "status": status});
+        Api::<Agent>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(
+                &agent.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+    }
+    Ok(Action::requeue(ctx.settings.resync_interval))
+}
+
+/// The Agent's status given its runs and whether a Secret it needs is missing.
+pub fn desired_status(
+    agent: &Agent,
+    runs: &[AgentRun],
+    missing_secret: Option<String>,
+    now: Timestamp,
+) -> AgentStatus {
+    let mut status = agent.status.clone().unwrap_or_default();
+    status.observed_generation = agent.metadata.generation;
+    let phase_of = |r: &AgentRun| r.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    status.running_runs = count(runs, |r| holds_capacity(phase_of(r)));
+    status.queued_runs = count(runs, |r| {
+        matches!(phase_of(r), RunPhase::Pending | RunPhase::Queued)
+    });
+    status.succeeded_runs = u64::from(count(runs, |r| phase_of(r) == RunPhase::Succeeded));
+    status.failed_runs = u64::from(count(runs, |r| {
+        matches!(
+            phase_of(r),
+            RunPhase::Failed | RunPhase::TimedOut | RunPhase::Cancelled
+        )
+    }));
+    status.last_run = runs
+        .iter()
+        .max_by_key(|r| (r.metadata.creation_timestamp.clone(), r.name_any()))
+        .map(|r| LastRun {
+            name: r.name_any(),
+            start_time: r.status.as_ref().and_then(|s| s.start_time.clone()),
+            phase: r.status.as_ref().map(|s| s.phase),
+        });
+    let terminated = agent.spec.suspend || agent.meta().deletion_timestamp.is_some();
+    status.phase = if terminated {
+        AgentPhase::Terminated
+    } else if status.running_runs > 0 {
+        AgentPhase::Active
+    } else {
+        AgentPhase::Idle
+    };
+    let readiness = match (missing_secret, agent.spec.suspend) {
+        (Some(why), _) => Readiness::Stalled {
+            reason: "SecretMissing".into(),
+            message: why,
+        },
+        (None, true) => Readiness::NotReady {
+            reason: "Suspended".into(),
+            message: "spec.suspend is true: no new runs start".into(),
+        },
+        (None, false) => Readiness::Ready {
+            reason: format!("{:?}", status.phase),
+            message: format!(
+                "{} running, {} queued",
+                status.running_runs, status.queued_runs
+            ),
+        },
+    };
+    conditions::apply_readiness(
+        &mut status.conditions,
+        &readiness,
+        agent.metadata.generation,
+        now,
+    );
+    status
+}
+
+fn count(runs: &[AgentRun], pred: impl Fn(&AgentRun) -> bool) -> u32 {
+    u32::try_from(runs.iter().filter(|r| pred(r)).count()).unwrap_or(u32::MAX)
+}

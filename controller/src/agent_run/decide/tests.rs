@@ -1,0 +1,495 @@
+use std::time::Duration;
+
+use countersign_crds::agent_run::AttemptOutcome;
+use countersign_crds::conditions::{self, READY, RECONCILING, STALLED};
+use countersign_crds::result::{AgentResult, RESULT_VERSION, ResultOutcome};
+use countersign_crds::{Agent, AgentRun, RunPhase};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
+
+use super::*;
+use crate::agent_run::capacity::Admission;
+use crate::settings::Settings;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).expect("valid time")
+}
+
+fn run() -> AgentRun {
+    serde_json::from_value(json!({
+        "apiVersion": "countersign.dev/v1alpha1", "kind": "AgentRun",
+        "metadata": {"name": "fix-42", "namespace": "team", "uid": "uid-1", "generation": 1},
+        "spec": {"projectRef": {"name": "p"}, "agentRef": {"name": "backend"}, "task": {"title": "Fix it"}, "retries": 2}
+    }))
+    .expect("valid run")
+}
+
+fn agent() -> Agent {
+    serde_json::from_value(json!({
+        "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
+        "metadata": {"name": "backend", "namespace": "team"},
+        "spec": {"role": "backend", "providers": [
+            {"name": "primary", "kind": "openai", "model": "m1"},
+            {"name": "fallback", "kind": "openai", "model": "m2"}
+        ], "limits": {"timeout": "10m"}}
+    }))
+    .expect("valid agent")
+}
+
+fn settings() -> Settings {
+    Settings {
+        retry_backoff_base: Duration::from_secs(10),
+        retry_backoff_max: Duration::from_secs(60),
+        timeout_grace: Duration::from_secs(30),
+        wait_requeue: Duration::from_secs(5),
+        ..Settings::default()
+    }
+}
+
+struct Case {
+    run: AgentRun,
+    agent: Agent,
+    pods: Vec<PodView>,
+    admission: Option<Admission>,
+    blocker: Option<Blocker>,
+    settings: Settings,
+}
+
+impl Case {
+    fn new() -> Self {
+        Case {
+            run: run(),
+            agent: agent(),
+            pods: vec![],
+            admission: None,
+            blocker: None,
+            settings: settings(),
+        }
+    }
+
+    fn decide_at(&self, now: Timestamp) -> Decision {
+        decide(&Inputs {
+            run: &self.run,
+            agent: Some(&self.agent),
+            blocker: self.blocker.clone(),
+            admission: self.admission.clone(),
+            pods: &self.pods,
+            now,
+            settings: &self.settings,
+        })
+    }
+
+    /// Applies a decision's status as if it had been written, like the next reconcile sees it.
+    fn persist(&mut self, d: &Decision) {
+        self.run.status = Some(d.status.clone());
+        self.admission = None;
+    }
+}
+
+fn pod(attempt: u32, provider: &str, state: PodState) -> PodView {
+    PodView {
+        name: format!("fix-42-{attempt}"),
+        attempt,
+        provider: provider.into(),
+        deleting: false,
+        state,
+    }
+}
+
+fn ended(outcome: ResultOutcome, reason: Option<&str>) -> PodState {
+    let result = AgentResult {
+        version: RESULT_VERSION,
+        outcome,
+        provider: None,
+        branch: Some("countersign/fix-42".into()),
+        commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        files_changed: 2,
+        summary: Some("done".into()),
+        reason: reason.map(Into::into),
+        usage: countersign_crds::agent_run::Usage {
+            input_tokens: 100,
+            output_tokens: 50,
+            cost: countersign_crds::Usd { cents: 7 },
+        },
+    };
+    let code = if outcome == ResultOutcome::Succeeded {
+        0
+    } else {
+        1
+    };
+    PodState::Terminated {
+        exit_code: code,
+        message: result.to_message(),
+        deadline_exceeded: false,
+    }
+}
+
+fn condition_status(d: &Decision, type_: &str) -> Option<String> {
+    conditions::find(&d.status.conditions, type_).map(|c| c.status.clone())
+}
+
+#[test]
+fn an_admitted_run_starts_its_first_attempt_on_the_first_provider() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let d = case.decide_at(t(0));
+    assert_eq!(
+        d.actions,
+        vec![Action::StartAttempt {
+            number: 1,
+            provider: 0
+        }]
+    );
+    assert_eq!(d.status.phase, RunPhase::Running);
+    assert_eq!(d.status.attempts.len(), 1);
+    assert_eq!(d.status.attempts[0].provider, "primary");
+    assert_eq!(d.status.attempts[0].pod, "fix-42-1");
+    assert_eq!(d.status.observed_generation, Some(1));
+    assert_eq!(condition_status(&d, READY).as_deref(), Some("Unknown"));
+    assert_eq!(condition_status(&d, RECONCILING).as_deref(), Some("True"));
+    assert!(d.notes.iter().any(|n| n.reason == "AttemptStarted"));
+}
+
+#[test]
+fn a_run_without_capacity_is_queued_with_the_reason() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Wait(
+        "queued behind 2 earlier run(s) of agent backend".into(),
+    ));
+    let d = case.decide_at(t(0));
+    assert!(d.actions.is_empty());
+    assert_eq!(d.status.phase, RunPhase::Queued);
+    assert_eq!(
+        d.status.message.as_deref(),
+        Some("queued behind 2 earlier run(s) of agent backend")
+    );
+    assert_eq!(d.requeue, Some(Duration::from_secs(5)));
+    assert!(d.notes.iter().any(|n| n.reason == "Queued"));
+}
+
+#[test]
+fn a_blocked_run_waits_with_a_stalled_condition_naming_the_problem() {
+    let mut case = Case::new();
+    case.blocker = Some(Blocker::AgentNotReady(
+        "Secret \"openrouter\" is missing; expected key \"api-key\"".into(),
+    ));
+    let d = case.decide_at(t(0));
+    assert!(d.actions.is_empty());
+    assert_eq!(d.status.phase, RunPhase::Pending);
+    let stalled = conditions::find(&d.status.conditions, STALLED).expect("Stalled");
+    assert_eq!(stalled.reason, "AgentNotReady");
+    assert!(stalled.message.contains("openrouter"));
+    assert_eq!(condition_status(&d, READY).as_deref(), Some("False"));
+}
+
+#[test]
+fn a_successful_attempt_finishes_the_run_with_branch_commit_and_usage() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let started = case.decide_at(t(0));
+    case.persist(&started);
+    case.pods = vec![pod(1, "primary", PodState::Active)];
+    let running = case.decide_at(t(60));
+    assert_eq!(running.status.phase, RunPhase::Running);
+    assert!(running.actions.is_empty());
+    assert_eq!(
+        running.requeue,
+        Some(Duration::from_secs(600 + 30 - 60)),
+        "look again at the deadline"
+    );
+
+    case.pods = vec![pod(1, "primary", ended(ResultOutcome::Succeeded, None))];
+    let done = case.decide_at(t(120));
+    assert_eq!(done.status.phase, RunPhase::Succeeded);
+    assert_eq!(done.status.branch.as_deref(), Some("countersign/fix-42"));
+    assert_eq!(
+        done.status.commit.as_deref(),
+        Some("0123456789abcdef0123456789abcdef01234567")
+    );
+    assert_eq!(done.status.usage.input_tokens, 100);
+    assert_eq!(done.status.usage.cost.cents, 7);
+    assert_eq!(
+        done.status.attempts[0].outcome,
+        Some(AttemptOutcome::Succeeded)
+    );
+    assert!(done.status.completion_time.is_some());
+    assert_eq!(condition_status(&done, READY).as_deref(), Some("True"));
+    assert!(conditions::find(&done.status.conditions, RECONCILING).is_none());
+}
+
+#[test]
+fn a_provider_error_retries_on_the_fallback_provider_after_backoff() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let started = case.decide_at(t(0));
+    case.persist(&started);
+    case.pods = vec![pod(
+        1,
+        "primary",
+        ended(ResultOutcome::RateLimited, Some("429 Too Many Requests")),
+    )];
+    let waiting = case.decide_at(t(100));
+    assert!(waiting.actions.is_empty(), "the backoff has not passed yet");
+    assert_eq!(waiting.status.phase, RunPhase::Running);
+    assert_eq!(
+        waiting.status.attempts[0].outcome,
+        Some(AttemptOutcome::RateLimited)
+    );
+    assert_eq!(waiting.requeue, Some(Duration::from_secs(10)));
+    assert!(
+        waiting
+            .status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("fallback"),
+        "{:?}",
+        waiting.status.message
+    );
+    assert_eq!(
+        waiting.status.usage.input_tokens, 100,
+        "the failed attempt's usage counts"
+    );
+    case.persist(&waiting);
+
+    let retried = case.decide_at(t(110));
+    assert_eq!(
+        retried.actions,
+        vec![Action::StartAttempt {
+            number: 2,
+            provider: 1
+        }]
+    );
+    assert_eq!(retried.status.attempts[1].provider, "fallback");
+    assert_eq!(
+        retried.status.usage.input_tokens, 100,
+        "usage is not counted twice"
+    );
+}
+
+#[test]
+fn a_crash_retries_on_the_same_provider_and_exhausted_retries_fail_the_run() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let mut now = 0;
+    let d = case.decide_at(t(now));
+    case.persist(&d);
+    let crash = |n| {
+        pod(
+            n,
+            "primary",
+            PodState::Terminated {
+                exit_code: 137,
+                message: "OOMKilled\nlast log line".into(),
+                deadline_exceeded: false,
+            },
+        )
+    };
+    for attempt in 1..=3 {
+        case.pods = (1..=attempt).map(crash).collect();
+        now += 1000;
+        let d = case.decide_at(t(now));
+        if attempt < 3 {
+            // The failure is seen now; the next attempt waits for the backoff (10s, then 20s).
+            assert!(d.actions.is_empty(), "attempt {attempt}: {:?}", d.actions);
+            let backoff = 10 * (1 << (attempt - 1));
+            assert_eq!(d.requeue, Some(Duration::from_secs(backoff)));
+            case.persist(&d);
+            now += backoff as i64;
+            let d = case.decide_at(t(now));
+            assert_eq!(
+                d.actions,
+                vec![Action::StartAttempt {
+                    number: attempt + 1,
+                    provider: 0
+                }],
+                "attempt {attempt}"
+            );
+            assert!(
+                d.status.attempts[attempt as usize - 1]
+                    .reason
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("exited with code 137")
+            );
+            case.persist(&d);
+            continue;
+        } else {
+            assert!(d.actions.is_empty());
+            assert_eq!(d.status.phase, RunPhase::Failed);
+            assert!(
+                d.status
+                    .message
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with("Failed after 3 attempt(s)"),
+                "{:?}",
+                d.status.message
+            );
+            assert_eq!(condition_status(&d, STALLED).as_deref(), Some("True"));
+        }
+        case.persist(&d);
+    }
+}
+
+#[test]
+fn a_malformed_result_fails_the_run_with_a_readable_reason_and_no_retry() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let d = case.decide_at(t(0));
+    case.persist(&d);
+    case.pods = vec![pod(
+        1,
+        "primary",
+        PodState::Terminated {
+            exit_code: 0,
+            message: "all good!".into(),
+            deadline_exceeded: false,
+        },
+    )];
+    let d = case.decide_at(t(10));
+    assert!(d.actions.is_empty());
+    assert_eq!(d.status.phase, RunPhase::Failed);
+    assert!(
+        d.status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("the agent's result is not valid"),
+        "{:?}",
+        d.status.message
+    );
+}
+
+#[test]
+fn an_attempt_past_its_timeout_is_stopped_and_the_run_times_out() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let d = case.decide_at(t(0));
+    case.persist(&d);
+    case.pods = vec![pod(1, "primary", PodState::Active)];
+    let d = case.decide_at(t(631));
+    assert_eq!(d.actions, vec![Action::DeletePods(vec!["fix-42-1".into()])]);
+    assert_eq!(d.status.phase, RunPhase::TimedOut);
+    assert_eq!(d.status.attempts[0].outcome, Some(AttemptOutcome::TimedOut));
+
+    // The kubelet's own deadline gets there first in most clusters.
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let d = case.decide_at(t(0));
+    case.persist(&d);
+    case.pods = vec![pod(
+        1,
+        "primary",
+        PodState::Terminated {
+            exit_code: 137,
+            message: String::new(),
+            deadline_exceeded: true,
+        },
+    )];
+    assert_eq!(case.decide_at(t(600)).status.phase, RunPhase::TimedOut);
+}
+
+#[test]
+fn cancelling_deletes_the_active_pod_and_ends_cancelled() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let d = case.decide_at(t(0));
+    case.persist(&d);
+    case.pods = vec![pod(1, "primary", PodState::Active)];
+    case.run.spec.cancel_requested = true;
+    let d = case.decide_at(t(5));
+    assert_eq!(d.actions, vec![Action::DeletePods(vec!["fix-42-1".into()])]);
+    assert_eq!(d.status.phase, RunPhase::Cancelled);
+    assert_eq!(
+        d.status.attempts[0].outcome,
+        Some(AttemptOutcome::Cancelled)
+    );
+    assert_eq!(condition_status(&d, READY).as_deref(), Some("False"));
+    assert!(conditions::find(&d.status.conditions, STALLED).is_none());
+}
+
+#[test]
+fn a_pod_whose_status_write_was_lost_is_adopted_not_duplicated() {
+    let mut case = Case::new();
+    case.pods = vec![pod(1, "primary", PodState::Active)];
+    assert!(
+        !wants_admission(&case.run, &case.pods),
+        "a run with a pod does not ask for capacity again"
+    );
+    let d = case.decide_at(t(0));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.status.attempts.len(), 1);
+    assert_eq!(d.status.phase, RunPhase::Running);
+}
+
+#[test]
+fn a_vanished_pod_counts_as_a_failed_attempt_and_is_retried() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let d = case.decide_at(t(0));
+    case.persist(&d);
+    let d = case.decide_at(t(100));
+    assert_eq!(d.status.attempts[0].outcome, Some(AttemptOutcome::Failed));
+    assert_eq!(
+        d.status.attempts[0].reason.as_deref(),
+        Some("the attempt's pod disappeared")
+    );
+    case.persist(&d);
+    let d = case.decide_at(t(110));
+    assert_eq!(
+        d.actions,
+        vec![Action::StartAttempt {
+            number: 2,
+            provider: 0
+        }]
+    );
+}
+
+#[test]
+fn finished_runs_are_deleted_after_their_ttl() {
+    let mut case = Case::new();
+    case.run.spec.ttl_seconds_after_finished = Some(3600);
+    case.admission = Some(Admission::Admit);
+    let d = case.decide_at(t(0));
+    case.persist(&d);
+    case.pods = vec![pod(1, "primary", ended(ResultOutcome::NoChanges, None))];
+    let d = case.decide_at(t(10));
+    assert_eq!(d.status.phase, RunPhase::Succeeded);
+    case.persist(&d);
+    let before = case.decide_at(
+        t(10)
+            .saturating_add(SignedDuration::from_secs(1800))
+            .unwrap(),
+    );
+    assert!(before.actions.is_empty());
+    assert_eq!(before.requeue, Some(Duration::from_secs(1800)));
+    let after = case.decide_at(t(3611));
+    assert_eq!(after.actions, vec![Action::DeleteRun]);
+}
+
+#[test]
+fn a_guardrail_violation_is_final() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let d = case.decide_at(t(0));
+    case.persist(&d);
+    case.pods = vec![pod(
+        1,
+        "primary",
+        ended(
+            ResultOutcome::GuardrailViolation,
+            Some(".github/workflows/ci.yml is a forbidden path"),
+        ),
+    )];
+    let d = case.decide_at(t(10));
+    assert!(d.actions.is_empty());
+    assert_eq!(d.status.phase, RunPhase::Failed);
+    assert!(
+        d.status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("forbidden path")
+    );
+}

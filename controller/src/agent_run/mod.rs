@@ -1,0 +1,461 @@
+//! AgentRun reconciliation: one locked-down pod per attempt, retries with provider fallback,
+//! timeouts, cancellation, capacity queueing and TTL.
+//!
+//! [`decide`](decide::decide) is the pure state machine; this module observes (the run, its
+//! Agent and Project, its pods, the admission ledger), calls it, and applies the result:
+//! children first (idempotently, by deterministic names), then status through the status
+//! subresource with server-side apply, then Events.
+
+pub mod capacity;
+pub mod decide;
+pub mod resources;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use countersign_bot::tokens::{MintError, RepoRef};
+use countersign_crds::{Agent, AgentRun, Project};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use self::capacity::{Admission, Limits};
+use self::decide::{Action, Blocker, Decision, Inputs, PodView, decide, wants_admission};
+use self::resources::{AttemptSpec, RUN_LABEL};
+use crate::context::{Context, MANAGER};
+use crate::error::{Error, Result};
+
+/// What the AgentRun reconciler shares besides the [`Context`].
+pub struct RunContext {
+    ctx: Arc<Context>,
+    runs: Store<AgentRun>,
+    recorder: Recorder,
+}
+
+/// An API handle for `K` in the controller's scope (one namespace or all).
+pub(crate) fn scoped<K>(ctx: &Context) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    match &ctx.settings.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    }
+}
+
+/// Runs the AgentRun controller until the future is dropped.
+pub async fn run(ctx: Arc<Context>) {
+    let controller = Controller::new(scoped::<AgentRun>(&ctx), watcher::Config::default());
+    let runs = controller.store();
+    let by_agent = runs.clone();
+    let resync = tokio_stream_interval(ctx.settings.resync_interval);
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let run_ctx = Arc::new(RunContext {
+        ctx: ctx.clone(),
+        runs,
+        recorder,
+    });
+    controller
+        .owns(
+            scoped::<Pod>(&ctx),
+            watcher::Config::default().labels(RUN_LABEL),
+        )
+        // A fixed Secret or a resumed Agent lets waiting runs start: look at its runs again.
+        .watches(
+            scoped::<Agent>(&ctx),
+            watcher::Config::default(),
+            move |agent| {
+                let (ns, name) = (agent.namespace(), agent.name_any());
+                by_agent
+                    .state()
+                    .into_iter()
+                    .filter(|r| {
+                        r.namespace() == ns && r.spec.agent_ref.name == name && !is_finished(r)
+                    })
+                    .map(|r| ObjectRef::from_obj(&*r))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .reconcile_all_on(resync)
+        .run(reconcile, error_policy, run_ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "agent run reconcile did not complete");
+            }
+        })
+        .await;
+}
+
+/// A stream that ticks every `period` (skipping the immediate first tick).
+pub(crate) fn tokio_stream_interval(
+    period: Duration,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    let period = period.max(Duration::from_secs(1));
+    futures::stream::unfold(
+        tokio::time::interval_at(tokio::time::Instant::now() + period, period),
+        |mut tick| async {
+            tick.tick().await;
+            Some(((), tick))
+        },
+    )
+}
+
+fn is_finished(run: &AgentRun) -> bool {
+    run.status.as_ref().is_some_and(|s| s.phase.is_finished())
+}
+
+fn error_policy(run: Arc<AgentRun>, err: &Error, rc: Arc<RunContext>) -> Requeue {
+    rc.ctx
+        .metrics
+        .reconcile_failed("AgentRun", err.metric_label());
+    tracing::warn!(run = %run.name_any(), namespace = ?run.namespace(), error = %err, "agent run reconcile failed");
+    Requeue::requeue(err.backoff())
+}
+
+#[tracing::instrument(skip_all, fields(kind = "AgentRun", namespace = run.namespace().unwrap_or_default(), name = run.name_any()))]
+async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
+    let ctx = &rc.ctx;
+    let _timer = ctx.metrics.reconcile("AgentRun");
+    let ns = run.namespace().unwrap_or_default();
+    if run.metadata.deletion_timestamp.is_some() {
+        ctx.ledger.release(&run.uid().unwrap_or_default());
+        return Ok(Requeue::await_change());
+    }
+    let agent = Api::<Agent>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&run.spec.agent_ref.name)
+        .await?;
+    let project = Api::<Project>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&run.spec.project_ref.name)
+        .await?;
+    let pods = owned_pods(ctx, &run).await?;
+
+    let finished = is_finished(&run);
+    let blocker = if finished {
+        None
+    } else {
+        blocker(ctx, &run, agent.as_ref(), project.as_ref()).await?
+    };
+    let now = jiff::Timestamp::now();
+    let admission = match (&blocker, &agent, &project) {
+        (None, Some(agent), Some(project)) if wants_admission(&run, &pods) => {
+            let limits = Limits {
+                agent_max: agent.spec.max_concurrent_runs,
+                project_max: project.spec.limits.max_concurrent_runs,
+                project_per_day: project.spec.limits.max_runs_per_day,
+            };
+            Some(ctx.ledger.admit(&run, &rc.runs.state(), &limits, now))
+        }
+        _ => None,
+    };
+    let decision = decide(&Inputs {
+        run: &run,
+        agent: agent.as_ref(),
+        blocker,
+        admission: admission.clone(),
+        pods: &pods,
+        now,
+        settings: &ctx.settings,
+    });
+    if let Some(Admission::Admit) = admission
+        && !decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::StartAttempt { .. }))
+    {
+        ctx.ledger.release(&run.uid().unwrap_or_default());
+    }
+
+    apply_actions(ctx, &run, agent.as_ref(), project.as_ref(), &decision).await?;
+    if decision.actions.contains(&Action::DeleteRun) {
+        return Ok(Requeue::await_change());
+    }
+    write_status(ctx, &run, &decision).await?;
+    publish_notes(&rc, &run, &decision).await;
+
+    let now_finished = decision.status.phase.is_finished();
+    if now_finished {
+        ctx.ledger.release(&run.uid().unwrap_or_default());
+        if !finished {
+            ctx.metrics.run_finished(phase_label(decision.status.phase));
+        }
+    }
+    let (running, queued) = ctx.ledger.counts(&rc.runs.state());
+    ctx.metrics.set_capacity(queued, running);
+    Ok(decision
+        .requeue
+        .map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+fn phase_label(phase: countersign_crds::RunPhase) -> &'static str {
+    use countersign_crds::RunPhase::*;
+    match phase {
+        Succeeded => "Succeeded",
+        Failed => "Failed",
+        Cancelled => "Cancelled",
+        TimedOut => "TimedOut",
+        _ => "Other",
+    }
+}
+
+/// The run's pods: labelled with its name and owned by this very run (not a namesake).
+async fn owned_pods(ctx: &Context, run: &AgentRun) -> Result<Vec<PodView>> {
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+    let selector = format!("{RUN_LABEL}={}", resources::label_value(&run.name_any()));
+    let uid = run.uid();
+    Ok(pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .filter_map(PodView::of)
+        .collect())
+}
+
+/// Finds what stops the run from starting, if anything. Only looked at before the first
+/// attempt; later attempts reuse what the first one had.
+async fn blocker(
+    ctx: &Context,
+    run: &AgentRun,
+    agent: Option<&Agent>,
+    project: Option<&Project>,
+) -> Result<Option<Blocker>> {
+    let Some(agent) = agent else {
+        return Ok(Some(Blocker::AgentMissing));
+    };
+    if project.is_none() {
+        return Ok(Some(Blocker::ProjectMissing));
+    }
+    if agent.spec.suspend {
+        return Ok(Some(Blocker::AgentNotReady(format!(
+            "Agent {} is suspended",
+            agent.name_any()
+        ))));
+    }
+    if let Some(missing) = missing_secret(ctx, run, agent).await? {
+        return Ok(Some(Blocker::AgentNotReady(missing)));
+    }
+    if !ctx.minter.is_configured() {
+        return Ok(Some(Blocker::NoCredentials(
+            "no GitHub credentials are configured for the controller, so the agent cannot clone the repository".into(),
+        )));
+    }
+    Ok(None)
+}
+
+/// The first Secret key an Agent's providers need that does not exist, described for people.
+pub(crate) async fn missing_secret(
+    ctx: &Context,
+    run_or_agent: &impl ResourceExt,
+    agent: &Agent,
+) -> Result<Option<String>> {
+    let secrets = Api::<Secret>::namespaced(
+        ctx.client.clone(),
+        &run_or_agent.namespace().unwrap_or_default(),
+    );
+    let mut refs = Vec::new();
+    for provider in &agent.spec.providers {
+        refs.extend(provider.api_key_secret_ref.clone());
+        for var in provider.command.iter().flat_map(|c| c.env.iter()) {
+            refs.push(var.secret_key_ref.clone());
+        }
+    }
+    for secret_ref in refs {
+        let found = secrets.get_opt(&secret_ref.name).await?;
+        let has_key = found.as_ref().is_some_and(|s| {
+            s.data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(&secret_ref.key))
+                || s.string_data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(&secret_ref.key))
+        });
+        if !has_key {
+            let what = if found.is_some() {
+                "has no key"
+            } else {
+                "is missing; expected key"
+            };
+            return Ok(Some(format!(
+                "Secret {:?} {what} {:?} (needed by Agent {})",
+                secret_ref.name,
+                secret_ref.key,
+                agent.name_any()
+            )));
+        }
+    }
+    Ok(None)
+}
+
+async fn apply_actions(
+    ctx: &Context,
+    run: &AgentRun,
+    agent: Option<&Agent>,
+    project: Option<&Project>,
+    decision: &Decision,
+) -> Result<()> {
+    let ns = run.namespace().unwrap_or_default();
+    for action in &decision.actions {
+        match action {
+            Action::StartAttempt { number, provider } => {
+                let (Some(agent), Some(project)) = (agent, project) else {
+                    continue;
+                };
+                let spec = AttemptSpec {
+                    run,
+                    agent,
+                    project,
+                    number: *number,
+                    provider: *provider,
+                    settings: &ctx.settings,
+                };
+                start_attempt(ctx, &ns, project, &spec).await?;
+            }
+            Action::DeletePods(names) => {
+                let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
+                for name in names {
+                    ignore_not_found(
+                        pods.delete(name, &DeleteParams::background())
+                            .await
+                            .map(drop),
+                    )?;
+                }
+            }
+            Action::DeleteRun => {
+                let runs = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns);
+                ignore_not_found(
+                    runs.delete(&run.name_any(), &DeleteParams::background())
+                        .await
+                        .map(drop),
+                )?;
+                tracing::info!(run = %run.name_any(), "deleted finished run after its TTL");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the attempt's Secret, NetworkPolicy and Pod. Names are deterministic, so a
+/// repeated call (after a lost status write or a restart) finds them and creates nothing new.
+async fn start_attempt(
+    ctx: &Context,
+    ns: &str,
+    project: &Project,
+    spec: &AttemptSpec<'_>,
+) -> Result<()> {
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns);
+    let pod = spec.pod();
+    if pods.get_opt(&pod.name_any()).await?.is_some() {
+        return Ok(());
+    }
+    let repo = RepoRef {
+        owner: project.spec.repository.owner.clone(),
+        name: project.spec.repository.name.clone(),
+        installation_id: project.spec.installation.as_ref().map(|i| i.id),
+    };
+    let token = ctx
+        .minter
+        .repo_token(&repo)
+        .await
+        .map_err(|e: MintError| Error::Token(e))?;
+    create_if_absent(
+        &Api::<Secret>::namespaced(ctx.client.clone(), ns),
+        &spec.secret(token.token.expose_secret()),
+    )
+    .await?;
+    create_if_absent(
+        &Api::<NetworkPolicy>::namespaced(ctx.client.clone(), ns),
+        &spec.network_policy(),
+    )
+    .await?;
+    create_if_absent(&pods, &pod).await?;
+    tracing::info!(pod = %pod.name_any(), attempt = spec.number, "started agent attempt");
+    Ok(())
+}
+
+async fn create_if_absent<K>(api: &Api<K>, obj: &K) -> Result<()>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(MANAGER.into()),
+                ..PostParams::default()
+            },
+            obj,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn ignore_not_found(result: kube::Result<()>) -> Result<()> {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+async fn write_status(ctx: &Context, run: &AgentRun, decision: &Decision) -> Result<()> {
+    if run.status.as_ref() == Some(&decision.status) {
+        return Ok(());
+    }
+    let api = Api::<AgentRun>::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": AgentRun::api_version(&()),
+        "kind": AgentRun::kind(&()),
+        "status": decision.status,
+    });
+    api.patch_status(
+        &run.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    if run.status.as_ref().map(|s| s.phase) != Some(decision.status.phase) {
+        tracing::info!(phase = ?decision.status.phase, message = ?decision.status.message, "agent run changed phase");
+    }
+    Ok(())
+}
+
+async fn publish_notes(rc: &RunContext, run: &AgentRun, decision: &Decision) {
+    let reference = run.object_ref(&());
+    for note in &decision.notes {
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.into(),
+            note: Some(note.message.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        // Events are best effort: a lost event must not fail or repeat the reconcile.
+        if let Err(err) = rc.recorder.publish(&event, &reference).await {
+            tracing::debug!(error = %err, "could not publish event");
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! State shared by every reconciler: the API client, settings, metrics, the GitHub token
+//! minter and the in-memory admission ledger of agent runs.
+
+use std::sync::Arc;
+
+use countersign_bot::tokens::TokenMinter;
+use kube::runtime::events::Reporter;
+
+use crate::agent_run::capacity::Ledger;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+
+/// The field manager (and event reporter) name of this controller.
+pub const MANAGER: &str = "countersign-controller";
+
+/// Shared by all reconcilers of one controller process.
+pub struct Context {
+    /// Client for the cluster this controller manages.
+    pub client: kube::Client,
+    /// How this controller was started.
+    pub settings: Settings,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where agent-run credentials come from.
+    pub minter: Arc<dyn TokenMinter>,
+    /// Who Kubernetes Events say they come from.
+    pub reporter: Reporter,
+    /// Runs admitted to capacity that the watch cache may not show yet.
+    pub ledger: Ledger,
+}
+
+impl Context {
+    /// A context for `client` with fresh metrics and an empty ledger.
+    pub fn new(
+        client: kube::Client,
+        settings: Settings,
+        minter: Arc<dyn TokenMinter>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            client,
+            settings,
+            metrics,
+            minter,
+            reporter,
+            ledger: Ledger::default(),
+        }
+    }
+}

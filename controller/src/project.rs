@@ -1,0 +1,216 @@
+//! Project reconciliation: readiness (the RiskPolicy exists; the GitHub App installation is
+//! reachable when GitHub is configured) and the counts platform teams watch: active and
+//! queued runs, runs and spend today, open approval gates.
+
+use std::sync::Arc;
+
+use countersign_bot::tokens::{MintError, RepoRef};
+use countersign_crds::conditions::{self, Readiness};
+use countersign_crds::{
+    AgentRun, ApprovalGate, GatePhase, Project, ProjectStatus, RiskPolicy, RunPhase, Usd,
+};
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::agent_run::capacity::holds_capacity;
+use crate::agent_run::{scoped, tokio_stream_interval};
+use crate::context::{Context, MANAGER};
+use crate::error::{Error, Result};
+
+/// Runs the Project controller until the future is dropped.
+pub async fn run(ctx: Arc<Context>) {
+    let controller = Controller::new(scoped::<Project>(&ctx), watcher::Config::default());
+    let projects = controller.store();
+    controller
+        .watches(
+            scoped::<AgentRun>(&ctx),
+            watcher::Config::default(),
+            |run| {
+                let ns = run.namespace().unwrap_or_default();
+                Some(ObjectRef::<Project>::new(&run.spec.project_ref.name).within(&ns))
+            },
+        )
+        .watches(
+            scoped::<RiskPolicy>(&ctx),
+            watcher::Config::default(),
+            move |policy| {
+                let (ns, name) = (policy.namespace(), policy.name_any());
+                projects
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.namespace() == ns && p.spec.risk_policy_ref.name == name)
+                    .map(|p| ObjectRef::from_obj(&*p))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .reconcile_all_on(tokio_stream_interval(ctx.settings.resync_interval))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn error_policy(project: Arc<Project>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed("Project", err.metric_label());
+    tracing::warn!(project = %project.name_any(), error = %err, "project reconcile failed");
+    Action::requeue(err.backoff())
+}
+
+/// What the Project reconciler learned from the API and GitHub.
+pub struct Observed {
+    /// Whether the referenced RiskPolicy exists.
+    pub policy_found: bool,
+    /// The installation lookup, when GitHub is configured.
+    pub installation: Option<Result<u64, MintError>>,
+    /// The Project's runs.
+    pub runs: Vec<AgentRun>,
+    /// The Project's approval gates.
+    pub gates: Vec<ApprovalGate>,
+}
+
+#[tracing::instrument(skip_all, fields(kind = "Project", namespace = project.namespace().unwrap_or_default(), name = project.name_any()))]
+async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile("Project");
+    let ns = project.namespace().unwrap_or_default();
+    let name = project.name_any();
+    let policy_found = Api::<RiskPolicy>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&project.spec.risk_policy_ref.name)
+        .await?
+        .is_some();
+    let installation = if ctx.minter.is_configured() {
+        let repo = RepoRef {
+            owner: project.spec.repository.owner.clone(),
+            name: project.spec.repository.name.clone(),
+            installation_id: project.spec.installation.as_ref().map(|i| i.id),
+        };
+        Some(ctx.minter.installation_for(&repo).await)
+    } else {
+        None
+    };
+    let runs = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let gates = Api::<ApprovalGate>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let observed = Observed {
+        policy_found,
+        installation,
+        runs: runs
+            .into_iter()
+            .filter(|r| r.spec.project_ref.name == name)
+            .collect(),
+        gates: gates
+            .into_iter()
+            .filter(|g| g.spec.project_ref.name == name)
+            .collect(),
+    };
+    let status = desired_status(&project, &observed, Timestamp::now());
+    if project.status.as_ref().map(without_sync_time) != Some(without_sync_time(&status)) {
+        let patch = json!({"apiVersion": Project::api_version(&()), "kind": Project::kind(&()), "status": status});
+        Api::<Project>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+    }
+    Ok(Action::requeue(ctx.settings.resync_interval))
+}
+
+fn without_sync_time(status: &ProjectStatus) -> ProjectStatus {
+    ProjectStatus {
+        last_sync_time: None,
+        ..status.clone()
+    }
+}
+
+/// The Project's status from what was observed.
+pub fn desired_status(project: &Project, observed: &Observed, now: Timestamp) -> ProjectStatus {
+    let mut status = project.status.clone().unwrap_or_default();
+    status.observed_generation = project.metadata.generation;
+    let phase_of = |r: &AgentRun| r.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let started_today = |r: &&AgentRun| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .is_some_and(|t| t.0.to_zoned(jiff::tz::TimeZone::UTC).date() == today)
+    };
+    status.active_runs = count(observed.runs.iter().filter(|r| holds_capacity(phase_of(r))));
+    status.queued_runs = count(
+        observed
+            .runs
+            .iter()
+            .filter(|r| matches!(phase_of(r), RunPhase::Pending | RunPhase::Queued)),
+    );
+    status.runs_today = count(observed.runs.iter().filter(started_today));
+    let cents: u64 = observed
+        .runs
+        .iter()
+        .filter(started_today)
+        .filter_map(|r| r.status.as_ref())
+        .map(|s| s.usage.cost.cents)
+        .sum();
+    status.spend_today = Some(Usd { cents });
+    status.open_gates = count(observed.gates.iter().filter(|g| {
+        !matches!(
+            g.status.as_ref().map(|s| s.phase).unwrap_or_default(),
+            GatePhase::Merged | GatePhase::Closed
+        )
+    }));
+    status.last_sync_time = Some(Time(now));
+
+    let readiness = if !observed.policy_found {
+        Readiness::Stalled {
+            reason: "RiskPolicyNotFound".into(),
+            message: format!(
+                "RiskPolicy {:?} does not exist in this namespace",
+                project.spec.risk_policy_ref.name
+            ),
+        }
+    } else {
+        match &observed.installation {
+            Some(Ok(id)) => {
+                status.installation_id = Some(*id).filter(|id| *id != 0);
+                Readiness::Ready {
+                    reason: "Ready".into(),
+                    message: "RiskPolicy found; GitHub installation reachable".into(),
+                }
+            }
+            Some(Err(err)) if err.is_transient() => Readiness::Progressing {
+                reason: "GitHubUnavailable".into(),
+                message: err.to_string(),
+            },
+            Some(Err(err)) => Readiness::Stalled {
+                reason: "InstallationNotFound".into(),
+                message: err.to_string(),
+            },
+            None => Readiness::Ready {
+                reason: "Ready".into(),
+                message: "RiskPolicy found; no GitHub credentials are configured, so runs wait"
+                    .into(),
+            },
+        }
+    };
+    conditions::apply_readiness(
+        &mut status.conditions,
+        &readiness,
+        project.metadata.generation,
+        now,
+    );
+    status
+}
+
+fn count<T>(items: impl Iterator<Item = T>) -> u32 {
+    u32::try_from(items.count()).unwrap_or(u32::MAX)
+}
