@@ -24,6 +24,10 @@ use crate::error::{Error, Result};
 /// Runs the Agent controller until the future is dropped.
 pub async fn run(ctx: Arc<Context>) {
     Controller::new(scoped::<Agent>(&ctx), watcher::Config::default())
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .debounce(crate::settings::SUMMARY_DEBOUNCE),
+        )
         .watches(
             scoped::<AgentRun>(&ctx),
             watcher::Config::default(),

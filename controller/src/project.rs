@@ -26,7 +26,11 @@ use crate::error::{Error, Result};
 
 /// Runs the Project controller until the future is dropped.
 pub async fn run(ctx: Arc<Context>) {
-    let controller = Controller::new(scoped::<Project>(&ctx), watcher::Config::default());
+    let controller = Controller::new(scoped::<Project>(&ctx), watcher::Config::default())
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .debounce(crate::settings::SUMMARY_DEBOUNCE),
+        );
     let projects = controller.store();
     controller
         .watches(

@@ -5,6 +5,10 @@
 
 use std::time::Duration;
 
+/// Agent and Project statuses summarise many runs; changes arriving within this window are
+/// folded into one reconciliation so a burst of run updates does not list every run each time.
+pub const SUMMARY_DEBOUNCE: Duration = Duration::from_secs(1);
+
 /// Everything the reconcilers need to know about how this controller was started.
 #[derive(Clone, Debug)]
 pub struct Settings {

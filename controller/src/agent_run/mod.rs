@@ -134,16 +134,22 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         ctx.ledger.release(&run.uid().unwrap_or_default());
         return Ok(Requeue::await_change());
     }
-    let agent = Api::<Agent>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&run.spec.agent_ref.name)
-        .await?;
-    let project = Api::<Project>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&run.spec.project_ref.name)
-        .await?;
-    let pods = owned_pods(ctx, &run).await?;
-
+    // A finished run only waits for its TTL: nothing else needs reading.
     let finished = is_finished(&run);
-    let blocker = if finished {
+    let (agent, project, pods) = if finished {
+        (None, None, Vec::new())
+    } else {
+        let agents = Api::<Agent>::namespaced(ctx.client.clone(), &ns);
+        let projects = Api::<Project>::namespaced(ctx.client.clone(), &ns);
+        (
+            agents.get_opt(&run.spec.agent_ref.name).await?,
+            projects.get_opt(&run.spec.project_ref.name).await?,
+            owned_pods(ctx, &run).await?,
+        )
+    };
+    // Blockers only stop a first attempt; retries reuse what the first attempt had.
+    let first = run.status.as_ref().is_none_or(|s| s.attempts.is_empty()) && pods.is_empty();
+    let blocker = if finished || !first {
         None
     } else {
         blocker(ctx, &run, agent.as_ref(), project.as_ref()).await?
