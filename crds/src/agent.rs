@@ -21,20 +21,12 @@ use crate::common::{GoDuration, RunMode, SecretKeyRef, Usd};
     category = "countersign",
     doc = "A reusable AI coding agent: role, model providers in priority order, pod image and \
            resources, and the limits every run obeys.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
-    printcolumn(name = "Running", type_ = "integer", json_path = ".status.runningRuns"),
-    printcolumn(name = "Queued", type_ = "integer", json_path = ".status.queuedRuns"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Role","type":"string","jsonPath":".spec.role"}"#,
+    printcolumn = r#"{"name":"Running","type":"integer","jsonPath":".status.runningRuns"}"#,
+    printcolumn = r#"{"name":"Queued","type":"integer","jsonPath":".status.queuedRuns"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AgentSpec {

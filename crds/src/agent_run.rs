@@ -28,28 +28,12 @@ pub const MAX_TASK_BODY_BYTES: usize = 16 * 1024;
     category = "countersign",
     doc = "One task for one agent on one Project: the controller runs it in a locked-down pod, \
            pushes a branch and opens the pull request that humans countersign.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Agent", type_ = "string", json_path = ".spec.agentRef.name"),
-    printcolumn(
-        name = "Issue",
-        type_ = "integer",
-        json_path = ".spec.task.issueNumber"
-    ),
-    printcolumn(
-        name = "PR",
-        type_ = "integer",
-        json_path = ".status.pullRequest.number"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Agent","type":"string","jsonPath":".spec.agentRef.name"}"#,
+    printcolumn = r#"{"name":"Issue","type":"integer","jsonPath":".spec.task.issueNumber"}"#,
+    printcolumn = r#"{"name":"PR","type":"integer","jsonPath":".status.pullRequest.number"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRunSpec {

@@ -26,26 +26,13 @@ use crate::risk_policy::{RiskFactor, RiskLevel, TimeoutAction};
     doc = "The approval state of one pull request: risk score and level, required approver \
            roles, every approval with why it counted or not, deadline, and the check run that \
            branch protection requires.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "PR", type_ = "integer", json_path = ".spec.pullRequestNumber"),
-    printcolumn(name = "Risk", type_ = "string", json_path = ".status.risk.level"),
-    printcolumn(name = "Score", type_ = "integer", json_path = ".status.risk.score"),
-    printcolumn(
-        name = "Deadline",
-        type_ = "date",
-        json_path = ".status.deadline",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"PR","type":"integer","jsonPath":".spec.pullRequestNumber"}"#,
+    printcolumn = r#"{"name":"Risk","type":"string","jsonPath":".status.risk.level"}"#,
+    printcolumn = r#"{"name":"Score","type":"integer","jsonPath":".status.risk.score"}"#,
+    printcolumn = r#"{"name":"Deadline","type":"date","jsonPath":".status.deadline","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalGateSpec {

@@ -20,32 +20,12 @@ use crate::common::{GitHubTeam, GitHubUser, LocalRef, RoleName, RunMode, Usd};
     category = "countersign",
     doc = "A GitHub repository managed by Countersign: trigger labels that start agents, who may \
            start them, approver roles, limits, and the RiskPolicy that scores its pull requests.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(name = "Owner", type_ = "string", json_path = ".spec.repository.owner"),
-    printcolumn(
-        name = "Repository",
-        type_ = "string",
-        json_path = ".spec.repository.name"
-    ),
-    printcolumn(
-        name = "Active Runs",
-        type_ = "integer",
-        json_path = ".status.activeRuns"
-    ),
-    printcolumn(
-        name = "Open Gates",
-        type_ = "integer",
-        json_path = ".status.openGates"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Owner","type":"string","jsonPath":".spec.repository.owner"}"#,
+    printcolumn = r#"{"name":"Repository","type":"string","jsonPath":".spec.repository.name"}"#,
+    printcolumn = r#"{"name":"Active Runs","type":"integer","jsonPath":".status.activeRuns"}"#,
+    printcolumn = r#"{"name":"Open Gates","type":"integer","jsonPath":".status.openGates"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectSpec {

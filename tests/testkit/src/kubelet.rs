@@ -424,28 +424,26 @@ async fn read_capped(path: &Path) -> String {
 }
 
 /// Copies stdout and stderr into `log` and resolves to the output's last bytes.
-fn collect_output(
+async fn collect_output(
     stdout: Option<tokio::process::ChildStdout>,
     stderr: Option<tokio::process::ChildStderr>,
     log: PathBuf,
-) -> impl std::future::Future<Output = String> {
-    async move {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let read_out = async {
-            if let Some(mut s) = stdout {
-                let _ = s.read_to_end(&mut out).await;
-            }
-        };
-        let read_err = async {
-            if let Some(mut s) = stderr {
-                let _ = s.read_to_end(&mut err).await;
-            }
-        };
-        tokio::join!(read_out, read_err);
-        out.extend_from_slice(&err);
-        let _ = tokio::fs::write(&log, &out).await;
-        let start = out.len().saturating_sub(FALLBACK_LOG_BYTES);
-        String::from_utf8_lossy(&out[start..]).into_owned()
-    }
+) -> String {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let read_out = async {
+        if let Some(mut s) = stdout {
+            let _ = s.read_to_end(&mut out).await;
+        }
+    };
+    let read_err = async {
+        if let Some(mut s) = stderr {
+            let _ = s.read_to_end(&mut err).await;
+        }
+    };
+    tokio::join!(read_out, read_err);
+    out.extend_from_slice(&err);
+    let _ = tokio::fs::write(&log, &out).await;
+    let start = out.len().saturating_sub(FALLBACK_LOG_BYTES);
+    String::from_utf8_lossy(&out[start..]).into_owned()
 }
