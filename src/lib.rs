@@ -5,3 +5,4 @@
 //! call it directly.
 
 pub mod crds_cmd;
+pub mod policy_cmd;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 /// Countersign: AI coding agents on Kubernetes whose pull requests humans countersign.
@@ -20,6 +21,14 @@ enum Command {
         /// Write one file per CRD into this directory instead of printing to stdout.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+    },
+    /// Run the controller: reconcile Projects, Agents and AgentRuns while holding the
+    /// leader-election Lease, and serve /metrics, /healthz and /readyz.
+    Controller(Box<countersign_controller::config::ControllerArgs>),
+    /// Try a RiskPolicy offline: score a change (`eval`) or check policy files (`validate`).
+    Policy {
+        #[command(subcommand)]
+        command: countersign::policy_cmd::PolicyCommand,
     },
 }
 
@@ -52,5 +61,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Controller(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("Cannot start the async runtime")?;
+            runtime.block_on(countersign_controller::process::serve(
+                *args,
+                shutdown_signal(),
+            ))
+        }
+        Command::Policy { command } => countersign::policy_cmd::run(command),
+    }
+}
+
+/// Completes on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = terminate => tracing::info!("received SIGTERM"),
     }
 }

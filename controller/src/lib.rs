@@ -7,10 +7,14 @@
 
 pub mod agent;
 pub mod agent_run;
+pub mod config;
 pub mod context;
 pub mod error;
+pub mod leader;
 pub mod metrics;
+pub mod process;
 pub mod project;
+pub mod server;
 pub mod settings;
 
 use std::sync::Arc;
