@@ -659,7 +659,7 @@ async fn a_controller_restart_mid_run_creates_no_duplicate_pod() {
     assert_eq!(posts, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_runs_converge_under_injected_errors_and_dropped_watches() {
     const RUNS: usize = 200;
     const SEED: u64 = 0xC0FFEE;
