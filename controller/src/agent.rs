@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use countersign_crds::agent::LastRun;
+use countersign_crds::agent::{HistoryLimits, LastRun};
 use countersign_crds::conditions::{self, Readiness};
 use countersign_crds::{Agent, AgentPhase, AgentRun, AgentStatus, RunPhase};
 use futures::StreamExt;
@@ -59,6 +59,19 @@ async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
         .into_iter()
         .filter(|r| r.spec.agent_ref.name == agent.name_any())
         .collect();
+    let runs_api = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns);
+    for name in over_history_limit(&runs, &agent.spec.history_limits) {
+        match runs_api
+            .delete(&name, &kube::api::DeleteParams::background())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(run = %name, "deleted finished run beyond the agent's history limit")
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
     let missing = missing_secret(&ctx, agent.as_ref(), &agent).await?;
     let status = desired_status(&agent, &runs, missing, Timestamp::now());
     if agent.status.as_ref() != Some(&status) {
@@ -137,6 +150,116 @@ pub fn desired_status(
     status
 }
 
+/// Finished runs beyond the history limits, oldest first: succeeded and unsuccessful runs
+/// are counted separately, newest kept.
+pub fn over_history_limit(runs: &[AgentRun], limits: &HistoryLimits) -> Vec<String> {
+    let finished_at = |r: &AgentRun| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.completion_time.clone())
+            .map(|t| t.0)
+    };
+    let mut doomed = Vec::new();
+    for (succeeded, keep) in [(true, limits.succeeded), (false, limits.failed)] {
+        let mut finished: Vec<&AgentRun> = runs
+            .iter()
+            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .filter(|r| {
+                let phase = r.status.as_ref().map(|s| s.phase).unwrap_or_default();
+                phase.is_finished() && (phase == RunPhase::Succeeded) == succeeded
+            })
+            .collect();
+        finished.sort_by_key(|r| std::cmp::Reverse((finished_at(r), r.name_any())));
+        doomed.extend(finished.iter().skip(keep as usize).map(|r| r.name_any()));
+    }
+    doomed.sort();
+    doomed
+}
+
 fn count(runs: &[AgentRun], pred: impl Fn(&AgentRun) -> bool) -> u32 {
     u32::try_from(runs.iter().filter(|r| pred(r)).count()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use countersign_crds::AgentRunStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    fn run(name: &str, phase: RunPhase, finished: i64) -> AgentRun {
+        let mut run: AgentRun = serde_json::from_value(serde_json::json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "AgentRun", "metadata": {"name": name},
+            "spec": {"projectRef": {"name": "p"}, "agentRef": {"name": "a"}, "task": {"title": "t"}}
+        }))
+        .expect("run");
+        run.status = Some(AgentRunStatus {
+            phase,
+            completion_time: phase
+                .is_finished()
+                .then(|| Time(Timestamp::from_second(finished).expect("ts"))),
+            ..Default::default()
+        });
+        run
+    }
+
+    #[test]
+    fn the_oldest_finished_runs_beyond_each_limit_go() {
+        let runs = vec![
+            run("ok-old", RunPhase::Succeeded, 1),
+            run("ok-new", RunPhase::Succeeded, 3),
+            run("ok-mid", RunPhase::Succeeded, 2),
+            run("bad-old", RunPhase::Failed, 1),
+            run("timeout-new", RunPhase::TimedOut, 5),
+            run("running", RunPhase::Running, 0),
+        ];
+        let limits = HistoryLimits {
+            succeeded: 2,
+            failed: 1,
+        };
+        assert_eq!(over_history_limit(&runs, &limits), ["bad-old", "ok-old"]);
+        let keep_none = HistoryLimits {
+            succeeded: 0,
+            failed: 0,
+        };
+        assert_eq!(
+            over_history_limit(&runs, &keep_none).len(),
+            5,
+            "never a run that is still going"
+        );
+    }
+
+    #[test]
+    fn agent_phase_follows_running_runs_and_suspension() {
+        let mut agent: Agent = serde_json::from_value(serde_json::json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "a", "generation": 3},
+            "spec": {"role": "qa", "providers": [{"name": "p", "kind": "openai", "model": "m"}]}
+        }))
+        .expect("agent");
+        let now = Timestamp::from_second(100).expect("ts");
+        let busy = desired_status(
+            &agent,
+            &[
+                run("r", RunPhase::Running, 0),
+                run("q", RunPhase::Queued, 0),
+            ],
+            None,
+            now,
+        );
+        assert_eq!(
+            (busy.phase, busy.running_runs, busy.queued_runs),
+            (AgentPhase::Active, 1, 1)
+        );
+        assert_eq!(busy.observed_generation, Some(3));
+        let idle = desired_status(&agent, &[run("r", RunPhase::Succeeded, 1)], None, now);
+        assert_eq!((idle.phase, idle.succeeded_runs), (AgentPhase::Idle, 1));
+        assert!(conditions::is_true(&idle.conditions, conditions::READY));
+        agent.spec.suspend = true;
+        let suspended = desired_status(&agent, &[], None, now);
+        assert_eq!(suspended.phase, AgentPhase::Terminated);
+        assert!(!conditions::is_true(
+            &suspended.conditions,
+            conditions::READY
+        ));
+    }
 }

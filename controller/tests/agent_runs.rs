@@ -35,6 +35,7 @@ struct World {
     kubelet: tokio::task::JoinHandle<()>,
     /// Names of pods in the order the kubelet first saw them.
     seen: Arc<Mutex<Vec<String>>>,
+    settings: Settings,
 }
 
 impl Drop for World {
@@ -91,6 +92,10 @@ fn succeed_all() -> Script {
 
 impl World {
     async fn start(script: Script) -> World {
+        World::start_with(script, settings()).await
+    }
+
+    async fn start_with(script: Script, settings: Settings) -> World {
         let server = tokio::time::timeout(WAIT, FakeApiServer::start())
             .await
             .expect("in time")
@@ -112,6 +117,7 @@ impl World {
             controller: None,
             kubelet,
             seen,
+            settings,
         };
         world.apply_fixtures().await;
         world.start_controller();
@@ -121,7 +127,7 @@ impl World {
     fn start_controller(&mut self) {
         let ctx = Context::new(
             self.client.clone(),
-            settings(),
+            self.settings.clone(),
             Arc::new(StaticToken::new("ghs_test_token".to_owned().into())),
             Arc::new(Metrics::default()),
         );
@@ -241,7 +247,9 @@ fn agent_json(name: &str, max: u32) -> Value {
                 {"name": "primary", "kind": "openai", "model": "m1", "apiKeySecretRef": {"name": "llm", "key": "api-key"}},
                 {"name": "fallback", "kind": "anthropic", "model": "m2", "apiKeySecretRef": {"name": "llm", "key": "api-key"}}
             ],
-            "limits": {"timeout": "30m"}
+            "limits": {"timeout": "30m"},
+            // Keep every finished run: several tests count them.
+            "historyLimits": {"succeeded": 1000, "failed": 1000}
         }
     })
 }
@@ -733,4 +741,88 @@ async fn two_hundred_runs_converge_under_injected_errors_and_dropped_watches() {
             [format!("bulk-{i:03}-1")]
         );
     }
+}
+
+#[tokio::test]
+async fn finished_runs_beyond_the_agent_history_limit_are_deleted() {
+    let world = World::start(succeed_all()).await;
+    let mut agent = agent_json("short-memory", 5);
+    agent["spec"]["historyLimits"] = json!({"succeeded": 1, "failed": 1});
+    world
+        .create("countersign.dev", "v1alpha1", "agents", agent)
+        .await;
+    for name in ["hist-a", "hist-b", "hist-c"] {
+        world
+            .create_run(
+                name,
+                json!({"spec": {"agentRef": {"name": "short-memory"}}}),
+            )
+            .await;
+        world.wait_phase(name, RunPhase::Succeeded).await;
+    }
+    let left = tokio::time::timeout(WAIT, async {
+        let mut stream = watcher(world.runs(), watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        loop {
+            let names: Vec<String> = world
+                .server
+                .list_raw("countersign.dev", "v1alpha1", "agentruns", Some("default"))
+                .iter()
+                .filter_map(|r| r["metadata"]["name"].as_str().map(str::to_owned))
+                .filter(|n| n.starts_with("hist-"))
+                .collect();
+            if names.len() == 1 {
+                return names;
+            }
+            let _ = stream.next().await;
+        }
+    })
+    .await
+    .expect("old runs are deleted in time");
+    assert_eq!(left, ["hist-c"], "the newest succeeded run is kept");
+}
+
+#[tokio::test]
+async fn the_resync_deletes_orphaned_run_children() {
+    let fast = Settings {
+        resync_interval: Duration::from_secs(1),
+        ..settings()
+    };
+    let world = World::start_with(succeed_all(), fast).await;
+    world
+        .create(
+            "",
+            "v1",
+            "secrets",
+            json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "ghost-1", "labels": {"countersign.dev/run": "ghost"}},
+                "stringData": {"token": "leaked"}
+            }),
+        )
+        .await;
+    world.create("", "v1", "secrets", json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "unrelated"}, "stringData": {"k": "v"}
+    })).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::default_namespaced(world.client.clone());
+    let gone = tokio::time::timeout(WAIT, async {
+        let mut stream = watcher(secrets.clone(), watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while world
+            .raw_list("secrets")
+            .iter()
+            .any(|s| s["metadata"]["name"] == "ghost-1")
+        {
+            let _ = stream.next().await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the orphaned Secret is swept");
+    assert!(
+        secrets.get_opt("unrelated").await.expect("get").is_some(),
+        "unlabelled objects are left alone"
+    );
 }

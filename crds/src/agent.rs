@@ -67,6 +67,37 @@ pub struct AgentSpec {
     /// Stop starting new runs of this agent. Running runs finish; queued runs wait.
     #[serde(default)]
     pub suspend: bool,
+    /// How many finished runs of this agent to keep; older ones (with their pods and
+    /// Secrets) are deleted. Runs with `ttlSecondsAfterFinished` may go sooner.
+    #[serde(default)]
+    pub history_limits: HistoryLimits,
+}
+
+/// How many finished runs of an agent are kept, newest first.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryLimits {
+    /// Succeeded runs to keep.
+    #[serde(default = "default_history")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub succeeded: u32,
+    /// Failed, timed-out and cancelled runs to keep.
+    #[serde(default = "default_history")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub failed: u32,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        Self {
+            succeeded: default_history(),
+            failed: default_history(),
+        }
+    }
+}
+
+fn default_history() -> u32 {
+    100
 }
 
 fn default_max_concurrent_runs() -> u32 {
