@@ -1,4 +1,4 @@
-//! Every manifest we ship (examples/ and the default RiskPolicy in policies/manifests/) must
+//! Every manifest we ship (examples/, policies/manifests/, policies/examples/) must
 //! be accepted by the generated CRDs exactly as the apiserver would: no unknown fields, no
 //! schema violations, no failing CEL rule, and it must deserialise into the Rust types. A set
 //! of broken manifests must be rejected with a message naming the field.
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 fn manifest_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["examples", "policies/manifests"] {
+    for dir in ["examples", "policies/manifests", "policies/examples"] {
         for entry in fs::read_dir(root.join(dir)).expect("manifest dir exists") {
             let path = entry.expect("dir entry").path();
             if path.extension().is_some_and(|e| e == "yaml") {
@@ -115,6 +115,7 @@ fn every_shipped_manifest_is_accepted_and_deserialises() {
             "Agent",
             "AgentRun",
             "Project",
+            "RiskPolicy",
             "RiskPolicy"
         ],
         "{files:?}"
