@@ -99,3 +99,18 @@ async fn deletes_pass_and_garbage_is_refused_cleanly() {
     let (status, _) = post(json!("not a review")).await;
     assert!(status.is_client_error());
 }
+
+#[test]
+fn the_pure_review_lists_every_problem() {
+    let mut policy = countersign_policies::default_policy();
+    policy.spec.rules[0].matches.only_paths[0] = "docs/[".into();
+    policy.spec.rules[1].matches.paths = vec!["src/{".into()];
+    match review_risk_policy(&policy.spec) {
+        Verdict::Deny { reasons } => assert_eq!(reasons.len(), 2, "{reasons:?}"),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    assert_eq!(
+        review_risk_policy(&countersign_policies::default_policy().spec),
+        Verdict::Allow { warnings: vec![] }
+    );
+}
