@@ -5,6 +5,7 @@
 //! between HTTP and those functions. [`app`] is the router the serving binary mounts.
 
 pub mod admission;
+pub mod github;
 
 use axum::Router;
 use axum::routing::post;
