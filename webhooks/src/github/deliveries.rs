@@ -13,7 +13,14 @@ use std::time::{Duration, Instant};
 pub struct Deliveries {
     capacity: usize,
     ttl: Duration,
-    seen: Mutex<(HashSet<String>, VecDeque<(String, Instant)>)>,
+    seen: Mutex<Seen>,
+}
+
+/// The ids, and the same ids oldest first with when they were seen.
+#[derive(Debug, Default)]
+struct Seen {
+    ids: HashSet<String>,
+    order: VecDeque<(String, Instant)>,
 }
 
 impl Deliveries {
@@ -29,7 +36,7 @@ impl Deliveries {
     /// Records `id` at `now`; returns `false` when it was already seen (a redelivery).
     pub fn first_time(&self, id: &str, now: Instant) -> bool {
         let mut guard = self.seen.lock().expect("delivery set lock poisoned");
-        let (ids, order) = &mut *guard;
+        let Seen { ids, order } = &mut *guard;
         // Forget expired ids, then check, then make room only for a new id.
         while order
             .front()
