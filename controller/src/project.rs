@@ -19,7 +19,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::agent_run::capacity::holds_capacity;
+use crate::agent_run::capacity::{holds_capacity, same_utc_day};
 use crate::agent_run::{scoped, tokio_stream_interval};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
@@ -143,12 +143,11 @@ pub fn desired_status(project: &Project, observed: &Observed, now: Timestamp) ->
     let mut status = project.status.clone().unwrap_or_default();
     status.observed_generation = project.metadata.generation;
     let phase_of = |r: &AgentRun| r.status.as_ref().map(|s| s.phase).unwrap_or_default();
-    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
     let started_today = |r: &&AgentRun| {
         r.status
             .as_ref()
             .and_then(|s| s.start_time.as_ref())
-            .is_some_and(|t| t.0.to_zoned(jiff::tz::TimeZone::UTC).date() == today)
+            .is_some_and(|t| same_utc_day(t.0, now))
     };
     status.active_runs = count(observed.runs.iter().filter(|r| holds_capacity(phase_of(r))));
     status.queued_runs = count(

@@ -180,8 +180,11 @@ pub enum AttemptOutcome {
     TimedOut,
     /// A guardrail refused the change (forbidden path, secret, size).
     GuardrailViolation,
-    /// The pod failed or wrote a result that could not be read.
+    /// The pod crashed, disappeared, or the agent reported a failure; retried.
     Failed,
+    /// The pod ended without a readable result (malformed, too large, unknown version). Not
+    /// retried: another attempt of the same image would fail the same way.
+    InvalidResult,
     /// The run was cancelled while this attempt ran.
     Cancelled,
 }

@@ -68,6 +68,12 @@ impl Entry {
     }
 }
 
+/// Whether `t` falls on the same UTC day as `now` (daily limits reset at midnight UTC).
+pub fn same_utc_day(t: Timestamp, now: Timestamp) -> bool {
+    let utc = jiff::tz::TimeZone::UTC;
+    t.to_zoned(utc.clone()).date() == now.to_zoned(utc).date()
+}
+
 /// Whether a phase holds capacity (an agent pod may be running for it).
 pub fn holds_capacity(phase: RunPhase) -> bool {
     matches!(phase, RunPhase::Running | RunPhase::Planning)
@@ -190,16 +196,11 @@ fn decide(
             me.project, limits.project_max
         ));
     }
-    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
     let started_today = entries
         .iter()
         .filter(same_ns)
         .filter(|e| e.project == me.project)
-        .filter(|e| {
-            admitted.contains(&e.uid)
-                || e.started
-                    .is_some_and(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date() == today)
-        })
+        .filter(|e| admitted.contains(&e.uid) || e.started.is_some_and(|t| same_utc_day(t, now)))
         .count();
     if started_today >= limits.project_per_day as usize {
         return Admission::Wait(format!(

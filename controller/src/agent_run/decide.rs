@@ -464,7 +464,7 @@ fn classify(
             format!("the agent exited with code {exit_code} without a result"),
             None,
         ),
-        Err(err) => (AttemptOutcome::Failed, err.to_string(), None),
+        Err(err) => (AttemptOutcome::InvalidResult, err.to_string(), None),
     }
 }
 
@@ -529,18 +529,12 @@ fn next_after(last: &Attempt) -> Next {
             why: reason,
         },
         // Unreadable results come from a broken agent image; retrying would only cost money.
-        Some(AttemptOutcome::Failed) if is_unreadable_result(&reason) => {
-            Next::Finish(RunPhase::Failed, reason)
-        }
+        Some(AttemptOutcome::InvalidResult) => Next::Finish(RunPhase::Failed, reason),
         Some(AttemptOutcome::Failed) | None => Next::Retry {
             next_provider: false,
             why: reason,
         },
     }
-}
-
-fn is_unreadable_result(reason: &str) -> bool {
-    reason.starts_with("the agent's result") || reason.starts_with("the agent wrote no result")
 }
 
 fn retry(i: &Inputs<'_>, d: &mut Decision, last: &Attempt, next_provider: bool, why: String) {

@@ -359,6 +359,10 @@ fn a_malformed_result_fails_the_run_with_a_readable_reason_and_no_retry() {
         "{:?}",
         d.status.message
     );
+    assert_eq!(
+        d.status.attempts[0].outcome,
+        Some(AttemptOutcome::InvalidResult)
+    );
 }
 
 #[test]
