@@ -214,15 +214,15 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         )
     };
     // Blockers only stop a first attempt; retries reuse what the first attempt had.
-    let first = run.status.as_ref().is_none_or(|s| s.attempts.is_empty()) && pods.is_empty();
-    let blocker = if finished || !first {
-        None
-    } else {
+    let waiting = wants_admission(&run, &pods);
+    let blocker = if waiting {
         blocker(ctx, &run, agent.as_ref(), project.as_ref()).await?
+    } else {
+        None
     };
     let now = jiff::Timestamp::now();
     let admission = match (&blocker, &agent, &project) {
-        (None, Some(agent), Some(project)) if wants_admission(&run, &pods) => {
+        (None, Some(agent), Some(project)) if waiting => {
             let limits = Limits {
                 agent_max: agent.spec.max_concurrent_runs,
                 project_max: project.spec.limits.max_concurrent_runs,
