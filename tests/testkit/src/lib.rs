@@ -5,6 +5,7 @@
 //!
 //! - [`apiserver`]: a fake kube-apiserver over plain HTTP on 127.0.0.1 that unmodified
 //!   `kube::Client`, watchers, `Controller`s and the real `kubectl` drive.
+//! - [`github`]: the test GitHub App key pair and signed webhook deliveries.
 //! - [`schema`]: structural-schema pruning, defaulting and validation (types, enums, ranges,
 //!   CEL `x-kubernetes-validations`) of objects against a CRD's `openAPIV3Schema`, as the real
 //!   apiserver does on every write.
@@ -13,5 +14,6 @@
 //! `countersign` binaries and `kubectl` can be run against them from a shell.
 
 pub mod apiserver;
+pub mod github;
 pub mod kubelet;
 pub mod schema;
