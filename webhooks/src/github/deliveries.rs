@@ -58,6 +58,18 @@ impl Deliveries {
         order.push_back((id.to_owned(), now));
         true
     }
+
+    /// Forgets `id` so a later redelivery of it is accepted (used when a delivery could not be
+    /// enqueued). Returns whether it was remembered.
+    pub fn forget(&self, id: &str) -> bool {
+        let mut guard = self.seen.lock().expect("delivery set lock poisoned");
+        let Seen { ids, order } = &mut *guard;
+        if !ids.remove(id) {
+            return false;
+        }
+        order.retain(|(seen, _)| seen != id);
+        true
+    }
 }
 
 #[cfg(test)]
@@ -89,5 +101,16 @@ mod tests {
             .filter(|_| set.first_time("72d3162e-cc78-11e3-81ab-4c9367dc0958", now))
             .count();
         assert_eq!(passed, 1);
+    }
+
+    #[test]
+    fn a_forgotten_id_is_accepted_again() {
+        let set = Deliveries::new(10, Duration::from_secs(60));
+        let now = Instant::now();
+        assert!(set.first_time("a", now));
+        assert!(set.forget("a"));
+        assert!(!set.forget("a"), "already forgotten");
+        assert!(set.first_time("a", now), "accepted again after forget");
+        assert!(!set.first_time("a", now));
     }
 }

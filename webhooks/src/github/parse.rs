@@ -8,7 +8,7 @@ use super::event::Event;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
     /// An event Countersign acts on.
-    Event(Event),
+    Event(Box<Event>),
     /// A well-formed event (or action) Countersign does not act on: answered 202, counted.
     Unsupported {
         /// The `X-GitHub-Event` name.
