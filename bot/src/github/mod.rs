@@ -5,6 +5,9 @@
 //! CONTRACT STUB (skeleton): the App-client helper replaces these bodies; the signatures are
 //! the contract the handlers are written against.
 
+pub mod jwt;
+pub mod parse;
+
 use std::time::Duration;
 
 use secrecy::SecretString;
