@@ -33,7 +33,9 @@ impl AgentName {
         if valid {
             Ok(Self(name.to_owned()))
         } else {
-            Err(CommandProblem::InvalidAgentName(name.chars().take(80).collect()))
+            Err(CommandProblem::InvalidAgentName(
+                name.chars().take(80).collect(),
+            ))
         }
     }
 
@@ -164,7 +166,11 @@ pub fn parse_comment(markdown: &str) -> Vec<Parsed> {
             };
             let (word, args) = split_word(rest);
             let namespaced = word.eq_ignore_ascii_case("countersign");
-            let (word, args) = if namespaced { split_word(args) } else { (word, args) };
+            let (word, args) = if namespaced {
+                split_word(args)
+            } else {
+                (word, args)
+            };
             let word = word.to_ascii_lowercase();
             let parsed = match word.as_str() {
                 "run" if namespaced => {

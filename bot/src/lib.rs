@@ -1,7 +1,15 @@
 //! Countersign's GitHub App: authentication, the API client, webhook event handlers, comment
 //! commands, approvals and check runs.
 
+pub mod authz;
 pub mod commands;
 pub mod github;
+pub mod handlers;
+pub mod metrics;
+pub mod objects;
+pub mod projects;
+pub mod render;
+pub mod replies;
 pub mod sanitize;
 pub mod tokens;
+pub mod worker;

@@ -135,7 +135,7 @@ fn clean_prose(text: &str, removed: &mut RemovedCounts) -> String {
         if let Some(after) = tail.strip_prefix("<!--") {
             removed.html_comments += 1;
             rest = after.find("-->").map_or("", |j| &after[j + 3..]);
-        } else if tail.starts_with('<') {
+        } else if let Some(after_lt) = tail.strip_prefix('<') {
             match html_tag(tail) {
                 Some((name, len, closing)) => {
                     removed.html_tags += 1;
@@ -155,7 +155,7 @@ fn clean_prose(text: &str, removed: &mut RemovedCounts) -> String {
                 }
                 None => {
                     out.push('<');
-                    rest = &tail[1..];
+                    rest = after_lt;
                 }
             }
         } else if let Some(after) = tail.strip_prefix("![") {

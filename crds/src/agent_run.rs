@@ -67,8 +67,11 @@ pub struct AgentRunSpec {
     pub ttl_seconds_after_finished: Option<u32>,
 }
 
+/// Extra attempts a run gets when its spec does not say.
+pub const DEFAULT_RETRIES: u32 = 2;
+
 fn default_retries() -> u32 {
-    2
+    DEFAULT_RETRIES
 }
 
 /// The work an agent is asked to do.

@@ -14,6 +14,8 @@ pub mod approval_gate;
 pub mod common;
 pub mod conditions;
 pub mod generate;
+pub mod keys;
+pub mod names;
 pub mod project;
 pub mod result;
 pub mod risk_policy;

@@ -9,7 +9,10 @@ const PLACEHOLDER: &str = "\u{FFFC}";
 
 /// The command-eligible text blocks of `markdown`, lines separated by `\n`.
 pub(super) fn command_blocks(markdown: &str) -> Vec<String> {
-    let parser = Parser::new_ext(markdown, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH);
+    let parser = Parser::new_ext(
+        markdown,
+        Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH,
+    );
     let mut blocks = Vec::new();
     let mut current = String::new();
     // Depth of containers whose text never holds commands.
@@ -62,15 +65,11 @@ pub(super) fn command_blocks(markdown: &str) -> Vec<String> {
                 _ => {}
             },
             _ if excluded > 0 => {}
-            Event::Text(t) => {
-                if hidden_inline == 0 {
-                    current.push_str(&t);
-                }
-            }
-            Event::Code(_) | Event::InlineHtml(_) | Event::Html(_) | Event::InlineMath(_) => {
-                if hidden_inline == 0 {
-                    current.push_str(PLACEHOLDER);
-                }
+            Event::Text(t) if hidden_inline == 0 => current.push_str(&t),
+            Event::Code(_) | Event::InlineHtml(_) | Event::Html(_) | Event::InlineMath(_)
+                if hidden_inline == 0 =>
+            {
+                current.push_str(PLACEHOLDER)
             }
             Event::SoftBreak | Event::HardBreak => current.push('\n'),
             _ => {}

@@ -26,37 +26,98 @@ fn parse_table() {
         ("upper case", "/APPROVE", vec![cmd(Approve)]),
         ("leading space", "   /hold", vec![cmd(Hold)]),
         ("namespaced", "/countersign approve", vec![cmd(Approve)]),
-        ("namespaced mixed case", "/CounterSign UnHold", vec![cmd(Unhold)]),
+        (
+            "namespaced mixed case",
+            "/CounterSign UnHold",
+            vec![cmd(Unhold)],
+        ),
         ("mid paragraph", "please /approve this", vec![]),
-        ("second line of paragraph", "Looks good.\n/approve", vec![cmd(Approve)]),
+        (
+            "second line of paragraph",
+            "Looks good.\n/approve",
+            vec![cmd(Approve)],
+        ),
         ("other bots", "/lgtm\n/assign @me\n/cc @bob", vec![]),
-        ("unknown namespaced", "/countersign frobnicate", vec![bad(
+        (
+            "unknown namespaced",
             "/countersign frobnicate",
-            CommandProblem::UnknownCommand("frobnicate".into()),
-        )]),
-        ("bare namespace", "/countersign", vec![bad("/countersign", CommandProblem::MissingCommand)]),
-        ("run without agent", "/countersign run", vec![bad("/countersign run", CommandProblem::MissingAgent)]),
-        ("run upper-case agent", "/countersign run Backend", vec![bad(
+            vec![bad(
+                "/countersign frobnicate",
+                CommandProblem::UnknownCommand("frobnicate".into()),
+            )],
+        ),
+        (
+            "bare namespace",
+            "/countersign",
+            vec![bad("/countersign", CommandProblem::MissingCommand)],
+        ),
+        (
+            "run without agent",
+            "/countersign run",
+            vec![bad("/countersign run", CommandProblem::MissingAgent)],
+        ),
+        (
+            "run upper-case agent",
             "/countersign run Backend",
-            CommandProblem::InvalidAgentName("Backend".into()),
-        )]),
-        ("run bad agent", "/countersign run -x", vec![bad(
+            vec![bad(
+                "/countersign run Backend",
+                CommandProblem::InvalidAgentName("Backend".into()),
+            )],
+        ),
+        (
+            "run bad agent",
             "/countersign run -x",
-            CommandProblem::InvalidAgentName("-x".into()),
-        )]),
+            vec![bad(
+                "/countersign run -x",
+                CommandProblem::InvalidAgentName("-x".into()),
+            )],
+        ),
         ("plain run is another bot's", "/run backend", vec![]),
-        ("run with instructions and second paragraph",
-         "/countersign run backend fix the flaky test\nin ci/retry.rs\n\nThanks!",
-         vec![run("backend", Some("fix the flaky test\nin ci/retry.rs"))]),
-        ("run without instructions", "/countersign run qa-1", vec![run("qa-1", None)]),
-        ("run then command", "/countersign run backend go\n/hold", vec![run("backend", Some("go")), cmd(Hold)]),
-        ("reject reason", "/reject   too risky  ", vec![cmd(Reject { reason: Some("too risky".into()) })]),
-        ("reject no reason", "/reject", vec![cmd(Reject { reason: None })]),
-        ("all kinds", "/retry\n/cancel\n/risk\n/help\n/unhold",
-         vec![cmd(Retry), cmd(Cancel), cmd(Risk), cmd(Help), cmd(Unhold)]),
-        ("quoted review", "> /approve\n\nI disagree.\n/reject no tests", vec![cmd(Reject { reason: Some("no tests".into()) })]),
+        (
+            "run with instructions and second paragraph",
+            "/countersign run backend fix the flaky test\nin ci/retry.rs\n\nThanks!",
+            vec![run("backend", Some("fix the flaky test\nin ci/retry.rs"))],
+        ),
+        (
+            "run without instructions",
+            "/countersign run qa-1",
+            vec![run("qa-1", None)],
+        ),
+        (
+            "run then command",
+            "/countersign run backend go\n/hold",
+            vec![run("backend", Some("go")), cmd(Hold)],
+        ),
+        (
+            "reject reason",
+            "/reject   too risky  ",
+            vec![cmd(Reject {
+                reason: Some("too risky".into()),
+            })],
+        ),
+        (
+            "reject no reason",
+            "/reject",
+            vec![cmd(Reject { reason: None })],
+        ),
+        (
+            "all kinds",
+            "/retry\n/cancel\n/risk\n/help\n/unhold",
+            vec![cmd(Retry), cmd(Cancel), cmd(Risk), cmd(Help), cmd(Unhold)],
+        ),
+        (
+            "quoted review",
+            "> /approve\n\nI disagree.\n/reject no tests",
+            vec![cmd(Reject {
+                reason: Some("no tests".into()),
+            })],
+        ),
         ("fenced", "```\n/approve\n```", vec![]),
-        ("tilde fence", "~~~sh\n/approve\n~~~\n/hold", vec![cmd(Hold)]),
+        (
+            "tilde fence",
+            "~~~sh\n/approve\n~~~\n/hold",
+            vec![cmd(Hold)],
+        ),
         ("indented code", "text\n\n    /approve", vec![]),
         ("inline code", "`/approve`", vec![]),
         ("html comment", "<!-- /approve -->", vec![]),
@@ -64,8 +125,16 @@ fn parse_table() {
         ("link text", "[/approve](https://x)", vec![]),
         ("heading", "# /approve", vec![]),
         ("table", "| a |\n|---|\n| /approve |", vec![]),
-        ("nested list", "- item\n  - /approve\n- /hold", vec![cmd(Approve), cmd(Hold)]),
-        ("crlf", "LGTM\r\n/approve\r\n\r\n/hold\r\n", vec![cmd(Approve), cmd(Hold)]),
+        (
+            "nested list",
+            "- item\n  - /approve\n- /hold",
+            vec![cmd(Approve), cmd(Hold)],
+        ),
+        (
+            "crlf",
+            "LGTM\r\n/approve\r\n\r\n/hold\r\n",
+            vec![cmd(Approve), cmd(Hold)],
+        ),
     ];
     for (name, input, want) in cases {
         assert_eq!(parse_comment(input), want, "case {name}: {input:?}");
@@ -76,7 +145,13 @@ fn parse_table() {
 fn limits() {
     let long = "x".repeat(20_000);
     let parsed = parse_comment(&format!("/countersign run backend {long}"));
-    let [Parsed::Command(Command::Run { instructions: Some(i), .. })] = parsed.as_slice() else {
+    let [
+        Parsed::Command(Command::Run {
+            instructions: Some(i),
+            ..
+        }),
+    ] = parsed.as_slice()
+    else {
         panic!("expected a run, got {parsed:?}");
     };
     assert_eq!(i.len(), MAX_INSTRUCTIONS_BYTES);
@@ -94,7 +169,11 @@ fn limits() {
 fn names_and_kinds() {
     let table = [
         (Command::Approve, "approve", CommandKind::Approval),
-        (Command::Reject { reason: None }, "reject", CommandKind::Approval),
+        (
+            Command::Reject { reason: None },
+            "reject",
+            CommandKind::Approval,
+        ),
         (Command::Hold, "hold", CommandKind::Approval),
         (Command::Unhold, "unhold", CommandKind::Approval),
         (Command::Retry, "retry", CommandKind::Trigger),
@@ -112,7 +191,11 @@ fn edits_are_a_multiset_diff() {
     use Command::*;
     let cases: Vec<(Option<&str>, &str, Vec<Parsed>)> = vec![
         (Some("/approve"), "/approve\n\n/approve", vec![cmd(Approve)]),
-        (Some("/approve"), "/approve typo fixed", vec![cmd(Approve)].into_iter().take(0).collect()),
+        (
+            Some("/approve"),
+            "/approve typo fixed",
+            vec![cmd(Approve)].into_iter().take(0).collect(),
+        ),
         (Some("LGTM"), "LGTM\n/hold", vec![cmd(Hold)]),
         (Some("/hold\n/approve"), "/approve", vec![]),
         (None, "/approve", vec![]),
@@ -135,7 +218,27 @@ fn random_markdown_never_panics() {
     let seed: u64 = 0x5eed_c0de_1234_5678;
     println!("seed {seed:#x}");
     let mut x = seed;
-    let pieces = ["/approve", "/countersign run ", "```", "~~~", "> ", "<!--", "-->", "`", "\n", " ", "[", "](", ")", "| a |", "- ", "é", "\r\n", "<div>", "*"];
+    let pieces = [
+        "/approve",
+        "/countersign run ",
+        "```",
+        "~~~",
+        "> ",
+        "<!--",
+        "-->",
+        "`",
+        "\n",
+        " ",
+        "[",
+        "](",
+        ")",
+        "| a |",
+        "- ",
+        "é",
+        "\r\n",
+        "<div>",
+        "*",
+    ];
     for _ in 0..2000 {
         let mut s = String::new();
         for _ in 0..(x % 40) {

@@ -85,6 +85,9 @@ mod tests {
 
     #[test]
     fn garbage_key_is_a_config_error() {
-        assert!(matches!(parse_key("not a key"), Err(GitHubError::Config(_))));
+        assert!(matches!(
+            parse_key("not a key"),
+            Err(GitHubError::Config(_))
+        ));
     }
 }

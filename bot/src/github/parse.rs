@@ -49,7 +49,11 @@ pub fn parse_permission(body: &PermissionBody) -> Permission {
     body.role_name
         .as_deref()
         .and_then(Permission::from_role_name)
-        .or_else(|| body.permission.as_deref().and_then(Permission::from_role_name))
+        .or_else(|| {
+            body.permission
+                .as_deref()
+                .and_then(Permission::from_role_name)
+        })
         .unwrap_or(Permission::None)
 }
 
@@ -94,15 +98,27 @@ mod tests {
 
     #[test]
     fn role_name_wins_over_permission() {
-        assert_eq!(parse_permission(&body(Some("write"), Some("maintain"))), Permission::Maintain);
-        assert_eq!(parse_permission(&body(Some("read"), Some("triage"))), Permission::Triage);
+        assert_eq!(
+            parse_permission(&body(Some("write"), Some("maintain"))),
+            Permission::Maintain
+        );
+        assert_eq!(
+            parse_permission(&body(Some("read"), Some("triage"))),
+            Permission::Triage
+        );
     }
 
     #[test]
     fn custom_role_falls_back_to_permission() {
-        assert_eq!(parse_permission(&body(Some("write"), Some("custom-x"))), Permission::Write);
+        assert_eq!(
+            parse_permission(&body(Some("write"), Some("custom-x"))),
+            Permission::Write
+        );
         assert_eq!(parse_permission(&body(None, None)), Permission::None);
-        assert_eq!(parse_permission(&body(Some("bogus"), None)), Permission::None);
+        assert_eq!(
+            parse_permission(&body(Some("bogus"), None)),
+            Permission::None
+        );
     }
 
     #[test]
@@ -131,7 +147,10 @@ mod tests {
     #[test]
     fn link_header_next() {
         let h = r#"<https://api.github.com/x?page=2&per_page=100>; rel="next", <https://api.github.com/x?page=5>; rel="last""#;
-        assert_eq!(next_link(h), Some("https://api.github.com/x?page=2&per_page=100"));
+        assert_eq!(
+            next_link(h),
+            Some("https://api.github.com/x?page=2&per_page=100")
+        );
         let last = r#"<https://api.github.com/x?page=1>; rel="prev", <https://api.github.com/x?page=1>; rel="first""#;
         assert_eq!(next_link(last), None);
         assert_eq!(next_link(""), None);

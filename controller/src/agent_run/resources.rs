@@ -36,7 +36,7 @@ pub const ATTEMPT_LABEL: &str = "countersign.dev/attempt";
 /// Label with the provider entry an attempt uses.
 pub const PROVIDER_LABEL: &str = "countersign.dev/provider";
 /// Label with the agent of a run's children.
-pub const AGENT_LABEL: &str = "countersign.dev/agent";
+pub const AGENT_LABEL: &str = countersign_crds::keys::AGENT_LABEL;
 /// Non-root user the agent runs as.
 const AGENT_UID: i64 = 65532;
 /// Destinations agent pods may never reach: private, shared, link-local (cloud metadata
@@ -70,31 +70,12 @@ pub struct AttemptSpec<'a> {
 /// The name shared by an attempt's Pod, Secret and NetworkPolicy: `<run>-<n>`, shortened
 /// with a stable hash when the run name is long, so it always fits in 63 characters.
 pub fn attempt_name(run: &str, number: u32) -> String {
-    let suffix = format!("-{number}");
-    if run.len() + suffix.len() <= 63 {
-        return format!("{run}{suffix}");
-    }
-    let hash = fnv1a(run.as_bytes());
-    let keep = 63 - suffix.len() - 9;
-    format!(
-        "{}-{hash:08x}{suffix}",
-        run[..keep].trim_end_matches(['-', '.'])
-    )
-}
-
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
+    countersign_crds::names::with_suffix(run, &format!("-{number}"))
 }
 
 /// A label value for `text`: at most 63 characters, or a hash when it does not fit.
 pub(crate) fn label_value(text: &str) -> String {
-    if text.len() <= 63 {
-        text.to_owned()
-    } else {
-        format!("h-{:08x}", fnv1a(text.as_bytes()))
-    }
+    countersign_crds::names::label_value(text)
 }
 
 impl AttemptSpec<'_> {

@@ -22,7 +22,11 @@ fn verify(secret: &str, body: &[u8], signature: &str) -> bool {
 #[test]
 fn signature_matches_githubs_documented_test_vector() {
     // https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
-    let d = Delivery::from_body("ping", b"Hello, World!".to_vec(), "It's a Secret to Everybody");
+    let d = Delivery::from_body(
+        "ping",
+        b"Hello, World!".to_vec(),
+        "It's a Secret to Everybody",
+    );
     assert_eq!(
         d.signature,
         "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"

@@ -1,0 +1,346 @@
+//! `issue_comment`: comment commands (`/countersign run`, `/cancel`, `/retry` steer runs;
+//! `/approve`, `/reject`, `/hold`, `/unhold` nudge the pull request's gate or a run's plan;
+//! `/risk`, `/help` answer). Commands are parsed as Markdown by [`crate::commands`]; on an
+//! edit only commands the edit added run, and only when the author edited their own comment.
+
+use countersign_crds::keys::LAST_COMMAND_ANNOTATION;
+use countersign_crds::{Agent, AgentRun, ApprovalGate, Project, RunPhase, TaskSource};
+use countersign_webhooks::github::event::{CommentAction, DeliveryId, IssueCommentEvent};
+use kube::{Api, ResourceExt};
+
+use super::runs::Asker;
+use super::{HandleError, Handled, Handler, Ignored, Outcome, nudge};
+use crate::authz::{self, Denial};
+use crate::commands::{self, Command, Parsed};
+use crate::github::{InstallationClient, Reaction};
+use crate::objects::{self, RunRequest};
+
+/// Commands run from one comment at most; the rest are ignored (a wall of commands is
+/// abuse, not intent).
+pub const MAX_COMMANDS_PER_COMMENT: usize = 10;
+
+impl Handler {
+    /// Handles `issue_comment`.
+    pub(crate) async fn on_comment(&self, delivery: &DeliveryId, e: &IssueCommentEvent) -> Handled {
+        if authz::is_own_bot(&e.comment.user, &self.bot_login)
+            || authz::is_own_bot(&e.sender, &self.bot_login)
+        {
+            return Ok(vec![Outcome::Ignored(Ignored::OwnBot)]);
+        }
+        let projects = self
+            .projects
+            .for_repository(&e.repository.owner, &e.repository.name);
+        // Commands go to the oldest Project managing the repository; gates of every Project
+        // are nudged when an approval comment changes.
+        let Some(project) = projects.first() else {
+            return Ok(vec![Outcome::Ignored(Ignored::NoProject)]);
+        };
+        let parsed = match &e.action {
+            CommentAction::Created => commands::parse_comment(&e.comment.body),
+            CommentAction::Edited { previous_body } => {
+                if e.sender.id != e.comment.user.id {
+                    // Someone edited another person's comment: never run what they wrote,
+                    // but let the gate re-read the comments and record the tampering.
+                    let mut outcomes = self.nudge_gates(&projects, e, delivery).await?;
+                    outcomes.push(Outcome::Ignored(Ignored::EditedBySomeoneElse));
+                    return Ok(outcomes);
+                }
+                commands::new_commands(previous_body.as_deref(), &e.comment.body)
+            }
+            CommentAction::Deleted => {
+                // A deleted approval comment no longer counts: let the gates look again.
+                return self.nudge_gates(&projects, e, delivery).await;
+            }
+        };
+        if parsed.is_empty() {
+            return Ok(vec![Outcome::Ignored(Ignored::NoCommands)]);
+        }
+        if let Err(denial) = authz::check_actor(&e.sender, &self.bot_login, &project.spec.triggers)
+        {
+            return Ok(vec![Outcome::Denied(denial)]);
+        }
+        let Some(github) = self.installation(e.installation_id, project).await? else {
+            return Ok(vec![Outcome::Ignored(Ignored::NoInstallation)]);
+        };
+        let mut outcomes = Vec::new();
+        for parsed in parsed.into_iter().take(MAX_COMMANDS_PER_COMMENT) {
+            let outcome = match parsed {
+                Parsed::Command(command) => {
+                    self.run_command(&github, project, &projects, e, delivery, command)
+                        .await?
+                }
+                Parsed::Invalid { text, problem } => {
+                    let answer = format!(
+                        "@{} I could not read `{}`: {problem}. Say `/help` for the commands.",
+                        e.sender.login,
+                        text.trim()
+                    );
+                    self.answer(&github, e, "invalid", &answer).await
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn run_command(
+        &self,
+        github: &InstallationClient,
+        project: &Project,
+        projects: &[super::ProjectRef],
+        e: &IssueCommentEvent,
+        delivery: &DeliveryId,
+        command: Command,
+    ) -> Result<Outcome, HandleError> {
+        let asker = Asker {
+            github,
+            repository: &e.repository,
+            number: e.issue.number,
+            account: &e.sender,
+            comment: Some(e.comment.id),
+        };
+        let outcome = match &command {
+            Command::Run {
+                agent,
+                instructions,
+            } => {
+                if e.issue.is_pull_request {
+                    return Ok(self
+                        .answer(github, e, "run-on-pr", "`/countersign run` works on issues; open an issue for the task and run it there.")
+                        .await);
+                }
+                if let Err(denial) = self.authorize_trigger(project, &asker).await? {
+                    return Ok(Outcome::Denied(denial));
+                }
+                let agents: Api<Agent> = self.api(project);
+                if agents.get_opt(agent.as_str()).await?.is_none() {
+                    let text = format!(
+                        "There is no Agent `{}` for this repository. {}",
+                        agent.as_str(),
+                        self.available_agents(project).await?
+                    );
+                    self.answer(github, e, "unknown-agent", &text).await;
+                    return Ok(Outcome::Ignored(Ignored::UnknownAgent(
+                        agent.as_str().to_owned(),
+                    )));
+                }
+                let request = RunRequest {
+                    project,
+                    agent: agent.as_str(),
+                    issue: &e.issue,
+                    requested_by: &e.sender,
+                    source: TaskSource::Comment,
+                    mode: None,
+                    instructions: instructions.as_deref(),
+                    delivery,
+                    comment_id: Some(e.comment.id),
+                };
+                self.create_run(&request).await?
+            }
+            Command::Cancel => {
+                if let Err(denial) = self.authorize_trigger(project, &asker).await? {
+                    return Ok(Outcome::Denied(denial));
+                }
+                self.cancel_runs(project, e.issue.number, None).await?
+            }
+            Command::Retry => {
+                if let Err(denial) = self.authorize_trigger(project, &asker).await? {
+                    return Ok(Outcome::Denied(denial));
+                }
+                self.retry_run(project, e.issue.number, delivery, e.comment.id)
+                    .await?
+            }
+            Command::Approve | Command::Reject { .. } | Command::Hold | Command::Unhold => {
+                if let Err(denial) = self
+                    .authorize_approver(github, project, &asker, &command)
+                    .await?
+                {
+                    return Ok(Outcome::Denied(denial));
+                }
+                if e.issue.is_pull_request {
+                    let mut last = Outcome::Ignored(Ignored::NoGate);
+                    for outcome in self.nudge_gates(projects, e, delivery).await? {
+                        last = outcome;
+                    }
+                    last
+                } else {
+                    self.steer_plan(project, e, delivery, &command).await?
+                }
+            }
+            Command::Risk => {
+                let text = self.risk_answer(project, e).await?;
+                self.answer(github, e, "risk", &text).await
+            }
+            Command::Help => {
+                let agents: Vec<String> = project
+                    .spec
+                    .triggers
+                    .labels
+                    .iter()
+                    .map(|t| t.agent.name.clone())
+                    .collect();
+                let refs: Vec<&str> = agents.iter().map(String::as_str).collect();
+                self.answer(github, e, "help", &commands::help_text(&refs))
+                    .await
+            }
+        };
+        let reaction = match &outcome {
+            Outcome::RunCreated { .. } => Some(Reaction::Rocket),
+            Outcome::RunsCancelled { .. } | Outcome::Nudged { .. } => Some(Reaction::PlusOne),
+            Outcome::RunExists { .. } | Outcome::GateApplied { .. } => None,
+            Outcome::Ignored(Ignored::AlreadyRunning(_) | Ignored::NothingToDo(_)) => {
+                Some(Reaction::Confused)
+            }
+            _ => None,
+        };
+        if let Some(reaction) = reaction {
+            self.react(github, &e.repository, e.comment.id, reaction)
+                .await;
+        }
+        Ok(outcome)
+    }
+
+    /// Approval commands need an approver role; `/hold` and `/unhold` also accept anyone
+    /// who may trigger runs (holding is always safe, like Prow's `/hold`).
+    async fn authorize_approver(
+        &self,
+        github: &InstallationClient,
+        project: &Project,
+        asker: &Asker<'_>,
+        command: &Command,
+    ) -> Result<Result<(), Denial>, HandleError> {
+        let roles = self
+            .authorizer
+            .roles(github, project, asker.account)
+            .await?;
+        if !roles.is_empty() {
+            return Ok(Ok(()));
+        }
+        if matches!(command, Command::Hold | Command::Unhold) {
+            return self.authorize_trigger(project, asker).await;
+        }
+        let denial = Denial::NoRole;
+        self.reply(asker, denial.label(), &denial.explain(&asker.account.login))
+            .await;
+        Ok(Err(denial))
+    }
+
+    /// `/approve` or `/reject` on an issue steers a run waiting for its plan to be approved
+    /// (control mode): the run is annotated and its controller continues or stops it.
+    async fn steer_plan(
+        &self,
+        project: &Project,
+        e: &IssueCommentEvent,
+        delivery: &DeliveryId,
+        command: &Command,
+    ) -> Result<Outcome, HandleError> {
+        let waiting = self
+            .runs_for_issue(project, e.issue.number)
+            .await?
+            .into_iter()
+            .find(|r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == RunPhase::AwaitingPlanApproval)
+            });
+        let Some(run) = waiting else {
+            return Ok(Outcome::Ignored(Ignored::NothingToDo("plan approval")));
+        };
+        let value = format!("{}/{}", command.name(), delivery);
+        let api: Api<AgentRun> = self.api(project);
+        nudge(
+            &api,
+            &run.name_any(),
+            delivery,
+            &[(LAST_COMMAND_ANNOTATION, &value)],
+        )
+        .await?;
+        Ok(Outcome::Nudged {
+            kind: "AgentRun",
+            name: run.name_any(),
+        })
+    }
+
+    /// Nudges the gate of the commented pull request in every Project managing the repo.
+    async fn nudge_gates(
+        &self,
+        projects: &[super::ProjectRef],
+        e: &IssueCommentEvent,
+        delivery: &DeliveryId,
+    ) -> Handled {
+        if !e.issue.is_pull_request {
+            return Ok(vec![Outcome::Ignored(Ignored::NoGate)]);
+        }
+        let mut outcomes = Vec::new();
+        for project in projects {
+            let api: Api<ApprovalGate> = self.api(project);
+            let name = objects::gate_name(&project.name_any(), e.issue.number);
+            outcomes.push(if nudge(&api, &name, delivery, &[]).await? {
+                Outcome::Nudged {
+                    kind: "ApprovalGate",
+                    name,
+                }
+            } else {
+                Outcome::Ignored(Ignored::NoGate)
+            });
+        }
+        Ok(outcomes)
+    }
+
+    async fn risk_answer(
+        &self,
+        project: &Project,
+        e: &IssueCommentEvent,
+    ) -> Result<String, HandleError> {
+        if !e.issue.is_pull_request {
+            return Ok("Risk is scored for pull requests; ask `/risk` on one.".to_owned());
+        }
+        let api: Api<ApprovalGate> = self.api(project);
+        let name = objects::gate_name(&project.name_any(), e.issue.number);
+        let gate = api.get_opt(&name).await?;
+        Ok(crate::render::risk_summary(gate.as_ref()))
+    }
+
+    async fn available_agents(&self, project: &Project) -> Result<String, HandleError> {
+        let api: Api<Agent> = self.api(project);
+        let mut names: Vec<String> = api
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        names.sort();
+        Ok(if names.is_empty() {
+            "No Agents are defined in this Project's namespace yet.".to_owned()
+        } else {
+            format!(
+                "Available: {}.",
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+
+    /// Posts an answer (rate-limited per person, issue and topic).
+    async fn answer(
+        &self,
+        github: &InstallationClient,
+        e: &IssueCommentEvent,
+        topic: &'static str,
+        text: &str,
+    ) -> Outcome {
+        let asker = Asker {
+            github,
+            repository: &e.repository,
+            number: e.issue.number,
+            account: &e.sender,
+            comment: Some(e.comment.id),
+        };
+        self.reply(&asker, topic, text).await;
+        Outcome::Answered(topic)
+    }
+}

@@ -1,0 +1,132 @@
+//! Prometheus metrics of the bot under the `countersign_bot` prefix: the webhook endpoint's
+//! (deliveries by event and outcome, request latency) and the handlers' (outcomes, failures,
+//! handling latency). Labels are bounded: event names, outcome and error labels only.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use countersign_webhooks::github::ingress::IngressMetrics;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    event: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    event: &'static str,
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
+}
+
+/// The bot's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// The webhook endpoint's metrics (registered in the same registry).
+    pub ingress: IngressMetrics,
+    outcomes: Family<OutcomeLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    retries: Family<EventLabel, Counter>,
+    handling: Family<EventLabel, Histogram>,
+    queued: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("countersign_bot");
+        let ingress = IngressMetrics::register(&mut registry);
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
+        let retries = Family::<EventLabel, Counter>::default();
+        let handling = Family::<EventLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        let queued = Gauge::default();
+        registry.register(
+            "delivery_outcomes",
+            "What handling deliveries did, by event and outcome",
+            outcomes.clone(),
+        );
+        registry.register(
+            "delivery_failures",
+            "Deliveries whose handling failed for good, by event and error",
+            failures.clone(),
+        );
+        registry.register(
+            "delivery_retries",
+            "Handling attempts repeated after a transient failure, by event",
+            retries.clone(),
+        );
+        registry.register(
+            "delivery_handling_seconds",
+            "Time from dequeuing a delivery to finishing it, by event",
+            handling.clone(),
+        );
+        registry.register(
+            "deliveries_queued",
+            "Deliveries accepted and waiting for a worker",
+            queued.clone(),
+        );
+        Self {
+            registry,
+            ingress,
+            outcomes,
+            failures,
+            retries,
+            handling,
+            queued,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one outcome of a delivery of `event`.
+    pub fn outcome(&self, event: &'static str, outcome: &'static str) {
+        self.outcomes
+            .get_or_create(&OutcomeLabels { event, outcome })
+            .inc();
+    }
+
+    /// Counts a delivery that failed for good.
+    pub fn failure(&self, event: &'static str, error: &'static str) {
+        self.failures
+            .get_or_create(&FailureLabels { event, error })
+            .inc();
+    }
+
+    /// Counts a retried handling attempt.
+    pub fn retry(&self, event: &'static str) {
+        self.retries.get_or_create(&EventLabel { event }).inc();
+    }
+
+    /// Records how long handling a delivery took.
+    pub fn handled(&self, event: &'static str, seconds: f64) {
+        self.handling
+            .get_or_create(&EventLabel { event })
+            .observe(seconds);
+    }
+
+    /// Follows the number of deliveries waiting for a worker.
+    pub fn queued(&self, delta: i64) {
+        self.queued.inc_by(delta);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        out
+    }
+}

@@ -1,0 +1,93 @@
+//! Which Projects manage a repository: an in-memory index of every Project the bot may see,
+//! kept current by a Kubernetes watch (a reflector), so handling a webhook costs no list call.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use countersign_crds::Project;
+use futures::StreamExt;
+use kube::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+
+/// The Projects the bot knows about.
+#[derive(Clone)]
+pub struct Projects {
+    store: Store<Project>,
+}
+
+impl Projects {
+    /// An index over Projects in `namespace` (all namespaces when `None`), and the future that
+    /// keeps it current. The future runs until dropped; watch errors are retried with backoff.
+    pub fn watch(
+        client: kube::Client,
+        namespace: Option<&str>,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let api: Api<Project> = match namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        };
+        let (store, writer) = reflector::store();
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+        let driver = async move {
+            futures::pin_mut!(stream);
+            while let Some(item) = stream.next().await {
+                if let Err(error) = item {
+                    tracing::warn!(%error, "watching Projects failed; retrying");
+                }
+            }
+        };
+        (Self { store }, driver)
+    }
+
+    /// Completes once the first full list of Projects has arrived.
+    pub async fn ready(&self) -> bool {
+        self.store.wait_until_ready().await.is_ok()
+    }
+
+    /// Whether the first full list of Projects has arrived.
+    pub fn is_ready(&self) -> bool {
+        // A store that has seen its initial list answers `wait_until_ready` at once.
+        futures::FutureExt::now_or_never(self.store.wait_until_ready()).is_some_and(|r| r.is_ok())
+    }
+
+    /// Every Project managing `owner/name` (GitHub compares names case-insensitively),
+    /// oldest first so answers are stable.
+    pub fn for_repository(&self, owner: &str, name: &str) -> Vec<Arc<Project>> {
+        let mut found = self.store.state_filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.spec.repository.owner.eq_ignore_ascii_case(owner)
+                && p.spec.repository.name.eq_ignore_ascii_case(name)
+        });
+        found.sort_by(|a, b| {
+            (
+                &a.metadata.creation_timestamp,
+                &a.metadata.namespace,
+                &a.metadata.name,
+            )
+                .cmp(&(
+                    &b.metadata.creation_timestamp,
+                    &b.metadata.namespace,
+                    &b.metadata.name,
+                ))
+        });
+        found
+    }
+
+    /// Every Project whose repository is one of `full_names` (`owner/name`), or, when
+    /// `account` is given, every Project whose repository belongs to that account.
+    pub fn for_installation(
+        &self,
+        full_names: &[String],
+        account: Option<&str>,
+    ) -> Vec<Arc<Project>> {
+        self.store.state_filter(|p| {
+            let repo = &p.spec.repository;
+            let full = format!("{}/{}", repo.owner, repo.name);
+            full_names.iter().any(|n| n.eq_ignore_ascii_case(&full))
+                || account.is_some_and(|a| a.eq_ignore_ascii_case(&repo.owner))
+        })
+    }
+}

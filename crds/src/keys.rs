@@ -1,0 +1,30 @@
+//! Label and annotation keys shared by the bot (which creates and nudges objects) and the
+//! controller (which reconciles them). They are part of the API: users select on the labels
+//! (`kubectl get csrun -l countersign.dev/issue=42`) and see the annotations.
+
+/// Label on AgentRuns and ApprovalGates: the Project they belong to.
+pub const PROJECT_LABEL: &str = "countersign.dev/project";
+/// Label on AgentRuns: the issue number they work on.
+pub const ISSUE_LABEL: &str = "countersign.dev/issue";
+/// Label on AgentRuns (and their pods): the Agent doing the work.
+pub const AGENT_LABEL: &str = "countersign.dev/agent";
+/// Label on ApprovalGates: the pull request number.
+pub const PULL_REQUEST_LABEL: &str = "countersign.dev/pull-request";
+
+/// Annotation on objects the bot created: the `X-GitHub-Delivery` id that created them, so a
+/// redelivery of the same event finds its object instead of creating another.
+pub const CREATED_BY_DELIVERY_ANNOTATION: &str = "countersign.dev/created-by-delivery";
+/// Annotation on AgentRuns started by a comment command: the comment's id.
+pub const SOURCE_COMMENT_ANNOTATION: &str = "countersign.dev/source-comment";
+/// Annotation the bot sets on a gate, run or Project to ask the controller to look again
+/// now: the id of the delivery that changed something (ARCHITECTURE §3, step 2).
+pub const LAST_DELIVERY_ANNOTATION: &str = "countersign.dev/last-delivery";
+/// Annotation on ApprovalGates: the newest merge-queue commit GitHub asked checks for.
+pub const MERGE_GROUP_SHA_ANNOTATION: &str = "countersign.dev/merge-group-sha";
+/// Annotation on AgentRuns: the last steering command (`approve`, `reject`) someone with an
+/// approver role gave on the run's issue, with the delivery id after a `/` — how a
+/// plan in control mode is approved.
+pub const LAST_COMMAND_ANNOTATION: &str = "countersign.dev/last-command";
+
+/// Field manager of every write the bot makes (one server-side-apply manager per writer).
+pub const BOT_FIELD_MANAGER: &str = "countersign-bot";
