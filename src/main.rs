@@ -25,6 +25,11 @@ enum Command {
     /// Run the controller: reconcile Projects, Agents and AgentRuns while holding the
     /// leader-election Lease, and serve /metrics, /healthz and /readyz.
     Controller(Box<countersign_controller::config::ControllerArgs>),
+    /// Run the GitHub App bot: serve POST /webhook (plus /healthz, /readyz and /metrics),
+    /// turn labels, comment commands and pull-request events into Kubernetes objects.
+    Bot(Box<countersign_bot::config::BotArgs>),
+    /// Send recorded webhook deliveries to a running bot, signed with its secret.
+    Replay(countersign_bot::replay::ReplayArgs),
     /// Try a RiskPolicy offline: score a change (`eval`) or check policy files (`validate`).
     Policy {
         #[command(subcommand)]
@@ -61,18 +66,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Controller(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("Cannot start the async runtime")?;
-            runtime.block_on(countersign_controller::process::serve(
-                *args,
-                shutdown_signal(),
-            ))
+        Command::Controller(args) => runtime()?.block_on(countersign_controller::process::serve(
+            *args,
+            shutdown_signal(),
+        )),
+        Command::Bot(args) => {
+            runtime()?.block_on(countersign_bot::server::serve(*args, shutdown_signal()))
         }
+        Command::Replay(args) => runtime()?.block_on(countersign_bot::replay::run(args)),
         Command::Policy { command } => countersign::policy_cmd::run(command),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("Cannot start the async runtime")
 }
 
 /// Completes on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.

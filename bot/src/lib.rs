@@ -3,13 +3,16 @@
 
 pub mod authz;
 pub mod commands;
+pub mod config;
 pub mod github;
 pub mod handlers;
 pub mod metrics;
 pub mod objects;
 pub mod projects;
 pub mod render;
+pub mod replay;
 pub mod replies;
 pub mod sanitize;
+pub mod server;
 pub mod tokens;
 pub mod worker;

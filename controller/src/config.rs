@@ -107,6 +107,11 @@ pub struct ControllerArgs {
     /// Kubeconfig file to use instead of the in-cluster configuration or `$KUBECONFIG`.
     #[arg(long, env = "COUNTERSIGN_KUBECONFIG", value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+
+    /// The GitHub App that mints repository-scoped tokens for agent pods. Without it, runs
+    /// that need a token wait with a condition saying GitHub is not configured.
+    #[command(flatten)]
+    pub github: countersign_bot::config::GitHubAppArgs,
 }
 
 /// A flag value or combination that cannot work. Each message names the flags involved.

@@ -68,6 +68,15 @@ impl Process {
             }
             None => None,
         };
+        // Without a GitHub App every run that needs a token waits with a condition saying so.
+        let minter: Arc<dyn TokenMinter> = match args
+            .github
+            .app()
+            .context("Invalid GitHub App configuration")?
+        {
+            Some(app) => Arc::new(app),
+            None => Arc::new(Unconfigured),
+        };
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("Cannot listen on {}", args.listen))?;
@@ -81,9 +90,7 @@ impl Process {
             listener,
             local_addr,
             metrics: Arc::new(Metrics::default()),
-            // The GitHub App minter arrives with the bot; until it is configured here, every
-            // run that needs a token waits with a condition saying so.
-            minter: Arc::new(Unconfigured),
+            minter,
             leadership: leader::leadership_channel(),
         })
     }

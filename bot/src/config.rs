@@ -1,0 +1,141 @@
+//! Command-line and environment configuration of `countersign bot`, and the GitHub App
+//! settings the controller shares (it mints repository tokens with the same App).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use countersign_crds::GoDuration;
+use secrecy::SecretString;
+
+use crate::github::{AppConfig, GitHubApp};
+
+/// GitHub's public API root.
+pub const DEFAULT_GITHUB_API: &str = "https://api.github.com/";
+
+/// How to act as the GitHub App.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GitHubAppArgs {
+    /// The GitHub App's numeric id (App settings → "App ID").
+    #[arg(long, env = "GITHUB_APP_ID", value_name = "ID")]
+    pub github_app_id: Option<u64>,
+
+    /// File holding the App's private key (PEM, as downloaded from the App settings).
+    #[arg(long, env = "GITHUB_APP_PRIVATE_KEY_FILE", value_name = "FILE")]
+    pub github_app_private_key_file: Option<PathBuf>,
+
+    /// GitHub's REST API root: `https://api.github.com/`, or `https://HOST/api/v3/` for
+    /// GitHub Enterprise Server.
+    #[arg(long, env = "GITHUB_API_URL", default_value = DEFAULT_GITHUB_API, value_name = "URL")]
+    pub github_api_url: String,
+
+    /// Timeout of one GitHub request.
+    #[arg(long, env = "GITHUB_REQUEST_TIMEOUT", default_value = "15s")]
+    pub github_request_timeout: GoDuration,
+
+    /// Retries of one GitHub call after 5xx answers, dropped connections and rate limits.
+    #[arg(long, env = "GITHUB_MAX_RETRIES", default_value_t = 4)]
+    pub github_max_retries: u32,
+
+    /// Longest single wait for a rate limit to pass; a longer `Retry-After` fails the call
+    /// (and the delivery is retried later) instead of blocking a worker.
+    #[arg(long, env = "GITHUB_MAX_RETRY_WAIT", default_value = "90s")]
+    pub github_max_retry_wait: GoDuration,
+}
+
+impl GitHubAppArgs {
+    /// The App client, or `None` when no App id is configured. A configured id without a
+    /// readable key is an error, not a silent fallback.
+    pub fn app(&self) -> anyhow::Result<Option<GitHubApp>> {
+        let Some(app_id) = self.github_app_id else {
+            return Ok(None);
+        };
+        let path = self.github_app_private_key_file.as_ref().context(
+            "--github-app-id is set but --github-app-private-key-file (GITHUB_APP_PRIVATE_KEY_FILE) is not",
+        )?;
+        let pem = std::fs::read_to_string(path).with_context(|| {
+            format!("Cannot read the GitHub App private key {}", path.display())
+        })?;
+        let app = GitHubApp::new(AppConfig {
+            app_id,
+            private_key_pem: SecretString::from(pem),
+            base_url: self.github_api_url.clone(),
+            request_timeout: self.github_request_timeout.0,
+            max_retries: self.github_max_retries,
+            max_retry_wait: self.github_max_retry_wait.0,
+        })?;
+        Ok(Some(app))
+    }
+}
+
+/// `countersign bot`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BotArgs {
+    /// Address serving `/webhook`, `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "COUNTERSIGN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Files holding webhook secrets, one per file (repeat or comma-separate). A delivery
+    /// signed with any of them is accepted, so a secret is rotated by adding the new file,
+    /// changing the App's secret, then removing the old file.
+    #[arg(
+        long = "webhook-secret-file",
+        env = "GITHUB_WEBHOOK_SECRET_FILES",
+        value_delimiter = ',',
+        required = true,
+        value_name = "FILE"
+    )]
+    pub webhook_secret_files: Vec<PathBuf>,
+
+    /// Watch Projects in this namespace only (all namespaces when unset).
+    #[arg(long, env = "COUNTERSIGN_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Deliveries handled in parallel (deliveries about one issue or pull request are always
+    /// handled in order).
+    #[arg(long, env = "COUNTERSIGN_WORKERS", default_value_t = 8)]
+    pub workers: usize,
+
+    /// Accepted deliveries waiting for a worker; when full, GitHub is answered 503 and
+    /// redelivers later.
+    #[arg(long, env = "COUNTERSIGN_QUEUE", default_value_t = 1024)]
+    pub queue: usize,
+
+    /// How long a delivery id is remembered in memory to answer redeliveries at once
+    /// (objects are named deterministically too, so older redeliveries change nothing).
+    #[arg(long, env = "COUNTERSIGN_DELIVERY_TTL", default_value = "1h")]
+    pub delivery_ttl: GoDuration,
+
+    /// Most delivery ids remembered.
+    #[arg(long, env = "COUNTERSIGN_DELIVERY_MEMORY", default_value_t = 100_000)]
+    pub delivery_memory: usize,
+
+    /// The App's bot login (`<slug>[bot]`); read from `GET /app` when unset.
+    #[arg(long, env = "COUNTERSIGN_BOT_LOGIN", value_name = "LOGIN")]
+    pub bot_login: Option<String>,
+
+    /// The GitHub App.
+    #[command(flatten)]
+    pub github: GitHubAppArgs,
+}
+
+impl BotArgs {
+    /// Reads every webhook secret file (trailing newlines trimmed); empty files are refused.
+    pub fn webhook_secrets(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        self.webhook_secret_files
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("Cannot read the webhook secret {}", path.display())
+                })?;
+                let secret = text.trim_end_matches(['\r', '\n']);
+                anyhow::ensure!(
+                    !secret.is_empty(),
+                    "The webhook secret {} is empty",
+                    path.display()
+                );
+                Ok(secret.as_bytes().to_vec())
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,120 @@
+use super::*;
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(*k, HeaderValue::from_str(v).expect("ascii"));
+    }
+    h
+}
+
+#[test]
+fn retry_after_wins() {
+    let wait = rate_limit_wait(
+        StatusCode::FORBIDDEN,
+        &headers(&[("retry-after", "7")]),
+        "You have exceeded a secondary rate limit",
+        Timestamp::now(),
+    );
+    assert_eq!(wait, Some(Duration::from_secs(7)));
+}
+
+#[test]
+fn primary_limit_waits_for_the_reset() {
+    let now = Timestamp::from_second(1_800_000_000).expect("valid");
+    let h = headers(&[
+        ("x-ratelimit-remaining", "0"),
+        ("x-ratelimit-reset", "1800000042"),
+    ]);
+    assert_eq!(
+        rate_limit_wait(StatusCode::FORBIDDEN, &h, "API rate limit exceeded", now),
+        Some(Duration::from_secs(42))
+    );
+    // A reset in the past still waits a second rather than spinning.
+    let past = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1")]);
+    assert_eq!(
+        rate_limit_wait(StatusCode::FORBIDDEN, &past, "", now),
+        Some(Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn secondary_limit_without_retry_after_waits_a_minute() {
+    let wait = rate_limit_wait(
+        StatusCode::FORBIDDEN,
+        &HeaderMap::new(),
+        "You have exceeded a secondary rate limit. Please wait.",
+        Timestamp::now(),
+    );
+    assert_eq!(wait, Some(SECONDARY_LIMIT_WAIT));
+    assert_eq!(
+        rate_limit_wait(
+            StatusCode::TOO_MANY_REQUESTS,
+            &HeaderMap::new(),
+            "",
+            Timestamp::now()
+        ),
+        Some(SECONDARY_LIMIT_WAIT)
+    );
+}
+
+#[test]
+fn a_plain_forbidden_is_not_a_rate_limit() {
+    let wait = rate_limit_wait(
+        StatusCode::FORBIDDEN,
+        &headers(&[("x-ratelimit-remaining", "4999")]),
+        "Resource not accessible by integration",
+        Timestamp::now(),
+    );
+    assert_eq!(wait, None);
+    assert_eq!(
+        rate_limit_wait(
+            StatusCode::BAD_GATEWAY,
+            &headers(&[("retry-after", "1")]),
+            "",
+            Timestamp::now()
+        ),
+        None
+    );
+}
+
+#[test]
+fn path_segments_are_escaped() {
+    assert_eq!(seg("octo-org"), "octo-org");
+    assert_eq!(seg("a/b"), "a%2Fb");
+    assert_eq!(seg("a b"), "a%20b");
+    assert_eq!(seg("bot[bot]"), "bot%5Bbot%5D");
+}
+
+#[test]
+fn backoff_doubles() {
+    assert_eq!(backoff(0), FIRST_BACKOFF);
+    assert_eq!(backoff(1), FIRST_BACKOFF * 2);
+    assert_eq!(backoff(3), FIRST_BACKOFF * 8);
+}
+
+#[test]
+fn unusable_configuration_is_refused() {
+    let config = |pem: &str, url: &str| AppConfig {
+        app_id: 1,
+        private_key_pem: SecretString::from(pem.to_owned()),
+        base_url: url.to_owned(),
+        request_timeout: Duration::from_secs(1),
+        max_retries: 0,
+        max_retry_wait: Duration::from_secs(1),
+    };
+    let key = include_str!("../../../tests/testkit/data/test-app-private-key.pem");
+    assert!(matches!(
+        GitHubApp::new(config("not a key", "https://api.github.com")),
+        Err(GitHubError::Config(_))
+    ));
+    assert!(matches!(
+        GitHubApp::new(config(key, "ftp://example")),
+        Err(GitHubError::Config(_))
+    ));
+    assert!(matches!(
+        GitHubApp::new(config(key, "not a url")),
+        Err(GitHubError::Config(_))
+    ));
+    assert!(GitHubApp::new(config(key, "https://ghe.example/api/v3/")).is_ok());
+}

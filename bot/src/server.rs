@@ -1,0 +1,232 @@
+//! `countersign bot`: the HTTP server (`/webhook`, `/healthz`, `/readyz`, `/metrics`), the
+//! Project index and the delivery workers, wired together.
+//!
+//! Shutdown is graceful: on SIGTERM the server stops accepting requests, the queue closes,
+//! and the workers finish every delivery already accepted (each one was answered 202, so
+//! GitHub will not send it again) before the process exits.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use countersign_webhooks::github::deliveries::Deliveries;
+use countersign_webhooks::github::event::Delivery;
+use countersign_webhooks::github::ingress::{self, Ingress};
+use countersign_webhooks::github::signature::Verifier;
+use tokio::sync::mpsc;
+
+use crate::authz::Authorizer;
+use crate::config::BotArgs;
+use crate::github::GitHubApp;
+use crate::handlers::Handler;
+use crate::metrics::Metrics;
+use crate::projects::Projects;
+use crate::replies::ReplyLimiter;
+use crate::worker;
+
+/// How long a webhook request waits for room in a full queue before answering 503.
+pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Attempts at reading the App's slug at startup.
+const SLUG_ATTEMPTS: u32 = 5;
+
+/// What the non-webhook endpoints read.
+#[derive(Clone)]
+pub struct Probes {
+    /// The Project index (`/readyz` waits for its first list).
+    pub projects: Projects,
+    /// What `/metrics` serves.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The bot's whole HTTP surface.
+pub fn router(ingress: Arc<Ingress>, probes: Probes) -> Router {
+    let probes_routes = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(probes);
+    ingress::router(ingress).merge(probes_routes)
+}
+
+async fn readyz(State(probes): State<Probes>) -> Response {
+    if probes.projects.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first list of Projects",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(probes): State<Probes>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        probes.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// A running bot without its HTTP listener: the pieces tests and `serve` share.
+pub struct Bot {
+    /// The webhook endpoint's state.
+    pub ingress: Arc<Ingress>,
+    /// Probes and metrics.
+    pub probes: Probes,
+    /// The handlers.
+    pub handler: Arc<Handler>,
+    queue: mpsc::Receiver<Delivery>,
+    projects_driver: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// How to assemble a [`Bot`].
+pub struct BotSettings {
+    /// Accepted webhook secrets.
+    pub secrets: Vec<Vec<u8>>,
+    /// Projects namespace (`None`: all).
+    pub namespace: Option<String>,
+    /// Queue length.
+    pub queue: usize,
+    /// Delivery-id memory.
+    pub delivery_memory: usize,
+    /// Delivery-id TTL.
+    pub delivery_ttl: Duration,
+    /// The App's bot login.
+    pub bot_login: String,
+}
+
+impl Bot {
+    /// Assembles the bot; nothing runs until [`Bot::run`].
+    pub fn new(client: kube::Client, github: GitHubApp, settings: BotSettings) -> Self {
+        let (projects, driver) = Projects::watch(client.clone(), settings.namespace.as_deref());
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = mpsc::channel(settings.queue.max(1));
+        let ingress = Arc::new(Ingress {
+            verifier: Verifier::new(settings.secrets),
+            deliveries: Deliveries::new(settings.delivery_memory, settings.delivery_ttl),
+            queue: tx,
+            metrics: metrics.ingress.clone(),
+            enqueue_timeout: ENQUEUE_TIMEOUT,
+        });
+        let handler = Arc::new(Handler {
+            client,
+            github,
+            projects: projects.clone(),
+            authorizer: Authorizer::default(),
+            replies: ReplyLimiter::default(),
+            bot_login: settings.bot_login,
+        });
+        Self {
+            ingress,
+            probes: Probes { projects, metrics },
+            handler,
+            queue: rx,
+            projects_driver: Box::pin(driver),
+        }
+    }
+
+    /// The HTTP router of this bot.
+    pub fn router(&self) -> Router {
+        router(self.ingress.clone(), self.probes.clone())
+    }
+
+    /// Runs the Project watch and `workers` delivery workers until every sender of the queue
+    /// (the ingress and its routers) is dropped and the accepted deliveries are handled.
+    pub fn run(self, workers: usize) -> impl Future<Output = ()> + Send + 'static {
+        let Bot {
+            ingress,
+            probes,
+            handler,
+            queue,
+            projects_driver,
+        } = self;
+        drop(ingress);
+        async move {
+            let watch = tokio::spawn(projects_driver);
+            worker::run(handler, probes.metrics, queue, workers).await;
+            watch.abort();
+        }
+    }
+}
+
+/// Runs `countersign bot` until `shutdown` completes.
+pub async fn serve(
+    args: BotArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let secrets = args.webhook_secrets()?;
+    let github = args.github.app()?.context(
+        "The bot needs a GitHub App: set --github-app-id and --github-app-private-key-file",
+    )?;
+    let client = kube::Client::try_default()
+        .await
+        .context("Cannot build the Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    let bot_login = match &args.bot_login {
+        Some(login) => login.clone(),
+        None => format!("{}[bot]", app_slug(&github).await?),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("Cannot listen on {}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("Cannot read the bound address")?;
+    let bot = Bot::new(
+        client,
+        github,
+        BotSettings {
+            secrets,
+            namespace: args.namespace.clone(),
+            queue: args.queue,
+            delivery_memory: args.delivery_memory,
+            delivery_ttl: args.delivery_ttl.0,
+            bot_login: bot_login.clone(),
+        },
+    );
+    tracing::info!(
+        %addr,
+        bot = %bot_login,
+        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        secrets = args.webhook_secret_files.len(),
+        "starting countersign bot (POST /webhook; /healthz, /readyz, /metrics)"
+    );
+    let app = bot.router();
+    let workers = tokio::spawn(bot.run(args.workers));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("The HTTP server failed")?;
+    tracing::info!("no longer accepting deliveries; finishing the accepted ones");
+    workers.await.context("The delivery workers panicked")?;
+    Ok(())
+}
+
+async fn app_slug(github: &GitHubApp) -> anyhow::Result<String> {
+    let mut wait = Duration::from_secs(1);
+    for attempt in 1..=SLUG_ATTEMPTS {
+        match github.slug().await {
+            Ok(slug) => return Ok(slug),
+            Err(error) if error.is_transient() && attempt < SLUG_ATTEMPTS => {
+                tracing::warn!(%error, attempt, "cannot read the App from GitHub yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(error) => {
+                return Err(error).context(
+                    "Cannot read the App from GitHub (GET /app); check the App id, key and API URL",
+                );
+            }
+        }
+    }
+    anyhow::bail!("Cannot read the App from GitHub after {SLUG_ATTEMPTS} attempts")
+}

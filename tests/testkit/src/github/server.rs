@@ -1,0 +1,1046 @@
+//! A stateful fake of the GitHub REST endpoints the App uses, served over real HTTP on
+//! `127.0.0.1:0`.
+//!
+//! It behaves like GitHub where Countersign depends on it: App JWTs are verified against
+//! [`TEST_APP_PUBLIC_KEY_PEM`] (algorithm, issuer, expiry, at most ten minutes of lifetime),
+//! installation tokens are minted with an expiry and an optional repository/permission scope
+//! and are checked on every installation call, listings are paginated with `Link` headers,
+//! `GET`s carry `ETag`s and answer `304` to a matching `If-None-Match`. Faults (5xx answers,
+//! secondary and primary rate limits) are injected per path, and every call is logged.
+//!
+//! The [`World`] also produces webhook payloads from changes (`label_issue`, `comment`), so a
+//! test can make a change and deliver exactly what GitHub would send about it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use jiff::Timestamp;
+use octocrab::jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::TEST_APP_PUBLIC_KEY_PEM;
+
+/// The test App's id.
+pub const TEST_APP_ID: u64 = 4242;
+/// The test App's slug; its bot account is `countersign-test[bot]`.
+pub const TEST_APP_SLUG: &str = "countersign-test";
+/// How long minted installation tokens live, as on GitHub.
+pub const TOKEN_LIFETIME_SECS: i64 = 3600;
+/// Longest App JWT lifetime GitHub accepts.
+pub const MAX_JWT_LIFETIME_SECS: i64 = 600;
+
+/// A GitHub account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// Numeric id (what Countersign authorises by).
+    pub id: u64,
+    /// Login.
+    pub login: String,
+    /// `User` or `Bot`.
+    pub kind: &'static str,
+}
+
+impl User {
+    /// A human account.
+    pub fn new(id: u64, login: &str) -> Self {
+        Self {
+            id,
+            login: login.to_owned(),
+            kind: "User",
+        }
+    }
+
+    /// A bot account (`login` should end in `[bot]`).
+    pub fn bot(id: u64, login: &str) -> Self {
+        Self {
+            id,
+            login: login.to_owned(),
+            kind: "Bot",
+        }
+    }
+
+    /// The webhook/REST JSON form.
+    pub fn json(&self) -> Value {
+        json!({"id": self.id, "login": self.login, "type": self.kind, "node_id": format!("U_{}", self.id)})
+    }
+}
+
+/// An App installation on one account.
+#[derive(Clone, Debug)]
+pub struct Installation {
+    /// The account (`owner`) it is installed on.
+    pub account: String,
+    /// Repository names (without owner) it may access.
+    pub repositories: Vec<String>,
+}
+
+/// An issue or pull request.
+#[derive(Clone, Debug)]
+pub struct Issue {
+    /// Title.
+    pub title: String,
+    /// Body.
+    pub body: String,
+    /// Author.
+    pub author: User,
+    /// Labels.
+    pub labels: Vec<String>,
+}
+
+/// A comment posted through the API or by [`World::comment`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comment {
+    /// Id.
+    pub id: u64,
+    /// `owner/name`.
+    pub repository: String,
+    /// Issue or pull request number.
+    pub number: u64,
+    /// Markdown body.
+    pub body: String,
+    /// Who posted it (the App's bot account for API calls).
+    pub author: String,
+}
+
+/// A reaction added through the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReactionRecord {
+    /// `owner/name`.
+    pub repository: String,
+    /// `comment:<id>` or `issue:<number>`.
+    pub target: String,
+    /// `+1`, `eyes`, `confused`, …
+    pub content: String,
+}
+
+/// A minted installation token.
+#[derive(Clone, Debug)]
+pub struct MintedToken {
+    /// The installation.
+    pub installation: u64,
+    /// Repository names it is limited to (`None`: all of the installation's).
+    pub repositories: Option<Vec<String>>,
+    /// Permissions requested (`None`: the App's defaults).
+    pub permissions: Option<BTreeMap<String, String>>,
+    /// Expiry.
+    pub expires_at: Timestamp,
+}
+
+/// A fault to answer instead of the real response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// This status with a GitHub-style error body.
+    Status(u16),
+    /// 403 "You have exceeded a secondary rate limit" with `Retry-After`.
+    SecondaryRateLimit {
+        /// Seconds in `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// 403 with `X-RateLimit-Remaining: 0` and a reset this many seconds ahead.
+    PrimaryRateLimit {
+        /// Seconds until `X-RateLimit-Reset`.
+        reset_in_secs: i64,
+    },
+}
+
+/// How a logged call authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallAuth {
+    /// No `Authorization` header.
+    None,
+    /// A valid App JWT.
+    App,
+    /// A valid installation token of this installation.
+    Installation(u64),
+    /// Refused, with the reason.
+    Invalid(String),
+}
+
+/// One logged call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// How it authenticated.
+    pub auth: CallAuth,
+    /// The status answered.
+    pub status: u16,
+}
+
+/// The fake's state. Tests change it directly through [`FakeGitHub::world`].
+#[derive(Debug, Default)]
+pub struct World {
+    /// Installations by id.
+    pub installations: BTreeMap<u64, Installation>,
+    /// Repository permission (`admin`, `maintain`, `write`, `triage`, `read`) by
+    /// (`owner/name`, login).
+    pub permissions: HashMap<(String, String), String>,
+    /// Team members by (org, team slug).
+    pub teams: HashMap<(String, String), Vec<User>>,
+    /// Issues and pull requests by (`owner/name`, number).
+    pub issues: BTreeMap<(String, u64), Issue>,
+    /// Every comment, oldest first.
+    pub comments: Vec<Comment>,
+    /// Every reaction, oldest first.
+    pub reactions: Vec<ReactionRecord>,
+    /// Every installation token minted, by token.
+    pub tokens: HashMap<String, MintedToken>,
+    next_id: u64,
+    faults: Vec<(String, Fault, usize)>,
+    calls: Vec<Call>,
+}
+
+impl World {
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        1_000 + self.next_id
+    }
+
+    /// Installs the App on `owner` for `repositories`.
+    pub fn install(&mut self, id: u64, owner: &str, repositories: &[&str]) {
+        self.installations.insert(
+            id,
+            Installation {
+                account: owner.to_owned(),
+                repositories: repositories.iter().map(|r| (*r).to_owned()).collect(),
+            },
+        );
+    }
+
+    /// Gives `login` `permission` on `repository` (`owner/name`).
+    pub fn set_permission(&mut self, repository: &str, login: &str, permission: &str) {
+        self.permissions.insert(
+            (repository.to_owned(), login.to_ascii_lowercase()),
+            permission.to_owned(),
+        );
+    }
+
+    /// Adds `user` to team `org/slug`.
+    pub fn add_team_member(&mut self, org: &str, slug: &str, user: User) {
+        self.teams
+            .entry((org.to_ascii_lowercase(), slug.to_ascii_lowercase()))
+            .or_default()
+            .push(user);
+    }
+
+    /// Opens an issue; returns its number.
+    pub fn open_issue(&mut self, repository: &str, title: &str, body: &str, author: &User) -> u64 {
+        let number = self
+            .issues
+            .keys()
+            .filter(|(r, _)| r == repository)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        self.issues.insert(
+            (repository.to_owned(), number),
+            Issue {
+                title: title.to_owned(),
+                body: body.to_owned(),
+                author: author.clone(),
+                labels: Vec::new(),
+            },
+        );
+        number
+    }
+
+    /// Adds `label` to issue `number` as `sender`; returns the `issues.labeled` payload GitHub
+    /// would deliver.
+    ///
+    /// # Panics
+    /// When the issue does not exist (a mistake in the test itself).
+    pub fn label_issue(
+        &mut self,
+        repository: &str,
+        number: u64,
+        label: &str,
+        sender: &User,
+    ) -> Value {
+        let installation = self.installation_of(repository);
+        let issue = self
+            .issues
+            .get_mut(&(repository.to_owned(), number))
+            .unwrap_or_else(|| panic!("test bug: no issue {repository}#{number}"));
+        if !issue.labels.iter().any(|l| l == label) {
+            issue.labels.push(label.to_owned());
+        }
+        let issue = issue.clone();
+        json!({
+            "action": "labeled",
+            "issue": issue_json(repository, number, &issue),
+            "label": label_json(label),
+            "repository": repository_json(repository),
+            "sender": sender.json(),
+            "installation": {"id": installation},
+        })
+    }
+
+    /// Posts `body` on issue `number` as `sender`; returns the `issue_comment.created` payload.
+    ///
+    /// # Panics
+    /// When the issue does not exist (a mistake in the test itself).
+    pub fn comment(&mut self, repository: &str, number: u64, body: &str, sender: &User) -> Value {
+        let installation = self.installation_of(repository);
+        let id = self.next_id();
+        self.comments.push(Comment {
+            id,
+            repository: repository.to_owned(),
+            number,
+            body: body.to_owned(),
+            author: sender.login.clone(),
+        });
+        let issue = self
+            .issues
+            .get(&(repository.to_owned(), number))
+            .unwrap_or_else(|| panic!("test bug: no issue {repository}#{number}"))
+            .clone();
+        json!({
+            "action": "created",
+            "issue": issue_json(repository, number, &issue),
+            "comment": {
+                "id": id,
+                "body": body,
+                "user": sender.json(),
+                "html_url": format!("https://github.com/{repository}/issues/{number}#issuecomment-{id}"),
+                "created_at": "2026-12-04T10:00:00Z",
+                "updated_at": "2026-12-04T10:00:00Z",
+                "author_association": "MEMBER",
+            },
+            "repository": repository_json(repository),
+            "sender": sender.json(),
+            "installation": {"id": installation},
+        })
+    }
+
+    fn installation_of(&self, repository: &str) -> u64 {
+        let (owner, name) = repository.split_once('/').unwrap_or((repository, ""));
+        self.installations
+            .iter()
+            .find(|(_, i)| {
+                i.account.eq_ignore_ascii_case(owner) && i.repositories.iter().any(|r| r == name)
+            })
+            .map_or(0, |(id, _)| *id)
+    }
+
+    /// Comments posted on `repository#number`, oldest first.
+    pub fn comments_on(&self, repository: &str, number: u64) -> Vec<&Comment> {
+        self.comments
+            .iter()
+            .filter(|c| c.repository == repository && c.number == number)
+            .collect()
+    }
+}
+
+fn repository_json(repository: &str) -> Value {
+    let (owner, name) = repository.split_once('/').unwrap_or((repository, ""));
+    json!({
+        "id": 7_000 + repository.len() as u64,
+        "name": name,
+        "full_name": repository,
+        "private": false,
+        "owner": {"id": 9_000, "login": owner, "type": "Organization"},
+        "html_url": format!("https://github.com/{repository}"),
+        "clone_url": format!("https://github.com/{repository}.git"),
+        "default_branch": "main",
+    })
+}
+
+fn label_json(label: &str) -> Value {
+    json!({"id": 55, "name": label, "color": "ededed", "default": false})
+}
+
+fn issue_json(repository: &str, number: u64, issue: &Issue) -> Value {
+    json!({
+        "id": 300_000 + number,
+        "number": number,
+        "title": issue.title,
+        "body": issue.body,
+        "state": "open",
+        "user": issue.author.json(),
+        "labels": issue.labels.iter().map(|l| label_json(l)).collect::<Vec<_>>(),
+        "html_url": format!("https://github.com/{repository}/issues/{number}"),
+        "author_association": "MEMBER",
+    })
+}
+
+/// The running fake. Dropping it stops the server.
+pub struct FakeGitHub {
+    addr: SocketAddr,
+    world: Arc<Mutex<World>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeGitHub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeGitHub {
+    /// Starts the fake on `127.0.0.1:0`.
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot bind 127.0.0.1:0")?;
+        let addr = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
+        let world = Arc::new(Mutex::new(World::default()));
+        let app = router(world.clone());
+        let task = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "fake GitHub stopped");
+            }
+        });
+        Ok(Self { addr, world, task })
+    }
+
+    /// The API root, `http://127.0.0.1:PORT` (use as the App's base URL).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The state, to arrange and inspect.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        lock(&self.world)
+    }
+
+    /// Answers the next `times` calls whose path contains `path_contains` with `fault`.
+    pub fn fail_next(&self, path_contains: &str, fault: Fault, times: usize) {
+        lock(&self.world)
+            .faults
+            .push((path_contains.to_owned(), fault, times));
+    }
+
+    /// Every call so far, oldest first.
+    pub fn calls(&self) -> Vec<Call> {
+        lock(&self.world).calls.clone()
+    }
+
+    /// Calls whose path contains `path_contains`.
+    pub fn calls_to(&self, path_contains: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.path.contains(path_contains))
+            .collect()
+    }
+}
+
+fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
+    world
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+type Shared = Arc<Mutex<World>>;
+
+fn router(world: Shared) -> Router {
+    Router::new()
+        .route("/app", get(get_app))
+        .route(
+            "/repos/{owner}/{repo}/installation",
+            get(get_repo_installation),
+        )
+        .route("/app/installations/{id}/access_tokens", post(create_token))
+        .route(
+            "/repos/{owner}/{repo}/collaborators/{login}/permission",
+            get(get_permission),
+        )
+        .route("/orgs/{org}/teams/{slug}/members", get(list_team_members))
+        .route(
+            "/repos/{owner}/{repo}/issues/{number}/comments",
+            post(create_comment),
+        )
+        .route(
+            "/repos/{owner}/{repo}/issues/comments/{id}",
+            patch(update_comment),
+        )
+        .route(
+            "/repos/{owner}/{repo}/issues/comments/{id}/reactions",
+            post(react_to_comment),
+        )
+        .route(
+            "/repos/{owner}/{repo}/issues/{number}/reactions",
+            post(react_to_issue),
+        )
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found") })
+        .layer(middleware::from_fn_with_state(world.clone(), log_and_fault))
+        .with_state(world)
+}
+
+/// Logs every call and answers an injected fault instead of the route when one matches.
+async fn log_and_fault(State(world): State<Shared>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let path = request.uri().path_and_query().map_or_else(
+        || request.uri().path().to_owned(),
+        |p| p.as_str().to_owned(),
+    );
+    let auth = authenticate(&lock(&world), request.headers());
+    let fault = {
+        let mut w = lock(&world);
+        let hit = w
+            .faults
+            .iter_mut()
+            .find(|(p, _, left)| *left > 0 && path.contains(p.as_str()));
+        hit.map(|(_, fault, left)| {
+            *left -= 1;
+            fault.clone()
+        })
+    };
+    let response = match fault {
+        Some(fault) => fault_response(&fault),
+        None => next.run(request).await,
+    };
+    lock(&world).calls.push(Call {
+        method,
+        path,
+        auth,
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+fn fault_response(fault: &Fault) -> Response {
+    match fault {
+        Fault::Status(code) => {
+            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error(status, "Server Error")
+        }
+        Fault::SecondaryRateLimit { retry_after_secs } => {
+            let mut r = error(
+                StatusCode::FORBIDDEN,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            r
+        }
+        Fault::PrimaryRateLimit { reset_in_secs } => {
+            let mut r = error(
+                StatusCode::FORBIDDEN,
+                "API rate limit exceeded for installation.",
+            );
+            let reset = Timestamp::now().as_second() + reset_in_secs;
+            let h = r.headers_mut();
+            h.insert("x-ratelimit-remaining", HeaderValue::from(0));
+            h.insert("x-ratelimit-reset", HeaderValue::from(reset));
+            r
+        }
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({
+            "message": message,
+            "documentation_url": "https://docs.github.com/rest",
+            "status": status.as_u16().to_string(),
+        })),
+    )
+        .into_response()
+}
+
+/// An error answer, small enough to return through `Result`.
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: &str) -> Self {
+        Self {
+            status,
+            message: message.to_owned(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.status, &self.message)
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    iss: String,
+    iat: i64,
+    exp: i64,
+}
+
+fn authenticate(world: &World, headers: &HeaderMap) -> CallAuth {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return CallAuth::None;
+    };
+    let Ok(value) = value.to_str() else {
+        return CallAuth::Invalid("Authorization is not ASCII".into());
+    };
+    if let Some(jwt) = value.strip_prefix("Bearer ") {
+        return verify_jwt(jwt);
+    }
+    if let Some(token) = value.strip_prefix("token ") {
+        return match world.tokens.get(token) {
+            Some(t) if t.expires_at > Timestamp::now() => CallAuth::Installation(t.installation),
+            Some(_) => CallAuth::Invalid("the installation token expired".into()),
+            None => CallAuth::Invalid("unknown token".into()),
+        };
+    }
+    CallAuth::Invalid("unknown Authorization scheme".into())
+}
+
+fn verify_jwt(jwt: &str) -> CallAuth {
+    let key = match DecodingKey::from_rsa_pem(TEST_APP_PUBLIC_KEY_PEM.as_bytes()) {
+        Ok(k) => k,
+        Err(e) => return CallAuth::Invalid(format!("test public key: {e}")),
+    };
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "iat", "iss"]);
+    let claims = match decode::<Claims>(jwt, &key, &validation) {
+        Ok(d) => d.claims,
+        Err(e) => return CallAuth::Invalid(format!("JWT: {e}")),
+    };
+    let now = Timestamp::now().as_second();
+    if claims.iss != TEST_APP_ID.to_string() {
+        return CallAuth::Invalid(format!("JWT issuer {} is not the App", claims.iss));
+    }
+    if claims.iat > now + 5 {
+        return CallAuth::Invalid("JWT issued in the future".into());
+    }
+    if claims.exp > now + MAX_JWT_LIFETIME_SECS {
+        return CallAuth::Invalid("JWT expiry is more than ten minutes away".into());
+    }
+    CallAuth::App
+}
+
+fn require_app(world: &World, headers: &HeaderMap) -> Result<(), Refusal> {
+    match authenticate(world, headers) {
+        CallAuth::App => Ok(()),
+        CallAuth::Invalid(reason) => Err(Refusal::new(StatusCode::UNAUTHORIZED, &reason)),
+        _ => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        )),
+    }
+}
+
+/// The installation token's installation, when it may act on `owner/repo` with `permission`
+/// (`read` or `write` on the category).
+fn require_repo(
+    world: &World,
+    headers: &HeaderMap,
+    owner: &str,
+    repo: &str,
+    category: &str,
+    write: bool,
+) -> Result<u64, Refusal> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("token "))
+        .unwrap_or("");
+    let installation = match authenticate(world, headers) {
+        CallAuth::Installation(id) => id,
+        CallAuth::Invalid(reason) => return Err(Refusal::new(StatusCode::UNAUTHORIZED, &reason)),
+        _ => {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "Requires authentication",
+            ));
+        }
+    };
+    let (Some(minted), Some(inst)) = (
+        world.tokens.get(token),
+        world.installations.get(&installation),
+    ) else {
+        return Err(Refusal::new(StatusCode::UNAUTHORIZED, "Bad credentials"));
+    };
+    let in_installation =
+        inst.account.eq_ignore_ascii_case(owner) && inst.repositories.iter().any(|r| r == repo);
+    let in_scope = minted
+        .repositories
+        .as_ref()
+        .is_none_or(|repos| repos.iter().any(|r| r == repo));
+    if !in_installation || !in_scope {
+        return Err(Refusal::new(StatusCode::NOT_FOUND, "Not Found"));
+    }
+    if let Some(perms) = &minted.permissions {
+        let granted = perms.get(category).map(String::as_str);
+        let ok = match granted {
+            Some("write") => true,
+            Some("read") => !write,
+            _ => false,
+        };
+        if !ok {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "Resource not accessible by integration",
+            ));
+        }
+    }
+    Ok(installation)
+}
+
+/// A JSON answer with an `ETag`; `304` when the request's `If-None-Match` matches.
+fn with_etag(headers: &HeaderMap, value: &Value) -> Response {
+    let body = value.to_string();
+    let etag = format!("\"{:016x}\"", fnv1a(body.as_bytes()));
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag);
+    let mut response = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    };
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+async fn get_app(State(world): State<Shared>, headers: HeaderMap) -> Response {
+    let w = lock(&world);
+    if let Err(r) = require_app(&w, &headers) {
+        return r.into_response();
+    }
+    axum::Json(json!({"id": TEST_APP_ID, "slug": TEST_APP_SLUG, "name": "Countersign (test)"}))
+        .into_response()
+}
+
+async fn get_repo_installation(
+    State(world): State<Shared>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let w = lock(&world);
+    if let Err(r) = require_app(&w, &headers) {
+        return r.into_response();
+    }
+    let found = w
+        .installations
+        .iter()
+        .find(|(_, i)| i.account.eq_ignore_ascii_case(&owner) && i.repositories.contains(&repo));
+    match found {
+        Some((id, i)) => {
+            axum::Json(json!({"id": id, "account": {"login": i.account}, "app_id": TEST_APP_ID}))
+                .into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct TokenRequest {
+    repositories: Option<Vec<String>>,
+    permissions: Option<BTreeMap<String, String>>,
+}
+
+async fn create_token(
+    State(world): State<Shared>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut w = lock(&world);
+    if let Err(r) = require_app(&w, &headers) {
+        return r.into_response();
+    }
+    let request: TokenRequest = if body.is_empty() {
+        TokenRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &format!("Invalid request: {e}"),
+                );
+            }
+        }
+    };
+    let Some(installation) = w.installations.get(&id) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    if let Some(repos) = &request.repositories
+        && let Some(missing) = repos
+            .iter()
+            .find(|r| !installation.repositories.contains(r))
+    {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!(
+                "There is at least one repository that does not exist or is not accessible to the parent installation: {missing}"
+            ),
+        );
+    }
+    let n = w.next_id();
+    let token = format!("ghs_test{id}x{n}");
+    let expires_at = Timestamp::now()
+        .saturating_add(jiff::SignedDuration::from_secs(TOKEN_LIFETIME_SECS))
+        .unwrap_or(Timestamp::MAX);
+    w.tokens.insert(
+        token.clone(),
+        MintedToken {
+            installation: id,
+            repositories: request.repositories.clone(),
+            permissions: request.permissions.clone(),
+            expires_at,
+        },
+    );
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "token": token,
+            "expires_at": expires_at.to_string(),
+            "permissions": request.permissions.unwrap_or_default(),
+            "repository_selection": if request.repositories.is_some() { "selected" } else { "all" },
+        })),
+    )
+        .into_response()
+}
+
+async fn get_permission(
+    State(world): State<Shared>,
+    Path((owner, repo, login)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let w = lock(&world);
+    if let Err(r) = require_repo(&w, &headers, &owner, &repo, "metadata", false) {
+        return r.into_response();
+    }
+    let key = (format!("{owner}/{repo}"), login.to_ascii_lowercase());
+    let Some(role) = w.permissions.get(&key) else {
+        return error(StatusCode::NOT_FOUND, &format!("{login} is not a user"));
+    };
+    let permission = match role.as_str() {
+        "maintain" => "write",
+        "triage" => "read",
+        other => other,
+    };
+    with_etag(
+        &headers,
+        &json!({"permission": permission, "role_name": role, "user": {"login": login}}),
+    )
+}
+
+#[derive(Deserialize)]
+struct Page {
+    per_page: Option<usize>,
+    page: Option<usize>,
+}
+
+async fn list_team_members(
+    State(world): State<Shared>,
+    Path((org, slug)): Path<(String, String)>,
+    Query(page): Query<Page>,
+    headers: HeaderMap,
+) -> Response {
+    let w = lock(&world);
+    let authorised = matches!(authenticate(&w, &headers), CallAuth::Installation(id)
+        if w.installations.get(&id).is_some_and(|i| i.account.eq_ignore_ascii_case(&org)));
+    if !authorised {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let Some(members) = w
+        .teams
+        .get(&(org.to_ascii_lowercase(), slug.to_ascii_lowercase()))
+    else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let per_page = page.per_page.unwrap_or(30).clamp(1, 100);
+    let number = page.page.unwrap_or(1).max(1);
+    let chunk: Vec<Value> = members
+        .iter()
+        .skip((number - 1) * per_page)
+        .take(per_page)
+        .map(User::json)
+        .collect();
+    let mut response = with_etag(&headers, &Value::Array(chunk));
+    if number * per_page < members.len() {
+        let next = format!(
+            "<http://{}/orgs/{org}/teams/{slug}/members?per_page={per_page}&page={}>; rel=\"next\"",
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("127.0.0.1"),
+            number + 1
+        );
+        if let Ok(v) = HeaderValue::from_str(&next) {
+            response.headers_mut().insert(header::LINK, v);
+        }
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct BodyField {
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct ContentField {
+    content: String,
+}
+
+const REACTIONS: &[&str] = &[
+    "+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes",
+];
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| {
+        Refusal::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("Invalid request: {e}"),
+        )
+    })
+}
+
+async fn create_comment(
+    State(world): State<Shared>,
+    Path((owner, repo, number)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut w = lock(&world);
+    if let Err(r) = require_repo(&w, &headers, &owner, &repo, "issues", true) {
+        return r.into_response();
+    }
+    let body: BodyField = match json_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let repository = format!("{owner}/{repo}");
+    if !w.issues.contains_key(&(repository.clone(), number)) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let id = w.next_id();
+    w.comments.push(Comment {
+        id,
+        repository,
+        number,
+        body: body.body.clone(),
+        author: format!("{TEST_APP_SLUG}[bot]"),
+    });
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"id": id, "body": body.body})),
+    )
+        .into_response()
+}
+
+async fn update_comment(
+    State(world): State<Shared>,
+    Path((owner, repo, id)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut w = lock(&world);
+    if let Err(r) = require_repo(&w, &headers, &owner, &repo, "issues", true) {
+        return r.into_response();
+    }
+    let body: BodyField = match json_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let repository = format!("{owner}/{repo}");
+    match w
+        .comments
+        .iter_mut()
+        .find(|c| c.id == id && c.repository == repository)
+    {
+        Some(c) => {
+            c.body = body.body.clone();
+            axum::Json(json!({"id": id, "body": body.body})).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+fn react(
+    world: &Shared,
+    headers: &HeaderMap,
+    owner: &str,
+    repo: &str,
+    target: String,
+    body: &[u8],
+) -> Response {
+    let mut w = lock(world);
+    if let Err(r) = require_repo(&w, headers, owner, repo, "issues", true) {
+        return r.into_response();
+    }
+    let content: ContentField = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    if !REACTIONS.contains(&content.content.as_str()) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+    }
+    w.reactions.push(ReactionRecord {
+        repository: format!("{owner}/{repo}"),
+        target,
+        content: content.content.clone(),
+    });
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"content": content.content})),
+    )
+        .into_response()
+}
+
+async fn react_to_comment(
+    State(world): State<Shared>,
+    Path((owner, repo, id)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    react(
+        &world,
+        &headers,
+        &owner,
+        &repo,
+        format!("comment:{id}"),
+        &body,
+    )
+}
+
+async fn react_to_issue(
+    State(world): State<Shared>,
+    Path((owner, repo, number)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    react(
+        &world,
+        &headers,
+        &owner,
+        &repo,
+        format!("issue:{number}"),
+        &body,
+    )
+}
