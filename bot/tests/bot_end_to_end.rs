@@ -1,22 +1,19 @@
 //! The bot through its real entry points: signed deliveries into the HTTP router, handled by
 //! the workers against the fake apiserver and the fake GitHub.
 
+mod common;
+
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use countersign_bot::github::{AppConfig, GitHubApp};
-use countersign_bot::server::{Bot, BotSettings};
 use countersign_crds::{Agent, AgentRun, Project};
 use countersign_testkit::apiserver::FakeApiServer;
-use countersign_testkit::github::{
-    Delivery, FakeGitHub, Fault, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_SLUG, User,
-};
+use countersign_testkit::github::{Delivery, FakeGitHub, Fault, User};
 use http_body_util::BodyExt;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
-use secrecy::SecretString;
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -32,14 +29,14 @@ struct World {
     github: FakeGitHub,
     router: Router,
     metrics: std::sync::Arc<countersign_bot::metrics::Metrics>,
-    _workers: tokio::task::JoinHandle<()>,
+    _bot: tokio::task::JoinHandle<()>,
     alice: User,
     rita: User,
     issue: u64,
 }
 
 fn bot_user() -> User {
-    User::bot(99, &format!("{TEST_APP_SLUG}[bot]"))
+    User::bot(99, &common::bot_login())
 }
 
 impl World {
@@ -98,36 +95,13 @@ impl World {
             w.add_team_member("octo-org", "devs", alice.clone());
             w.open_issue(REPO, "Add retries", "Please add retries.", &alice)
         };
-        let app = GitHubApp::new(AppConfig {
-            app_id: TEST_APP_ID,
-            private_key_pem: SecretString::from(TEST_APP_PRIVATE_KEY_PEM.to_owned()),
-            base_url: github.url(),
-            request_timeout: Duration::from_secs(5),
-            max_retries: 3,
-            max_retry_wait: Duration::from_secs(2),
-        })
-        .expect("app");
-        let bot = Bot::new(
-            client,
-            app,
-            BotSettings {
-                secrets: vec![OLD_SECRET.into(), SECRET.into()],
-                namespace: None,
-                queue: 4096,
-                delivery_memory: 10_000,
-                delivery_ttl: Duration::from_secs(3600),
-                bot_login: bot_user().login,
-            },
-        );
-        let router = bot.router();
-        let metrics = bot.probes.metrics.clone();
-        let workers = tokio::spawn(bot.run(4));
+        let bot = common::start_bot(client, &github, &[OLD_SECRET, SECRET]);
         let world = World {
             api,
             github,
-            router,
-            metrics,
-            _workers: workers,
+            router: bot.router,
+            metrics: bot.metrics,
+            _bot: bot.workers,
             alice,
             rita,
             issue,
@@ -169,15 +143,8 @@ impl World {
         Delivery::from_payload(event, payload, SECRET).expect("delivery")
     }
 
-    /// How many deliveries of `event` the workers finished.
     fn handled(&self, event: &str) -> u64 {
-        let text = self.metrics.encode();
-        let prefix =
-            format!("countersign_bot_delivery_handling_seconds_count{{event=\"{event}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+        common::handled(&self.metrics, Some(event))
     }
 
     async fn wait_handled(&self, event: &str, n: u64) {

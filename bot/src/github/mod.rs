@@ -192,7 +192,8 @@ impl Answer {
 }
 
 impl GitHubApp {
-    /// Builds the App client; fails on an unusable key or URL.
+    /// Builds the App client; fails on an unusable key or URL. Call it inside a Tokio
+    /// runtime (the HTTP stack spawns its connection buffer there).
     pub fn new(config: AppConfig) -> Result<Self, GitHubError> {
         let key = jwt::parse_key(config.private_key_pem.expose_secret())?;
         let base_url = config.base_url.trim_end_matches('/').to_owned();

@@ -93,8 +93,8 @@ fn backoff_doubles() {
     assert_eq!(backoff(3), FIRST_BACKOFF * 8);
 }
 
-#[test]
-fn unusable_configuration_is_refused() {
+#[tokio::test]
+async fn unusable_configuration_is_refused() {
     let config = |pem: &str, url: &str| AppConfig {
         app_id: 1,
         private_key_pem: SecretString::from(pem.to_owned()),
