@@ -55,7 +55,7 @@ impl Denial {
                 "@{login}, starting or steering Countersign agents here needs {} permission on \
                  the repository; you have {}.",
                 permission_word(*need),
-                have.as_str()
+                have.role_name()
             ),
             Self::NotAnAllowedTriggerer => format!(
                 "@{login}, this Project only lets the users and teams listed in \
@@ -91,19 +91,7 @@ fn permission_word(p: RepoPermission) -> &'static str {
 }
 
 impl Permission {
-    /// GitHub's word for the level.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Read => "read",
-            Self::Triage => "triage",
-            Self::Write => "write",
-            Self::Maintain => "maintain",
-            Self::Admin => "admin",
-        }
-    }
-
-    /// Whether this level is at least `need`.
+    /// Whether this permission is at least `need`.
     pub fn satisfies(self, need: RepoPermission) -> bool {
         let need = match need {
             RepoPermission::Read => Self::Read,

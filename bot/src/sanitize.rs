@@ -20,7 +20,7 @@ pub struct RemovedCounts {
     pub html_comments: usize,
     /// Raw HTML tags (their visible inner text is kept).
     pub html_tags: usize,
-    /// `<script>`/`<style>` elements removed with their content.
+    /// `<script>`/`<style>` elements and elements marked hidden, removed with their content.
     pub hidden_elements: usize,
     /// Image alt texts and link titles.
     pub image_alts_and_titles: usize,
@@ -140,7 +140,8 @@ fn clean_prose(text: &str, removed: &mut RemovedCounts) -> String {
                 Some((name, len, closing)) => {
                     removed.html_tags += 1;
                     rest = &tail[len..];
-                    if !closing && (name == "script" || name == "style") {
+                    let hides = name == "script" || name == "style" || hides_content(&tail[..len]);
+                    if !closing && hides && !tail[..len].ends_with("/>") {
                         removed.hidden_elements += 1;
                         let lower = rest.to_ascii_lowercase();
                         let close = format!("</{name}");
@@ -202,6 +203,21 @@ fn clean_prose(text: &str, removed: &mut RemovedCounts) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Whether an opening tag hides its element from readers even where GitHub would keep it:
+/// a `hidden` attribute or an inline style with `display:none` / `visibility:hidden`. Removing
+/// such an element's text errs on the side of giving the agent less than a reader might see.
+fn hides_content(tag: &str) -> bool {
+    let lower = tag.to_ascii_lowercase();
+    let compact: String = lower.chars().filter(|c| !c.is_whitespace()).collect();
+    let hidden_attribute = lower
+        .trim_start_matches('<')
+        .trim_end_matches(['>', '/'])
+        .split([' ', '\t', '\n'])
+        .skip(1)
+        .any(|attr| attr == "hidden" || attr.starts_with("hidden="));
+    hidden_attribute || compact.contains("display:none") || compact.contains("visibility:hidden")
 }
 
 /// Parses an HTML tag at the start of `s`: (lower-case name, byte length, is closing tag).

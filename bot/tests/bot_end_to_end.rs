@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use countersign_crds::keys::LAST_DELIVERY_ANNOTATION as LAST_DELIVERY;
 use countersign_crds::{Agent, AgentRun, Project};
 use countersign_testkit::apiserver::FakeApiServer;
 use countersign_testkit::github::{Delivery, FakeGitHub, Fault, User};
@@ -411,4 +412,276 @@ async fn probes_and_metrics_are_served() {
         text.contains("countersign_bot_webhook_request_seconds"),
         "{text}"
     );
+}
+
+fn repository_json() -> serde_json::Value {
+    json!({"id": 5, "name": "widgets", "full_name": REPO, "owner": {"login": "octo-org"}})
+}
+
+fn pull_request_payload(action: &str, number: u64, head_sha: &str) -> serde_json::Value {
+    json!({
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "title": "Add retries",
+            "user": {"id": 1, "login": "alice", "type": "User"},
+            "head": {"ref": "feature/retries", "sha": head_sha, "repo": {"full_name": REPO}},
+            "base": {"ref": "main", "sha": "b".repeat(40), "repo": {"full_name": REPO}},
+            "state": "open",
+            "draft": false,
+            "merged": false,
+            "labels": []
+        },
+        "repository": repository_json(),
+        "sender": {"id": 1, "login": "alice", "type": "User"},
+        "installation": {"id": INSTALLATION}
+    })
+}
+
+impl World {
+    async fn gate(&self, name: &str) -> Option<countersign_crds::ApprovalGate> {
+        Api::<countersign_crds::ApprovalGate>::namespaced(self.api.client(), NS)
+            .get_opt(name)
+            .await
+            .expect("get gate")
+    }
+
+    async fn project(&self) -> Project {
+        Api::<Project>::namespaced(self.api.client(), NS)
+            .get("widgets")
+            .await
+            .expect("get project")
+    }
+
+    /// Delivers `payload` as `event`, waits until it is handled and returns the delivery id.
+    async fn deliver_and_wait(&self, event: &str, payload: &serde_json::Value) -> String {
+        let before = self.handled(event);
+        let delivery = self.delivery(event, payload);
+        assert_eq!(
+            self.deliver(&delivery).await,
+            StatusCode::ACCEPTED,
+            "{event}"
+        );
+        self.wait_handled(event, before + 1).await;
+        delivery.id.clone()
+    }
+}
+
+fn annotation(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<String> {
+    meta.annotations.as_ref().and_then(|a| a.get(key).cloned())
+}
+
+#[tokio::test]
+async fn merge_queue_and_check_reruns_nudge_the_gate_of_each_pull_request() {
+    let w = World::start().await;
+    let opened = w
+        .deliver_and_wait(
+            "pull_request",
+            &pull_request_payload("opened", 12, &"a".repeat(40)),
+        )
+        .await;
+    let gate = w.gate("widgets-pr-12").await.expect("the PR got a gate");
+    assert_eq!(annotation(&gate.metadata, LAST_DELIVERY), Some(opened));
+
+    let queue_sha = "c".repeat(40);
+    let merge_group = json!({
+        "action": "checks_requested",
+        "merge_group": {
+            "head_sha": queue_sha,
+            "head_ref": "refs/heads/gh-readonly-queue/main/pr-12-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "base_ref": "refs/heads/main",
+            "base_sha": "b".repeat(40)
+        },
+        "repository": repository_json(),
+        "sender": {"id": 1, "login": "alice", "type": "User"},
+        "installation": {"id": INSTALLATION}
+    });
+    let queued = w.deliver_and_wait("merge_group", &merge_group).await;
+    let gate = w.gate("widgets-pr-12").await.expect("gate");
+    assert_eq!(annotation(&gate.metadata, LAST_DELIVERY), Some(queued));
+    assert_eq!(
+        annotation(&gate.metadata, "countersign.dev/merge-group-sha"),
+        Some(queue_sha)
+    );
+
+    let check_run = |name: &str, app_id: u64| {
+        json!({
+            "action": "rerequested",
+            "check_run": {
+                "id": 900,
+                "name": name,
+                "head_sha": "a".repeat(40),
+                "app": {"id": app_id},
+                "pull_requests": [{"number": 12}]
+            },
+            "repository": repository_json(),
+            "sender": {"id": 1, "login": "alice", "type": "User"},
+            "installation": {"id": INSTALLATION}
+        })
+    };
+    let rerun = w
+        .deliver_and_wait(
+            "check_run",
+            &check_run(
+                "countersign/approval",
+                countersign_testkit::github::TEST_APP_ID,
+            ),
+        )
+        .await;
+    let gate = w.gate("widgets-pr-12").await.expect("gate");
+    assert_eq!(
+        annotation(&gate.metadata, LAST_DELIVERY),
+        Some(rerun.clone())
+    );
+
+    // Another App's check of the same name, and our App's other checks, are not ours to rerun.
+    w.deliver_and_wait("check_run", &check_run("countersign/approval", 1))
+        .await;
+    w.deliver_and_wait(
+        "check_run",
+        &check_run("ci/test", countersign_testkit::github::TEST_APP_ID),
+    )
+    .await;
+    let gate = w.gate("widgets-pr-12").await.expect("gate");
+    assert_eq!(annotation(&gate.metadata, LAST_DELIVERY), Some(rerun));
+
+    // A merge group of a pull request without a gate creates nothing.
+    let mut other = merge_group.clone();
+    other["merge_group"]["head_ref"] =
+        json!("refs/heads/gh-readonly-queue/main/pr-99-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    w.deliver_and_wait("merge_group", &other).await;
+    assert!(w.gate("widgets-pr-99").await.is_none());
+}
+
+#[tokio::test]
+async fn installation_changes_nudge_the_projects_of_the_repositories() {
+    let w = World::start().await;
+    let before = annotation(&w.project().await.metadata, LAST_DELIVERY);
+    assert_eq!(before, None);
+
+    let added = json!({
+        "action": "added",
+        "installation": {"id": INSTALLATION, "account": {"login": "octo-org"}},
+        "repositories_added": [{"id": 5, "full_name": REPO}],
+        "repositories_removed": [],
+        "sender": {"id": 1, "login": "alice", "type": "User"}
+    });
+    let id = w
+        .deliver_and_wait("installation_repositories", &added)
+        .await;
+    assert_eq!(
+        annotation(&w.project().await.metadata, LAST_DELIVERY),
+        Some(id)
+    );
+
+    // Installed on all repositories of the account: no list, every Project of the account.
+    let created = json!({
+        "action": "created",
+        "installation": {"id": INSTALLATION, "account": {"login": "octo-org"}},
+        "sender": {"id": 1, "login": "alice", "type": "User"}
+    });
+    let id = w.deliver_and_wait("installation", &created).await;
+    assert_eq!(
+        annotation(&w.project().await.metadata, LAST_DELIVERY),
+        Some(id.clone())
+    );
+
+    // Another account's installation leaves the Project alone.
+    let elsewhere = json!({
+        "action": "deleted",
+        "installation": {"id": 5000, "account": {"login": "someone-else"}},
+        "repositories": [{"id": 8, "full_name": "someone-else/widgets"}],
+        "sender": {"id": 3, "login": "eve", "type": "User"}
+    });
+    w.deliver_and_wait("installation", &elsewhere).await;
+    assert_eq!(
+        annotation(&w.project().await.metadata, LAST_DELIVERY),
+        Some(id)
+    );
+}
+
+#[tokio::test]
+async fn replay_sends_recorded_deliveries_to_a_running_bot() {
+    let w = World::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let server = tokio::spawn(axum::serve(listener, w.router.clone()).into_future());
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).expect("write secret");
+    let payload = w
+        .github
+        .world()
+        .label_issue(REPO, w.issue, "ai:backend", &w.alice);
+    // A delivery as GitHub's "Recent deliveries" API returns it, and a bare payload file.
+    let recorded = dir.path().join("delivery.json");
+    std::fs::write(
+        &recorded,
+        serde_json::to_vec(&json!({
+            "guid": "recorded-guid-1",
+            "event": "issues",
+            "action": "labeled",
+            "request": {"headers": {"X-GitHub-Event": "issues"}, "payload": payload}
+        }))
+        .expect("json"),
+    )
+    .expect("write delivery");
+    let bare = dir.path().join("issues.labeled.json");
+    std::fs::write(&bare, serde_json::to_vec(&payload).expect("json")).expect("write payload");
+
+    let args = |files: Vec<std::path::PathBuf>, keep: bool, secret: &std::path::Path| {
+        countersign_bot::replay::ReplayArgs {
+            files,
+            url: format!("http://{address}"),
+            secret_file: secret.to_path_buf(),
+            event: None,
+            keep_delivery_id: keep,
+        }
+    };
+    tokio::time::timeout(
+        WAIT,
+        countersign_bot::replay::run(args(vec![recorded.clone(), bare], true, &secret_file)),
+    )
+    .await
+    .expect("replay in time")
+    .expect("both deliveries accepted");
+    w.wait_handled("issues", 2).await;
+    let runs = w.runs().await;
+    assert_eq!(runs.len(), 1, "a replayed label starts one run: {runs:?}");
+    assert_eq!(
+        runs[0]
+            .annotations()
+            .get("countersign.dev/created-by-delivery")
+            .map(String::as_str),
+        Some("recorded-guid-1")
+    );
+
+    // Replaying with the recorded id again is a duplicate (200), still a success.
+    tokio::time::timeout(
+        WAIT,
+        countersign_bot::replay::run(args(vec![recorded.clone()], true, &secret_file)),
+    )
+    .await
+    .expect("replay in time")
+    .expect("a duplicate is answered 200");
+
+    // Signed with the wrong secret the bot refuses, and replay says so.
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not-the-secret").expect("write");
+    let error = tokio::time::timeout(
+        WAIT,
+        countersign_bot::replay::run(args(vec![recorded], false, &wrong)),
+    )
+    .await
+    .expect("replay in time")
+    .expect_err("a refused delivery fails the replay");
+    assert!(error.to_string().contains("1 of 1"), "{error:#}");
+    server.abort();
 }

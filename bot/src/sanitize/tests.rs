@@ -82,3 +82,21 @@ fn titles_are_single_line_capped_and_never_empty() {
     let long = sanitize_title(&"a".repeat(1_000));
     assert!(long.len() <= MAX_TITLE_BYTES);
 }
+
+#[test]
+fn elements_marked_hidden_lose_their_content_but_visible_ones_keep_it() {
+    let body = "a <span hidden>secret one</span> b \
+                <div style=\"display: none\">secret two</div> c \
+                <p STYLE='visibility:hidden'>secret three</p> d \
+                <b>shown</b> <img hidden src=x/> e";
+    let s = sanitize_body(body, 10_000);
+    for secret in ["secret one", "secret two", "secret three"] {
+        assert!(!s.text.contains(secret), "{secret} leaked: {}", s.text);
+    }
+    assert!(s.text.contains("shown"), "{}", s.text);
+    assert!(
+        s.text.contains('e'),
+        "a self-closing hidden tag hides nothing after it"
+    );
+    assert_eq!(s.removed.hidden_elements, 3, "{:?}", s.removed);
+}
