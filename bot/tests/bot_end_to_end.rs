@@ -685,3 +685,42 @@ async fn replay_sends_recorded_deliveries_to_a_running_bot() {
     assert!(error.to_string().contains("1 of 1"), "{error:#}");
     server.abort();
 }
+
+#[tokio::test]
+async fn pull_requests_and_reviews_from_the_world_keep_the_gate_current() {
+    let w = World::start().await;
+    let opened = w.github.world().open_pull_request(
+        REPO,
+        "Retry webhooks",
+        "feature/retries",
+        vec![countersign_testkit::github::ChangedFile::modified(
+            "src/lib.rs",
+            10,
+            2,
+        )],
+        &w.alice,
+    );
+    let number = opened["number"].as_u64().expect("number");
+    let id = w.deliver_and_wait("pull_request", &opened).await;
+    let name = format!("widgets-pr-{number}");
+    let gate = w.gate(&name).await.expect("gate");
+    assert_eq!(annotation(&gate.metadata, LAST_DELIVERY), Some(id));
+    assert!(!gate.spec.ai_generated, "a person's branch");
+    assert_eq!(gate.spec.author.id, Some(w.alice.id));
+
+    let review =
+        w.github
+            .world()
+            .submit_review(REPO, number, &User::new(1010, "lead"), "approved", "ok");
+    let id = w.deliver_and_wait("pull_request_review", &review).await;
+    let gate = w.gate(&name).await.expect("gate");
+    assert_eq!(annotation(&gate.metadata, LAST_DELIVERY), Some(id));
+
+    let pushed = w
+        .github
+        .world()
+        .push_to_pull_request(REPO, number, Vec::new(), &w.alice);
+    let id = w.deliver_and_wait("pull_request", &pushed).await;
+    let gate = w.gate(&name).await.expect("gate");
+    assert_eq!(annotation(&gate.metadata, LAST_DELIVERY), Some(id));
+}

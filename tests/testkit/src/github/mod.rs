@@ -5,10 +5,15 @@
 //! signed-webhook builder ([`Delivery`]) and the stateful REST fake ([`FakeGitHub`]).
 
 pub mod delivery;
+pub mod pulls;
 pub mod server;
 
 pub use delivery::{Delivery, DeliveryError, HOOK_ID, USER_AGENT};
-pub use server::{Call, CallAuth, FakeGitHub, Fault, TEST_APP_ID, TEST_APP_SLUG, User, World};
+pub use pulls::{ChangedFile, CheckRun, PullRequest, Review};
+pub use server::{
+    Call, CallAuth, FakeGitHub, Fault, TEST_APP_BOT_USER_ID, TEST_APP_ID, TEST_APP_SLUG, User,
+    World,
+};
 
 /// PKCS#1 PEM private key of the test GitHub App (never used outside tests).
 pub const TEST_APP_PRIVATE_KEY_PEM: &str = include_str!("../../data/test-app-private-key.pem");

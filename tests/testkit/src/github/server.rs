@@ -34,6 +34,8 @@ use super::TEST_APP_PUBLIC_KEY_PEM;
 pub const TEST_APP_ID: u64 = 4242;
 /// The test App's slug; its bot account is `countersign-test[bot]`.
 pub const TEST_APP_SLUG: &str = "countersign-test";
+/// The user id of the test App's bot account (`countersign-test[bot]`).
+pub const TEST_APP_BOT_USER_ID: u64 = 4_242_000;
 /// How long minted installation tokens live, as on GitHub.
 pub const TOKEN_LIFETIME_SECS: i64 = 3600;
 /// Longest App JWT lifetime GitHub accepts.
@@ -71,7 +73,27 @@ impl User {
 
     /// The webhook/REST JSON form.
     pub fn json(&self) -> Value {
-        json!({"id": self.id, "login": self.login, "type": self.kind, "node_id": format!("U_{}", self.id)})
+        let api = format!("https://api.github.com/users/{}", self.login);
+        json!({
+            "id": self.id,
+            "login": self.login,
+            "type": self.kind,
+            "node_id": format!("U_{}", self.id),
+            "site_admin": false,
+            "gravatar_id": "",
+            "avatar_url": format!("https://avatars.githubusercontent.com/u/{}", self.id),
+            "html_url": format!("https://github.com/{}", self.login),
+            "url": api,
+            "followers_url": format!("{api}/followers"),
+            "following_url": format!("{api}/following{{/other_user}}"),
+            "gists_url": format!("{api}/gists{{/gist_id}}"),
+            "starred_url": format!("{api}/starred{{/owner}}{{/repo}}"),
+            "subscriptions_url": format!("{api}/subscriptions"),
+            "organizations_url": format!("{api}/orgs"),
+            "repos_url": format!("{api}/repos"),
+            "events_url": format!("{api}/events{{/privacy}}"),
+            "received_events_url": format!("{api}/received_events"),
+        })
     }
 }
 
@@ -110,6 +132,8 @@ pub struct Comment {
     pub body: String,
     /// Who posted it (the App's bot account for API calls).
     pub author: String,
+    /// The author's user id.
+    pub author_id: u64,
 }
 
 /// A reaction added through the API.
@@ -197,13 +221,17 @@ pub struct World {
     pub reactions: Vec<ReactionRecord>,
     /// Every installation token minted, by token.
     pub tokens: HashMap<String, MintedToken>,
+    /// Pull requests by (`owner/name`, number); each also has its entry in `issues`.
+    pub pulls: BTreeMap<(String, u64), super::pulls::PullRequest>,
+    /// Every check run created through the API, oldest first.
+    pub check_runs: Vec<super::pulls::CheckRun>,
     next_id: u64,
     faults: Vec<(String, Fault, usize)>,
     calls: Vec<Call>,
 }
 
 impl World {
-    fn next_id(&mut self) -> u64 {
+    pub(super) fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         1_000 + self.next_id
     }
@@ -301,15 +329,23 @@ impl World {
             number,
             body: body.to_owned(),
             author: sender.login.clone(),
+            author_id: sender.id,
         });
         let issue = self
             .issues
             .get(&(repository.to_owned(), number))
             .unwrap_or_else(|| panic!("test bug: no issue {repository}#{number}"))
             .clone();
+        let mut issue_value = issue_json(repository, number, &issue);
+        if self.pulls.contains_key(&(repository.to_owned(), number)) {
+            // Comments on pull requests arrive as issue comments that say so.
+            issue_value["pull_request"] = json!({
+                "html_url": format!("https://github.com/{repository}/pull/{number}"),
+            });
+        }
         json!({
             "action": "created",
-            "issue": issue_json(repository, number, &issue),
+            "issue": issue_value,
             "comment": {
                 "id": id,
                 "body": body,
@@ -325,7 +361,7 @@ impl World {
         })
     }
 
-    fn installation_of(&self, repository: &str) -> u64 {
+    pub(super) fn installation_of(&self, repository: &str) -> u64 {
         let (owner, name) = repository.split_once('/').unwrap_or((repository, ""));
         self.installations
             .iter()
@@ -344,25 +380,26 @@ impl World {
     }
 }
 
-fn repository_json(repository: &str) -> Value {
+pub(super) fn repository_json(repository: &str) -> Value {
     let (owner, name) = repository.split_once('/').unwrap_or((repository, ""));
     json!({
         "id": 7_000 + repository.len() as u64,
         "name": name,
         "full_name": repository,
         "private": false,
-        "owner": {"id": 9_000, "login": owner, "type": "Organization"},
+        "owner": User { id: 9_000, login: owner.to_owned(), kind: "Organization" }.json(),
         "html_url": format!("https://github.com/{repository}"),
+        "url": format!("https://api.github.com/repos/{repository}"),
         "clone_url": format!("https://github.com/{repository}.git"),
         "default_branch": "main",
     })
 }
 
-fn label_json(label: &str) -> Value {
+pub(super) fn label_json(label: &str) -> Value {
     json!({"id": 55, "name": label, "color": "ededed", "default": false})
 }
 
-fn issue_json(repository: &str, number: u64, issue: &Issue) -> Value {
+pub(super) fn issue_json(repository: &str, number: u64, issue: &Issue) -> Value {
     json!({
         "id": 300_000 + number,
         "number": number,
@@ -439,13 +476,13 @@ impl FakeGitHub {
     }
 }
 
-fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
+pub(super) fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
     world
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-type Shared = Arc<Mutex<World>>;
+pub(super) type Shared = Arc<Mutex<World>>;
 
 fn router(world: Shared) -> Router {
     Router::new()
@@ -462,7 +499,7 @@ fn router(world: Shared) -> Router {
         .route("/orgs/{org}/teams/{slug}/members", get(list_team_members))
         .route(
             "/repos/{owner}/{repo}/issues/{number}/comments",
-            post(create_comment),
+            post(create_comment).get(super::pulls::list_comments),
         )
         .route(
             "/repos/{owner}/{repo}/issues/comments/{id}",
@@ -476,6 +513,7 @@ fn router(world: Shared) -> Router {
             "/repos/{owner}/{repo}/issues/{number}/reactions",
             post(react_to_issue),
         )
+        .merge(super::pulls::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found") })
         .layer(middleware::from_fn_with_state(world.clone(), log_and_fault))
         .with_state(world)
@@ -542,7 +580,7 @@ fn fault_response(fault: &Fault) -> Response {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, message: &str) -> Response {
     (
         status,
         axum::Json(json!({
@@ -555,13 +593,13 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// An error answer, small enough to return through `Result`.
-struct Refusal {
+pub(super) struct Refusal {
     status: StatusCode,
     message: String,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, message: &str) -> Self {
+    pub(super) fn new(status: StatusCode, message: &str) -> Self {
         Self {
             status,
             message: message.to_owned(),
@@ -577,7 +615,8 @@ impl IntoResponse for Refusal {
 
 #[derive(Deserialize)]
 struct Claims {
-    iss: String,
+    /// GitHub accepts the App id as a number (octocrab) or a string (most other clients).
+    iss: Value,
     iat: i64,
     exp: i64,
 }
@@ -589,10 +628,17 @@ fn authenticate(world: &World, headers: &HeaderMap) -> CallAuth {
     let Ok(value) = value.to_str() else {
         return CallAuth::Invalid("Authorization is not ASCII".into());
     };
-    if let Some(jwt) = value.strip_prefix("Bearer ") {
-        return verify_jwt(jwt);
+    // GitHub takes installation tokens after either `token` or `Bearer`; JWTs only after
+    // `Bearer`.
+    if let Some(credential) = value.strip_prefix("Bearer ")
+        && !world.tokens.contains_key(credential)
+    {
+        return verify_jwt(credential);
     }
-    if let Some(token) = value.strip_prefix("token ") {
+    if let Some(token) = value
+        .strip_prefix("token ")
+        .or_else(|| value.strip_prefix("Bearer "))
+    {
         return match world.tokens.get(token) {
             Some(t) if t.expires_at > Timestamp::now() => CallAuth::Installation(t.installation),
             Some(_) => CallAuth::Invalid("the installation token expired".into()),
@@ -609,14 +655,20 @@ fn verify_jwt(jwt: &str) -> CallAuth {
     };
     let mut validation = Validation::new(Algorithm::RS256);
     validation.leeway = 0;
-    validation.set_required_spec_claims(&["exp", "iat", "iss"]);
+    // `iss` is checked below: jsonwebtoken only understands string issuers.
+    validation.set_required_spec_claims(&["exp", "iat"]);
     let claims = match decode::<Claims>(jwt, &key, &validation) {
         Ok(d) => d.claims,
         Err(e) => return CallAuth::Invalid(format!("JWT: {e}")),
     };
     let now = Timestamp::now().as_second();
-    if claims.iss != TEST_APP_ID.to_string() {
-        return CallAuth::Invalid(format!("JWT issuer {} is not the App", claims.iss));
+    let issuer = match &claims.iss {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    };
+    if issuer != TEST_APP_ID.to_string() {
+        return CallAuth::Invalid(format!("JWT issuer {issuer} is not the App"));
     }
     if claims.iat > now + 5 {
         return CallAuth::Invalid("JWT issued in the future".into());
@@ -640,7 +692,7 @@ fn require_app(world: &World, headers: &HeaderMap) -> Result<(), Refusal> {
 
 /// The installation token's installation, when it may act on `owner/repo` with `permission`
 /// (`read` or `write` on the category).
-fn require_repo(
+pub(super) fn require_repo(
     world: &World,
     headers: &HeaderMap,
     owner: &str,
@@ -651,7 +703,10 @@ fn require_repo(
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("token "))
+        .and_then(|v| {
+            v.strip_prefix("token ")
+                .or_else(|| v.strip_prefix("Bearer "))
+        })
         .unwrap_or("");
     let installation = match authenticate(world, headers) {
         CallAuth::Installation(id) => id,
@@ -696,7 +751,7 @@ fn require_repo(
 }
 
 /// A JSON answer with an `ETag`; `304` when the request's `If-None-Match` matches.
-fn with_etag(headers: &HeaderMap, value: &Value) -> Response {
+pub(super) fn with_etag(headers: &HeaderMap, value: &Value) -> Response {
     let body = value.to_string();
     let etag = format!("\"{:016x}\"", fnv1a(body.as_bytes()));
     let matches = headers
@@ -850,9 +905,9 @@ async fn get_permission(
 }
 
 #[derive(Deserialize)]
-struct Page {
-    per_page: Option<usize>,
-    page: Option<usize>,
+pub(super) struct Page {
+    pub(super) per_page: Option<usize>,
+    pub(super) page: Option<usize>,
 }
 
 async fn list_team_members(
@@ -873,29 +928,13 @@ async fn list_team_members(
     else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };
-    let per_page = page.per_page.unwrap_or(30).clamp(1, 100);
-    let number = page.page.unwrap_or(1).max(1);
-    let chunk: Vec<Value> = members
-        .iter()
-        .skip((number - 1) * per_page)
-        .take(per_page)
-        .map(User::json)
-        .collect();
-    let mut response = with_etag(&headers, &Value::Array(chunk));
-    if number * per_page < members.len() {
-        let next = format!(
-            "<http://{}/orgs/{org}/teams/{slug}/members?per_page={per_page}&page={}>; rel=\"next\"",
-            headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("127.0.0.1"),
-            number + 1
-        );
-        if let Ok(v) = HeaderValue::from_str(&next) {
-            response.headers_mut().insert(header::LINK, v);
-        }
-    }
-    response
+    let members: Vec<Value> = members.iter().map(User::json).collect();
+    super::pulls::paginate(
+        &headers,
+        &format!("/orgs/{org}/teams/{slug}/members"),
+        &members,
+        &page,
+    )
 }
 
 #[derive(Deserialize)]
@@ -912,7 +951,7 @@ const REACTIONS: &[&str] = &[
     "+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes",
 ];
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|e| {
         Refusal::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -946,6 +985,7 @@ async fn create_comment(
         number,
         body: body.body.clone(),
         author: format!("{TEST_APP_SLUG}[bot]"),
+        author_id: TEST_APP_BOT_USER_ID,
     });
     (
         StatusCode::CREATED,

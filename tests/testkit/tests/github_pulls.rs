@@ -1,0 +1,266 @@
+//! The fake GitHub's pull requests, files, reviews, comments and check runs, read and written
+//! by octocrab itself (App auth → installation token → typed models), so a field the real
+//! client needs and the fake forgets fails here first.
+
+use std::time::Duration;
+
+use countersign_testkit::github::{
+    ChangedFile, FakeGitHub, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM, User,
+};
+use octocrab::Octocrab;
+use octocrab::models::{AppId, InstallationId};
+use octocrab::params::checks::{CheckRunConclusion, CheckRunOutput, CheckRunStatus};
+
+const REPO: &str = "octo-org/widgets";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// octocrab authenticated as the test App against `github`.
+fn app_client(github: &FakeGitHub) -> Octocrab {
+    let key =
+        octocrab::jsonwebtoken::EncodingKey::from_rsa_pem(TEST_APP_PRIVATE_KEY_PEM.as_bytes())
+            .expect("key");
+    Octocrab::builder()
+        .base_uri(github.url())
+        .expect("base uri")
+        .app(AppId(TEST_APP_ID), key)
+        .build()
+        .expect("octocrab")
+}
+
+async fn setup() -> (FakeGitHub, Octocrab, u64) {
+    let github = FakeGitHub::start().await.expect("fake GitHub");
+    let alice = User::new(1, "alice");
+    let number = {
+        let mut w = github.world();
+        w.install(77, "octo-org", &["widgets"]);
+        let files = (0..45)
+            .map(|i| ChangedFile::modified(&format!("src/module_{i}.rs"), i, 1))
+            .collect();
+        let payload = w.open_pull_request(REPO, "Add retries", "feature/retries", files, &alice);
+        payload["number"].as_u64().expect("number")
+    };
+    let app = app_client(&github);
+    let installation = app
+        .installation(InstallationId(77))
+        .expect("installation client");
+    (github, installation, number)
+}
+
+#[tokio::test]
+async fn octocrab_reads_pull_requests_files_and_reviews_from_world_changes() {
+    let (github, octo, number) = setup().await;
+    let bob = User::new(2, "bob");
+
+    let pr = tokio::time::timeout(WAIT, octo.pulls("octo-org", "widgets").get(number))
+        .await
+        .expect("in time")
+        .expect("typed pull request");
+    assert_eq!(pr.number, number);
+    assert_eq!(pr.head.ref_field, "feature/retries");
+    assert_eq!(pr.base.ref_field, "main");
+    assert_eq!(pr.user.as_ref().map(|u| u.login.as_str()), Some("alice"));
+    let first_head = pr.head.sha.clone();
+    assert_eq!(first_head.len(), 40);
+
+    // 45 files: two pages at GitHub's default of 30, linked with rel="next".
+    let page = octo
+        .pulls("octo-org", "widgets")
+        .list_files(number)
+        .await
+        .expect("files");
+    assert_eq!(page.items.len(), 30);
+    let next = page.next.clone().expect("a Link header to the second page");
+    assert_eq!(
+        next.host(),
+        Some("127.0.0.1"),
+        "absolute like GitHub's: {next}"
+    );
+    // octocrab sends credentials only to api.github.com or relative URIs, so follow the link
+    // by its path (the bot's own client does the same for GitHub Enterprise hosts).
+    let relative: http::Uri = next
+        .path_and_query()
+        .expect("path")
+        .as_str()
+        .parse()
+        .expect("uri");
+    let second = octo
+        .get_page::<octocrab::models::repos::DiffEntry>(&Some(relative))
+        .await
+        .expect("second page")
+        .expect("a second page");
+    assert_eq!(second.items.len(), 15);
+    assert!(second.next.is_none(), "no third page");
+    let last = second.items.last().expect("last file");
+    assert_eq!(last.filename, "src/module_44.rs");
+    assert_eq!(last.additions, 44);
+
+    let review = github
+        .world()
+        .submit_review(REPO, number, &bob, "approved", "LGTM");
+    assert_eq!(review["action"], "submitted");
+    assert_eq!(review["review"]["state"], "approved");
+    assert_eq!(review["review"]["commit_id"], first_head.as_str());
+
+    let pushed = github.world().push_to_pull_request(
+        REPO,
+        number,
+        vec![ChangedFile::modified("src/lib.rs", 3, 0)],
+        &User::new(1, "alice"),
+    );
+    assert_eq!(pushed["action"], "synchronize");
+    assert_eq!(pushed["before"], first_head.as_str());
+    let new_head = pushed["after"].as_str().expect("after").to_owned();
+    assert_ne!(new_head, first_head, "a push moves the head");
+
+    let reviews = octo
+        .pulls("octo-org", "widgets")
+        .list_reviews(number)
+        .send()
+        .await
+        .expect("reviews");
+    assert_eq!(reviews.items.len(), 1);
+    let r = &reviews.items[0];
+    assert_eq!(r.user.as_ref().map(|u| u.id.0), Some(2));
+    assert_eq!(
+        r.commit_id.as_deref(),
+        Some(first_head.as_str()),
+        "the review stays bound to the commit it was given on"
+    );
+    let files = octo
+        .pulls("octo-org", "widgets")
+        .list_files(number)
+        .await
+        .expect("files after push");
+    assert_eq!(files.items.len(), 1);
+
+    // A comment on the pull request arrives as an issue comment that says it is one, and is
+    // listed over REST.
+    let comment = github.world().comment(REPO, number, "/approve", &bob);
+    assert!(comment["issue"]["pull_request"].is_object());
+    let comments = octo
+        .issues("octo-org", "widgets")
+        .list_comments(number)
+        .send()
+        .await
+        .expect("comments");
+    assert_eq!(comments.items.len(), 1);
+    assert_eq!(comments.items[0].body.as_deref(), Some("/approve"));
+}
+
+#[tokio::test]
+async fn check_runs_are_created_updated_listed_and_validated() {
+    let (github, octo, number) = setup().await;
+    let sha = github.world().pulls[&(REPO.to_owned(), number)]
+        .head_sha
+        .clone();
+    let checks = octo.checks("octo-org", "widgets");
+    let created = checks
+        .create_check_run("countersign/approval", sha.clone())
+        .status(CheckRunStatus::InProgress)
+        .details_url("https://countersign.example/gates/team-a/widgets-pr-1")
+        .output(CheckRunOutput {
+            title: "Waiting for tech_lead".into(),
+            summary: "| role | needed |\n|---|---|\n| tech_lead | 1 |".into(),
+            text: None,
+            annotations: vec![],
+            images: vec![],
+        })
+        .send()
+        .await
+        .expect("create check run");
+    assert_eq!(created.name, "countersign/approval");
+    assert_eq!(created.head_sha, sha);
+
+    let updated = checks
+        .update_check_run(created.id)
+        .conclusion(CheckRunConclusion::Success)
+        .send()
+        .await
+        .expect("update check run");
+    assert_eq!(updated.id, created.id);
+    {
+        let w = github.world();
+        let runs = w.check_runs_on(REPO, &sha);
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, "completed");
+        assert_eq!(runs[0].conclusion.as_deref(), Some("success"));
+        assert_eq!(runs[0].title.as_deref(), Some("Waiting for tech_lead"));
+        assert_eq!(
+            runs[0].details_url.as_deref(),
+            Some("https://countersign.example/gates/team-a/widgets-pr-1")
+        );
+    }
+
+    let listed = checks
+        .list_check_runs_for_git_ref(octocrab::params::repos::Commitish(sha.clone()))
+        .send()
+        .await
+        .expect("list check runs");
+    assert_eq!(listed.total_count, 1);
+    assert_eq!(listed.check_runs[0].id, created.id);
+
+    // What GitHub refuses, the fake refuses: completed without a conclusion, unknown values.
+    let refused: Result<serde_json::Value, _> = octo
+        .post(
+            "/repos/octo-org/widgets/check-runs",
+            Some(&serde_json::json!({"name": "x", "head_sha": sha, "status": "completed"})),
+        )
+        .await;
+    assert!(refused.is_err(), "completed without a conclusion");
+    let refused: Result<serde_json::Value, _> = octo
+        .patch(
+            format!("/repos/octo-org/widgets/check-runs/{}", created.id),
+            Some(&serde_json::json!({"conclusion": "great"})),
+        )
+        .await;
+    assert!(refused.is_err(), "unknown conclusion");
+    assert_eq!(
+        github.world().check_runs_on(REPO, &sha)[0]
+            .conclusion
+            .as_deref(),
+        Some("success"),
+        "a refused update changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn tokens_without_checks_permission_cannot_write_check_runs() {
+    let (github, _octo, number) = setup().await;
+    let sha = github.world().pulls[&(REPO.to_owned(), number)]
+        .head_sha
+        .clone();
+    let app = app_client(&github);
+    // A token scoped like an agent pod's: contents only.
+    let minted: serde_json::Value = app
+        .post(
+            "/app/installations/77/access_tokens",
+            Some(&serde_json::json!({
+                "repositories": ["widgets"],
+                "permissions": {"contents": "write", "metadata": "read"}
+            })),
+        )
+        .await
+        .expect("scoped token");
+    let token = minted["token"].as_str().expect("token").to_owned();
+    let scoped = Octocrab::builder()
+        .base_uri(github.url())
+        .expect("base uri")
+        .personal_token(token)
+        .build()
+        .expect("octocrab");
+    let pr = scoped.pulls("octo-org", "widgets").get(number).await;
+    assert!(
+        pr.is_err(),
+        "contents-only tokens cannot read pull requests either"
+    );
+    let refused = scoped
+        .checks("octo-org", "widgets")
+        .create_check_run("countersign/approval", sha.clone())
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a contents-only token cannot write checks"
+    );
+    assert!(github.world().check_runs_on(REPO, &sha).is_empty());
+}
