@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::server::{
-    Issue, Page, Refusal, Shared, TEST_APP_ID, User, World, error, issue_json, json_body, lock,
+    Page, Refusal, Shared, TEST_APP_ID, User, World, error, issue_json, json_body, lock,
     repository_json, require_repo, with_etag,
 };
 
@@ -184,23 +184,8 @@ impl World {
         files: Vec<ChangedFile>,
         author: &User,
     ) -> Value {
-        let number = self
-            .issues
-            .keys()
-            .filter(|(r, _)| r == repository)
-            .map(|(_, n)| *n)
-            .max()
-            .unwrap_or(0)
-            + 1;
-        self.issues.insert(
-            (repository.to_owned(), number),
-            Issue {
-                title: title.to_owned(),
-                body: String::new(),
-                author: author.clone(),
-                labels: Vec::new(),
-            },
-        );
+        // Pull requests share the issue numbering and have an issue side (comments, labels).
+        let number = self.open_issue(repository, title, "", author);
         self.pulls.insert(
             (repository.to_owned(), number),
             PullRequest {
@@ -342,15 +327,24 @@ impl World {
 
 /// One page of `items` (`per_page` ≤ 100, default 30) with a `Link: rel="next"` header when
 /// more follow, as GitHub paginates lists.
-pub(super) fn paginate(headers: &HeaderMap, path: &str, items: &[Value], page: &Page) -> Response {
+/// The `page`-th window (from 1) of `per_page` items (default 30, at most 100), as GitHub
+/// pages lists: the items, and the page size and number actually used.
+fn window(items: &[Value], page: &Page) -> (Vec<Value>, usize, usize) {
     let per_page = page.per_page.unwrap_or(30).clamp(1, 100);
     let number = page.page.unwrap_or(1).max(1);
-    let chunk: Vec<Value> = items
+    let chunk = items
         .iter()
         .skip((number - 1) * per_page)
         .take(per_page)
         .cloned()
         .collect();
+    (chunk, per_page, number)
+}
+
+/// One page of `items` with a `Link: rel="next"` header when more follow, as GitHub
+/// paginates lists.
+pub(super) fn paginate(headers: &HeaderMap, path: &str, items: &[Value], page: &Page) -> Response {
+    let (chunk, per_page, number) = window(items, page);
     let mut response = with_etag(headers, &Value::Array(chunk));
     if number * per_page < items.len() {
         let host = headers
@@ -670,14 +664,11 @@ async fn list_check_runs(
         .filter(|c| filter.check_name.as_ref().is_none_or(|n| *n == c.name))
         .map(CheckRun::json)
         .collect();
-    let per_page = filter.per_page.unwrap_or(30).clamp(1, 100);
-    let page = filter.page.unwrap_or(1).max(1);
-    let chunk: Vec<Value> = runs
-        .iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .cloned()
-        .collect();
+    let page = Page {
+        per_page: filter.per_page,
+        page: filter.page,
+    };
+    let (chunk, _, _) = window(&runs, &page);
     with_etag(
         &headers,
         &json!({"total_count": runs.len(), "check_runs": chunk}),
