@@ -71,7 +71,8 @@ impl GitHubAppArgs {
 /// `countersign bot`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BotArgs {
-    /// Address serving `/webhook`, `/healthz`, `/readyz` and `/metrics`.
+    /// Address serving `/webhook`, `/healthz`, `/readyz`, `/metrics`, the gate pages, the
+    /// `/api/v1` endpoints and `/admission/riskpolicies`.
     #[arg(long, env = "COUNTERSIGN_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
@@ -114,12 +115,59 @@ pub struct BotArgs {
     #[arg(long, env = "COUNTERSIGN_BOT_LOGIN", value_name = "LOGIN")]
     pub bot_login: Option<String>,
 
+    /// Serve each ApprovalGate's details page at `/gates/{namespace}/{name}` (what the
+    /// `countersign/approval` check run links to). `false` answers 404 there, for
+    /// installations that must not show gate details to anyone who can reach the bot.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_GATE_PAGES",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub gate_pages: bool,
+
+    /// The bot's public base URL, e.g. `https://countersign.example.com/`: the base of the
+    /// gate pages' self links. The controller's flag of the same name builds the check run's
+    /// "Details" links from it; give both the same value.
+    #[arg(long, env = "COUNTERSIGN_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<url::Url>,
+
+    /// Serve HTTPS with this certificate chain (PEM) instead of plain HTTP. Kubernetes calls
+    /// the `/admission/riskpolicies` webhook over HTTPS only. Needs `--tls-key-file`.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of `--tls-cert-file`.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+
     /// The GitHub App.
     #[command(flatten)]
     pub github: GitHubAppArgs,
 }
 
 impl BotArgs {
+    /// The certificate and key files when HTTPS is configured; one without the other is an
+    /// error (clap enforces it too, this guards programmatic construction).
+    pub fn tls_files(&self) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some((cert.clone(), key.clone()))),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("--tls-cert-file and --tls-key-file must be given together"),
+        }
+    }
+
     /// Reads every webhook secret file (trailing newlines trimmed); empty files are refused.
     pub fn webhook_secrets(&self) -> anyhow::Result<Vec<Vec<u8>>> {
         self.webhook_secret_files

@@ -1,5 +1,6 @@
-//! `countersign bot`: the HTTP server (`/webhook`, `/healthz`, `/readyz`, `/metrics`), the
-//! Project index and the delivery workers, wired together.
+//! `countersign bot`: the HTTP server (`/webhook`, `/healthz`, `/readyz`, `/metrics`, the gate
+//! pages, `/api/v1`, `/admission/riskpolicies`), over HTTP or HTTPS, the Project index and
+//! the delivery workers, wired together.
 //!
 //! Shutdown is graceful: on SIGTERM the server stops accepting requests, the queue closes,
 //! and the workers finish every delivery already accepted (each one was answered 202, so
@@ -14,7 +15,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use countersign_webhooks::github::deliveries::Deliveries;
 use countersign_webhooks::github::event::Delivery;
 use countersign_webhooks::github::ingress::{self, Ingress};
@@ -26,6 +27,7 @@ use crate::config::BotArgs;
 use crate::github::GitHubApp;
 use crate::handlers::Handler;
 use crate::metrics::Metrics;
+use crate::pages::PagesState;
 use crate::projects::Projects;
 use crate::replies::ReplyLimiter;
 use crate::worker;
@@ -44,14 +46,44 @@ pub struct Probes {
     pub metrics: Arc<Metrics>,
 }
 
-/// The bot's whole HTTP surface.
+/// Path of the RiskPolicy validating admission webhook on the bot (the webhooks crate's own
+/// [`RISK_POLICY_ADMISSION_PATH`](countersign_webhooks::RISK_POLICY_ADMISSION_PATH) is served
+/// too).
+pub const RISK_POLICY_ADMISSION_ROUTE: &str = "/admission/riskpolicies";
+
+/// The HTTP knobs beyond the webhook.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Serve `/gates/{namespace}/{name}` (404 there when false).
+    pub gate_pages: bool,
+    /// The public base URL, for the pages' canonical links.
+    pub public_url: Option<String>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            gate_pages: true,
+            public_url: None,
+        }
+    }
+}
+
+/// The bot's whole HTTP surface without the gate pages (which need a kube client).
 pub fn router(ingress: Arc<Ingress>, probes: Probes) -> Router {
     let probes_routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(probes);
-    ingress::router(ingress).merge(probes_routes)
+    ingress::router(ingress)
+        .merge(probes_routes)
+        .merge(crate::api::router())
+        .merge(countersign_webhooks::app())
+        .route(
+            RISK_POLICY_ADMISSION_ROUTE,
+            post(countersign_webhooks::admission::risk_policy_handler),
+        )
 }
 
 async fn readyz(State(probes): State<Probes>) -> Response {
@@ -85,6 +117,7 @@ pub struct Bot {
     pub probes: Probes,
     /// The handlers.
     pub handler: Arc<Handler>,
+    client: kube::Client,
     queue: mpsc::Receiver<Delivery>,
     projects_driver: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 }
@@ -119,7 +152,7 @@ impl Bot {
             enqueue_timeout: ENQUEUE_TIMEOUT,
         });
         let handler = Arc::new(Handler {
-            client,
+            client: client.clone(),
             github,
             projects: projects.clone(),
             authorizer: Authorizer::default(),
@@ -130,14 +163,24 @@ impl Bot {
             ingress,
             probes: Probes { projects, metrics },
             handler,
+            client,
             queue: rx,
             projects_driver: Box::pin(driver),
         }
     }
 
-    /// The HTTP router of this bot.
+    /// The HTTP router of this bot, gate pages on.
     pub fn router(&self) -> Router {
-        router(self.ingress.clone(), self.probes.clone())
+        self.router_with(&HttpOptions::default())
+    }
+
+    /// The HTTP router of this bot with `options`.
+    pub fn router_with(&self, options: &HttpOptions) -> Router {
+        router(self.ingress.clone(), self.probes.clone()).merge(crate::pages::router(PagesState {
+            client: self.client.clone(),
+            enabled: options.gate_pages,
+            public_url: options.public_url.clone(),
+        }))
     }
 
     /// Runs the Project watch and `workers` delivery workers until every sender of the queue
@@ -147,6 +190,7 @@ impl Bot {
             ingress,
             probes,
             handler,
+            client: _,
             queue,
             projects_driver,
         } = self;
@@ -165,6 +209,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let secrets = args.webhook_secrets()?;
+    let tls = match args.tls_files()? {
+        Some((cert, key)) => Some(crate::tls::load(&cert, &key)?),
+        None => None,
+    };
     let github = args.github.app()?.context(
         "The bot needs a GitHub App: set --github-app-id and --github-app-private-key-file",
     )?;
@@ -198,14 +246,25 @@ pub async fn serve(
         bot = %bot_login,
         namespace = args.namespace.as_deref().unwrap_or("<all>"),
         secrets = args.webhook_secret_files.len(),
-        "starting countersign bot (POST /webhook; /healthz, /readyz, /metrics)"
+        https = tls.is_some(),
+        gate_pages = args.gate_pages,
+        "starting countersign bot (POST /webhook, /api/v1/*, /admission/riskpolicies; \
+         GET /gates/*, /healthz, /readyz, /metrics)"
     );
-    let app = bot.router();
+    let app = bot.router_with(&HttpOptions {
+        gate_pages: args.gate_pages,
+        public_url: args.public_url.as_ref().map(ToString::to_string),
+    });
     let workers = tokio::spawn(bot.run(args.workers));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("The HTTP server failed")?;
+    match tls {
+        Some(config) => crate::tls::serve(listener, config, app, shutdown)
+            .await
+            .context("The HTTPS server failed")?,
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("The HTTP server failed")?,
+    }
     tracing::info!("no longer accepting deliveries; finishing the accepted ones");
     workers.await.context("The delivery workers panicked")?;
     Ok(())

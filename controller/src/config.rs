@@ -63,6 +63,12 @@ pub struct ControllerArgs {
     #[arg(long, env = "COUNTERSIGN_TIMEOUT_GRACE", default_value = "60s")]
     pub timeout_grace: GoDuration,
 
+    /// Public base URL of `countersign bot` (e.g. `https://countersign.example.com`). The
+    /// `countersign/approval` check links each pull request to its gate page under
+    /// `/gates/NAMESPACE/NAME` there. No link when unset.
+    #[arg(long, env = "COUNTERSIGN_GATES_URL", value_name = "URL")]
+    pub gates_url: Option<String>,
+
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "COUNTERSIGN_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -117,6 +123,14 @@ pub struct ControllerArgs {
 /// A flag value or combination that cannot work. Each message names the flags involved.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    /// `--gates-url` is not an absolute http(s) URL.
+    #[error("--gates-url {url:?} is not an absolute http(s) URL: {problem}")]
+    InvalidGatesUrl {
+        /// The value given.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A duration that must be positive is zero.
     #[error("--{flag} must be longer than 0s")]
     ZeroDuration {
@@ -212,6 +226,19 @@ impl ControllerArgs {
         settings.retry_backoff_max = self.retry_backoff_max.0;
         settings.wait_requeue = self.wait_requeue.0;
         settings.timeout_grace = self.timeout_grace.0;
+        if let Some(url) = &self.gates_url {
+            let parsed = url::Url::parse(url).map_err(|e| ConfigError::InvalidGatesUrl {
+                url: url.clone(),
+                problem: e.to_string(),
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::InvalidGatesUrl {
+                    url: url.clone(),
+                    problem: "only http and https links work in GitHub checks".to_owned(),
+                });
+            }
+            settings.gates_url = Some(url.clone());
+        }
         Ok(settings)
     }
 

@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use countersign_bot::github::GitHubApp;
 use countersign_bot::tokens::TokenMinter;
 use kube::runtime::events::Reporter;
 
 use crate::agent_run::capacity::Ledger;
+use crate::clock::{Clock, SystemClock};
+use crate::gate::GateCache;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
@@ -27,6 +30,13 @@ pub struct Context {
     pub reporter: Reporter,
     /// Runs admitted to capacity that the watch cache may not show yet.
     pub ledger: Ledger,
+    /// The GitHub App the gate reconciler reads pull requests and publishes checks with;
+    /// without one, gates say so in their status and stay pending.
+    pub github: Option<GitHubApp>,
+    /// Where "now" comes from (deadlines).
+    pub clock: Arc<dyn Clock>,
+    /// Team memberships and compiled policies of the gate reconciler.
+    pub gates: GateCache,
 }
 
 impl Context {
@@ -48,6 +58,21 @@ impl Context {
             minter,
             reporter,
             ledger: Ledger::default(),
+            github: None,
+            clock: Arc::new(SystemClock),
+            gates: GateCache::default(),
         }
+    }
+
+    /// The same context reading pull requests and publishing checks as `app`.
+    pub fn with_github(mut self, app: GitHubApp) -> Self {
+        self.github = Some(app);
+        self
+    }
+
+    /// The same context taking the time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 }

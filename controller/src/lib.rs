@@ -1,15 +1,17 @@
 //! Countersign's controller: the only writer of Countersign status and of the side effects
 //! (pods, Secrets, NetworkPolicies) that agent runs need.
 //!
-//! It reconciles Projects, Agents and AgentRuns (approval gates follow with the bot). Each
+//! It reconciles Projects, Agents, AgentRuns and ApprovalGates. Each
 //! kind's module splits pure "decide" code (tested without a cluster) from the thin async code
 //! that applies the decision. Only the holder of the coordination Lease reconciles.
 
 pub mod agent;
 pub mod agent_run;
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod gate;
 pub mod leader;
 pub mod metrics;
 pub mod process;
@@ -22,12 +24,13 @@ use std::sync::Arc;
 pub use context::Context;
 pub use settings::Settings;
 
-/// Runs the Project, Agent and AgentRun controllers until they stop (they run until the
+/// Runs the Project, Agent, AgentRun and ApprovalGate controllers until they stop (they run until the
 /// process ends or the returned future is dropped, e.g. when leadership is lost).
 pub async fn run_controllers(ctx: Arc<Context>) {
     tokio::join!(
         agent_run::run(ctx.clone()),
         agent::run(ctx.clone()),
+        gate::run(ctx.clone()),
         project::run(ctx),
     );
 }

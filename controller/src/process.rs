@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use countersign_bot::github::GitHubApp;
 use countersign_bot::tokens::{TokenMinter, Unconfigured};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::net::TcpListener;
@@ -45,6 +46,7 @@ pub struct Process {
     local_addr: SocketAddr,
     metrics: Arc<Metrics>,
     minter: Arc<dyn TokenMinter>,
+    github: Option<GitHubApp>,
     leadership: (watch::Sender<Leadership>, watch::Receiver<Leadership>),
 }
 
@@ -69,11 +71,11 @@ impl Process {
             None => None,
         };
         // Without a GitHub App every run that needs a token waits with a condition saying so.
-        let minter: Arc<dyn TokenMinter> = match args
+        let github = args
             .github
             .app()
-            .context("Invalid GitHub App configuration")?
-        {
+            .context("Invalid GitHub App configuration")?;
+        let minter: Arc<dyn TokenMinter> = match github.clone() {
             Some(app) => Arc::new(app),
             None => Arc::new(Unconfigured),
         };
@@ -91,6 +93,7 @@ impl Process {
             local_addr,
             metrics: Arc::new(Metrics::default()),
             minter,
+            github,
             leadership: leader::leadership_channel(),
         })
     }
@@ -122,6 +125,7 @@ impl Process {
             local_addr,
             metrics,
             minter,
+            github,
             leadership: (state, watcher),
         } = self;
         log_startup(
@@ -149,12 +153,15 @@ impl Process {
         // A fresh Context per term of leadership: in-memory state such as the capacity ledger
         // must not outlive a term during which another replica may have acted.
         let work = move || {
-            let ctx = Context::new(
+            let mut ctx = Context::new(
                 client.clone(),
                 settings.clone(),
                 minter.clone(),
                 metrics.clone(),
             );
+            if let Some(app) = github.clone() {
+                ctx = ctx.with_github(app);
+            }
             crate::run_controllers(Arc::new(ctx))
         };
         let controllers = async move {

@@ -29,6 +29,8 @@ pub struct Settings {
     pub wait_requeue: Duration,
     /// Extra time after an attempt's timeout before the controller gives up on its pod.
     pub timeout_grace: Duration,
+    /// Public base URL of the bot's gate pages, linked from check runs.
+    pub gates_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -42,6 +44,7 @@ impl Default for Settings {
             retry_backoff_max: Duration::from_secs(300),
             wait_requeue: Duration::from_secs(30),
             timeout_grace: Duration::from_secs(60),
+            gates_url: None,
         }
     }
 }

@@ -208,6 +208,8 @@ pub enum InvalidReason {
     NotInRole,
     /// The approval comment was edited by someone else.
     Tampered,
+    /// The same person decided again later; only their latest decision counts.
+    Superseded,
 }
 
 /// A reminder, escalation or expiry that happened at a deadline.
@@ -259,9 +261,33 @@ pub struct ApprovalGateStatus {
     /// Reminders, escalations and expiry so far.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalations: Vec<Escalation>,
+    /// Who put the pull request on hold with `/hold`, while it is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<GitHubUser>,
+    /// Why the gate approved itself, when the risk level auto-approves (the audit record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub auto_approve_reason: Option<String>,
+    /// When the current head started waiting for approvals; the deadline counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Time>,
+    /// Roles whose users and teams were asked for a review (each is asked once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requested_roles: Vec<RoleName>,
     /// The id of the `countersign/approval` check run on the head commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_run_id: Option<u64>,
+    /// The commit `checkRunId` belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_run_sha: Option<String>,
+    /// The last merge-queue commit that got a `countersign/approval` conclusion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_group_sha: Option<String>,
+    /// Why the gate could not be evaluated last time (GitHub unreachable, policy invalid …),
+    /// cleared by the next successful evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub last_error: Option<String>,
     /// When the gate reached Approved, Rejected or Expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_time: Option<Time>,

@@ -21,6 +21,11 @@ pub const SOURCE_COMMENT_ANNOTATION: &str = "countersign.dev/source-comment";
 pub const LAST_DELIVERY_ANNOTATION: &str = "countersign.dev/last-delivery";
 /// Annotation on ApprovalGates: the newest merge-queue commit GitHub asked checks for.
 pub const MERGE_GROUP_SHA_ANNOTATION: &str = "countersign.dev/merge-group-sha";
+/// Annotation on ApprovalGates: ids (comma-separated) of comments on the pull request that
+/// someone other than their author edited. Commands in them never count (tampering).
+pub const TAMPERED_COMMENTS_ANNOTATION: &str = "countersign.dev/tampered-comments";
+/// Most comment ids [`TAMPERED_COMMENTS_ANNOTATION`] keeps (the oldest are dropped).
+pub const MAX_TAMPERED_COMMENTS: usize = 100;
 /// Annotation on AgentRuns: the last steering command (`approve`, `reject`) someone with an
 /// approver role gave on the run's issue, with the delivery id after a `/` — how a
 /// plan in control mode is approved.

@@ -28,7 +28,7 @@ pub use common::{
     GitHubTeam, GitHubUser, GoDuration, LocalRef, RoleName, RunMode, SecretKeyRef, Usd,
 };
 pub use generate::{all, to_yaml};
-pub use project::{Project, ProjectSpec, ProjectStatus};
+pub use project::{MergeMethod, Project, ProjectSpec, ProjectStatus, PullRequestSettings};
 pub use risk_policy::{RiskFactor, RiskLevel, RiskPolicy, RiskPolicySpec, RiskPolicyStatus};
 
 /// The API group of every Countersign kind.

@@ -55,6 +55,54 @@ pub struct ProjectSpec {
     /// Changes under these paths count as deployments in risk scoring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gitops: Option<GitOps>,
+    /// What Countersign does on this repository's pull requests besides the check: asking
+    /// the missing roles for review and merging approved pull requests.
+    #[serde(default)]
+    pub pull_requests: PullRequestSettings,
+}
+
+/// Review requests and automatic merging.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestSettings {
+    /// Ask the users and teams bound to each missing role for a review, once per role and
+    /// pull request. On by default.
+    #[serde(default = "yes")]
+    pub request_reviewers: bool,
+    /// Merge a pull request as soon as its gate is Approved and every other check and
+    /// status on its head commit succeeded. Off by default; branch protection still applies.
+    #[serde(default)]
+    pub auto_merge: bool,
+    /// How automatic merges merge: `merge`, `squash` or `rebase`.
+    #[serde(default)]
+    pub merge_method: MergeMethod,
+}
+
+impl Default for PullRequestSettings {
+    fn default() -> Self {
+        Self {
+            request_reviewers: true,
+            auto_merge: false,
+            merge_method: MergeMethod::default(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How a pull request is merged.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum MergeMethod {
+    /// A merge commit.
+    Merge,
+    /// One squashed commit (the default).
+    #[default]
+    Squash,
+    /// The commits rebased onto the base branch.
+    Rebase,
 }
 
 fn default_risk_policy() -> LocalRef {

@@ -13,6 +13,7 @@
 //! controller, the bot, the admission webhook and `countersign policy` all call this one
 //! implementation. No kube, HTTP or tokio here.
 
+pub mod approvals;
 mod assessment;
 mod change;
 mod compile;

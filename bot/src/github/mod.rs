@@ -7,6 +7,9 @@
 
 pub mod jwt;
 pub mod parse;
+mod pulls;
+
+pub use pulls::*;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -595,36 +598,44 @@ impl InstallationClient {
         }
     }
 
-    /// User ids of every member of team `org/slug` (`GET /orgs/{org}/teams/{slug}/members`,
-    /// all pages).
-    pub async fn team_member_ids(&self, org: &str, slug: &str) -> Result<Vec<u64>, GitHubError> {
-        let mut next = Some(format!(
-            "/orgs/{}/teams/{}/members?per_page={PER_PAGE}",
-            seg(org),
-            seg(slug)
-        ));
-        let mut ids = Vec::new();
+    /// Every item of the listing at `path` (no query), following `Link: rel="next"` for at
+    /// most [`MAX_PAGES`] pages of [`PER_PAGE`]; `items` takes one page's body apart (an array,
+    /// or an object wrapping one).
+    async fn get_all_pages<P: DeserializeOwned, T>(
+        &self,
+        path: &str,
+        what: &str,
+        mut items: impl FnMut(P) -> Vec<T>,
+    ) -> Result<Vec<T>, GitHubError> {
+        let mut next = Some(format!("{path}?per_page={PER_PAGE}"));
+        let mut all = Vec::new();
         let mut pages = 0;
         while let Some(url) = next.take() {
             let answer = self.send(Method::GET, &url, None).await?;
-            ids.extend(
-                answer
-                    .json::<Vec<Id>>("team members")?
-                    .into_iter()
-                    .map(|m| m.id),
-            );
+            all.extend(items(answer.json::<P>(what)?));
             pages += 1;
-            if pages >= MAX_PAGES {
-                break;
-            }
             next = answer
                 .headers
                 .get(http::header::LINK)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse::next_link)
                 .map(str::to_owned);
+            if pages >= MAX_PAGES && next.is_some() {
+                tracing::warn!(what, pages, "stopped following a listing at the page cap");
+                break;
+            }
         }
-        Ok(ids)
+        Ok(all)
+    }
+
+    /// User ids of every member of team `org/slug` (`GET /orgs/{org}/teams/{slug}/members`,
+    /// all pages).
+    pub async fn team_member_ids(&self, org: &str, slug: &str) -> Result<Vec<u64>, GitHubError> {
+        let path = format!("/orgs/{}/teams/{}/members", seg(org), seg(slug));
+        self.get_all_pages(&path, "team members", |page: Vec<Id>| {
+            page.into_iter().map(|m| m.id).collect()
+        })
+        .await
     }
 
     /// Posts a comment on issue or pull request `number`; returns the comment id.

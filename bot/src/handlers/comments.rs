@@ -3,9 +3,13 @@
 //! `/risk`, `/help` answer). Commands are parsed as Markdown by [`crate::commands`]; on an
 //! edit only commands the edit added run, and only when the author edited their own comment.
 
-use countersign_crds::keys::LAST_COMMAND_ANNOTATION;
+use countersign_crds::keys::{
+    BOT_FIELD_MANAGER, LAST_COMMAND_ANNOTATION, LAST_DELIVERY_ANNOTATION, MAX_TAMPERED_COMMENTS,
+    TAMPERED_COMMENTS_ANNOTATION,
+};
 use countersign_crds::{Agent, AgentRun, ApprovalGate, Project, RunPhase, TaskSource};
 use countersign_webhooks::github::event::{CommentAction, DeliveryId, IssueCommentEvent};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 use super::runs::Asker;
@@ -41,7 +45,7 @@ impl Handler {
                 if e.sender.id != e.comment.user.id {
                     // Someone edited another person's comment: never run what they wrote,
                     // but let the gate re-read the comments and record the tampering.
-                    let mut outcomes = self.nudge_gates(&projects, e, delivery).await?;
+                    let mut outcomes = self.mark_tampered(&projects, e, delivery).await?;
                     outcomes.push(Outcome::Ignored(Ignored::EditedBySomeoneElse));
                     return Ok(outcomes);
                 }
@@ -287,6 +291,61 @@ impl Handler {
         Ok(outcomes)
     }
 
+    /// Records on each gate that comment `e.comment.id` was edited by someone other than its
+    /// author (read-modify-write with the resourceVersion, retried on conflicts), which also
+    /// nudges the gate to look again.
+    async fn mark_tampered(
+        &self,
+        projects: &[super::ProjectRef],
+        e: &IssueCommentEvent,
+        delivery: &DeliveryId,
+    ) -> Handled {
+        if !e.issue.is_pull_request {
+            return Ok(vec![Outcome::Ignored(Ignored::NoGate)]);
+        }
+        let mut outcomes = Vec::new();
+        for project in projects {
+            let api: Api<ApprovalGate> = self.api(project);
+            let name = objects::gate_name(&project.name_any(), e.issue.number);
+            let mut marked = false;
+            for _ in 0..5 {
+                let Some(gate) = api.get_opt(&name).await? else {
+                    break;
+                };
+                let value = tampered_value(&gate, e.comment.id);
+                let patch = serde_json::json!({ "metadata": {
+                    "resourceVersion": gate.resource_version(),
+                    "annotations": {
+                        TAMPERED_COMMENTS_ANNOTATION: value,
+                        LAST_DELIVERY_ANNOTATION: delivery.as_str(),
+                    }
+                }});
+                let params = PatchParams {
+                    field_manager: Some(BOT_FIELD_MANAGER.to_owned()),
+                    ..PatchParams::default()
+                };
+                match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+                    Ok(_) => {
+                        marked = true;
+                        break;
+                    }
+                    Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                    Err(kube::Error::Api(status)) if status.code == 404 => break,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            outcomes.push(if marked {
+                Outcome::Nudged {
+                    kind: "ApprovalGate",
+                    name,
+                }
+            } else {
+                Outcome::Ignored(Ignored::NoGate)
+            });
+        }
+        Ok(outcomes)
+    }
+
     async fn risk_answer(
         &self,
         project: &Project,
@@ -343,4 +402,22 @@ impl Handler {
         self.reply(&asker, topic, text).await;
         Outcome::Answered(topic)
     }
+}
+
+/// The tampered-comments annotation with `comment_id` added (kept sorted, newest ids last,
+/// at most [`MAX_TAMPERED_COMMENTS`]).
+fn tampered_value(gate: &ApprovalGate, comment_id: u64) -> String {
+    let mut ids: Vec<u64> = gate
+        .annotations()
+        .get(TAMPERED_COMMENTS_ANNOTATION)
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    if !ids.contains(&comment_id) {
+        ids.push(comment_id);
+    }
+    ids.sort_unstable();
+    if ids.len() > MAX_TAMPERED_COMMENTS {
+        ids.drain(..ids.len() - MAX_TAMPERED_COMMENTS);
+    }
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }

@@ -264,3 +264,175 @@ async fn tokens_without_checks_permission_cannot_write_check_runs() {
     );
     assert!(github.world().check_runs_on(REPO, &sha).is_empty());
 }
+
+#[tokio::test]
+async fn octocrab_reads_commits_git_commits_review_comments_and_statuses() {
+    let (github, octo, number) = setup().await;
+    let bob = User::new(2, "bob");
+    let first_head = github.world().pulls[&(REPO.to_owned(), number)]
+        .head_sha
+        .clone();
+    let tree_before = {
+        let mut w = github.world();
+        w.push_commit_by(
+            REPO,
+            number,
+            vec![ChangedFile::modified("src/lib.rs", 1, 0)],
+            &bob,
+        );
+        let tree = w.pulls[&(REPO.to_owned(), number)].commits[1]
+            .tree_sha
+            .clone();
+        w.rebase_pull_request(REPO, number, &bob);
+        w.add_review_comment(REPO, number, "nit", &bob);
+        tree
+    };
+    let commits = tokio::time::timeout(
+        WAIT,
+        octo.pulls("octo-org", "widgets").pr_commits(number).send(),
+    )
+    .await
+    .expect("in time")
+    .expect("typed commits");
+    assert_eq!(commits.items.len(), 2);
+    let head = &commits.items[1];
+    assert_eq!(
+        head.commit.tree.sha, tree_before,
+        "a clean rebase keeps the tree"
+    );
+    assert_eq!(head.author.as_ref().map(|a| a.login.as_str()), Some("bob"));
+
+    // Old heads stay readable after the force push.
+    let old = octo
+        .git("octo-org", "widgets")
+        .get_commit(first_head.clone())
+        .await
+        .expect("typed git commit");
+    assert_eq!(old.sha, first_head);
+    let missing = octo
+        .git("octo-org", "widgets")
+        .get_commit("0".repeat(40))
+        .await;
+    assert!(missing.is_err(), "unknown commits are 404");
+
+    let comments = octo
+        .pulls("octo-org", "widgets")
+        .list_comments(Some(number))
+        .send()
+        .await
+        .expect("typed review comments");
+    assert_eq!(comments.items.len(), 1);
+    assert_eq!(comments.items[0].body, "nit");
+
+    let sha = commits.items[1].sha.clone();
+    github
+        .world()
+        .set_commit_status(REPO, &sha, "ci/jenkins", "success");
+    let combined: octocrab::models::CombinedStatus = octo
+        .get(
+            format!("/repos/octo-org/widgets/commits/{sha}/status"),
+            None::<&()>,
+        )
+        .await
+        .expect("typed combined status");
+    assert_eq!(combined.total_count, 1);
+    assert_eq!(combined.statuses[0].context.as_deref(), Some("ci/jenkins"));
+}
+
+#[tokio::test]
+async fn review_requests_and_merges_behave_like_github() {
+    let (github, octo, number) = setup().await;
+    {
+        let mut w = github.world();
+        w.set_permission(REPO, "bob", "write");
+        w.add_team_member("octo-org", "platform", User::new(2, "bob"));
+    }
+    let route = format!("/repos/octo-org/widgets/pulls/{number}/requested_reviewers");
+    let pr: octocrab::models::pulls::PullRequest = octo
+        .post(
+            &route,
+            Some(&serde_json::json!({"reviewers": ["bob"], "team_reviewers": ["platform"]})),
+        )
+        .await
+        .expect("201 with the typed pull request");
+    assert_eq!(pr.number, number);
+    let own: Result<serde_json::Value, _> = octo
+        .post(&route, Some(&serde_json::json!({"reviewers": ["alice"]})))
+        .await;
+    assert!(own.is_err(), "the author cannot be asked to review");
+    let stranger: Result<serde_json::Value, _> = octo
+        .post(&route, Some(&serde_json::json!({"reviewers": ["eve"]})))
+        .await;
+    assert!(stranger.is_err(), "only collaborators can be asked");
+    assert_eq!(github.world().review_requests_on(REPO, number).len(), 1);
+    let statuses: Vec<u16> = github
+        .calls_to("/requested_reviewers")
+        .iter()
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(statuses, [201, 422, 422]);
+
+    let head = pr.head.sha.clone();
+    let pulls = octo.pulls("octo-org", "widgets");
+    let stale = pulls
+        .merge(number)
+        .sha("f".repeat(40))
+        .method(octocrab::params::pulls::MergeMethod::Squash)
+        .send()
+        .await;
+    assert!(stale.is_err(), "409 when the head moved");
+    let merged = pulls
+        .merge(number)
+        .sha(head)
+        .method(octocrab::params::pulls::MergeMethod::Squash)
+        .send()
+        .await
+        .expect("typed merge");
+    assert!(merged.merged);
+    assert!(merged.sha.is_some());
+    let again = pulls.merge(number).send().await;
+    assert!(again.is_err(), "405 once closed");
+    let statuses: Vec<u16> = github.calls_to("/merge").iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [409, 200, 405]);
+    let w = github.world();
+    let pr = &w.pulls[&(REPO.to_owned(), number)];
+    assert!(pr.merged);
+    assert_eq!(pr.merge_method.as_deref(), Some("squash"));
+}
+
+#[tokio::test]
+async fn other_apps_check_runs_are_listed_with_their_app_and_conclusions_need_completion() {
+    let (github, octo, number) = setup().await;
+    let sha = github.world().pulls[&(REPO.to_owned(), number)]
+        .head_sha
+        .clone();
+    github
+        .world()
+        .add_check_run(REPO, &sha, "ci/build", 99, "completed", Some("success"));
+    let refused: Result<serde_json::Value, _> = octo
+        .post(
+            "/repos/octo-org/widgets/check-runs",
+            Some(&serde_json::json!({
+                "name": "countersign/approval", "head_sha": sha,
+                "status": "in_progress", "conclusion": "success"
+            })),
+        )
+        .await;
+    assert!(refused.is_err(), "a conclusion needs status completed");
+    let listed = octo
+        .checks("octo-org", "widgets")
+        .list_check_runs_for_git_ref(octocrab::params::repos::Commitish(sha.clone()))
+        .send()
+        .await
+        .expect("list check runs");
+    assert_eq!(listed.total_count, 1);
+    let raw: serde_json::Value = octo
+        .get(
+            format!("/repos/octo-org/widgets/commits/{sha}/check-runs"),
+            None::<&()>,
+        )
+        .await
+        .expect("raw list");
+    assert_eq!(raw["check_runs"][0]["app"]["id"], 99);
+    assert_ne!(99, TEST_APP_ID);
+}

@@ -507,10 +507,40 @@ pub fn apply(
             .any(|(_, s)| s.iter().any(|q| q.starts_with(p)));
         if !owned_elsewhere {
             remove(&mut merged, p);
+            prune_empty_parents(&mut merged, p, config, &all, me);
         }
     }
     store_entries(&mut merged, all, me, new_set, api_version);
     Ok(merged)
+}
+
+/// After removing `path`, removes the maps above it that became empty and that the applier
+/// no longer sets and nobody else owns below: the applier owned them too (`.` in its
+/// managedFields), so the apiserver drops them with their last field instead of leaving
+/// `{}` behind (which would fail required-field validation).
+fn prune_empty_parents(
+    merged: &mut Value,
+    path: &[String],
+    config: &Value,
+    all: &[(Value, FieldSet)],
+    me: &Manager,
+) {
+    let mut parent = &path[..path.len().saturating_sub(1)];
+    while !parent.is_empty() && parent.last().is_some_and(|el| el.starts_with("f:")) {
+        let empty = lookup(merged, parent)
+            .and_then(Value::as_object)
+            .is_some_and(Map::is_empty);
+        let applied = lookup(config, parent).is_some();
+        let owned_elsewhere = all
+            .iter()
+            .filter(|(e, _)| !entry_is(e, me))
+            .any(|(_, s)| s.iter().any(|q| q.starts_with(parent)));
+        if !empty || applied || owned_elsewhere {
+            return;
+        }
+        remove(merged, parent);
+        parent = &parent[..parent.len() - 1];
+    }
 }
 
 /// Records a non-apply write (create, update, patch) by `me`: fields it changed move to its
@@ -616,6 +646,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b["spec"], json!({"x": 1}));
+        // A whole nested object left out goes away with its fields, not as `{}`.
+        let c = apply(
+            Some(&b),
+            &json!({"spec": {"x": 1, "held": {"login": "a", "id": 1}}}),
+            &me,
+            false,
+            "v1",
+            lists,
+        )
+        .unwrap();
+        let d = apply(
+            Some(&c),
+            &json!({"spec": {"x": 1}}),
+            &me,
+            false,
+            "v1",
+            lists,
+        )
+        .unwrap();
+        assert_eq!(d["spec"], json!({"x": 1}));
         let other = Manager {
             name: "o",
             apply: true,

@@ -40,6 +40,9 @@ pub const TEST_APP_BOT_USER_ID: u64 = 4_242_000;
 pub const TOKEN_LIFETIME_SECS: i64 = 3600;
 /// Longest App JWT lifetime GitHub accepts.
 pub const MAX_JWT_LIFETIME_SECS: i64 = 600;
+/// Where the [`World`]'s clock starts: comments, reviews and commits are stamped one second
+/// apart from here, in the order they happen.
+pub const WORLD_EPOCH: Timestamp = Timestamp::constant(1_796_378_400, 0);
 
 /// A GitHub account.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,6 +137,42 @@ pub struct Comment {
     pub author: String,
     /// The author's user id.
     pub author_id: u64,
+    /// When it was posted.
+    pub created_at: Timestamp,
+    /// When it was last edited (`created_at` until then).
+    pub updated_at: Timestamp,
+}
+
+impl Comment {
+    /// The author as a [`User`] (a bot when the login ends in `[bot]`).
+    pub fn user(&self) -> User {
+        User {
+            id: self.author_id,
+            login: self.author.clone(),
+            kind: if self.author.ends_with("[bot]") {
+                "Bot"
+            } else {
+                "User"
+            },
+        }
+    }
+
+    /// The REST and webhook JSON form.
+    pub(super) fn json(&self) -> Value {
+        let (repository, number, id) = (&self.repository, self.number, self.id);
+        json!({
+            "id": id,
+            "node_id": format!("IC_{id}"),
+            "url": format!("https://api.github.com/repos/{repository}/issues/comments/{id}"),
+            "html_url": format!("https://github.com/{repository}/issues/{number}#issuecomment-{id}"),
+            "issue_url": format!("https://api.github.com/repos/{repository}/issues/{number}"),
+            "body": self.body,
+            "user": self.user().json(),
+            "created_at": self.created_at.to_string(),
+            "updated_at": self.updated_at.to_string(),
+            "author_association": "MEMBER",
+        })
+    }
 }
 
 /// A reaction added through the API.
@@ -223,9 +262,20 @@ pub struct World {
     pub tokens: HashMap<String, MintedToken>,
     /// Pull requests by (`owner/name`, number); each also has its entry in `issues`.
     pub pulls: BTreeMap<(String, u64), super::pulls::PullRequest>,
-    /// Every check run created through the API, oldest first.
+    /// Every check run, ours (created through the API) and other apps' (`add_check_run`),
+    /// oldest first.
     pub check_runs: Vec<super::pulls::CheckRun>,
+    /// Every commit ever pushed, by (`owner/name`, sha): heads replaced by a push or a
+    /// rebase stay readable, as on GitHub.
+    pub commits: BTreeMap<(String, String), super::pulls::Commit>,
+    /// Every review request made through the API, oldest first.
+    pub review_requests: Vec<super::pulls::ReviewRequest>,
+    /// Every commit status set (`set_commit_status`), oldest first.
+    pub commit_statuses: Vec<super::pulls::CommitStatus>,
+    /// Ids of deleted accounts ([`World::delete_account`]).
+    pub deleted_accounts: std::collections::BTreeSet<u64>,
     next_id: u64,
+    clock: i64,
     faults: Vec<(String, Fault, usize)>,
     calls: Vec<Call>,
 }
@@ -234,6 +284,45 @@ impl World {
     pub(super) fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         1_000 + self.next_id
+    }
+
+    /// The world's clock: [`WORLD_EPOCH`] plus one second per event, so times are
+    /// deterministic and strictly increasing in the order things happen.
+    pub(super) fn tick(&mut self) -> Timestamp {
+        self.clock += 1;
+        WORLD_EPOCH
+            .checked_add(jiff::SignedDuration::from_secs(self.clock))
+            .unwrap_or(Timestamp::MAX)
+    }
+
+    /// Deletes account `user_id`: from now on pull request, commit, review and comment
+    /// listings show its `user`/`author`/`committer` as `null`, as GitHub does for deleted
+    /// ("ghost") accounts on those endpoints.
+    pub fn delete_account(&mut self, user_id: u64) {
+        self.deleted_accounts.insert(user_id);
+    }
+
+    /// Replaces every user object of a deleted account inside `value` with `null`.
+    pub(super) fn scrub_deleted(&self, value: &mut Value) {
+        if self.deleted_accounts.is_empty() {
+            return;
+        }
+        match value {
+            Value::Object(map) => {
+                let deleted = map.contains_key("login")
+                    && map
+                        .get("id")
+                        .and_then(Value::as_u64)
+                        .is_some_and(|id| self.deleted_accounts.contains(&id));
+                if deleted {
+                    *value = Value::Null;
+                } else {
+                    map.values_mut().for_each(|v| self.scrub_deleted(v));
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_deleted(v)),
+            _ => {}
+        }
     }
 
     /// Installs the App on `owner` for `repositories`.
@@ -321,16 +410,52 @@ impl World {
     /// # Panics
     /// When the issue does not exist (a mistake in the test itself).
     pub fn comment(&mut self, repository: &str, number: u64, body: &str, sender: &User) -> Value {
-        let installation = self.installation_of(repository);
         let id = self.next_id();
-        self.comments.push(Comment {
+        let now = self.tick();
+        let comment = Comment {
             id,
             repository: repository.to_owned(),
             number,
             body: body.to_owned(),
             author: sender.login.clone(),
             author_id: sender.id,
-        });
+            created_at: now,
+            updated_at: now,
+        };
+        self.comments.push(comment.clone());
+        self.comment_payload(&comment, "created", sender)
+    }
+
+    /// `editor` replaces the body of comment `comment_id` with `new_body`; returns the
+    /// `issue_comment.edited` payload (`changes.body.from` holds the old body; `comment.user`
+    /// stays the author, `sender` is the editor, as on GitHub).
+    ///
+    /// # Panics
+    /// When the comment does not exist in `repository` (a mistake in the test itself).
+    pub fn edit_comment(
+        &mut self,
+        repository: &str,
+        comment_id: u64,
+        new_body: &str,
+        editor: &User,
+    ) -> Value {
+        let now = self.tick();
+        let comment = self
+            .comments
+            .iter_mut()
+            .find(|c| c.id == comment_id && c.repository == repository)
+            .unwrap_or_else(|| panic!("test bug: no comment {comment_id} in {repository}"));
+        let before = std::mem::replace(&mut comment.body, new_body.to_owned());
+        comment.updated_at = now;
+        let comment = comment.clone();
+        let mut payload = self.comment_payload(&comment, "edited", editor);
+        payload["changes"] = json!({"body": {"from": before}});
+        payload
+    }
+
+    fn comment_payload(&self, comment: &Comment, action: &str, sender: &User) -> Value {
+        let (repository, number) = (comment.repository.as_str(), comment.number);
+        let installation = self.installation_of(repository);
         let issue = self
             .issues
             .get(&(repository.to_owned(), number))
@@ -344,17 +469,9 @@ impl World {
             });
         }
         json!({
-            "action": "created",
+            "action": action,
             "issue": issue_value,
-            "comment": {
-                "id": id,
-                "body": body,
-                "user": sender.json(),
-                "html_url": format!("https://github.com/{repository}/issues/{number}#issuecomment-{id}"),
-                "created_at": "2026-12-04T10:00:00Z",
-                "updated_at": "2026-12-04T10:00:00Z",
-                "author_association": "MEMBER",
-            },
+            "comment": comment.json(),
             "repository": repository_json(repository),
             "sender": sender.json(),
             "installation": {"id": installation},
@@ -979,19 +1096,20 @@ async fn create_comment(
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
     let id = w.next_id();
-    w.comments.push(Comment {
+    let now = w.tick();
+    let comment = Comment {
         id,
         repository,
         number,
-        body: body.body.clone(),
+        body: body.body,
         author: format!("{TEST_APP_SLUG}[bot]"),
         author_id: TEST_APP_BOT_USER_ID,
-    });
-    (
-        StatusCode::CREATED,
-        axum::Json(json!({"id": id, "body": body.body})),
-    )
-        .into_response()
+        created_at: now,
+        updated_at: now,
+    };
+    let answer = comment.json();
+    w.comments.push(comment);
+    (StatusCode::CREATED, axum::Json(answer)).into_response()
 }
 
 async fn update_comment(
@@ -1009,14 +1127,16 @@ async fn update_comment(
         Err(r) => return r.into_response(),
     };
     let repository = format!("{owner}/{repo}");
+    let now = w.tick();
     match w
         .comments
         .iter_mut()
         .find(|c| c.id == id && c.repository == repository)
     {
         Some(c) => {
-            c.body = body.body.clone();
-            axum::Json(json!({"id": id, "body": body.body})).into_response()
+            c.body = body.body;
+            c.updated_at = now;
+            axum::Json(c.json()).into_response()
         }
         None => error(StatusCode::NOT_FOUND, "Not Found"),
     }

@@ -1,0 +1,281 @@
+//! The pure half of gate reconciliation: from the facts read from GitHub, the RiskPolicy's
+//! assessment and the previous status to the next status and the side effects to perform.
+//!
+//! Deadlines: the current content (tree) starts waiting when first seen; the workflow's
+//! timeout counts from there, or from the last reminder or escalation. At the deadline the
+//! workflow reminds (and waits another timeout), escalates (asks `escalateTo` as well, once;
+//! later deadlines remind) or expires (the check fails until new content is pushed). A new
+//! tree starts over: approvals on the old one are stale anyway.
+
+use std::time::Duration;
+
+use countersign_crds::approval_gate::Escalation;
+use countersign_crds::conditions;
+use countersign_crds::risk_policy::{SeparationOfDuties, TimeoutAction};
+use countersign_crds::{ApprovalGate, ApprovalGateStatus, GatePhase, RoleName};
+use countersign_policies::Assessment;
+use countersign_policies::approvals::{PullFacts, Verdict, evaluate_approvals};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+/// Whether the pull request is still open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullState {
+    /// Open (drafts included).
+    Open,
+    /// Merged.
+    Merged,
+    /// Closed without merging.
+    Closed,
+}
+
+/// Everything [`decide`] needs.
+pub struct Inputs<'a> {
+    /// The gate as last read (its status is the previous decision).
+    pub gate: &'a ApprovalGate,
+    /// The RiskPolicy's decision about the change.
+    pub assessment: &'a Assessment,
+    /// The policy's separation-of-duties switches.
+    pub duties: &'a SeparationOfDuties,
+    /// The facts about the pull request (escalated roles are filled in here).
+    pub facts: PullFacts,
+    /// Open, merged or closed.
+    pub state: PullState,
+    /// Whether the pull request is a draft (never auto-merged).
+    pub draft: bool,
+    /// Whether the Project asks missing roles for reviews.
+    pub request_reviewers: bool,
+    /// Whether the Project merges approved pull requests.
+    pub auto_merge: bool,
+    /// The time now.
+    pub now: Timestamp,
+}
+
+/// A message for the pull request's conversation at a deadline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// What happened.
+    pub action: TimeoutAction,
+    /// The roles still missing (including a newly escalated one).
+    pub missing: Vec<RoleName>,
+    /// The role newly asked, for escalations.
+    pub to_role: Option<RoleName>,
+}
+
+/// What to write and do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The next status.
+    pub status: ApprovalGateStatus,
+    /// The approval rules' verdict the status was built from.
+    pub verdict: Verdict,
+    /// A reminder, escalation or expiry to announce.
+    pub notice: Option<Notice>,
+    /// Roles to ask for a review now (not asked before).
+    pub request_roles: Vec<RoleName>,
+    /// Merge the pull request (approved, open, not a draft, auto-merge on).
+    pub merge: bool,
+    /// Reconcile again after this long (the next deadline).
+    pub requeue_after: Option<Duration>,
+}
+
+/// Decides the next status and side effects.
+pub fn decide(mut inputs: Inputs<'_>) -> Plan {
+    let prev = inputs.gate.status.clone().unwrap_or_default();
+    let now = inputs.now;
+    let same_content = prev.tree_sha.as_deref() == Some(inputs.facts.tree_sha.as_str())
+        && !inputs.facts.tree_sha.is_empty();
+    let (waiting_since, mut escalations) = if same_content {
+        (
+            prev.waiting_since.as_ref().map_or(now, |t| t.0),
+            prev.escalations.clone(),
+        )
+    } else {
+        (now, Vec::new())
+    };
+    inputs.facts.escalated_roles = escalated_roles(&escalations);
+    let mut verdict = evaluate_approvals(inputs.assessment, inputs.duties, &inputs.facts);
+
+    let workflow = &inputs.assessment.workflow;
+    let mut notice = None;
+    let mut deadline = None;
+    let mut phase = verdict.phase;
+    let expired = escalations
+        .iter()
+        .any(|e| e.action == TimeoutAction::Expire);
+    if expired && matches!(phase, GatePhase::Pending | GatePhase::Approved) {
+        // Expiry sticks to the content: approvals after the deadline do not revive it.
+        phase = GatePhase::Expired;
+    } else if phase == GatePhase::Pending
+        && let Some(timeout) = workflow.timeout.as_ref()
+    {
+        let timeout = SignedDuration::try_from(timeout.0).unwrap_or(SignedDuration::MAX);
+        let from = escalations.last().map_or(waiting_since, |e| e.time.0);
+        let due = from.saturating_add(timeout).unwrap_or(Timestamp::MAX);
+        if now >= due {
+            let action = match workflow.on_timeout {
+                TimeoutAction::Escalate
+                    if workflow
+                        .escalate_to
+                        .as_ref()
+                        .is_some_and(|r| !inputs.facts.escalated_roles.contains(r)) =>
+                {
+                    TimeoutAction::Escalate
+                }
+                TimeoutAction::Escalate => TimeoutAction::Remind,
+                other => other,
+            };
+            let to_role = (action == TimeoutAction::Escalate)
+                .then(|| workflow.escalate_to.clone())
+                .flatten();
+            escalations.push(Escalation {
+                time: Time(now),
+                action,
+                to_role: to_role.clone(),
+            });
+            if action == TimeoutAction::Expire {
+                phase = GatePhase::Expired;
+                deadline = Some(due);
+            } else {
+                inputs.facts.escalated_roles = escalated_roles(&escalations);
+                verdict = evaluate_approvals(inputs.assessment, inputs.duties, &inputs.facts);
+                phase = verdict.phase;
+                deadline = Some(now.saturating_add(timeout).unwrap_or(Timestamp::MAX));
+            }
+            notice = Some(Notice {
+                action,
+                missing: verdict.missing_roles().map(|r| r.role.clone()).collect(),
+                to_role,
+            });
+        } else {
+            deadline = Some(due);
+        }
+    }
+    phase = match inputs.state {
+        PullState::Merged => GatePhase::Merged,
+        PullState::Closed => GatePhase::Closed,
+        PullState::Open => phase,
+    };
+
+    let decided = matches!(
+        phase,
+        GatePhase::Approved | GatePhase::Rejected | GatePhase::Expired
+    );
+    let decision_time = if decided && prev.phase == phase {
+        prev.decision_time.clone().or(Some(Time(now)))
+    } else if decided {
+        Some(Time(now))
+    } else {
+        None
+    };
+    let open = inputs.state == PullState::Open;
+    let request_roles: Vec<RoleName> =
+        if open && phase == GatePhase::Pending && inputs.request_reviewers {
+            verdict
+                .missing_roles()
+                .map(|r| r.role.clone())
+                .filter(|r| !prev.requested_roles.contains(r))
+                .collect()
+        } else {
+            Vec::new()
+        };
+    let mut requested_roles = prev.requested_roles.clone();
+    requested_roles.extend(request_roles.iter().cloned());
+
+    let message = summary_line(phase, &verdict, inputs.assessment);
+    let mut conditions = prev.conditions.clone();
+    conditions::apply_readiness(
+        &mut conditions,
+        &phase.readiness(&message),
+        inputs.gate.metadata.generation,
+        now,
+    );
+    let requeue_after = deadline
+        .filter(|_| open && phase == GatePhase::Pending)
+        .map(|d| {
+            let wait = d.duration_since(now);
+            Duration::try_from(wait).unwrap_or(Duration::ZERO)
+        });
+    let status = ApprovalGateStatus {
+        observed_generation: inputs.gate.metadata.generation,
+        conditions,
+        phase,
+        head_sha: Some(inputs.facts.head_sha.clone()),
+        tree_sha: Some(inputs.facts.tree_sha.clone()).filter(|t| !t.is_empty()),
+        risk: Some(inputs.assessment.to_risk_assessment()),
+        requirements: verdict.requirements.clone(),
+        approvals: verdict.records.clone(),
+        deadline: deadline.filter(|_| open).map(Time),
+        escalations,
+        held_by: verdict.held_by.clone(),
+        auto_approve_reason: verdict
+            .auto_approved
+            .as_deref()
+            .map(|r| countersign_policies::truncate(r, countersign_policies::MAX_REASON_LEN)),
+        waiting_since: Some(Time(waiting_since)),
+        requested_roles,
+        check_run_id: prev.check_run_id,
+        check_run_sha: prev.check_run_sha.clone(),
+        merge_group_sha: prev.merge_group_sha.clone(),
+        last_error: None,
+        decision_time,
+    };
+    Plan {
+        merge: open && phase == GatePhase::Approved && inputs.auto_merge && !inputs.draft,
+        status,
+        verdict,
+        notice,
+        request_roles,
+        requeue_after,
+    }
+}
+
+fn escalated_roles(escalations: &[Escalation]) -> Vec<RoleName> {
+    escalations
+        .iter()
+        .filter_map(|e| e.to_role.clone())
+        .collect()
+}
+
+/// The one-line state used as the `Ready` condition's message.
+pub fn summary_line(phase: GatePhase, verdict: &Verdict, assessment: &Assessment) -> String {
+    let risk = format!(
+        "{} risk (score {})",
+        countersign_policies::level_name(assessment.level),
+        assessment.score
+    );
+    match phase {
+        GatePhase::Approved if verdict.auto_approved.is_some() => {
+            format!("Approved automatically: {risk}")
+        }
+        GatePhase::Approved => format!("Approved: {risk}"),
+        GatePhase::Pending => {
+            let missing: Vec<String> = verdict
+                .missing_roles()
+                .map(|r| format!("{} ({} of {})", r.role, r.count - r.satisfied, r.count))
+                .collect();
+            format!("Waiting for {}: {risk}", missing.join(", "))
+        }
+        GatePhase::Held => format!(
+            "Held by @{}",
+            verdict
+                .held_by
+                .as_ref()
+                .map_or("someone", |u| u.login.as_str())
+        ),
+        GatePhase::Rejected => {
+            let who: Vec<String> = verdict
+                .rejected_by
+                .iter()
+                .map(|u| format!("@{}", u.login))
+                .collect();
+            format!("Rejected by {}", who.join(", "))
+        }
+        GatePhase::Expired => format!("Expired: no approval before the deadline; {risk}"),
+        GatePhase::Merged => "Merged".to_owned(),
+        GatePhase::Closed => "Closed without merging".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use countersign_crds::approval_gate::ApprovalVia;
+use countersign_crds::{ApprovalGateSpec, GitHubUser, LocalRef};
+use countersign_policies::approvals::{Signal, SignalKind};
+use countersign_policies::{Change, CompiledPolicy, default_policy};
+
+use super::*;
+
+const HEAD: &str = "2222222222222222222222222222222222222222";
+
+fn at(hours: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + hours * 3600).expect("valid time")
+}
+
+fn gate(status: Option<ApprovalGateStatus>) -> ApprovalGate {
+    let mut g = ApprovalGate::new(
+        "web-pr-7",
+        ApprovalGateSpec {
+            project_ref: LocalRef { name: "web".into() },
+            pull_request_number: 7,
+            base_branch: "main".into(),
+            author: GitHubUser {
+                login: "erin".into(),
+                id: Some(5),
+            },
+            ai_generated: false,
+            agent_run_ref: None,
+        },
+    );
+    g.metadata.generation = Some(1);
+    g.status = status;
+    g
+}
+
+fn assess(path: &str) -> Assessment {
+    CompiledPolicy::compile(&default_policy().spec)
+        .expect("default policy compiles")
+        .evaluate(&Change::touching([path]))
+}
+
+fn facts(tree: &str) -> PullFacts {
+    let mut roles = HashMap::new();
+    roles.insert(1, BTreeSet::from([RoleName::from("developer")]));
+    roles.insert(2, BTreeSet::from([RoleName::from("tech_lead")]));
+    roles.insert(4, BTreeSet::from([RoleName::from("cto")]));
+    PullFacts {
+        head_sha: HEAD.into(),
+        tree_sha: tree.into(),
+        trees: BTreeMap::from([(HEAD.to_owned(), tree.to_owned())]),
+        roles,
+        ..PullFacts::default()
+    }
+}
+
+fn run(g: &ApprovalGate, a: &Assessment, facts: PullFacts, now: Timestamp) -> Plan {
+    decide(Inputs {
+        gate: g,
+        assessment: a,
+        duties: &SeparationOfDuties::default(),
+        facts,
+        state: PullState::Open,
+        draft: false,
+        request_reviewers: true,
+        auto_merge: false,
+        now,
+    })
+}
+
+#[test]
+fn first_look_starts_the_clock_and_asks_the_missing_roles() {
+    let a = assess("src/orders.rs");
+    let plan = run(&gate(None), &a, facts("t1"), at(0));
+    assert_eq!(plan.status.phase, GatePhase::Pending);
+    assert_eq!(plan.status.waiting_since, Some(Time(at(0))));
+    assert_eq!(plan.status.deadline, Some(Time(at(4))));
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(4 * 3600)));
+    let asked: Vec<&str> = plan.request_roles.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(asked, ["developer", "tech_lead"]);
+
+    // Asked once: the next evaluation does not ask again.
+    let again = run(&gate(Some(plan.status)), &a, facts("t1"), at(1));
+    assert!(again.request_roles.is_empty());
+    assert_eq!(
+        again.status.deadline,
+        Some(Time(at(4))),
+        "deadline unchanged"
+    );
+    assert_eq!(again.requeue_after, Some(Duration::from_secs(3 * 3600)));
+}
+
+#[test]
+fn medium_risk_reminds_at_the_deadline_and_waits_another_timeout() {
+    let a = assess("src/orders.rs");
+    let first = run(&gate(None), &a, facts("t1"), at(0));
+    let due = run(&gate(Some(first.status)), &a, facts("t1"), at(4));
+    let notice = due.notice.expect("a reminder");
+    assert_eq!(notice.action, TimeoutAction::Remind);
+    assert_eq!(notice.missing.len(), 2);
+    assert_eq!(due.status.phase, GatePhase::Pending);
+    assert_eq!(due.status.deadline, Some(Time(at(8))));
+    assert_eq!(due.status.escalations.len(), 1);
+    // Re-evaluating at the same moment does not remind twice.
+    let again = run(&gate(Some(due.status)), &a, facts("t1"), at(4));
+    assert!(again.notice.is_none());
+}
+
+#[test]
+fn high_risk_escalates_to_cto_once_and_the_cto_role_becomes_required() {
+    let a = assess("src/auth/login.rs");
+    assert_eq!(a.workflow.name, "managed");
+    let first = run(&gate(None), &a, facts("t1"), at(0));
+    assert_eq!(first.status.deadline, Some(Time(at(24))));
+    let due = run(&gate(Some(first.status)), &a, facts("t1"), at(24));
+    let notice = due.notice.clone().expect("an escalation");
+    assert_eq!(notice.action, TimeoutAction::Escalate);
+    assert_eq!(notice.to_role, Some(RoleName::from("cto")));
+    assert!(due.status.requirements.iter().any(|r| r.role.0 == "cto"));
+    // cto is asked for a review too.
+    assert_eq!(due.request_roles, [RoleName::from("cto")]);
+    // The next deadline reminds instead of escalating again.
+    let later = run(&gate(Some(due.status)), &a, facts("t1"), at(48));
+    assert_eq!(later.notice.map(|n| n.action), Some(TimeoutAction::Remind));
+}
+
+#[test]
+fn critical_risk_expires_and_a_new_tree_starts_over() {
+    let a = assess("migrations/0042_add_index.sql");
+    let first = run(&gate(None), &a, facts("t1"), at(0));
+    assert_eq!(first.status.deadline, Some(Time(at(72))));
+    let before = run(&gate(Some(first.status.clone())), &a, facts("t1"), at(71));
+    assert_eq!(before.status.phase, GatePhase::Pending);
+    let expired = run(&gate(Some(first.status)), &a, facts("t1"), at(72));
+    assert_eq!(expired.status.phase, GatePhase::Expired);
+    assert_eq!(
+        expired.notice.map(|n| n.action),
+        Some(TimeoutAction::Expire)
+    );
+    assert_eq!(expired.status.decision_time, Some(Time(at(72))));
+    assert_eq!(expired.requeue_after, None);
+    // Still expired later, even with approvals on the same content.
+    let mut late = facts("t1");
+    late.signals.push(Signal {
+        user: GitHubUser {
+            login: "cto".into(),
+            id: Some(4),
+        },
+        kind: SignalKind::Approve,
+        via: ApprovalVia::Review,
+        sha: HEAD.into(),
+        time: at(73),
+        tampered: false,
+    });
+    for role in [("manager", 6), ("security_team", 7)] {
+        late.roles
+            .insert(role.1, BTreeSet::from([RoleName::from(role.0)]));
+        late.signals.push(Signal {
+            user: GitHubUser {
+                login: role.0.into(),
+                id: Some(role.1),
+            },
+            kind: SignalKind::Approve,
+            via: ApprovalVia::Review,
+            sha: HEAD.into(),
+            time: at(73),
+            tampered: false,
+        });
+    }
+    let still = run(&gate(Some(expired.status.clone())), &a, late, at(73));
+    assert!(
+        still.verdict.missing_roles().next().is_none(),
+        "all roles approved"
+    );
+    assert_eq!(still.status.phase, GatePhase::Expired);
+    // A push with a new tree starts over.
+    let fresh = run(&gate(Some(expired.status)), &a, facts("t2"), at(80));
+    assert_eq!(fresh.status.phase, GatePhase::Pending);
+    assert!(fresh.status.escalations.is_empty());
+    assert_eq!(fresh.status.deadline, Some(Time(at(152))));
+}
+
+#[test]
+fn low_risk_auto_approves_and_merges_when_asked() {
+    let a = assess("docs/guide.md");
+    let plan = decide(Inputs {
+        gate: &gate(None),
+        assessment: &a,
+        duties: &SeparationOfDuties::default(),
+        facts: facts("t1"),
+        state: PullState::Open,
+        draft: false,
+        request_reviewers: true,
+        auto_merge: true,
+        now: at(0),
+    });
+    assert_eq!(plan.status.phase, GatePhase::Approved);
+    assert!(plan.status.auto_approve_reason.is_some());
+    assert!(plan.merge);
+    assert!(plan.request_roles.is_empty());
+    assert_eq!(plan.status.deadline, None);
+    let ready = conditions::find(&plan.status.conditions, "Ready").expect("Ready");
+    assert_eq!(ready.status, "True");
+}
+
+#[test]
+fn merged_and_closed_pull_requests_end_the_gate() {
+    let a = assess("src/orders.rs");
+    for (state, phase) in [
+        (PullState::Merged, GatePhase::Merged),
+        (PullState::Closed, GatePhase::Closed),
+    ] {
+        let plan = decide(Inputs {
+            gate: &gate(None),
+            assessment: &a,
+            duties: &SeparationOfDuties::default(),
+            facts: facts("t1"),
+            state,
+            draft: false,
+            request_reviewers: true,
+            auto_merge: true,
+            now: at(0),
+        });
+        assert_eq!(plan.status.phase, phase);
+        assert!(!plan.merge);
+        assert!(plan.request_roles.is_empty());
+        assert_eq!(plan.requeue_after, None);
+        assert_eq!(plan.status.deadline, None);
+    }
+}

@@ -1,0 +1,387 @@
+//! The approval rules (ARCHITECTURE.md §4) as a pure function: from the facts about a pull
+//! request (its head, its tree, who wrote and committed it, every review and comment
+//! decision, who holds which role) and the RiskPolicy's assessment to the gate's phase, the
+//! requirements per role, and every decision with why it counts or not.
+//!
+//! The controller gathers the facts from GitHub; `POST /api/v1/simulate` builds them from
+//! hypothetical reviewers. Both call [`evaluate_approvals`], so a simulation says exactly what
+//! the gate will say.
+//!
+//! The rules, in the order they are applied to each decision:
+//! 1. A person's latest decision (review or `/approve`/`/reject` comment) replaces their
+//!    earlier ones ([`InvalidReason::Superseded`]).
+//! 2. An approval comment edited by someone else does not count ([`InvalidReason::Tampered`]).
+//! 3. Separation of duties: the author (unless switched off), for AI pull requests the person
+//!    who asked for the run, the agent's own accounts, and every committer (unless switched
+//!    off) cannot approve.
+//! 4. Approvals are bound to content: one given on an older head counts only when that
+//!    head's tree equals the current tree (a clean rebase) ([`InvalidReason::Stale`]).
+//! 5. An approval counts only for a role the person holds; each person fills at most one
+//!    required slot, assigned so that as many slots as possible are filled.
+//!
+//! A rejection by anyone holding a role rejects, whatever the head; `/hold` blocks until a
+//! later `/unhold`. Low-risk workflows auto-approve with the reason recorded, unless a
+//! never-auto-approve path changed (the assessment already decided that) or an escalation
+//! added a role.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use countersign_crds::approval_gate::{
+    ApprovalRecord, ApprovalVia, Decision, InvalidReason, RoleRequirement,
+};
+use countersign_crds::risk_policy::SeparationOfDuties;
+use countersign_crds::{GatePhase, GitHubUser, RoleName};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::assessment::{Assessment, AutoApprove};
+
+/// The most decisions a gate status keeps (its CRD schema's `maxItems`); the newest win.
+pub const MAX_RECORDS: usize = 200;
+
+/// What someone said about the pull request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SignalKind {
+    /// An approving review or `/approve`.
+    Approve,
+    /// A changes-requested review or `/reject`.
+    Reject,
+    /// `/hold`.
+    Hold,
+    /// `/unhold`.
+    Unhold,
+}
+
+/// One decision, hold or unhold, as read from GitHub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signal {
+    /// Who. Accounts without an id (deleted users) never count.
+    pub user: GitHubUser,
+    /// What.
+    pub kind: SignalKind,
+    /// Where.
+    pub via: ApprovalVia,
+    /// The head commit it was given on.
+    pub sha: String,
+    /// When.
+    pub time: Timestamp,
+    /// The comment was edited by someone other than its author.
+    pub tampered: bool,
+}
+
+/// Everything the rules need to know about a pull request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PullFacts {
+    /// The current head commit.
+    pub head_sha: String,
+    /// The current head's tree.
+    pub tree_sha: String,
+    /// Who opened the pull request.
+    pub author: Option<GitHubUser>,
+    /// Whether an agent wrote the change.
+    pub ai_generated: bool,
+    /// Who asked for the AI run, when known.
+    pub requester: Option<GitHubUser>,
+    /// The agent's own accounts (Countersign's bot user), which never approve.
+    pub agent_accounts: Vec<GitHubUser>,
+    /// Everyone who authored or committed a commit of the pull request.
+    pub committers: Vec<GitHubUser>,
+    /// Tree of each known commit, for the clean-rebase check; commits missing here are
+    /// treated as having a different tree.
+    pub trees: BTreeMap<String, String>,
+    /// Every decision, hold and unhold, in any order (sorted by time here).
+    pub signals: Vec<Signal>,
+    /// The Project roles of each person who said something, by user id.
+    pub roles: HashMap<u64, BTreeSet<RoleName>>,
+    /// Roles added by escalations, each needing one approval on top of the workflow's.
+    pub escalated_roles: Vec<RoleName>,
+}
+
+/// What the rules concluded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Pending, Approved, Rejected or Held.
+    pub phase: GatePhase,
+    /// Approvals needed per role and who filled them.
+    pub requirements: Vec<RoleRequirement>,
+    /// Every decision, oldest first, valid or with the reason it does not count.
+    pub records: Vec<ApprovalRecord>,
+    /// Who put the pull request on hold, while held.
+    pub held_by: Option<GitHubUser>,
+    /// Who rejected it (valid rejections of each person's latest decision).
+    pub rejected_by: Vec<GitHubUser>,
+    /// Why the change approved itself, for auto-approved levels.
+    pub auto_approved: Option<String>,
+}
+
+impl Verdict {
+    /// The roles whose requirement is not met yet.
+    pub fn missing_roles(&self) -> impl Iterator<Item = &RoleRequirement> {
+        self.requirements.iter().filter(|r| r.satisfied < r.count)
+    }
+}
+
+/// Applies the approval rules to `facts` under `assessment` (the RiskPolicy's decision about
+/// the change) and the policy's separation-of-duties switches.
+pub fn evaluate_approvals(
+    assessment: &Assessment,
+    duties: &SeparationOfDuties,
+    facts: &PullFacts,
+) -> Verdict {
+    let mut signals: Vec<&Signal> = facts.signals.iter().collect();
+    signals.sort_by_key(|s| s.time);
+
+    let held_by = hold_state(&signals);
+
+    // Each person's latest approve/reject is the one that counts.
+    let decisions: Vec<&Signal> = signals
+        .iter()
+        .copied()
+        .filter(|s| matches!(s.kind, SignalKind::Approve | SignalKind::Reject))
+        .collect();
+    let mut latest: HashMap<Key, usize> = HashMap::new();
+    for (i, s) in decisions.iter().enumerate() {
+        latest.insert(key(&s.user), i);
+    }
+
+    let requirements = required_roles(assessment, facts);
+    let mut records = Vec::with_capacity(decisions.len());
+    // (record index, roles that could fill a slot) of every valid approval.
+    let mut candidates: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut rejected_by = Vec::new();
+    for (i, s) in decisions.iter().enumerate() {
+        let roles = s
+            .user
+            .id
+            .and_then(|id| facts.roles.get(&id))
+            .cloned()
+            .unwrap_or_default();
+        let decision = match s.kind {
+            SignalKind::Reject => Decision::Reject,
+            _ => Decision::Approve,
+        };
+        let invalid = if latest.get(&key(&s.user)) != Some(&i) {
+            Some(InvalidReason::Superseded)
+        } else if s.tampered {
+            Some(InvalidReason::Tampered)
+        } else if decision == Decision::Reject {
+            // Blocking is always safe: any role holder's rejection stands, on any head.
+            roles.is_empty().then_some(InvalidReason::NotInRole)
+        } else {
+            approval_problem(s, duties, facts).or_else(|| {
+                let fits = requirements.iter().any(|r| roles.contains(&r.role));
+                (!fits).then_some(InvalidReason::NotInRole)
+            })
+        };
+        let index = records.len();
+        if invalid.is_none() {
+            match decision {
+                Decision::Reject => rejected_by.push(s.user.clone()),
+                Decision::Approve => {
+                    let slots: Vec<usize> = requirements
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| roles.contains(&r.role))
+                        .map(|(j, _)| j)
+                        .collect();
+                    candidates.push((index, slots));
+                }
+            }
+        }
+        records.push(ApprovalRecord {
+            user: s.user.clone(),
+            roles: roles.into_iter().collect(),
+            decision,
+            sha: s.sha.clone(),
+            time: Time(s.time),
+            via: s.via,
+            valid: invalid.is_none(),
+            invalid_reason: invalid,
+        });
+    }
+
+    let requirements = fill(requirements, &candidates, &records);
+    let auto_approved = match &assessment.workflow.auto_approve {
+        AutoApprove::Approved { reason } if facts.escalated_roles.is_empty() => {
+            Some(reason.clone())
+        }
+        _ => None,
+    };
+    let satisfied = requirements.iter().all(|r| r.satisfied >= r.count);
+    let phase = if held_by.is_some() {
+        GatePhase::Held
+    } else if !rejected_by.is_empty() {
+        GatePhase::Rejected
+    } else if auto_approved.is_some() || (satisfied && !requirements.is_empty()) {
+        GatePhase::Approved
+    } else {
+        GatePhase::Pending
+    };
+    if records.len() > MAX_RECORDS {
+        records.drain(..records.len() - MAX_RECORDS);
+    }
+    Verdict {
+        phase,
+        requirements,
+        records,
+        held_by,
+        rejected_by,
+        auto_approved,
+    }
+}
+
+/// Who holds the pull request: the latest `/hold` not followed by an `/unhold`.
+fn hold_state(sorted: &[&Signal]) -> Option<GitHubUser> {
+    let mut held = None;
+    for s in sorted {
+        match s.kind {
+            SignalKind::Hold if !s.tampered => held = Some(s.user.clone()),
+            SignalKind::Unhold if !s.tampered => held = None,
+            _ => {}
+        }
+    }
+    held
+}
+
+/// Why an approval cannot count, before roles are considered.
+fn approval_problem(
+    s: &Signal,
+    duties: &SeparationOfDuties,
+    facts: &PullFacts,
+) -> Option<InvalidReason> {
+    let Some(_) = s.user.id else {
+        return Some(InvalidReason::NotInRole);
+    };
+    let same = |other: &GitHubUser| same_person(&s.user, other);
+    if facts.agent_accounts.iter().any(same) {
+        return Some(InvalidReason::Agent);
+    }
+    if duties.exclude_author && facts.author.as_ref().is_some_and(same) {
+        return Some(InvalidReason::SelfApproval);
+    }
+    if facts.ai_generated && duties.exclude_requester && facts.requester.as_ref().is_some_and(same)
+    {
+        return Some(InvalidReason::Requester);
+    }
+    if duties.exclude_committers && facts.committers.iter().any(same) {
+        return Some(InvalidReason::Committer);
+    }
+    let fresh = s.sha == facts.head_sha
+        || (!facts.tree_sha.is_empty()
+            && facts
+                .trees
+                .get(&s.sha)
+                .is_some_and(|t| *t == facts.tree_sha));
+    (!fresh).then_some(InvalidReason::Stale)
+}
+
+/// The workflow's approver requirements plus one approval per escalated role; none when the
+/// change auto-approves.
+fn required_roles(assessment: &Assessment, facts: &PullFacts) -> Vec<RoleRequirement> {
+    let workflow = &assessment.workflow;
+    let mut requirements: Vec<RoleRequirement> = if workflow.auto_approves() {
+        Vec::new()
+    } else {
+        workflow
+            .approvers
+            .iter()
+            .map(|a| RoleRequirement {
+                role: a.role.clone(),
+                count: a.count.max(1),
+                satisfied: 0,
+                approved_by: Vec::new(),
+            })
+            .collect()
+    };
+    for role in &facts.escalated_roles {
+        if !requirements.iter().any(|r| &r.role == role) {
+            requirements.push(RoleRequirement {
+                role: role.clone(),
+                count: 1,
+                satisfied: 0,
+                approved_by: Vec::new(),
+            });
+        }
+    }
+    requirements
+}
+
+/// Assigns approvers to role slots, one slot per person, filling as many as possible
+/// (augmenting paths; earlier approvals are placed first, so the result is deterministic).
+fn fill(
+    mut requirements: Vec<RoleRequirement>,
+    candidates: &[(usize, Vec<usize>)],
+    records: &[ApprovalRecord],
+) -> Vec<RoleRequirement> {
+    // slot → (requirement index); holder[slot] = candidate index
+    let slots: Vec<usize> = requirements
+        .iter()
+        .enumerate()
+        .flat_map(|(j, r)| std::iter::repeat_n(j, r.count as usize))
+        .collect();
+    let mut holder: Vec<Option<usize>> = vec![None; slots.len()];
+    for c in 0..candidates.len() {
+        let mut seen = vec![false; slots.len()];
+        augment(c, candidates, &slots, &mut holder, &mut seen);
+    }
+    for (slot, who) in holder.iter().enumerate() {
+        if let Some(c) = who {
+            let r = &mut requirements[slots[slot]];
+            r.satisfied += 1;
+            r.approved_by
+                .push(records[candidates[*c].0].user.login.clone());
+        }
+    }
+    for r in &mut requirements {
+        r.approved_by.sort();
+    }
+    requirements
+}
+
+fn augment(
+    c: usize,
+    candidates: &[(usize, Vec<usize>)],
+    slots: &[usize],
+    holder: &mut [Option<usize>],
+    seen: &mut [bool],
+) -> bool {
+    for slot in 0..slots.len() {
+        if seen[slot] || !candidates[c].1.contains(&slots[slot]) {
+            continue;
+        }
+        seen[slot] = true;
+        let free = match holder[slot] {
+            None => true,
+            Some(other) => augment(other, candidates, slots, holder, seen),
+        };
+        if free {
+            holder[slot] = Some(c);
+            return true;
+        }
+    }
+    false
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Id(u64),
+    Login(String),
+}
+
+fn key(user: &GitHubUser) -> Key {
+    match user.id {
+        Some(id) => Key::Id(id),
+        None => Key::Login(user.login.to_ascii_lowercase()),
+    }
+}
+
+/// Whether two accounts are the same person: by id when both have one, else by login.
+pub fn same_person(a: &GitHubUser, b: &GitHubUser) -> bool {
+    match (a.id, b.id) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.login.eq_ignore_ascii_case(&b.login),
+    }
+}
+
+#[cfg(test)]
+mod tests;
