@@ -8,7 +8,7 @@ use countersign_bot::commands::{self, Command, Parsed};
 use countersign_bot::github::{
     Actor, CommentInfo, PullCommit, PullFile, PullInfo, ReviewInfo, ReviewState,
 };
-use countersign_crds::approval_gate::{ApprovalRecord, ApprovalVia};
+use countersign_crds::approval_gate::{ApprovalRecord, ApprovalVia, InvalidReason};
 use countersign_crds::{ApprovalGate, GitHubUser, Project};
 use countersign_policies::approvals::{Signal, SignalKind};
 use countersign_policies::{AuthorKind, Change};
@@ -146,30 +146,40 @@ pub fn comment_signals(comments: &[CommentInfo], cx: &CommentContext<'_>) -> Vec
                 Parsed::Command(Command::Unhold) => SignalKind::Unhold,
                 _ => continue,
             };
-            let sha = recorded_sha(cx.previous, &user, c.created_at)
+            let recorded = recorded(cx.previous, &user, c.created_at);
+            let sha = recorded
+                .map(|r| r.sha.clone())
                 .unwrap_or_else(|| sha_at(cx.commits, cx.head_sha, c.created_at));
+            // A command first seen in a comment that was edited after it was written may
+            // have been put there by someone else before the edit's webhook (which names
+            // the editor) arrives: it never counts. Commands recorded before the edit keep
+            // their standing unless the bot reported the edit as someone else's.
+            let edited = c.updated_at > c.created_at;
+            let unverified = edited
+                && recorded.is_none_or(|r| r.invalid_reason == Some(InvalidReason::Tampered));
             out.push(Signal {
                 user: user.clone(),
                 kind,
                 via: ApprovalVia::Comment,
                 sha,
                 time: c.created_at,
-                tampered: cx.tampered.contains(&c.id),
+                tampered: cx.tampered.contains(&c.id) || unverified,
             });
         }
     }
     out
 }
 
-fn recorded_sha(previous: &[ApprovalRecord], user: &GitHubUser, time: Timestamp) -> Option<String> {
-    previous
-        .iter()
-        .find(|r| {
-            r.via == ApprovalVia::Comment
-                && r.time.0 == time
-                && countersign_policies::approvals::same_person(&r.user, user)
-        })
-        .map(|r| r.sha.clone())
+fn recorded<'a>(
+    previous: &'a [ApprovalRecord],
+    user: &GitHubUser,
+    time: Timestamp,
+) -> Option<&'a ApprovalRecord> {
+    previous.iter().find(|r| {
+        r.via == ApprovalVia::Comment
+            && r.time.0 == time
+            && countersign_policies::approvals::same_person(&r.user, user)
+    })
 }
 
 fn sha_at(commits: &[PullCommit], head_sha: &str, time: Timestamp) -> String {

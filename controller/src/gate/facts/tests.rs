@@ -209,3 +209,27 @@ fn committers_are_authors_and_committers_once_each() {
         .collect();
     assert_eq!(who, ["erin", "web-flow"]);
 }
+
+#[test]
+fn a_command_first_seen_in_an_edited_comment_never_counts() {
+    let lead = actor(1010, "lead");
+    let commits = commits();
+    let tampered = BTreeSet::new();
+    let mut edited = comment(9, &lead, "/approve", 300);
+    edited.updated_at = at(400);
+    let signals = comment_signals(&[edited.clone()], &cx(&commits, &[], &tampered));
+    assert!(signals[0].tampered, "unverified edit");
+    // Recorded (valid) before the edit: a later edit by its author keeps it.
+    let previous = vec![ApprovalRecord {
+        user: user_of(&lead),
+        roles: Vec::new(),
+        decision: countersign_crds::approval_gate::Decision::Approve,
+        sha: HEAD.into(),
+        time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(300)),
+        via: ApprovalVia::Comment,
+        valid: true,
+        invalid_reason: None,
+    }];
+    let signals = comment_signals(&[edited], &cx(&commits, &previous, &tampered));
+    assert!(!signals[0].tampered);
+}
