@@ -26,6 +26,21 @@ pub const MERGE_GROUP_SHA_ANNOTATION: &str = "countersign.dev/merge-group-sha";
 pub const TAMPERED_COMMENTS_ANNOTATION: &str = "countersign.dev/tampered-comments";
 /// Most comment ids [`TAMPERED_COMMENTS_ANNOTATION`] keeps (the oldest are dropped).
 pub const MAX_TAMPERED_COMMENTS: usize = 100;
+
+/// The comment ids listed in an object's [`TAMPERED_COMMENTS_ANNOTATION`]; entries that are
+/// not numbers are skipped. Read by the controller, extended by the bot.
+pub fn tampered_comment_ids(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeSet<u64> {
+    annotations
+        .get(TAMPERED_COMMENTS_ANNOTATION)
+        .map(|v| {
+            v.split(',')
+                .filter_map(|id| id.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 /// Annotation on AgentRuns: the last steering command (`approve`, `reject`) someone with an
 /// approver role gave on the run's issue, with the delivery id after a `/` — how a
 /// plan in control mode is approved.

@@ -5,7 +5,7 @@
 
 use countersign_crds::keys::{
     BOT_FIELD_MANAGER, LAST_COMMAND_ANNOTATION, LAST_DELIVERY_ANNOTATION, MAX_TAMPERED_COMMENTS,
-    TAMPERED_COMMENTS_ANNOTATION,
+    TAMPERED_COMMENTS_ANNOTATION, tampered_comment_ids,
 };
 use countersign_crds::{Agent, AgentRun, ApprovalGate, Project, RunPhase, TaskSource};
 use countersign_webhooks::github::event::{CommentAction, DeliveryId, IssueCommentEvent};
@@ -279,14 +279,8 @@ impl Handler {
         for project in projects {
             let api: Api<ApprovalGate> = self.api(project);
             let name = objects::gate_name(&project.name_any(), e.issue.number);
-            outcomes.push(if nudge(&api, &name, delivery, &[]).await? {
-                Outcome::Nudged {
-                    kind: "ApprovalGate",
-                    name,
-                }
-            } else {
-                Outcome::Ignored(Ignored::NoGate)
-            });
+            let nudged = nudge(&api, &name, delivery, &[]).await?;
+            outcomes.push(gate_outcome(nudged, name));
         }
         Ok(outcomes)
     }
@@ -334,14 +328,7 @@ impl Handler {
                     Err(err) => return Err(err.into()),
                 }
             }
-            outcomes.push(if marked {
-                Outcome::Nudged {
-                    kind: "ApprovalGate",
-                    name,
-                }
-            } else {
-                Outcome::Ignored(Ignored::NoGate)
-            });
+            outcomes.push(gate_outcome(marked, name));
         }
         Ok(outcomes)
     }
@@ -404,20 +391,25 @@ impl Handler {
     }
 }
 
+/// What touching gate `name` came to: nudged, or there is no gate (yet).
+fn gate_outcome(touched: bool, name: String) -> Outcome {
+    if touched {
+        Outcome::Nudged {
+            kind: "ApprovalGate",
+            name,
+        }
+    } else {
+        Outcome::Ignored(Ignored::NoGate)
+    }
+}
+
 /// The tampered-comments annotation with `comment_id` added (kept sorted, newest ids last,
 /// at most [`MAX_TAMPERED_COMMENTS`]).
 fn tampered_value(gate: &ApprovalGate, comment_id: u64) -> String {
-    let mut ids: Vec<u64> = gate
-        .annotations()
-        .get(TAMPERED_COMMENTS_ANNOTATION)
-        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
-        .unwrap_or_default();
-    if !ids.contains(&comment_id) {
-        ids.push(comment_id);
-    }
-    ids.sort_unstable();
-    if ids.len() > MAX_TAMPERED_COMMENTS {
-        ids.drain(..ids.len() - MAX_TAMPERED_COMMENTS);
+    let mut ids = tampered_comment_ids(gate.annotations());
+    ids.insert(comment_id);
+    while ids.len() > MAX_TAMPERED_COMMENTS {
+        ids.pop_first();
     }
     ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }

@@ -13,6 +13,7 @@ use countersign_crds::{ApprovalGate, GitHubUser, Project};
 use countersign_policies::approvals::{Signal, SignalKind};
 use countersign_policies::{AuthorKind, Change};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 
 /// The most commands read from one comment (the bot's limit too).
 const MAX_COMMANDS_PER_COMMENT: usize =
@@ -199,16 +200,7 @@ fn sha_at(commits: &[PullCommit], head_sha: &str, time: Timestamp) -> String {
 
 /// Comment ids recorded as tampered by the bot (annotation, comma-separated).
 pub fn tampered_ids(gate: &ApprovalGate) -> BTreeSet<u64> {
-    gate.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(countersign_crds::keys::TAMPERED_COMMENTS_ANNOTATION))
-        .map(|v| {
-            v.split(',')
-                .filter_map(|id| id.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    countersign_crds::keys::tampered_comment_ids(gate.annotations())
 }
 
 #[cfg(test)]

@@ -423,22 +423,20 @@ async fn evaluate(
             repo_name,
             number,
             &pr.head_sha,
-            &bot_login,
             settings.merge_method,
             &app,
         )
         .await?
         {
             MergeStep::Merged => {
+                // The phase-change event below announces it.
                 plan.status.phase = GatePhase::Merged;
-                publish(
-                    recorder,
-                    gate,
-                    EventType::Normal,
-                    "Merged",
-                    "merged automatically",
-                )
-                .await;
+                conditions::apply_readiness(
+                    &mut plan.status.conditions,
+                    &GatePhase::Merged.readiness("Merged automatically"),
+                    gate.metadata.generation,
+                    ctx.clock.now(),
+                );
             }
             MergeStep::Waiting => requeue = Some(requeue.map_or(MERGE_POLL, |r| r.min(MERGE_POLL))),
             MergeStep::Refused(message) => {
@@ -452,18 +450,18 @@ async fn evaluate(
     }
 
     if prev.phase != plan.status.phase {
-        let (type_, note) = match plan.status.phase {
-            GatePhase::Rejected | GatePhase::Expired | GatePhase::Held => {
-                (EventType::Warning, conditions_message(&plan.status))
-            }
-            _ => (EventType::Normal, conditions_message(&plan.status)),
+        let type_ = match plan.status.phase {
+            GatePhase::Rejected | GatePhase::Expired | GatePhase::Held => EventType::Warning,
+            _ => EventType::Normal,
         };
+        // Same reason as the Ready condition's (the phase's name).
+        let reason = format!("{:?}", plan.status.phase);
         publish(
             recorder,
             gate,
             type_,
-            phase_reason(plan.status.phase),
-            &note,
+            &reason,
+            &conditions_message(&plan.status),
         )
         .await;
         tracing::info!(phase = ?plan.status.phase, "approval gate changed phase");
@@ -494,18 +492,6 @@ fn conditions_message(status: &ApprovalGateStatus) -> String {
     conditions::find(&status.conditions, conditions::READY)
         .map(|c| c.message.clone())
         .unwrap_or_default()
-}
-
-fn phase_reason(phase: GatePhase) -> &'static str {
-    match phase {
-        GatePhase::Pending => "Pending",
-        GatePhase::Approved => "Approved",
-        GatePhase::Rejected => "Rejected",
-        GatePhase::Held => "Held",
-        GatePhase::Expired => "Expired",
-        GatePhase::Merged => "Merged",
-        GatePhase::Closed => "Closed",
-    }
 }
 
 async fn compiled_policy(
@@ -765,7 +751,6 @@ async fn try_merge(
     repo: &str,
     number: u64,
     head: &str,
-    _bot_login: &str,
     method: countersign_crds::MergeMethod,
     app: &GitHubApp,
 ) -> Result<MergeStep, Failure> {
