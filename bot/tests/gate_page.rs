@@ -116,6 +116,11 @@ async fn chromium_renders_the_facts() {
             "--disable-dev-shm-usage",
             "--no-first-run",
             "--disable-extensions",
+            // The machine has no network: without these Chromium keeps dialling Google's hosts.
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("--dump-dom")
