@@ -60,6 +60,17 @@ pub struct AgentSpec {
     /// Limits every run of this agent obeys.
     #[serde(default)]
     pub limits: AgentLimits,
+    /// Paths the agent may or may not change. Checked before anything is committed or
+    /// pushed; a change that breaks them fails the run with the path named.
+    #[serde(default)]
+    pub guardrails: Guardrails,
+    /// Commands that check the change before it is pushed, in order, e.g. `cargo test`.
+    /// When one fails, the agent sees its output and tries again within its turn budget;
+    /// if it still fails, the run fails and nothing is pushed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub verify: Vec<VerifyCommand>,
     /// Runs of this agent executing at once across all Projects; further runs wait in order.
     #[serde(default = "default_max_concurrent_runs")]
     #[schemars(range(min = 1, max = 100))]
@@ -94,6 +105,10 @@ impl Default for HistoryLimits {
             failed: default_history(),
         }
     }
+}
+
+fn default_provider_retries() -> u32 {
+    2
 }
 
 fn default_history() -> u32 {
@@ -153,6 +168,12 @@ pub struct Provider {
     /// For `command` providers: the command-line coding agent to run in the workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandProvider>,
+    /// How often a request that failed with a rate limit, a 5xx answer, a dropped connection
+    /// or a timeout is repeated on this provider (with backoff, honouring `Retry-After`)
+    /// before the attempt ends and the run falls back to the next provider.
+    #[serde(default = "default_provider_retries")]
+    #[schemars(range(min = 0, max = 10))]
+    pub retries: u32,
     /// Price per million input tokens in US dollars, used to enforce `limits.maxCost`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_price_per_million: Option<Usd>,
@@ -199,6 +220,58 @@ pub struct SecretEnvVar {
     pub secret_key_ref: SecretKeyRef,
 }
 
+/// Paths no agent may change unless its Agent lists them in `guardrails.allowedPaths`: CI
+/// workflows and actions, CODEOWNERS, and Countersign's own policy files. A change there
+/// could weaken the very checks that review the agent's work.
+pub const DEFAULT_FORBIDDEN_PATHS: &[&str] = &[
+    ".github/workflows/**",
+    ".github/actions/**",
+    "CODEOWNERS",
+    ".github/CODEOWNERS",
+    "docs/CODEOWNERS",
+    ".countersign/**",
+    "**/*riskpolicy*.y*ml",
+    "**/*risk-policy*.y*ml",
+];
+
+/// Paths an agent may or may not change (globs like `deploy/**` or `**/*.lock`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Guardrails {
+    /// Paths the agent must never change, in addition to the built-in list (CI workflows
+    /// and actions, CODEOWNERS, `.countersign/**` and RiskPolicy files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub forbidden_paths: Vec<String>,
+    /// Paths exempt from the forbidden lists, e.g. `.github/workflows/**` for an agent
+    /// that maintains CI. Such changes still score critical risk in the default policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub allowed_paths: Vec<String>,
+}
+
+/// A command that checks an agent's change, run in the workspace before the push.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyCommand {
+    /// A short name shown in the pull request, e.g. `unit-tests`.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))]
+    pub name: String,
+    /// The program and its arguments, e.g. `["cargo", "test", "--quiet"]`. Run without a
+    /// shell; wrap in `["sh", "-c", "…"]` for pipes.
+    #[schemars(length(min = 1, max = 64))]
+    pub command: Vec<String>,
+    /// How long one run of the command may take, e.g. `10m`.
+    #[serde(default = "default_verify_timeout")]
+    pub timeout: GoDuration,
+}
+
+fn default_verify_timeout() -> GoDuration {
+    GoDuration(std::time::Duration::from_secs(10 * 60))
+}
+
 /// Limits every run of an agent obeys.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -221,6 +294,11 @@ pub struct AgentLimits {
     #[serde(default = "default_max_changed_files")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_changed_files: u32,
+    /// Lines (added plus removed) one run may change; larger changes fail before anything
+    /// is pushed.
+    #[serde(default = "default_max_changed_lines")]
+    #[schemars(range(min = 1, max = 10000000))]
+    pub max_changed_lines: u32,
 }
 
 impl Default for AgentLimits {
@@ -231,6 +309,7 @@ impl Default for AgentLimits {
             max_tokens: default_max_tokens(),
             max_cost: default_max_cost(),
             max_changed_files: default_max_changed_files(),
+            max_changed_lines: default_max_changed_lines(),
         }
     }
 }
@@ -253,6 +332,10 @@ fn default_max_cost() -> Usd {
 
 fn default_max_changed_files() -> u32 {
     50
+}
+
+fn default_max_changed_lines() -> u32 {
+    5000
 }
 
 /// Lifecycle phase of an Agent.

@@ -233,6 +233,52 @@ pub struct Usage {
     pub cost: Usd,
 }
 
+/// Longest plan kept in the status, in characters.
+pub const MAX_PLAN_CHARS: usize = 4096;
+
+/// A plan proposed in control mode.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPlan {
+    /// The plan, in Markdown, as posted on the issue.
+    #[schemars(length(max = 4096))]
+    pub text: String,
+    /// The attempt that wrote it.
+    #[schemars(range(min = 1))]
+    pub attempt: u32,
+    /// What a human with an approver role said about it, once they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<PlanDecision>,
+}
+
+/// A human's `/approve` or `/reject` of a plan.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanDecision {
+    /// Whether the plan was approved (coding continues) or rejected (the run ends).
+    pub approved: bool,
+    /// The GitHub login of who decided, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// The webhook delivery that carried the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+    /// When the controller saw it.
+    pub time: Time,
+}
+
+/// The comment the controller keeps up to date on the run's issue.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressComment {
+    /// The comment's id on GitHub.
+    #[schemars(range(min = 1))]
+    pub id: u64,
+    /// A fingerprint of what the comment says now, so it is edited only when that changes.
+    #[schemars(length(max = 64))]
+    pub digest: String,
+}
+
 /// What the controller last observed about this run.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -273,6 +319,12 @@ pub struct AgentRunStatus {
     /// Tokens and cost used so far.
     #[serde(default)]
     pub usage: Usage,
+    /// In control mode: the plan the agent proposed and what a human decided about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<RunPlan>,
+    /// The one comment on the issue that follows this run through its phases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_comment: Option<ProgressComment>,
     /// When the first attempt started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,

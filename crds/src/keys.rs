@@ -42,9 +42,46 @@ pub fn tampered_comment_ids(
         .unwrap_or_default()
 }
 /// Annotation on AgentRuns: the last steering command (`approve`, `reject`) someone with an
-/// approver role gave on the run's issue, with the delivery id after a `/` — how a
-/// plan in control mode is approved.
+/// approver role gave on the run's issue, as `<command>/<delivery id>/<login>` — how a
+/// plan in control mode is approved. Read with [`steering_command`].
 pub const LAST_COMMAND_ANNOTATION: &str = "countersign.dev/last-command";
+
+/// A plan decision read from [`LAST_COMMAND_ANNOTATION`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SteeringCommand {
+    /// `approve` (true) or `reject` (false).
+    pub approved: bool,
+    /// The delivery that carried it.
+    pub delivery: String,
+    /// Who gave it, when recorded.
+    pub by: Option<String>,
+}
+
+/// The steering command in an object's [`LAST_COMMAND_ANNOTATION`]; `None` when absent or
+/// not an `approve`/`reject`.
+pub fn steering_command(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Option<SteeringCommand> {
+    let value = annotations.get(LAST_COMMAND_ANNOTATION)?;
+    let mut parts = value.splitn(3, '/');
+    let approved = match parts.next()? {
+        "approve" => true,
+        "reject" => false,
+        _ => return None,
+    };
+    let delivery = parts.next().unwrap_or_default().to_owned();
+    let by = parts.next().filter(|l| !l.is_empty()).map(str::to_owned);
+    Some(SteeringCommand {
+        approved,
+        delivery,
+        by,
+    })
+}
+
+/// The [`LAST_COMMAND_ANNOTATION`] value for `command` (`approve`/`reject`).
+pub fn steering_value(command: &str, delivery: &str, login: &str) -> String {
+    format!("{command}/{delivery}/{login}")
+}
 
 /// Field manager of every write the bot makes (one server-side-apply manager per writer).
 pub const BOT_FIELD_MANAGER: &str = "countersign-bot";

@@ -16,6 +16,11 @@ pub const RESULT_VERSION: u32 = 1;
 pub const MAX_RESULT_BYTES: usize = 4096;
 /// Longest summary kept in a result, in characters.
 pub const MAX_SUMMARY_CHARS: usize = 1024;
+/// Longest report (a control-mode plan or an observation-mode analysis) kept in a result,
+/// in characters. The agent also prints the whole report to its log.
+pub const MAX_REPORT_CHARS: usize = 2500;
+/// Longest verification line kept in a result, in characters.
+pub const MAX_VERIFICATION_CHARS: usize = 300;
 
 /// What an agent pod reports when it ends.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -37,12 +42,25 @@ pub struct AgentResult {
     /// Number of files changed.
     #[serde(default)]
     pub files_changed: u32,
+    /// Lines added by the change.
+    #[serde(default)]
+    pub lines_added: u64,
+    /// Lines removed by the change.
+    #[serde(default)]
+    pub lines_removed: u64,
     /// A short summary of the change or of the analysis, for the pull request and the issue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
     /// Why the attempt did not succeed, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For `planReady`, the plan; in observation mode, the analysis. Markdown, posted on the
+    /// issue by the controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
+    /// How the verify commands went, one line, e.g. `unit-tests passed (2 rounds)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
     /// Tokens and cost this attempt used.
     #[serde(default)]
     pub usage: Usage,
@@ -125,16 +143,18 @@ impl AgentResult {
         serde_json::from_str(trimmed).map_err(|e| ResultError::Malformed(e.to_string()))
     }
 
-    /// Renders the result for the termination message, shortening the summary and reason
-    /// until it fits in [`MAX_RESULT_BYTES`].
+    /// Renders the result for the termination message, shortening the free texts (each to
+    /// its own cap, then the longest first) until it fits in [`MAX_RESULT_BYTES`].
     pub fn to_message(&self) -> String {
         let mut result = self.clone();
-        for text in [&mut result.summary, &mut result.reason]
-            .into_iter()
-            .flatten()
-        {
-            if text.chars().count() > MAX_SUMMARY_CHARS {
-                *text = text.chars().take(MAX_SUMMARY_CHARS).collect::<String>() + "…";
+        for (text, cap) in [
+            (&mut result.summary, MAX_SUMMARY_CHARS),
+            (&mut result.reason, MAX_SUMMARY_CHARS),
+            (&mut result.report, MAX_REPORT_CHARS),
+            (&mut result.verification, MAX_VERIFICATION_CHARS),
+        ] {
+            if let Some(text) = text.as_mut() {
+                cut(text, cap);
             }
         }
         loop {
@@ -142,23 +162,38 @@ impl AgentResult {
             if rendered.len() <= MAX_RESULT_BYTES {
                 return rendered;
             }
-            // Drop the longest free text first; the outcome and pointers always fit.
-            match (&mut result.summary, &mut result.reason) {
-                (Some(s), _) if !s.is_empty() => {
-                    let keep = s.chars().count() / 2;
-                    *s = s.chars().take(keep).collect();
+            // Halve the longest free text; the outcome and pointers always fit.
+            let longest = [
+                &mut result.summary,
+                &mut result.reason,
+                &mut result.report,
+                &mut result.verification,
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|t| !t.is_empty())
+            .max_by_key(|t| t.len());
+            match longest {
+                Some(text) => {
+                    let keep = text.chars().count() / 2;
+                    cut(text, keep);
                 }
-                (_, Some(r)) if !r.is_empty() => {
-                    let keep = r.chars().count() / 2;
-                    *r = r.chars().take(keep).collect();
-                }
-                _ => {
+                None => {
                     result.summary = None;
                     result.reason = None;
+                    result.report = None;
+                    result.verification = None;
                     return serde_json::to_string(&result).expect("a result always serialises");
                 }
             }
         }
+    }
+}
+
+/// Cuts `text` to at most `max_chars` characters, marking the cut with `…`.
+fn cut(text: &mut String, max_chars: usize) {
+    if text.chars().count() > max_chars {
+        *text = text.chars().take(max_chars.saturating_sub(1)).collect::<String>() + "…";
     }
 }
 
@@ -176,6 +211,10 @@ mod tests {
             files_changed: 3,
             summary: Some("Return 404 for unknown invoices".into()),
             reason: None,
+            report: None,
+            verification: Some("unit-tests passed".into()),
+            lines_added: 12,
+            lines_removed: 3,
             usage: Usage::default(),
         }
     }
@@ -221,9 +260,12 @@ mod tests {
         let mut result = sample();
         result.summary = Some("é".repeat(10_000));
         result.reason = Some("r".repeat(10_000));
+        result.report = Some("p".repeat(10_000));
         let message = result.to_message();
         assert!(message.len() <= MAX_RESULT_BYTES, "{}", message.len());
         let parsed = AgentResult::parse(&message).expect("still parses");
         assert_eq!(parsed.commit, sample().commit);
+        let report = parsed.report.expect("the report survives, shortened");
+        assert!(report.ends_with('…') && report.chars().count() <= MAX_REPORT_CHARS);
     }
 }

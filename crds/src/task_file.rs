@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{AgentLimits, Provider};
+use crate::agent::{AgentLimits, Guardrails, Provider, VerifyCommand};
 use crate::agent_run::Task;
 use crate::common::RunMode;
 
@@ -43,6 +43,37 @@ pub struct TaskFile {
     pub provider: Provider,
     /// Limits of this attempt.
     pub limits: AgentLimits,
+    /// Paths the agent may or may not change.
+    #[serde(default)]
+    pub guardrails: Guardrails,
+    /// Commands that check the change before the push.
+    #[serde(default)]
+    pub verify: Vec<VerifyCommand>,
+    /// Who the commit is authored and committed by: the GitHub App's bot account.
+    pub commit_author: CommitIdentity,
+    /// In control mode, the plan a human approved; the attempt implements it. Absent in
+    /// control mode, the attempt only writes a plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_plan: Option<String>,
+}
+
+impl TaskFile {
+    /// Whether this attempt writes a plan instead of changing code (control mode before
+    /// the plan is approved).
+    pub fn is_planning(&self) -> bool {
+        self.mode == RunMode::Control && self.approved_plan.is_none()
+    }
+}
+
+/// A git identity.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitIdentity {
+    /// Name, e.g. `countersign[bot]`.
+    pub name: String,
+    /// Email, e.g. `41898282+countersign[bot]@users.noreply.github.com`, which GitHub links
+    /// to the App's bot account.
+    pub email: String,
 }
 
 /// The repository an attempt works on.
@@ -55,6 +86,9 @@ pub struct TaskRepository {
     pub name: String,
     /// Base branch of the change.
     pub default_branch: String,
+    /// HTTPS clone address without credentials, e.g. `https://github.com/acme/api.git`.
+    /// The token is handed to git separately and never written into the address.
+    pub clone_url: String,
 }
 
 /// The branch an agent run pushes.

@@ -250,7 +250,11 @@ impl Handler {
         let Some(run) = waiting else {
             return Ok(Outcome::Ignored(Ignored::NothingToDo("plan approval")));
         };
-        let value = format!("{}/{}", command.name(), delivery);
+        let value = countersign_crds::keys::steering_value(
+            command.name(),
+            &delivery.to_string(),
+            &e.sender.login,
+        );
         let api: Api<AgentRun> = self.api(project);
         nudge(
             &api,

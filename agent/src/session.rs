@@ -1,0 +1,1 @@
+//! Placeholder: owned by the providers helper (A).
