@@ -6,10 +6,13 @@
 //! `countersign/<run>` branch and writes the result (the crds contract) to the termination
 //! message. See `docs/agent.md`.
 
+pub mod config;
 pub mod diff;
 pub mod guardrails;
 pub mod process;
+pub mod prompt;
 pub mod provider;
+pub mod run;
 pub mod secret_scan;
 pub mod session;
 pub mod tools;

@@ -69,6 +69,12 @@ pub struct ControllerArgs {
     #[arg(long, env = "COUNTERSIGN_GATES_URL", value_name = "URL")]
     pub gates_url: Option<String>,
 
+    /// Base URL agent pods clone from and push to (`<URL>/<owner>/<repo>.git`)
+    /// [default: derived from --github-api-url: `https://github.com` for api.github.com,
+    /// `https://HOST` for GitHub Enterprise Server's `https://HOST/api/v3`].
+    #[arg(long, env = "GITHUB_GIT_URL", value_name = "URL")]
+    pub github_git_url: Option<String>,
+
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "COUNTERSIGN_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -126,6 +132,14 @@ pub enum ConfigError {
     /// `--gates-url` is not an absolute http(s) URL.
     #[error("--gates-url {url:?} is not an absolute http(s) URL: {problem}")]
     InvalidGatesUrl {
+        /// The value given.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// `--github-git-url` is not an absolute http(s) URL.
+    #[error("--github-git-url {url:?} is not an absolute http(s) URL: {problem}")]
+    InvalidGitUrl {
         /// The value given.
         url: String,
         /// What is wrong with it.
@@ -239,6 +253,22 @@ impl ControllerArgs {
             }
             settings.gates_url = Some(url.clone());
         }
+        settings.git_url = match &self.github_git_url {
+            Some(url) => {
+                let parsed = url::Url::parse(url).map_err(|e| ConfigError::InvalidGitUrl {
+                    url: url.clone(),
+                    problem: e.to_string(),
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(ConfigError::InvalidGitUrl {
+                        url: url.clone(),
+                        problem: "agents clone over http or https".to_owned(),
+                    });
+                }
+                url.trim_end_matches('/').to_owned()
+            }
+            None => crate::settings::git_url_for_api(&self.github.github_api_url),
+        };
         Ok(settings)
     }
 

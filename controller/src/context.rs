@@ -37,6 +37,8 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// Team memberships and compiled policies of the gate reconciler.
     pub gates: GateCache,
+    /// The GitHub App's bot account, looked up once: agent commits are made as it.
+    pub bot_account: tokio::sync::OnceCell<countersign_bot::github::BotAccount>,
 }
 
 impl Context {
@@ -61,6 +63,7 @@ impl Context {
             github: None,
             clock: Arc::new(SystemClock),
             gates: GateCache::default(),
+            bot_account: tokio::sync::OnceCell::new(),
         }
     }
 

@@ -13,6 +13,9 @@ pub enum Error {
     /// GitHub could not mint a token right now.
     #[error("cannot obtain GitHub credentials: {0}")]
     Token(#[source] countersign_bot::tokens::MintError),
+    /// A GitHub call for a run (its pull request, its progress comment) failed.
+    #[error("GitHub call failed: {0}")]
+    GitHub(#[from] countersign_bot::github::GitHubError),
     /// An object could not be built or serialised (a bug, not an input problem).
     #[error("cannot serialise {what}: {source}")]
     Serialize {
@@ -31,6 +34,7 @@ impl Error {
             Self::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
             Self::Kube(_) => "kube_api",
             Self::Token(_) => "github_token",
+            Self::GitHub(_) => "github_api",
             Self::Serialize { .. } => "serialize",
         }
     }
@@ -46,6 +50,11 @@ impl Error {
                 Duration::from_secs((*retry_after_secs).clamp(1, 3600))
             }
             Self::Token(_) => Duration::from_secs(15),
+            Self::GitHub(countersign_bot::github::GitHubError::RateLimited { retry_after }) => {
+                (*retry_after).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+            }
+            Self::GitHub(e) if e.is_transient() => Duration::from_secs(5),
+            Self::GitHub(_) => Duration::from_secs(60),
             Self::Serialize { .. } => Duration::from_secs(60),
         }
     }

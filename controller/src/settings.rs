@@ -9,6 +9,17 @@ use std::time::Duration;
 /// folded into one reconciliation so a burst of run updates does not list every run each time.
 pub const SUMMARY_DEBOUNCE: Duration = Duration::from_secs(1);
 
+/// The git host that serves the repositories of the GitHub REST API at `api_url`:
+/// `https://api.github.com` → `https://github.com`; GitHub Enterprise Server's
+/// `https://HOST/api/v3` → `https://HOST`; anything else is taken to serve both.
+pub fn git_url_for_api(api_url: &str) -> String {
+    let api = api_url.trim_end_matches('/');
+    if let Some(rest) = api.strip_prefix("https://api.") {
+        return format!("https://{rest}");
+    }
+    api.strip_suffix("/api/v3").unwrap_or(api).to_owned()
+}
+
 /// Everything the reconcilers need to know about how this controller was started.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -31,6 +42,11 @@ pub struct Settings {
     pub timeout_grace: Duration,
     /// Public base URL of the bot's gate pages, linked from check runs.
     pub gates_url: Option<String>,
+    /// Base URL agent pods clone from and push to: `<git_url>/<owner>/<name>.git`.
+    pub git_url: String,
+    /// Who agent commits are made as when no GitHub App is configured (with an App, its bot
+    /// account is used).
+    pub commit_identity: (String, String),
 }
 
 impl Default for Settings {
@@ -45,6 +61,36 @@ impl Default for Settings {
             wait_requeue: Duration::from_secs(30),
             timeout_grace: Duration::from_secs(60),
             gates_url: None,
+            git_url: "https://github.com".to_owned(),
+            commit_identity: (
+                "countersign[bot]".to_owned(),
+                "countersign[bot]@users.noreply.github.com".to_owned(),
+            ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::git_url_for_api;
+
+    #[test]
+    fn git_hosts_follow_the_api_url() {
+        assert_eq!(
+            git_url_for_api("https://api.github.com"),
+            "https://github.com"
+        );
+        assert_eq!(
+            git_url_for_api("https://api.github.com/"),
+            "https://github.com"
+        );
+        assert_eq!(
+            git_url_for_api("https://ghe.example.com/api/v3"),
+            "https://ghe.example.com"
+        );
+        assert_eq!(
+            git_url_for_api("http://127.0.0.1:4000"),
+            "http://127.0.0.1:4000"
+        );
     }
 }

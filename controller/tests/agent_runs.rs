@@ -69,6 +69,10 @@ fn result(outcome: ResultOutcome, provider: &str, tokens: u64) -> String {
         files_changed: 1,
         summary: Some(format!("{outcome:?} on {provider}")),
         reason: (outcome != ResultOutcome::Succeeded).then(|| format!("{provider} said no")),
+        report: None,
+        verification: None,
+        lines_added: 3,
+        lines_removed: 1,
         usage: countersign_crds::agent_run::Usage {
             input_tokens: tokens,
             output_tokens: tokens / 2,

@@ -98,6 +98,16 @@ pub struct HistoryLimits {
     pub failed: u32,
 }
 
+/// Retries of a provider whose spec does not say.
+pub const DEFAULT_PROVIDER_RETRIES: u32 = 2;
+
+impl Provider {
+    /// `retries`, or [`DEFAULT_PROVIDER_RETRIES`].
+    pub fn retries(&self) -> u32 {
+        self.retries.unwrap_or(DEFAULT_PROVIDER_RETRIES)
+    }
+}
+
 impl Default for HistoryLimits {
     fn default() -> Self {
         Self {
@@ -105,10 +115,6 @@ impl Default for HistoryLimits {
             failed: default_history(),
         }
     }
-}
-
-fn default_provider_retries() -> u32 {
-    2
 }
 
 fn default_history() -> u32 {
@@ -170,10 +176,12 @@ pub struct Provider {
     pub command: Option<CommandProvider>,
     /// How often a request that failed with a rate limit, a 5xx answer, a dropped connection
     /// or a timeout is repeated on this provider (with backoff, honouring `Retry-After`)
-    /// before the attempt ends and the run falls back to the next provider.
-    #[serde(default = "default_provider_retries")]
+    /// before the attempt ends and the run falls back to the next provider. Default 2.
+    // No schema default: defaults inside list items make `kubectl apply` and GitOps tools
+    // see a change on every sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10))]
-    pub retries: u32,
+    pub retries: Option<u32>,
     /// Price per million input tokens in US dollars, used to enforce `limits.maxCost`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_price_per_million: Option<Usd>,
@@ -263,13 +271,20 @@ pub struct VerifyCommand {
     /// shell; wrap in `["sh", "-c", "…"]` for pipes.
     #[schemars(length(min = 1, max = 64))]
     pub command: Vec<String>,
-    /// How long one run of the command may take, e.g. `10m`.
-    #[serde(default = "default_verify_timeout")]
-    pub timeout: GoDuration,
+    /// How long one run of the command may take, e.g. `5m`. Default 10m.
+    // No schema default inside list items (see `Provider::retries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<GoDuration>,
 }
 
-fn default_verify_timeout() -> GoDuration {
-    GoDuration(std::time::Duration::from_secs(10 * 60))
+/// How long a verify command may run when its spec does not say.
+pub const DEFAULT_VERIFY_TIMEOUT: GoDuration = GoDuration(std::time::Duration::from_secs(10 * 60));
+
+impl VerifyCommand {
+    /// `timeout`, or [`DEFAULT_VERIFY_TIMEOUT`].
+    pub fn timeout(&self) -> GoDuration {
+        self.timeout.unwrap_or(DEFAULT_VERIFY_TIMEOUT)
+    }
 }
 
 /// Limits every run of an agent obeys.

@@ -85,3 +85,39 @@ pub fn steering_value(command: &str, delivery: &str, login: &str) -> String {
 
 /// Field manager of every write the bot makes (one server-side-apply manager per writer).
 pub const BOT_FIELD_MANAGER: &str = "countersign-bot";
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn annotated(value: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(LAST_COMMAND_ANNOTATION.to_owned(), value.to_owned())])
+    }
+
+    #[test]
+    fn steering_commands_round_trip_and_junk_is_ignored() {
+        let value = steering_value("approve", "d-1", "tess");
+        assert_eq!(
+            steering_command(&annotated(&value)),
+            Some(SteeringCommand {
+                approved: true,
+                delivery: "d-1".into(),
+                by: Some("tess".into()),
+            })
+        );
+        // The older two-part form (no login) still reads.
+        assert_eq!(
+            steering_command(&annotated("reject/d-2")),
+            Some(SteeringCommand {
+                approved: false,
+                delivery: "d-2".into(),
+                by: None,
+            })
+        );
+        assert_eq!(steering_command(&annotated("hold/d-3/x")), None);
+        assert_eq!(steering_command(&annotated("")), None);
+        assert_eq!(steering_command(&BTreeMap::new()), None);
+    }
+}

@@ -76,6 +76,16 @@ pub struct PullRequestSettings {
     /// How automatic merges merge: `merge`, `squash` or `rebase`.
     #[serde(default)]
     pub merge_method: MergeMethod,
+    /// Open agent pull requests as drafts, so nobody mistakes them for finished work before
+    /// a human looked. On by default; drafts are never merged automatically.
+    #[serde(default = "yes")]
+    pub draft: bool,
+    /// Extra labels for agent pull requests, besides `countersign/ai-generated` and
+    /// `countersign/agent:<agent>` (when that fits GitHub's 50-character label limit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub labels: Vec<String>,
 }
 
 impl Default for PullRequestSettings {
@@ -84,6 +94,8 @@ impl Default for PullRequestSettings {
             request_reviewers: true,
             auto_merge: false,
             merge_method: MergeMethod::default(),
+            draft: true,
+            labels: Vec::new(),
         }
     }
 }

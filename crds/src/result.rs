@@ -193,7 +193,11 @@ impl AgentResult {
 /// Cuts `text` to at most `max_chars` characters, marking the cut with `…`.
 fn cut(text: &mut String, max_chars: usize) {
     if text.chars().count() > max_chars {
-        *text = text.chars().take(max_chars.saturating_sub(1)).collect::<String>() + "…";
+        *text = text
+            .chars()
+            .take(max_chars.saturating_sub(1))
+            .collect::<String>()
+            + "…";
     }
 }
 

@@ -8,8 +8,10 @@
 pub mod jwt;
 pub mod parse;
 mod pulls;
+mod runs;
 
 pub use pulls::*;
+pub use runs::*;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -494,7 +496,7 @@ fn classify(
     url: &str,
 ) -> Failure {
     let message = serde_json::from_slice::<Message>(body)
-        .map(|m| m.message)
+        .map(|m| m.describe())
         .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
     if let Some(wait) = rate_limit_wait(status, headers, &message, Timestamp::now()) {
         return Failure::Retry {
@@ -755,9 +757,34 @@ struct Id {
     id: u64,
 }
 
+/// GitHub's error body: a message, and for 422s the validation errors that say what failed
+/// (`{"message": "Validation Failed", "errors": [{"message": "A pull request already exists…"}]}`).
 #[derive(Deserialize)]
 struct Message {
     message: String,
+    #[serde(default)]
+    errors: Vec<serde_json::Value>,
+}
+
+impl Message {
+    /// The message with each validation error's own message (or code) appended.
+    fn describe(self) -> String {
+        let details: Vec<String> = self
+            .errors
+            .iter()
+            .filter_map(|e| {
+                e.get("message")
+                    .or_else(|| e.get("code"))
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect();
+        if details.is_empty() {
+            self.message
+        } else {
+            format!("{} ({})", self.message, details.join("; "))
+        }
+    }
 }
 
 /// Percent-encodes one path segment (owner, repository, login, team slug).

@@ -118,3 +118,40 @@ async fn unusable_configuration_is_refused() {
     ));
     assert!(GitHubApp::new(config(key, "https://ghe.example/api/v3/")).is_ok());
 }
+
+#[test]
+fn validation_errors_carry_their_own_messages() {
+    // GitHub's answer to opening a second pull request for the same head.
+    let body = br#"{"message":"Validation Failed","errors":[{"resource":"PullRequest","code":"custom","message":"A pull request already exists for acme:countersign/run-1."}],"documentation_url":"https://docs.github.com/rest/pulls/pulls#create-a-pull-request","status":"422"}"#;
+    let failure = classify(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &HeaderMap::new(),
+        body,
+        &Method::POST,
+        "https://api.github.com/repos/acme/api/pulls",
+    );
+    let Failure::Final(GitHubError::Status { status, message }) = failure else {
+        panic!("a 422 is final");
+    };
+    assert_eq!(status, 422);
+    assert!(
+        message.ends_with(
+            "Validation Failed (A pull request already exists for acme:countersign/run-1.)"
+        ),
+        "{message}"
+    );
+    let coded = br#"{"message":"Validation Failed","errors":[{"resource":"Label","code":"invalid","field":"name"}]}"#;
+    let Failure::Final(GitHubError::Status { message, .. }) = classify(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &HeaderMap::new(),
+        coded,
+        &Method::POST,
+        "u",
+    ) else {
+        panic!("final");
+    };
+    assert!(
+        message.ends_with("Validation Failed (invalid)"),
+        "{message}"
+    );
+}

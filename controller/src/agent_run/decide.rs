@@ -2,22 +2,32 @@
 //! to do next, given the run, what it depends on, its pods and the time.
 //!
 //! ```text
-//! Pending ─► Queued ─► Running ─► Succeeded
-//!    │         ▲          │  ├──► Failed     (retries used up, guardrail, unreadable result)
-//!    │         │          │  ├──► TimedOut   (attempt ran past its timeout)
-//!    └─────────┴──────────┴──┴──► Cancelled  (spec.cancelRequested)
+//! Pending ─► Queued ─► Running ──────────────► PullRequestOpen ─► Succeeded (merged)
+//!    │         ▲   │      │  ├──► Succeeded (no changes; analysis)    └──► Failed (closed)
+//!    │         │   │      │  ├──► Failed     (retries used up, guardrail, unreadable result)
+//!    │         │   │      │  ├──► TimedOut   (attempt ran past its timeout)
+//!    │         │   └─► Planning ─► AwaitingPlanApproval ─/approve─► Queued/Running
+//!    │         │                          └──/reject──► Cancelled
+//!    └─────────┴──────────────────────────────────────► Cancelled  (spec.cancelRequested)
 //! ```
 //! Failed attempts are retried with exponential backoff; provider errors and rate limits move
 //! the next attempt to the Agent's next provider. Attempts are derived from the pods as well
 //! as from the status, so a status write lost between creating a pod and recording it never
 //! leads to a second pod for the same attempt.
+//!
+//! In control mode the first successful attempt only writes a plan (`status.plan`); an
+//! approver's `/approve` (the bot's `countersign.dev/last-command` annotation) lets the
+//! coding attempts start, through admission like a new run; `/reject` ends the run. After a
+//! pushed change the shell opens the pull request ([`Action::OpenPullRequest`]); the run then
+//! follows its ApprovalGate until the pull request merges or closes.
 
 use std::time::Duration;
 
-use countersign_crds::agent_run::{Attempt, AttemptOutcome};
+use countersign_crds::agent_run::{Attempt, AttemptOutcome, MAX_PLAN_CHARS, PlanDecision, RunPlan};
 use countersign_crds::conditions::{self, Readiness};
+use countersign_crds::keys::steering_command;
 use countersign_crds::result::{AgentResult, ResultError, ResultOutcome};
-use countersign_crds::{Agent, AgentRun, AgentRunStatus, RunPhase, Usd};
+use countersign_crds::{Agent, AgentRun, AgentRunStatus, GatePhase, RunMode, RunPhase, Usd};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -146,6 +156,11 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
     /// Backoff and requeue settings.
     pub settings: &'a Settings,
+    /// Whether the controller can open pull requests (a GitHub App is configured). Without
+    /// one, a pushed branch ends the run.
+    pub can_open_pull_requests: bool,
+    /// The phase of the run's ApprovalGate, once it has a pull request and the gate exists.
+    pub gate: Option<GatePhase>,
 }
 
 /// Something the shell must do.
@@ -162,6 +177,8 @@ pub enum Action {
     DeletePods(Vec<String>),
     /// Delete the run itself (TTL after finishing).
     DeleteRun,
+    /// Open (or find) the pull request for the pushed branch and record it in the status.
+    OpenPullRequest,
 }
 
 /// A Kubernetes Event to record on the run.
@@ -188,14 +205,62 @@ pub struct Decision {
     pub notes: Vec<Note>,
 }
 
-/// Whether the run is waiting for admission: not finished, not cancelled, no attempt yet.
+/// Whether the run is waiting for admission: not finished, not cancelled, and either without
+/// any attempt yet or with an approved plan whose coding attempt has not started.
 pub fn wants_admission(run: &AgentRun, pods: &[PodView]) -> bool {
     let status = run.status.as_ref();
     let phase = status.map(|s| s.phase).unwrap_or_default();
-    !phase.is_finished()
-        && !run.spec.cancel_requested
-        && status.is_none_or(|s| s.attempts.is_empty())
-        && pods.is_empty()
+    if phase.is_finished() || run.spec.cancel_requested {
+        return false;
+    }
+    let fresh = status.is_none_or(|s| s.attempts.is_empty()) && pods.is_empty();
+    fresh || approved_plan_waits(run, pods)
+}
+
+/// Whether the run's plan is approved (recorded, or approved by a command not yet recorded)
+/// and no attempt after the plan exists.
+fn approved_plan_waits(run: &AgentRun, pods: &[PodView]) -> bool {
+    let Some(status) = run.status.as_ref() else {
+        return false;
+    };
+    let Some(plan) = &status.plan else {
+        return false;
+    };
+    let approved = match &plan.decision {
+        Some(decision) => decision.approved,
+        None => steering_command(run.annotations()).is_some_and(|c| c.approved),
+    };
+    approved
+        && status.attempts.iter().all(|a| a.number <= plan.attempt)
+        && pods.iter().all(|p| p.attempt <= plan.attempt)
+}
+
+/// How the run is steered: its own mode, else its Agent's default.
+fn mode(i: &Inputs<'_>) -> RunMode {
+    i.run
+        .spec
+        .mode
+        .or(i.agent.map(|a| a.spec.default_mode))
+        .unwrap_or_default()
+}
+
+/// The attempt number after which the coding stage starts: the plan's attempt once a plan was
+/// approved, else 0. Retries are counted per stage.
+fn coding_stage_start(status: &AgentRunStatus) -> u32 {
+    status
+        .plan
+        .as_ref()
+        .filter(|p| p.decision.as_ref().is_some_and(|d| d.approved))
+        .map_or(0, |p| p.attempt)
+}
+
+/// The phase of a working attempt: `Planning` while a control-mode run has no approved plan.
+fn working_phase(i: &Inputs<'_>, status: &AgentRunStatus) -> RunPhase {
+    if mode(i) == RunMode::Control && coding_stage_start(status) == 0 {
+        RunPhase::Planning
+    } else {
+        RunPhase::Running
+    }
 }
 
 /// How the last attempt's ending affects the run.
@@ -204,6 +269,8 @@ enum Next {
     Finish(RunPhase, String),
     /// Try again, on the same provider or the next one.
     Retry { next_provider: bool, why: String },
+    /// The attempt succeeded: see [`after_success`].
+    Done,
 }
 
 /// Decides the run's status and next actions.
@@ -351,9 +418,14 @@ fn start_attempt(i: &Inputs<'_>, d: &mut Decision, number: u32, provider: usize)
         reason: None,
     });
     d.status.start_time.get_or_insert(Time(i.now));
-    d.status.phase = RunPhase::Running;
+    d.status.phase = working_phase(i, &d.status);
+    let doing = if d.status.phase == RunPhase::Planning {
+        "planning"
+    } else {
+        "running"
+    };
     d.status.message = Some(format!(
-        "Attempt {number} running on provider {provider_name}"
+        "Attempt {number} {doing} on provider {provider_name}"
     ));
     d.actions.push(Action::StartAttempt { number, provider });
     d.notes.push(Note {
@@ -395,7 +467,114 @@ fn follow_attempt(i: &Inputs<'_>, d: &mut Decision) {
     match next_after(&last) {
         Next::Finish(phase, message) => finish(d, phase, message, i.now),
         Next::Retry { next_provider, why } => retry(i, d, &last, next_provider, why),
+        Next::Done => after_success(i, d, &last),
     }
+}
+
+/// What follows a successful attempt: a plan waits for its decision, a pushed change gets
+/// its pull request and follows it, anything else (no changes, an analysis) is done.
+fn after_success(i: &Inputs<'_>, d: &mut Decision, last: &Attempt) {
+    if let Some(plan) = d.status.plan.clone().filter(|p| p.attempt == last.number) {
+        return follow_plan(i, d, plan, last);
+    }
+    if let Some(commit) = d.status.commit.clone() {
+        let branch = d.status.branch.clone().unwrap_or_default();
+        let Some(pr) = d.status.pull_request.clone() else {
+            if i.can_open_pull_requests {
+                d.status.phase = RunPhase::Running;
+                d.status.message = Some(format!("Pushed {branch}; opening the pull request"));
+                d.actions.push(Action::OpenPullRequest);
+            } else {
+                let message = format!(
+                    "Pushed {branch} at {}; no GitHub App is configured, so no pull request was opened",
+                    short(&commit)
+                );
+                finish(d, RunPhase::Succeeded, message, i.now);
+            }
+            return;
+        };
+        let n = pr.number;
+        match i.gate {
+            Some(GatePhase::Merged) => finish(
+                d,
+                RunPhase::Succeeded,
+                format!("Pull request #{n} merged"),
+                i.now,
+            ),
+            Some(GatePhase::Closed) => finish(
+                d,
+                RunPhase::Failed,
+                format!("Pull request #{n} was closed without merging"),
+                i.now,
+            ),
+            gate => {
+                d.status.phase = RunPhase::PullRequestOpen;
+                d.status.message = Some(match gate {
+                    Some(phase) => format!("Pull request #{n} is open; its gate is {phase:?}"),
+                    None => format!("Pull request #{n} is open"),
+                });
+            }
+        }
+        return;
+    }
+    let message = match last.reason.as_deref() {
+        Some(reason) if !reason.is_empty() => reason.to_owned(),
+        _ if mode(i) == RunMode::Observation => "The analysis is posted on the issue".to_owned(),
+        _ => "The agent found nothing to change".to_owned(),
+    };
+    finish(d, RunPhase::Succeeded, message, i.now);
+}
+
+/// A control-mode plan: wait for `/approve` or `/reject`, record the decision, and start
+/// coding (through admission) or end the run.
+fn follow_plan(i: &Inputs<'_>, d: &mut Decision, mut plan: RunPlan, last: &Attempt) {
+    if plan.decision.is_none() {
+        let Some(command) = steering_command(i.run.annotations()) else {
+            d.status.phase = RunPhase::AwaitingPlanApproval;
+            d.status.message = Some(
+                "The plan is posted on the issue; an approver answers /approve or /reject".into(),
+            );
+            return;
+        };
+        plan.decision = Some(PlanDecision {
+            approved: command.approved,
+            by: command.by,
+            delivery: Some(command.delivery).filter(|d| !d.is_empty()),
+            time: Time(i.now),
+        });
+        d.status.plan = Some(plan.clone());
+    }
+    let decision = plan.decision.as_ref().expect("set just above when missing");
+    let by = decision
+        .by
+        .as_deref()
+        .map_or_else(String::new, |l| format!(" by @{l}"));
+    if !decision.approved {
+        return finish(d, RunPhase::Cancelled, format!("Plan rejected{by}"), i.now);
+    }
+    match &i.admission {
+        Some(Admission::Admit) => {
+            let provider = provider_index(i, &last.provider);
+            start_attempt(i, d, last.number + 1, provider);
+        }
+        Some(Admission::Wait(why)) => {
+            d.status.phase = RunPhase::Queued;
+            d.status.message = Some(format!("Plan approved{by}; {why}"));
+            d.requeue = Some(i.settings.wait_requeue);
+        }
+        None => d.requeue = Some(i.settings.wait_requeue),
+    }
+}
+
+/// Index of the provider entry `name` in the Agent (0 when unknown).
+fn provider_index(i: &Inputs<'_>, name: &str) -> usize {
+    i.agent
+        .and_then(|a| a.spec.providers.iter().position(|p| p.name == name))
+        .unwrap_or(0)
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
 }
 
 fn watch_timeout(i: &Inputs<'_>, d: &mut Decision, last: &Attempt, pod: Option<String>) {
@@ -422,7 +601,7 @@ fn watch_timeout(i: &Inputs<'_>, d: &mut Decision, last: &Attempt, pod: Option<S
         record_outcome(d, AttemptOutcome::TimedOut, &reason, None, i.now);
         finish(d, RunPhase::TimedOut, reason, i.now);
     } else {
-        d.status.phase = RunPhase::Running;
+        d.status.phase = working_phase(i, &d.status);
         d.requeue = Some(until(i.now, give_up));
     }
 }
@@ -490,8 +669,21 @@ fn record_outcome(
             cents: usage.cost.cents + result.usage.cost.cents,
         };
         if outcome == AttemptOutcome::Succeeded {
-            d.status.branch = result.branch.clone();
-            d.status.commit = result.commit.clone().filter(|c| is_sha(c));
+            if result.outcome == ResultOutcome::PlanReady {
+                let text = result
+                    .report
+                    .clone()
+                    .or_else(|| result.summary.clone())
+                    .unwrap_or_default();
+                d.status.plan = Some(RunPlan {
+                    text: truncate(&text, MAX_PLAN_CHARS),
+                    attempt: number,
+                    decision: None,
+                });
+            } else if result.outcome == ResultOutcome::Succeeded {
+                d.status.branch = result.branch.clone();
+                d.status.commit = result.commit.clone().filter(|c| is_sha(c));
+            }
         }
     }
     if outcome != AttemptOutcome::Succeeded {
@@ -510,14 +702,7 @@ fn record_outcome(
 fn next_after(last: &Attempt) -> Next {
     let reason = last.reason.clone().unwrap_or_default();
     match last.outcome {
-        Some(AttemptOutcome::Succeeded) => {
-            let message = if reason.is_empty() {
-                "The agent finished".to_owned()
-            } else {
-                reason
-            };
-            Next::Finish(RunPhase::Succeeded, message)
-        }
+        Some(AttemptOutcome::Succeeded) => Next::Done,
         Some(AttemptOutcome::TimedOut) => Next::Finish(RunPhase::TimedOut, reason),
         Some(AttemptOutcome::Cancelled) => Next::Finish(RunPhase::Cancelled, reason),
         Some(AttemptOutcome::GuardrailViolation) => Next::Finish(
@@ -539,8 +724,15 @@ fn next_after(last: &Attempt) -> Next {
 
 fn retry(i: &Inputs<'_>, d: &mut Decision, last: &Attempt, next_provider: bool, why: String) {
     let made = d.status.attempts.len() as u32;
-    if made > i.run.spec.retries {
-        let message = format!("Failed after {made} attempt(s): {why}");
+    let stage = coding_stage_start(&d.status);
+    let made_in_stage = d
+        .status
+        .attempts
+        .iter()
+        .filter(|a| a.number > stage)
+        .count() as u32;
+    if made_in_stage > i.run.spec.retries {
+        let message = format!("Failed after {made_in_stage} attempt(s): {why}");
         return finish(d, RunPhase::Failed, message, i.now);
     }
     let providers = i.agent.map_or(1, |a| a.spec.providers.len().max(1));
@@ -558,7 +750,7 @@ fn retry(i: &Inputs<'_>, d: &mut Decision, last: &Attempt, next_provider: bool, 
     } else {
         current
     };
-    let shift = made.saturating_sub(1).min(16);
+    let shift = made_in_stage.saturating_sub(1).min(16);
     let delay = i
         .settings
         .retry_backoff_base
@@ -575,7 +767,7 @@ fn retry(i: &Inputs<'_>, d: &mut Decision, last: &Attempt, next_provider: bool, 
             .agent
             .and_then(|a| a.spec.providers.get(provider))
             .map_or("", |p| p.name.as_str());
-        d.status.phase = RunPhase::Running;
+        d.status.phase = working_phase(i, &d.status);
         d.status.message = Some(truncate(
             &format!(
                 "Attempt {made} failed ({why}); attempt {} starts in {}s on provider {name}",
@@ -599,7 +791,13 @@ fn transition_note(d: &mut Decision, before: RunPhase) {
     let message = d.status.message.clone().unwrap_or_default();
     let (warning, reason) = match phase {
         RunPhase::Queued => (false, "Queued"),
-        RunPhase::Running if before == RunPhase::Queued || before == RunPhase::Pending => return,
+        RunPhase::Running | RunPhase::Planning
+            if matches!(before, RunPhase::Queued | RunPhase::Pending) =>
+        {
+            return;
+        }
+        RunPhase::AwaitingPlanApproval => (false, "PlanReady"),
+        RunPhase::PullRequestOpen => (false, "PullRequestOpened"),
         RunPhase::Succeeded => (false, "Succeeded"),
         RunPhase::Failed => (true, "Failed"),
         RunPhase::TimedOut => (true, "TimedOut"),

@@ -2,19 +2,23 @@
 //! timeouts, cancellation, capacity queueing and TTL.
 //!
 //! [`decide`](decide::decide) is the pure state machine; this module observes (the run, its
-//! Agent and Project, its pods, the admission ledger), calls it, and applies the result:
-//! children first (idempotently, by deterministic names), then status through the status
-//! subresource with server-side apply, then Events.
+//! Agent and Project, its pods, its ApprovalGate, the admission ledger), calls it, and
+//! applies the result: children and GitHub side effects first (idempotently: deterministic
+//! names, pull requests found by branch, the progress comment found by its marker), then
+//! status through the status subresource with server-side apply, then Events.
 
 pub mod capacity;
 pub mod decide;
+pub mod github;
+pub mod report;
 pub mod resources;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use countersign_bot::tokens::{MintError, RepoRef};
-use countersign_crds::{Agent, AgentRun, Project};
+use countersign_crds::result::AgentResult;
+use countersign_crds::{Agent, AgentRun, ApprovalGate, Project};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -30,7 +34,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use self::capacity::{Admission, Limits};
-use self::decide::{Action, Blocker, Decision, Inputs, PodView, decide, wants_admission};
+use self::decide::{Action, Blocker, Decision, Inputs, PodState, PodView, decide, wants_admission};
+use self::report::RunFacts;
 use self::resources::{AttemptSpec, RUN_LABEL};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
@@ -61,6 +66,7 @@ pub async fn run(ctx: Arc<Context>) {
     let controller = Controller::new(scoped::<AgentRun>(&ctx), watcher::Config::default());
     let runs = controller.store();
     let by_agent = runs.clone();
+    let by_gate = runs.clone();
     let resync = tokio_stream_interval(ctx.settings.resync_interval);
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let sweep = sweep_orphans(ctx.clone(), runs.clone());
@@ -86,6 +92,21 @@ pub async fn run(ctx: Arc<Context>) {
                     .filter(|r| {
                         r.namespace() == ns && r.spec.agent_ref.name == name && !is_finished(r)
                     })
+                    .map(|r| ObjectRef::from_obj(&*r))
+                    .collect::<Vec<_>>()
+            },
+        )
+        // A merged or closed pull request finishes its run.
+        .watches(
+            scoped::<ApprovalGate>(&ctx),
+            watcher::Config::default(),
+            move |gate| {
+                let ns = gate.namespace();
+                let run = gate.spec.agent_run_ref.as_ref().map(|r| r.name.clone());
+                by_gate
+                    .state()
+                    .into_iter()
+                    .filter(|r| r.namespace() == ns && Some(r.name_any()) == run)
                     .map(|r| ObjectRef::from_obj(&*r))
                     .collect::<Vec<_>>()
             },
@@ -220,6 +241,13 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
     } else {
         None
     };
+    let gate = match run.status.as_ref().and_then(|s| s.gate_ref.as_ref()) {
+        Some(gate_ref) if !finished => Api::<ApprovalGate>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&gate_ref.name)
+            .await?
+            .and_then(|g| g.status.map(|s| s.phase)),
+        _ => None,
+    };
     let now = jiff::Timestamp::now();
     let admission = match (&blocker, &agent, &project) {
         (None, Some(agent), Some(project)) if waiting => {
@@ -232,7 +260,7 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         }
         _ => None,
     };
-    let decision = decide(&Inputs {
+    let mut decision = decide(&Inputs {
         run: &run,
         agent: agent.as_ref(),
         blocker,
@@ -240,6 +268,8 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         pods: &pods,
         now,
         settings: &ctx.settings,
+        can_open_pull_requests: ctx.github.is_some(),
+        gate,
     });
     if let Some(Admission::Admit) = admission
         && !decision
@@ -250,19 +280,31 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         ctx.ledger.release(&run.uid().unwrap_or_default());
     }
 
-    apply_actions(ctx, &run, agent.as_ref(), project.as_ref(), &decision).await?;
+    let result = last_result(&decision, &pods);
+    apply_actions(
+        ctx,
+        &run,
+        agent.as_ref(),
+        project.as_ref(),
+        &mut decision,
+        result.as_ref(),
+    )
+    .await?;
     if decision.actions.contains(&Action::DeleteRun) {
         return Ok(Requeue::await_change());
+    }
+    if let (Some(agent), Some(project)) = (&agent, &project) {
+        publish_progress(ctx, &run, agent, project, &mut decision, result.as_ref()).await?;
     }
     write_status(ctx, &run, &decision).await?;
     publish_notes(&rc, &run, &decision).await;
 
     let now_finished = decision.status.phase.is_finished();
-    if now_finished {
+    if !capacity::holds_capacity(decision.status.phase) {
         ctx.ledger.release(&run.uid().unwrap_or_default());
-        if !finished {
-            ctx.metrics.run_finished(phase_label(decision.status.phase));
-        }
+    }
+    if now_finished && !finished {
+        ctx.metrics.run_finished(phase_label(decision.status.phase));
     }
     let (running, queued) = ctx.ledger.counts(&rc.runs.state());
     ctx.metrics.set_capacity(queued, running);
@@ -376,20 +418,98 @@ pub(crate) async fn missing_secret(
     Ok(None)
 }
 
+/// The result of the run's last attempt, read from its pod's termination message while
+/// the pod exists.
+fn last_result(decision: &Decision, pods: &[PodView]) -> Option<AgentResult> {
+    let last = decision.status.attempts.last()?;
+    pods.iter()
+        .filter(|p| p.attempt == last.number)
+        .find_map(|p| match &p.state {
+            PodState::Terminated { message, .. } => AgentResult::parse(message).ok(),
+            PodState::Active => None,
+        })
+}
+
+/// How the run is steered: its own mode, else its Agent's default.
+fn run_mode(run: &AgentRun, agent: &Agent) -> countersign_crds::RunMode {
+    run.spec.mode.unwrap_or(agent.spec.default_mode)
+}
+
+/// What the PR body and progress comment are rendered from.
+fn facts<'a>(
+    run: &'a AgentRun,
+    agent: &'a Agent,
+    status: &'a countersign_crds::AgentRunStatus,
+    result: Option<&'a AgentResult>,
+) -> RunFacts<'a> {
+    let provider = status.attempts.last().map(|a| a.provider.as_str());
+    RunFacts {
+        run,
+        status,
+        agent: &run.spec.agent_ref.name,
+        mode: run_mode(run, agent),
+        model: agent
+            .spec
+            .providers
+            .iter()
+            .find(|p| Some(p.name.as_str()) == provider)
+            .and_then(|p| p.model.as_deref()),
+        result,
+    }
+}
+
+/// Brings the issue's progress comment up to date before the status is written. A transient
+/// GitHub failure fails the reconcile (nothing is written, so the next one renders the same
+/// comment again); a refusal (no permission, issue gone) is logged and does not stop the run.
+async fn publish_progress(
+    ctx: &Context,
+    run: &AgentRun,
+    agent: &Agent,
+    project: &Project,
+    decision: &mut Decision,
+    result: Option<&AgentResult>,
+) -> Result<()> {
+    if run.spec.task.issue_number.is_none() {
+        return Ok(());
+    }
+    let Some(github) = github::installation(ctx, project).await? else {
+        return Ok(());
+    };
+    let updated = {
+        let facts = facts(run, agent, &decision.status, result);
+        github::update_progress(&github, project, &facts).await
+    };
+    match updated {
+        Ok(comment) => decision.status.progress_comment = comment,
+        Err(Error::GitHub(e)) if !e.is_transient() => {
+            tracing::warn!(error = %e, "cannot update the run's progress comment; carrying on");
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
 async fn apply_actions(
     ctx: &Context,
     run: &AgentRun,
     agent: Option<&Agent>,
     project: Option<&Project>,
-    decision: &Decision,
+    decision: &mut Decision,
+    result: Option<&AgentResult>,
 ) -> Result<()> {
     let ns = run.namespace().unwrap_or_default();
-    for action in &decision.actions {
-        match action {
+    for action in decision.actions.clone() {
+        match &action {
             Action::StartAttempt { number, provider } => {
                 let (Some(agent), Some(project)) = (agent, project) else {
                     continue;
                 };
+                let approved_plan = decision
+                    .status
+                    .plan
+                    .as_ref()
+                    .filter(|p| p.decision.as_ref().is_some_and(|d| d.approved))
+                    .map(|p| p.text.clone());
                 let spec = AttemptSpec {
                     run,
                     agent,
@@ -397,8 +517,30 @@ async fn apply_actions(
                     number: *number,
                     provider: *provider,
                     settings: &ctx.settings,
+                    commit_author: github::commit_author(ctx, project).await?,
+                    approved_plan,
                 };
                 start_attempt(ctx, &ns, project, &spec).await?;
+            }
+            Action::OpenPullRequest => {
+                let (Some(agent), Some(project)) = (agent, project) else {
+                    continue;
+                };
+                let Some(client) = github::installation(ctx, project).await? else {
+                    continue;
+                };
+                let opened = {
+                    let facts = facts(run, agent, &decision.status, result);
+                    github::open_pull_request(ctx, &client, project, &facts).await?
+                };
+                let status = &mut decision.status;
+                status.pull_request = Some(github::pull_request_ref(&opened));
+                status.gate_ref = Some(countersign_crds::LocalRef::new(
+                    countersign_bot::objects::gate_name(&project.name_any(), opened.number),
+                ));
+                // The next reconcile (this status write triggers it) moves the run to
+                // PullRequestOpen through `decide`, with its event and conditions.
+                status.message = Some(format!("Opened pull request #{}", opened.number));
             }
             Action::DeletePods(names) => {
                 let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns);

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use countersign_crds::task_file::{self, TaskFile, TaskRepository};
+use countersign_crds::task_file::{self, CommitIdentity, TaskFile, TaskRepository};
 use countersign_crds::{Agent, AgentRun, Project};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
@@ -63,8 +63,12 @@ pub struct AttemptSpec<'a> {
     pub number: u32,
     /// Index into `agent.spec.providers`.
     pub provider: usize,
-    /// Controller settings (default image and command).
+    /// Controller settings (default image and command, git host).
     pub settings: &'a Settings,
+    /// Who the agent commits as (the GitHub App's bot account).
+    pub commit_author: CommitIdentity,
+    /// In control mode, the plan a human approved (absent while planning).
+    pub approved_plan: Option<String>,
 }
 
 /// The name shared by an attempt's Pod, Secret and NetworkPolicy: `<run>-<n>`, shortened
@@ -116,6 +120,7 @@ impl AttemptSpec<'_> {
     /// The task document the agent reads.
     pub fn task_file(&self) -> TaskFile {
         let run = self.run;
+        let repository = &self.project.spec.repository;
         TaskFile {
             version: task_file::TASK_FILE_VERSION,
             namespace: run.namespace().unwrap_or_default(),
@@ -125,12 +130,22 @@ impl AttemptSpec<'_> {
                 owner: self.project.spec.repository.owner.clone(),
                 name: self.project.spec.repository.name.clone(),
                 default_branch: self.project.spec.repository.default_branch.clone(),
+                clone_url: format!(
+                    "{}/{}/{}.git",
+                    self.settings.git_url.trim_end_matches('/'),
+                    repository.owner,
+                    repository.name
+                ),
             },
             branch: task_file::branch_for(&run.name_any()),
             task: run.spec.task.clone(),
             mode: run.spec.mode.unwrap_or(self.agent.spec.default_mode),
             provider: self.provider().clone(),
             limits: self.agent.spec.limits.clone(),
+            guardrails: self.agent.spec.guardrails.clone(),
+            verify: self.agent.spec.verify.clone(),
+            commit_author: self.commit_author.clone(),
+            approved_plan: self.approved_plan.clone(),
         }
     }
 
@@ -169,6 +184,7 @@ impl AttemptSpec<'_> {
                 "COUNTERSIGN_TOKEN_FILE",
                 &format!("{}/{}", task_file::TASK_DIR, task_file::TOKEN_KEY),
             ),
+            env_value("COUNTERSIGN_WORKSPACE", "/workspace"),
             env_value("HOME", "/workspace"),
         ];
         if let Some(key) = &provider.api_key_secret_ref {
@@ -483,6 +499,11 @@ mod tests {
             number: 2,
             provider: 0,
             settings,
+            commit_author: CommitIdentity {
+                name: "countersign-test[bot]".into(),
+                email: "4242000+countersign-test[bot]@users.noreply.github.com".into(),
+            },
+            approved_plan: None,
         }
     }
 

@@ -2,15 +2,33 @@
 //!
 //! It is just another API client: it watches pods on the (fake) apiserver, starts the first
 //! container's `command` + `args` with the pod's literal and Secret-sourced environment in a
-//! per-pod work directory, and reports through the pod's status subresource what a real
-//! kubelet would: Pending → Running → Succeeded/Failed with the container's exit code and
-//! termination message. The image is ignored (there is no container runtime here), so pods
-//! must run a program that exists on this machine, such as the `countersign` binary.
+//! per-pod work directory `<work dir>/<namespace>/<pod>/`, and reports through the pod's
+//! status subresource what a real kubelet would: Pending → Running → Succeeded/Failed with
+//! the container's exit code and termination message. The image is ignored (there is no
+//! container runtime here), so pods must run a program that exists on this machine, such as
+//! the `countersign` binary.
+//!
+//! Volumes are directories, not mounts: every pod volume becomes
+//! `<pod dir>/volumes/<volume name>/` (emptyDir empty; Secret and ConfigMap volumes one file
+//! per key, or per `items` entry, with its decoded bytes and `mode`/`defaultMode`), and the
+//! container's `volumeMounts` map each `mountPath` (or its `subPath`) to that directory.
+//! There is no mount namespace, so the kubelet rewrites paths where it hands them over: the
+//! `workingDir` (the process runs in the mapped directory; outside any mount, in the pod
+//! directory) and every literal environment value that equals a mount path or starts with
+//! `<mountPath>/` (`HOME=/workspace` becomes `HOME=<pod dir>/volumes/workspace`). `TMPDIR`
+//! points at a volume mounted on `/tmp`. Arguments, values from Secrets and paths a program
+//! builds from constants are not rewritten, and a Secret volume's files can be written (the
+//! real mount is read-only). A missing Secret or ConfigMap keeps the pod Pending in
+//! `ContainerCreating` with a `FailedMount` event while set-up is retried, as on a real
+//! node; volume types other than emptyDir, secret and configMap fail the pod with
+//! `CreateContainerConfigError`.
 //!
 //! The termination message is read from the file named by `COUNTERSIGN_TERMINATION_LOG` (a
 //! per-pod file, since `/dev/termination-log` cannot be private to a process here), falling
 //! back to the tail of the output when the container's `terminationMessagePolicy` is
 //! `FallbackToLogsOnError` and the file is empty, as Kubernetes does.
+
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -20,13 +38,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{Container, Event, Pod, PodSpec, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use self::volumes::{MountMap, VolumeError};
 
 /// Environment variable naming the file a container writes its termination message to.
 pub const TERMINATION_LOG_ENV: &str = "COUNTERSIGN_TERMINATION_LOG";
@@ -37,6 +58,11 @@ const FALLBACK_LOG_BYTES: usize = 2048;
 
 /// Field manager for status written by this kubelet.
 const FIELD_MANAGER: &str = "countersign-sandbox-kubelet";
+/// First wait before setting up volumes again after a missing Secret or ConfigMap.
+const MOUNT_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between volume set-up attempts (a real kubelet backs off to about two
+/// minutes; tests would rather not wait that long).
+const MOUNT_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Runs pods as local processes until the returned handle is dropped or the task is aborted.
 pub struct Kubelet {
@@ -147,8 +173,20 @@ struct Exit {
     message: String,
 }
 
+/// How setting up a pod's volumes ended.
+enum VolumeSetUp {
+    /// Ready: the container's mounts.
+    Ready(MountMap),
+    /// Impossible here: the container fails with this.
+    Failed(Exit),
+    /// The pod's `activeDeadlineSeconds` passed while a Secret or ConfigMap was missing.
+    DeadlineExceeded,
+    /// The pod was deleted while waiting.
+    Stopped,
+}
+
 impl RunContext {
-    async fn run_pod(&self, pod: &Pod, stop: oneshot::Receiver<()>) -> anyhow::Result<()> {
+    async fn run_pod(&self, pod: &Pod, mut stop: oneshot::Receiver<()>) -> anyhow::Result<()> {
         let ns = pod
             .metadata
             .namespace
@@ -166,8 +204,40 @@ impl RunContext {
         tokio::fs::write(&termination_log, b"")
             .await
             .context("Cannot create the termination log")?;
+        // `activeDeadlineSeconds` counts from the pod's start, volume set-up included.
+        let deadline = spec
+            .active_deadline_seconds
+            .map(|s| Instant::now() + Duration::from_secs(s.max(0) as u64));
 
-        let env = match self.environment(&ns, container).await {
+        let setup = self
+            .set_up_volumes(pod, spec, container, &dir, deadline, &mut stop)
+            .await;
+        let mounts = match setup {
+            VolumeSetUp::Ready(mounts) => mounts,
+            VolumeSetUp::Failed(exit) => {
+                return self.report_terminated(&pods, &name, container, &exit).await;
+            }
+            VolumeSetUp::DeadlineExceeded => {
+                return self.report_deadline_exceeded(&pods, &name, container).await;
+            }
+            VolumeSetUp::Stopped => return Ok(()),
+        };
+        let work_dir = match container
+            .working_dir
+            .as_deref()
+            .and_then(|wd| mounts.resolve(wd))
+        {
+            Some(local) => {
+                // The runtime creates a missing working directory.
+                tokio::fs::create_dir_all(&local)
+                    .await
+                    .with_context(|| format!("Cannot create {}", local.display()))?;
+                local
+            }
+            None => dir.clone(),
+        };
+
+        let env = match self.environment(&ns, container, &mounts).await {
             Ok(env) => env,
             Err(err) => {
                 let exit = Exit {
@@ -196,11 +266,16 @@ impl RunContext {
         let mut command = Command::new(program);
         command
             .args(args)
-            .current_dir(&dir)
+            .current_dir(&work_dir)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &dir)
-            .env(TERMINATION_LOG_ENV, &termination_log)
+            .env(TERMINATION_LOG_ENV, &termination_log);
+        if let Some(tmp) = mounts.resolve("/tmp") {
+            // Temporary files go to the pod's /tmp volume, as they would in the container.
+            command.env("TMPDIR", tmp);
+        }
+        command
             .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -225,15 +300,7 @@ impl RunContext {
             child.stderr.take(),
             dir.join("output.log"),
         ));
-        let deadline = spec
-            .active_deadline_seconds
-            .map(|s| Duration::from_secs(s.max(0) as u64));
-        let deadline_sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let deadline_sleep = sleep_until(deadline);
         let exit = tokio::select! {
             status = child.wait() => {
                 let status = status.context("Cannot wait for the container process")?;
@@ -250,7 +317,7 @@ impl RunContext {
                 let _ = child.kill().await;
                 return self.report_deadline_exceeded(&pods, &name, container).await;
             }
-            _ = stop => {
+            _ = &mut stop => {
                 let _ = child.kill().await;
                 return Ok(()); // the pod is being deleted; nobody reads its status any more
             }
@@ -258,10 +325,98 @@ impl RunContext {
         self.report_terminated(&pods, &name, container, &exit).await
     }
 
+    /// Sets up the pod's volumes under `dir`. While a Secret or ConfigMap is missing the pod
+    /// stays Pending in `ContainerCreating` with a `FailedMount` event and set-up is retried
+    /// with a backoff, as a real kubelet does, until it succeeds, the deadline passes or the
+    /// pod is deleted.
+    async fn set_up_volumes(
+        &self,
+        pod: &Pod,
+        spec: &PodSpec,
+        container: &Container,
+        dir: &Path,
+        deadline: Option<Instant>,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> VolumeSetUp {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let mut backoff = MOUNT_RETRY_FIRST;
+        let mut reported = false;
+        loop {
+            let error = match volumes::set_up(&self.client, ns, spec, container, dir).await {
+                Ok(mounts) => return VolumeSetUp::Ready(mounts),
+                Err(VolumeError::Unsupported(message)) => {
+                    return VolumeSetUp::Failed(Exit {
+                        code: 128,
+                        reason: "CreateContainerConfigError",
+                        message,
+                    });
+                }
+                Err(error) => error,
+            };
+            if !reported {
+                reported = true;
+                let message = format!("{:#}", anyhow::Error::new(error));
+                if let Err(err) = self.report_container_creating(&pods, name, container).await {
+                    tracing::warn!(pod = %name, error = %format!("{err:#}"), "kubelet could not report ContainerCreating");
+                }
+                self.record_event(pod, "FailedMount", &message).await;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = sleep_until(deadline) => return VolumeSetUp::DeadlineExceeded,
+                _ = &mut *stop => return VolumeSetUp::Stopped,
+            }
+            backoff = (backoff * 2).min(MOUNT_RETRY_MAX);
+        }
+    }
+
+    /// A Warning event about `pod` from the kubelet, as `kubectl describe` shows it.
+    async fn record_event(&self, pod: &Pod, reason: &str, message: &str) {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let now = now();
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let event = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": format!("{name}.{unique:x}"), "namespace": ns},
+            "involvedObject": {
+                "apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name,
+                "uid": pod.metadata.uid,
+            },
+            "reason": reason,
+            "message": message,
+            "type": "Warning",
+            "source": {"component": "kubelet"},
+            "reportingComponent": "kubelet",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        });
+        let created = match serde_json::from_value::<Event>(event) {
+            Ok(event) => Api::<Event>::namespaced(self.client.clone(), ns)
+                .create(&kube::api::PostParams::default(), &event)
+                .await
+                .map(drop)
+                .map_err(anyhow::Error::from),
+            Err(err) => Err(err.into()),
+        };
+        if let Err(err) = created {
+            tracing::warn!(pod = %name, error = %format!("{err:#}"), "kubelet could not record an event");
+        }
+    }
+
+    /// The container's environment: literal values (paths under a mount rewritten to the
+    /// local volume directory) and values from Secrets.
     async fn environment(
         &self,
         ns: &str,
         container: &Container,
+        mounts: &MountMap,
     ) -> anyhow::Result<BTreeMap<String, String>> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let mut env = BTreeMap::new();
@@ -272,7 +427,7 @@ impl RunContext {
                     .as_ref()
                     .and_then(|f| f.secret_key_ref.as_ref()),
             ) {
-                (Some(value), _) => value.clone(),
+                (Some(value), _) => mounts.rewrite(value),
                 (None, Some(sel)) => {
                     let secret = secrets
                         .get(&sel.name)
@@ -345,6 +500,30 @@ impl RunContext {
         .await
     }
 
+    async fn report_container_creating(
+        &self,
+        pods: &Api<Pod>,
+        name: &str,
+        container: &Container,
+    ) -> anyhow::Result<()> {
+        let now = now();
+        self.patch_status(
+            pods,
+            name,
+            json!({
+                "phase": "Pending",
+                "startTime": now,
+                "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now}],
+                "containerStatuses": [{
+                    "name": container.name, "image": container.image.clone().unwrap_or_default(), "imageID": "",
+                    "ready": false, "restartCount": 0, "started": false,
+                    "state": {"waiting": {"reason": "ContainerCreating"}}
+                }]
+            }),
+        )
+        .await
+    }
+
     async fn report_terminated(
         &self,
         pods: &Api<Pod>,
@@ -407,6 +586,14 @@ impl RunContext {
         );
         self.report_finished(pods, name, container, &exit, Some(why))
             .await
+    }
+}
+
+/// Sleeps until `deadline`, forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -6,6 +6,8 @@
 //! - [`apiserver`]: a fake kube-apiserver over plain HTTP on 127.0.0.1 that unmodified
 //!   `kube::Client`, watchers, `Controller`s and the real `kubectl` drive.
 //! - [`github`]: the test GitHub App key pair and signed webhook deliveries.
+//! - [`model`]: a scripted chat model serving the OpenAI and Anthropic wire formats, for the
+//!   agent's chat providers.
 //! - [`schema`]: structural-schema pruning, defaulting and validation (types, enums, ranges,
 //!   CEL `x-kubernetes-validations`) of objects against a CRD's `openAPIV3Schema`, as the real
 //!   apiserver does on every write.
@@ -16,4 +18,5 @@
 pub mod apiserver;
 pub mod github;
 pub mod kubelet;
+pub mod model;
 pub mod schema;

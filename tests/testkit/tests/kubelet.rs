@@ -5,8 +5,8 @@ use std::time::Duration;
 use countersign_testkit::apiserver::FakeApiServer;
 use countersign_testkit::kubelet::Kubelet;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
@@ -17,8 +17,9 @@ struct Harness {
     _server: FakeApiServer,
     pods: Api<Pod>,
     secrets: Api<Secret>,
+    events: Api<Event>,
     kubelet: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Harness {
@@ -37,9 +38,10 @@ async fn harness() -> Harness {
     Harness {
         pods: Api::default_namespaced(server.client()),
         secrets: Api::default_namespaced(server.client()),
+        events: Api::default_namespaced(server.client()),
         _server: server,
         kubelet,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -53,8 +55,10 @@ fn pod(name: &str, script: &str, extra: serde_json::Value) -> Pod {
             .extend(obj.clone());
     }
     let mut spec = json!({"restartPolicy": "Never", "containers": [container]});
-    if let Some(deadline) = extra.get("activeDeadlineSeconds") {
-        spec["activeDeadlineSeconds"] = deadline.clone();
+    for field in ["activeDeadlineSeconds", "volumes"] {
+        if let Some(value) = extra.get(field) {
+            spec[field] = value.clone();
+        }
     }
     serde_json::from_value(
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}),
@@ -63,23 +67,27 @@ fn pod(name: &str, script: &str, extra: serde_json::Value) -> Pod {
 }
 
 async fn finished(pods: &Api<Pod>, name: &str) -> Pod {
+    wait_for(pods, name, "finished", |pod| {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        matches!(phase, Some("Succeeded" | "Failed"))
+    })
+    .await
+}
+
+/// The first version of pod `name` that satisfies `done`, watched.
+async fn wait_for(pods: &Api<Pod>, name: &str, what: &str, done: impl Fn(&Pod) -> bool) -> Pod {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = watcher(pods.clone(), config).applied_objects().boxed();
     tokio::time::timeout(WAIT, async {
         while let Some(Ok(pod)) = stream.next().await {
-            let phase = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.phase.clone())
-                .unwrap_or_default();
-            if phase == "Succeeded" || phase == "Failed" {
+            if done(&pod) {
                 return pod;
             }
         }
-        panic!("watch ended before pod {name} finished");
+        panic!("watch ended before pod {name} {what}");
     })
     .await
-    .unwrap_or_else(|_| panic!("pod {name} did not finish in time"))
+    .unwrap_or_else(|_| panic!("pod {name} not {what} in time"))
 }
 
 fn terminated(pod: &Pod) -> k8s_openapi::api::core::v1::ContainerStateTerminated {
@@ -196,4 +204,149 @@ async fn active_deadline_kills_the_process() {
     let status = done.status.expect("status");
     assert_eq!(status.phase.as_deref(), Some("Failed"));
     assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+}
+
+/// The agent pod's layout (see `AttemptSpec::pod()` in the controller): the attempt Secret
+/// at /var/run/countersign (mode 0440), emptyDirs at /workspace and /tmp, `workingDir` and
+/// `HOME` on /workspace, and the task file named by an absolute path in the environment.
+fn agent_like_pod(name: &str, secret: &str, script: &str) -> Pod {
+    let extra = json!({
+        "container": {
+            "workingDir": "/workspace",
+            "env": [
+                {"name": "COUNTERSIGN_TASK_FILE", "value": "/var/run/countersign/task.json"},
+                {"name": "COUNTERSIGN_TOKEN_FILE", "value": "/var/run/countersign/token"},
+                {"name": "HOME", "value": "/workspace"},
+                {"name": "UNRELATED", "value": "/workspaces-are-not-/workspace"},
+            ],
+            "volumeMounts": [
+                {"name": "workspace", "mountPath": "/workspace"},
+                {"name": "tmp", "mountPath": "/tmp"},
+                {"name": "task", "mountPath": "/var/run/countersign", "readOnly": true},
+            ],
+        },
+        "volumes": [
+            {"name": "workspace", "emptyDir": {"sizeLimit": "4Gi"}},
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "task", "secret": {"secretName": secret, "defaultMode": 0o440}},
+        ],
+    });
+    pod(name, script, extra)
+}
+
+fn attempt_secret(name: &str) -> Secret {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "stringData": {"task.json": "{\"run\":\"fix-1\"}", "token": "ghs_secret"}
+    }))
+    .expect("secret")
+}
+
+#[tokio::test]
+async fn volumes_become_directories_and_paths_in_them_are_rewritten() {
+    let h = harness().await;
+    h.secrets
+        .create(&PostParams::default(), &attempt_secret("attempt-1"))
+        .await
+        .expect("create secret");
+    let script = r#"{ cat "$COUNTERSIGN_TASK_FILE"; printf '|%s|%s|%s|%s|%s|%s' "$(pwd)" "$HOME" "$TMPDIR" "$(cat "$COUNTERSIGN_TOKEN_FILE")" "$(stat -c %a "$COUNTERSIGN_TOKEN_FILE")" "$UNRELATED"; } > "$COUNTERSIGN_TERMINATION_LOG""#;
+    h.pods
+        .create(
+            &PostParams::default(),
+            &agent_like_pod("agent", "attempt-1", script),
+        )
+        .await
+        .expect("create");
+    let done = finished(&h.pods, "agent").await;
+    let t = terminated(&done);
+    assert_eq!(t.exit_code, 0, "{:?}", t.message);
+    let volumes = h.dir.path().join("default/agent/volumes");
+    let workspace = volumes.join("workspace").display().to_string();
+    let expected = format!(
+        "{{\"run\":\"fix-1\"}}|{workspace}|{workspace}|{}|ghs_secret|440|/workspaces-are-not-/workspace",
+        volumes.join("tmp").display()
+    );
+    assert_eq!(t.message.as_deref(), Some(expected.as_str()));
+    let state = done
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.into_iter().next())
+        .and_then(|c| c.state)
+        .expect("state");
+    assert!(
+        state.waiting.is_none() && state.running.is_none(),
+        "{state:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_secret_volume_keeps_the_pod_creating_until_the_secret_exists() {
+    let h = harness().await;
+    let script = r#"cat "$COUNTERSIGN_TASK_FILE" > "$COUNTERSIGN_TERMINATION_LOG""#;
+    h.pods
+        .create(
+            &PostParams::default(),
+            &agent_like_pod("early", "attempt-2", script),
+        )
+        .await
+        .expect("create");
+    let creating = wait_for(&h.pods, "early", "ContainerCreating", |pod| {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.waiting.as_ref())
+            .is_some_and(|w| w.reason.as_deref() == Some("ContainerCreating"))
+    })
+    .await;
+    assert_eq!(
+        creating.status.and_then(|s| s.phase).as_deref(),
+        Some("Pending")
+    );
+    let events = h.events.list(&ListParams::default()).await.expect("events");
+    let failed_mount = events
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("FailedMount"))
+        .expect("a FailedMount event");
+    assert_eq!(failed_mount.involved_object.name.as_deref(), Some("early"));
+    assert!(
+        failed_mount
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains(r#"secret "attempt-2" not found"#)),
+        "{:?}",
+        failed_mount.message
+    );
+
+    h.secrets
+        .create(&PostParams::default(), &attempt_secret("attempt-2"))
+        .await
+        .expect("create secret");
+    let done = finished(&h.pods, "early").await;
+    assert_eq!(
+        terminated(&done).message.as_deref(),
+        Some(r#"{"run":"fix-1"}"#)
+    );
+}
+
+#[tokio::test]
+async fn a_volume_the_local_kubelet_cannot_provide_fails_the_pod() {
+    let h = harness().await;
+    let extra = json!({
+        "container": {"volumeMounts": [{"name": "host", "mountPath": "/host"}]},
+        "volumes": [{"name": "host", "hostPath": {"path": "/etc"}}],
+    });
+    h.pods
+        .create(&PostParams::default(), &pod("host", "true", extra))
+        .await
+        .expect("create");
+    let t = terminated(&finished(&h.pods, "host").await);
+    assert_eq!(t.reason.as_deref(), Some("CreateContainerConfigError"));
+    assert!(
+        t.message
+            .unwrap_or_default()
+            .contains("emptyDir, secret and configMap")
+    );
 }

@@ -53,6 +53,8 @@ struct Case {
     admission: Option<Admission>,
     blocker: Option<Blocker>,
     settings: Settings,
+    can_open_pull_requests: bool,
+    gate: Option<GatePhase>,
 }
 
 impl Case {
@@ -64,6 +66,8 @@ impl Case {
             admission: None,
             blocker: None,
             settings: settings(),
+            can_open_pull_requests: false,
+            gate: None,
         }
     }
 
@@ -76,6 +80,8 @@ impl Case {
             pods: &self.pods,
             now,
             settings: &self.settings,
+            can_open_pull_requests: self.can_open_pull_requests,
+            gate: self.gate,
         })
     }
 
@@ -106,6 +112,10 @@ fn ended(outcome: ResultOutcome, reason: Option<&str>) -> PodState {
         files_changed: 2,
         summary: Some("done".into()),
         reason: reason.map(Into::into),
+        report: None,
+        verification: None,
+        lines_added: 10,
+        lines_removed: 2,
         usage: countersign_crds::agent_run::Usage {
             input_tokens: 100,
             output_tokens: 50,
@@ -496,4 +506,265 @@ fn a_guardrail_violation_is_final() {
             .unwrap_or_default()
             .contains("forbidden path")
     );
+}
+
+fn ended_with(result: AgentResult) -> PodState {
+    PodState::Terminated {
+        exit_code: 0,
+        message: result.to_message(),
+        deadline_exceeded: false,
+    }
+}
+
+fn plan_result(plan: &str) -> AgentResult {
+    AgentResult {
+        version: RESULT_VERSION,
+        outcome: ResultOutcome::PlanReady,
+        provider: None,
+        branch: None,
+        commit: None,
+        files_changed: 0,
+        lines_added: 0,
+        lines_removed: 0,
+        summary: Some("plan written".into()),
+        reason: None,
+        report: Some(plan.into()),
+        verification: None,
+        usage: countersign_crds::agent_run::Usage {
+            input_tokens: 40,
+            output_tokens: 10,
+            cost: countersign_crds::Usd { cents: 1 },
+        },
+    }
+}
+
+/// A control-mode case whose first attempt wrote `plan` and whose pod has ended.
+fn planned_case() -> Case {
+    let mut case = Case::new();
+    case.run.spec.mode = Some(RunMode::Control);
+    case.admission = Some(Admission::Admit);
+    let started = case.decide_at(t(0));
+    assert_eq!(started.status.phase, RunPhase::Planning);
+    assert_eq!(
+        started.status.message.as_deref(),
+        Some("Attempt 1 planning on provider primary")
+    );
+    case.persist(&started);
+    case.pods = vec![pod(1, "primary", ended_with(plan_result("1. Add a check")))];
+    case
+}
+
+fn annotate(case: &mut Case, value: &str) {
+    case.run.metadata.annotations = Some(
+        [(
+            countersign_crds::keys::LAST_COMMAND_ANNOTATION.to_owned(),
+            value.to_owned(),
+        )]
+        .into(),
+    );
+}
+
+#[test]
+fn a_control_run_posts_its_plan_and_waits_for_a_decision() {
+    let mut case = planned_case();
+    let waiting = case.decide_at(t(30));
+    assert_eq!(waiting.status.phase, RunPhase::AwaitingPlanApproval);
+    let plan = waiting.status.plan.clone().expect("plan recorded");
+    assert_eq!((plan.text.as_str(), plan.attempt), ("1. Add a check", 1));
+    assert!(plan.decision.is_none());
+    assert!(
+        waiting.actions.is_empty(),
+        "nothing starts without /approve"
+    );
+    assert!(waiting.notes.iter().any(|n| n.reason == "PlanReady"));
+    assert_eq!(waiting.status.usage.input_tokens, 40);
+    case.persist(&waiting);
+    assert!(!wants_admission(&case.run, &case.pods));
+    let still = case.decide_at(t(3600));
+    assert_eq!(still.status.phase, RunPhase::AwaitingPlanApproval);
+    assert!(still.actions.is_empty());
+}
+
+#[test]
+fn an_approved_plan_goes_through_admission_and_codes_with_the_same_provider() {
+    let mut case = planned_case();
+    let waiting = case.decide_at(t(30));
+    case.persist(&waiting);
+    annotate(&mut case, "approve/delivery-7/tess");
+    assert!(
+        wants_admission(&case.run, &case.pods),
+        "approval needs capacity"
+    );
+    case.admission = Some(Admission::Wait("queued behind 1 earlier run".into()));
+    let queued = case.decide_at(t(40));
+    assert_eq!(queued.status.phase, RunPhase::Queued);
+    assert_eq!(
+        queued.status.message.as_deref(),
+        Some("Plan approved by @tess; queued behind 1 earlier run")
+    );
+    let decision = queued
+        .status
+        .plan
+        .clone()
+        .and_then(|p| p.decision)
+        .expect("recorded");
+    assert!(decision.approved);
+    assert_eq!(decision.by.as_deref(), Some("tess"));
+    assert_eq!(decision.delivery.as_deref(), Some("delivery-7"));
+    case.persist(&queued);
+    case.admission = Some(Admission::Admit);
+    let coding = case.decide_at(t(50));
+    assert_eq!(
+        coding.actions,
+        vec![Action::StartAttempt {
+            number: 2,
+            provider: 0
+        }]
+    );
+    assert_eq!(coding.status.phase, RunPhase::Running);
+    case.persist(&coding);
+    case.pods.push(pod(2, "primary", PodState::Active));
+    assert!(!wants_admission(&case.run, &case.pods));
+}
+
+#[test]
+fn a_rejected_plan_cancels_the_run() {
+    let mut case = planned_case();
+    let waiting = case.decide_at(t(30));
+    case.persist(&waiting);
+    annotate(&mut case, "reject/delivery-8/tess");
+    assert!(!wants_admission(&case.run, &case.pods));
+    let d = case.decide_at(t(40));
+    assert_eq!(d.status.phase, RunPhase::Cancelled);
+    assert_eq!(d.status.message.as_deref(), Some("Plan rejected by @tess"));
+    assert!(d.actions.is_empty());
+    assert!(d.status.completion_time.is_some());
+}
+
+#[test]
+fn retries_are_counted_per_stage_after_an_approved_plan() {
+    let mut case = planned_case();
+    case.run.spec.retries = 0;
+    let waiting = case.decide_at(t(30));
+    case.persist(&waiting);
+    annotate(&mut case, "approve/d/tess");
+    case.admission = Some(Admission::Admit);
+    let coding = case.decide_at(t(40));
+    case.persist(&coding);
+    case.pods.push(pod(
+        2,
+        "primary",
+        ended(ResultOutcome::Failed, Some("tests failed")),
+    ));
+    let failed = case.decide_at(t(100));
+    assert_eq!(failed.status.phase, RunPhase::Failed);
+    assert_eq!(
+        failed.status.message.as_deref(),
+        Some("Failed after 1 attempt(s): tests failed"),
+        "the planning attempt does not use up the coding stage's retries"
+    );
+}
+
+#[test]
+fn a_pushed_change_opens_its_pull_request_then_follows_the_gate() {
+    let mut case = Case::new();
+    case.can_open_pull_requests = true;
+    case.admission = Some(Admission::Admit);
+    let started = case.decide_at(t(0));
+    case.persist(&started);
+    case.pods = vec![pod(1, "primary", ended(ResultOutcome::Succeeded, None))];
+    let pushed = case.decide_at(t(60));
+    assert_eq!(pushed.actions, vec![Action::OpenPullRequest]);
+    assert_eq!(pushed.status.phase, RunPhase::Running);
+    assert!(pushed.status.completion_time.is_none());
+    // The shell records the pull request it opened.
+    let mut recorded = pushed.clone();
+    recorded.status.pull_request = Some(countersign_crds::common::PullRequestRef {
+        number: 43,
+        url: None,
+    });
+    case.persist(&recorded);
+    let open = case.decide_at(t(61));
+    assert!(open.actions.is_empty(), "opened once");
+    assert_eq!(open.status.phase, RunPhase::PullRequestOpen);
+    assert!(open.notes.iter().any(|n| n.reason == "PullRequestOpened"));
+    assert_eq!(condition_status(&open, READY).as_deref(), Some("False"));
+    case.persist(&open);
+    case.gate = Some(GatePhase::Approved);
+    let approved = case.decide_at(t(70));
+    assert_eq!(approved.status.phase, RunPhase::PullRequestOpen);
+    assert_eq!(
+        approved.status.message.as_deref(),
+        Some("Pull request #43 is open; its gate is Approved")
+    );
+    case.gate = Some(GatePhase::Merged);
+    let merged = case.decide_at(t(80));
+    assert_eq!(merged.status.phase, RunPhase::Succeeded);
+    assert_eq!(
+        merged.status.message.as_deref(),
+        Some("Pull request #43 merged")
+    );
+    case.gate = Some(GatePhase::Closed);
+    let closed = case.decide_at(t(80));
+    assert_eq!(closed.status.phase, RunPhase::Failed);
+    assert_eq!(
+        closed.status.message.as_deref(),
+        Some("Pull request #43 was closed without merging")
+    );
+}
+
+#[test]
+fn without_a_github_app_a_pushed_branch_ends_the_run_and_says_so() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let started = case.decide_at(t(0));
+    case.persist(&started);
+    case.pods = vec![pod(1, "primary", ended(ResultOutcome::Succeeded, None))];
+    let d = case.decide_at(t(60));
+    assert!(d.actions.is_empty());
+    assert_eq!(d.status.phase, RunPhase::Succeeded);
+    assert_eq!(
+        d.status.message.as_deref(),
+        Some(
+            "Pushed countersign/fix-42 at 0123456789ab; no GitHub App is configured, so no pull request was opened"
+        )
+    );
+}
+
+#[test]
+fn nothing_to_change_and_observation_runs_succeed_without_a_pull_request() {
+    for (mode, reason, expected) in [
+        (
+            RunMode::Autonomous,
+            None,
+            "The agent found nothing to change",
+        ),
+        (
+            RunMode::Observation,
+            None,
+            "The analysis is posted on the issue",
+        ),
+        (
+            RunMode::Autonomous,
+            Some("no changes needed"),
+            "no changes needed",
+        ),
+    ] {
+        let mut case = Case::new();
+        case.can_open_pull_requests = true;
+        case.run.spec.mode = Some(mode);
+        case.admission = Some(Admission::Admit);
+        let started = case.decide_at(t(0));
+        case.persist(&started);
+        let mut result = plan_result("## Analysis");
+        result.outcome = ResultOutcome::NoChanges;
+        result.summary = None;
+        result.reason = reason.map(Into::into);
+        case.pods = vec![pod(1, "primary", ended_with(result))];
+        let d = case.decide_at(t(60));
+        assert!(d.actions.is_empty(), "{mode:?}");
+        assert_eq!(d.status.phase, RunPhase::Succeeded, "{mode:?}");
+        assert_eq!(d.status.message.as_deref(), Some(expected));
+        assert!(d.status.plan.is_none() && d.status.commit.is_none());
+    }
 }

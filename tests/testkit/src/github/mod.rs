@@ -2,14 +2,20 @@
 //!
 //! This module owns everything a test needs to impersonate GitHub towards Countersign code:
 //! the test App key pair ([`TEST_APP_PRIVATE_KEY_PEM`], [`TEST_APP_PUBLIC_KEY_PEM`]), the
-//! signed-webhook builder ([`Delivery`]) and the stateful REST fake ([`FakeGitHub`]).
+//! signed-webhook builder ([`Delivery`]), the stateful REST fake ([`FakeGitHub`]) and its git
+//! hosting: bare repositories served over real smart-HTTP by `git http-backend` ([`git`]).
 
+mod credentials;
 pub mod delivery;
+pub mod git;
 pub mod pulls;
+mod pulls_api;
 pub mod server;
+mod smart_http;
 
 pub use delivery::{Delivery, DeliveryError, HOOK_ID, USER_AGENT};
-pub use pulls::{ChangedFile, CheckRun, PullRequest, Review};
+pub use git::Push;
+pub use pulls::{ChangedFile, CheckRun, GitIdentity, PullRequest, Review};
 pub use server::{
     Call, CallAuth, FakeGitHub, Fault, TEST_APP_BOT_USER_ID, TEST_APP_ID, TEST_APP_SLUG, User,
     World,

@@ -4,11 +4,13 @@
 //! World changes (`open_pull_request`, `push_to_pull_request`, `push_commit_by`,
 //! `rebase_pull_request`, `submit_review`, `dismiss_review`, `add_review_comment`) return the
 //! webhook payload GitHub would send, like `label_issue`; `set_commit_status` and
-//! `add_check_run` stand in for other CI systems. The REST side serves what the approval-gate
-//! reconciler reads (a pull request, its files, commits, reviews and comments, paginated; git
-//! commits; check runs and the combined status of a commit) and writes (check runs, review
-//! requests, the merge), with GitHub's status codes and the same token scoping as every other
-//! call.
+//! `add_check_run` stand in for other CI systems; `pull_request_payload` and
+//! `synchronize_payload` give the payloads for changes made through the API or by a push.
+//! The REST side serves what the approval-gate reconciler reads (a pull request, its files,
+//! commits, reviews and comments, paginated; git commits; check runs and the combined status
+//! of a commit) and writes (check runs, review requests, the merge), with GitHub's status
+//! codes and the same token scoping as every other call. Pull requests opened from real
+//! branches (`pulls_api`) live in the same model.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -117,6 +119,33 @@ impl Review {
     }
 }
 
+/// The author or committer line of a git commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitIdentity {
+    /// Name.
+    pub name: String,
+    /// Email (GitHub links `<id>+<login>@users.noreply.github.com` to that account).
+    pub email: String,
+    /// Date.
+    pub date: Timestamp,
+}
+
+impl GitIdentity {
+    /// The identity the synthetic commits of [`World::open_pull_request`] and friends carry
+    /// for `user`: their login and `<login>@users.noreply.github.com`.
+    pub fn of(user: &User, date: Timestamp) -> Self {
+        Self {
+            name: user.login.clone(),
+            email: format!("{}@users.noreply.github.com", user.login),
+            date,
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"name": self.name, "email": self.email, "date": self.date.to_string()})
+    }
+}
+
 /// A commit pushed to a pull request (or the base branch's tip).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Commit {
@@ -124,12 +153,17 @@ pub struct Commit {
     pub sha: String,
     /// Tree id: equal trees mean equal content (a clean rebase keeps the tree).
     pub tree_sha: String,
-    /// The GitHub account of the git author.
+    /// The GitHub account of the git author ([`User::unlinked`] when GitHub could not link
+    /// the email to one: REST then shows `author: null`).
     pub author: User,
-    /// The GitHub account of the git committer.
+    /// The GitHub account of the git committer (as `author`).
     pub committer: User,
-    /// Author and committer date.
+    /// The committer date.
     pub timestamp: Timestamp,
+    /// The git author line.
+    pub author_identity: GitIdentity,
+    /// The git committer line.
+    pub committer_identity: GitIdentity,
     /// Message.
     pub message: String,
     /// Parent commit.
@@ -137,12 +171,13 @@ pub struct Commit {
 }
 
 impl Commit {
-    fn git_identity(user: &User, at: Timestamp) -> Value {
-        json!({
-            "name": user.login,
-            "email": format!("{}@users.noreply.github.com", user.login),
-            "date": at.to_string(),
-        })
+    /// A user object, or `null` for an identity GitHub could not link to an account.
+    fn account_json(user: &User) -> Value {
+        if user.is_linked() {
+            user.json()
+        } else {
+            Value::Null
+        }
     }
 
     /// `GET …/pulls/{n}/commits` (and `GET …/commits/{sha}`) form.
@@ -156,15 +191,15 @@ impl Commit {
             "comments_url": format!("{api}/commits/{}/comments", self.sha),
             "commit": {
                 "url": format!("{api}/git/commits/{}", self.sha),
-                "author": Self::git_identity(&self.author, self.timestamp),
-                "committer": Self::git_identity(&self.committer, self.timestamp),
+                "author": self.author_identity.json(),
+                "committer": self.committer_identity.json(),
                 "message": self.message,
                 "tree": {"sha": self.tree_sha, "url": format!("{api}/git/trees/{}", self.tree_sha)},
                 "comment_count": 0,
                 "verification": {"verified": false, "reason": "unsigned", "signature": null, "payload": null},
             },
-            "author": self.author.json(),
-            "committer": self.committer.json(),
+            "author": Self::account_json(&self.author),
+            "committer": Self::account_json(&self.committer),
             "parents": self.parents_json(repository),
         })
     }
@@ -177,8 +212,8 @@ impl Commit {
             "node_id": format!("C_{}", &self.sha[..12.min(self.sha.len())]),
             "url": format!("{api}/git/commits/{}", self.sha),
             "html_url": format!("https://github.com/{repository}/commit/{}", self.sha),
-            "author": Self::git_identity(&self.author, self.timestamp),
-            "committer": Self::git_identity(&self.committer, self.timestamp),
+            "author": self.author_identity.json(),
+            "committer": self.committer_identity.json(),
             "message": self.message,
             "tree": {"sha": self.tree_sha, "url": format!("{api}/git/trees/{}", self.tree_sha)},
             "parents": self.parents_json(repository),
@@ -280,7 +315,10 @@ pub struct PullRequest {
     pub reviews: Vec<Review>,
     /// Inline review comments, oldest first.
     pub review_comments: Vec<ReviewComment>,
-    pushes: u64,
+    pub(super) pushes: u64,
+    /// Opened through `POST …/pulls` from real branches: pushes to the head branch recompute
+    /// head, commits and files from git.
+    pub(super) from_git: bool,
 }
 
 /// A check run, ours (created through the API) or another app's ([`World::add_check_run`]).
@@ -407,18 +445,26 @@ impl World {
             author: User::new(9_000, owner),
             committer: User::new(9_000, owner),
             timestamp: super::server::WORLD_EPOCH,
+            author_identity: GitIdentity::of(&User::new(9_000, owner), super::server::WORLD_EPOCH),
+            committer_identity: GitIdentity::of(
+                &User::new(9_000, owner),
+                super::server::WORLD_EPOCH,
+            ),
             message: "Initial commit".to_owned(),
             parent: None,
         };
         self.commits
             .entry((repository.to_owned(), base_sha.clone()))
             .or_insert(base);
+        let timestamp = self.tick();
         let head = Commit {
             sha: commit_sha(repository, head_branch, 1),
             tree_sha: tree_sha(repository, head_branch, 1),
             author: author.clone(),
             committer: author.clone(),
-            timestamp: self.tick(),
+            timestamp,
+            author_identity: GitIdentity::of(author, timestamp),
+            committer_identity: GitIdentity::of(author, timestamp),
             message: title.to_owned(),
             parent: Some(base_sha.clone()),
         };
@@ -442,6 +488,7 @@ impl World {
                 reviews: Vec::new(),
                 review_comments: Vec::new(),
                 pushes: 1,
+                from_git: false,
             },
         );
         self.pull_request_payload(repository, number, "opened", author)
@@ -485,6 +532,8 @@ impl World {
             author: committer.clone(),
             committer: committer.clone(),
             timestamp,
+            author_identity: GitIdentity::of(committer, timestamp),
+            committer_identity: GitIdentity::of(committer, timestamp),
             message: format!("Update {}", pr.head_branch),
             parent: Some(before.clone()),
         };
@@ -526,6 +575,8 @@ impl World {
                 author: old.author.clone(),
                 committer: sender.clone(),
                 timestamp,
+                author_identity: old.author_identity.clone(),
+                committer_identity: GitIdentity::of(sender, timestamp),
                 message: old.message.clone(),
                 parent: parent.replace(sha),
             });
@@ -539,7 +590,8 @@ impl World {
         self.synchronize_payload(repository, number, before, sender)
     }
 
-    fn synchronize_payload(
+    /// The `pull_request.synchronize` payload for a push that moved the head from `before`.
+    pub fn synchronize_payload(
         &self,
         repository: &str,
         number: u64,
@@ -725,13 +777,17 @@ impl World {
             .collect()
     }
 
-    fn pull_mut(&mut self, repository: &str, number: u64) -> &mut PullRequest {
+    pub(super) fn pull_mut(&mut self, repository: &str, number: u64) -> &mut PullRequest {
         self.pulls
             .get_mut(&(repository.to_owned(), number))
             .unwrap_or_else(|| panic!("test bug: no pull request {repository}#{number}"))
     }
 
-    fn pull_request_payload(
+    /// The `pull_request` webhook payload GitHub sends about pull request `number` with
+    /// `action` (`opened`, `closed`, `labeled`, …) caused by `sender`, from the current state:
+    /// after `POST …/pulls`, `pull_request_payload(repo, n, "opened", &User::test_app_bot())`
+    /// is what GitHub would deliver. An unknown pull request gives `"pull_request": null`.
+    pub fn pull_request_payload(
         &self,
         repository: &str,
         number: u64,
@@ -748,7 +804,7 @@ impl World {
         })
     }
 
-    fn pull_json(&self, repository: &str, number: u64) -> Value {
+    pub(super) fn pull_json(&self, repository: &str, number: u64) -> Value {
         let key = (repository.to_owned(), number);
         let (Some(pr), Some(issue)) = (self.pulls.get(&key), self.issues.get(&key)) else {
             return Value::Null;
@@ -1144,6 +1200,8 @@ async fn merge_pull(
         author: pr.author.clone(),
         committer: pr.author.clone(),
         timestamp,
+        author_identity: GitIdentity::of(&pr.author, timestamp),
+        committer_identity: GitIdentity::of(&pr.author, timestamp),
         message: format!("Merge pull request #{number}"),
         parent: Some(pr.base_sha.clone()),
     };
@@ -1479,7 +1537,7 @@ async fn list_check_runs(
 }
 
 /// `k=v&…` for the present values, percent-encoded.
-fn url_query(pairs: &[(&str, Option<String>)]) -> String {
+pub(super) fn url_query(pairs: &[(&str, Option<String>)]) -> String {
     pairs
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))

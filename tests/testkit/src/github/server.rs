@@ -9,7 +9,9 @@
 //! secondary and primary rate limits) are injected per path, and every call is logged.
 //!
 //! The [`World`] also produces webhook payloads from changes (`label_issue`, `comment`), so a
-//! test can make a change and deliver exactly what GitHub would send about it.
+//! test can make a change and deliver exactly what GitHub would send about it. Git hosting
+//! (`git`, `smart_http`) and pull requests opened from branches (`pulls_api`) share the same
+//! world, call log and faults.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -72,6 +74,24 @@ impl User {
             login: login.to_owned(),
             kind: "Bot",
         }
+    }
+
+    /// The test App's bot account, `countersign-test[bot]` ([`TEST_APP_BOT_USER_ID`]): the
+    /// author of everything done with an installation token.
+    pub fn test_app_bot() -> Self {
+        Self::bot(TEST_APP_BOT_USER_ID, &format!("{TEST_APP_SLUG}[bot]"))
+    }
+
+    /// A git identity GitHub could not link to an account: id 0 with the git name as login.
+    /// REST shows such a commit `author`/`committer` as `null` (the git name and email stay
+    /// in `commit.author`).
+    pub fn unlinked(git_name: &str) -> Self {
+        Self::new(0, git_name)
+    }
+
+    /// Whether this is a real account (not [`User::unlinked`]).
+    pub fn is_linked(&self) -> bool {
+        self.id != 0
     }
 
     /// The webhook/REST JSON form.
@@ -274,6 +294,16 @@ pub struct World {
     pub commit_statuses: Vec<super::pulls::CommitStatus>,
     /// Ids of deleted accounts ([`World::delete_account`]).
     pub deleted_accounts: std::collections::BTreeSet<u64>,
+    /// Accounts `GET /users/{login}` knows besides those seen elsewhere in the world, by
+    /// lower-case login ([`World::add_user`]).
+    pub users: BTreeMap<String, User>,
+    /// Verified emails linking git identities to accounts, by lower-case email
+    /// ([`World::add_email`]); noreply emails link without an entry.
+    pub emails: BTreeMap<String, User>,
+    /// Every branch update pushed over git smart-HTTP (or by [`World::commit_files`]),
+    /// oldest first.
+    pub pushes: Vec<super::git::Push>,
+    pub(super) git: super::git::GitHosting,
     next_id: u64,
     clock: i64,
     faults: Vec<(String, Fault, usize)>,
@@ -398,7 +428,7 @@ impl World {
         json!({
             "action": "labeled",
             "issue": issue_json(repository, number, &issue),
-            "label": label_json(label),
+            "label": label_json(repository, label),
             "repository": repository_json(repository),
             "sender": sender.json(),
             "installation": {"id": installation},
@@ -512,8 +542,16 @@ pub(super) fn repository_json(repository: &str) -> Value {
     })
 }
 
-pub(super) fn label_json(label: &str) -> Value {
-    json!({"id": 55, "name": label, "color": "ededed", "default": false})
+pub(super) fn label_json(repository: &str, label: &str) -> Value {
+    json!({
+        "id": 55,
+        "node_id": format!("LA_{label}"),
+        "url": format!("https://api.github.com/repos/{repository}/labels/{label}"),
+        "name": label,
+        "description": null,
+        "color": "ededed",
+        "default": false,
+    })
 }
 
 pub(super) fn issue_json(repository: &str, number: u64, issue: &Issue) -> Value {
@@ -524,7 +562,7 @@ pub(super) fn issue_json(repository: &str, number: u64, issue: &Issue) -> Value 
         "body": issue.body,
         "state": "open",
         "user": issue.author.json(),
-        "labels": issue.labels.iter().map(|l| label_json(l)).collect::<Vec<_>>(),
+        "labels": issue.labels.iter().map(|l| label_json(repository, l)).collect::<Vec<_>>(),
         "html_url": format!("https://github.com/{repository}/issues/{number}"),
         "author_association": "MEMBER",
     })
@@ -565,6 +603,12 @@ impl FakeGitHub {
     /// The API root, `http://127.0.0.1:PORT` (use as the App's base URL).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The smart-HTTP clone address of `repository` (`owner/name`), e.g.
+    /// `http://127.0.0.1:PORT/acme/api.git` (create it with [`World::create_repository`]).
+    pub fn git_url(&self, repository: &str) -> String {
+        format!("http://{}/{repository}.git", self.addr)
     }
 
     /// The state, to arrange and inspect.
@@ -631,6 +675,8 @@ fn router(world: Shared) -> Router {
             post(react_to_issue),
         )
         .merge(super::pulls::routes())
+        .merge(super::pulls_api::routes())
+        .merge(super::smart_http::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found") })
         .layer(middleware::from_fn_with_state(world.clone(), log_and_fault))
         .with_state(world)
@@ -739,30 +785,24 @@ struct Claims {
 }
 
 fn authenticate(world: &World, headers: &HeaderMap) -> CallAuth {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return CallAuth::None;
+    use super::credentials::{Credential, presented};
+    let credential = match presented(headers) {
+        None => return CallAuth::None,
+        Some(Err(reason)) => return CallAuth::Invalid(reason),
+        Some(Ok(c)) => c,
     };
-    let Ok(value) = value.to_str() else {
-        return CallAuth::Invalid("Authorization is not ASCII".into());
-    };
-    // GitHub takes installation tokens after either `token` or `Bearer`; JWTs only after
-    // `Bearer`.
-    if let Some(credential) = value.strip_prefix("Bearer ")
-        && !world.tokens.contains_key(credential)
+    // GitHub takes installation tokens after `token`, `Bearer` or as a Basic password; JWTs
+    // only after `Bearer`.
+    if let Credential::Bearer(jwt) = &credential
+        && !world.tokens.contains_key(jwt)
     {
-        return verify_jwt(credential);
+        return verify_jwt(jwt);
     }
-    if let Some(token) = value
-        .strip_prefix("token ")
-        .or_else(|| value.strip_prefix("Bearer "))
-    {
-        return match world.tokens.get(token) {
-            Some(t) if t.expires_at > Timestamp::now() => CallAuth::Installation(t.installation),
-            Some(_) => CallAuth::Invalid("the installation token expired".into()),
-            None => CallAuth::Invalid("unknown token".into()),
-        };
+    match world.tokens.get(credential.token()) {
+        Some(t) if t.expires_at > Timestamp::now() => CallAuth::Installation(t.installation),
+        Some(_) => CallAuth::Invalid("the installation token expired".into()),
+        None => CallAuth::Invalid("unknown token".into()),
     }
-    CallAuth::Invalid("unknown Authorization scheme".into())
 }
 
 fn verify_jwt(jwt: &str) -> CallAuth {
@@ -817,14 +857,8 @@ pub(super) fn require_repo(
     category: &str,
     write: bool,
 ) -> Result<u64, Refusal> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("token ")
-                .or_else(|| v.strip_prefix("Bearer "))
-        })
-        .unwrap_or("");
+    let credential = super::credentials::presented(headers).and_then(Result::ok);
+    let token = credential.as_ref().map_or("", |c| c.token());
     let installation = match authenticate(world, headers) {
         CallAuth::Installation(id) => id,
         CallAuth::Invalid(reason) => return Err(Refusal::new(StatusCode::UNAUTHORIZED, &reason)),

@@ -1,0 +1,234 @@
+//! The run's side effects on GitHub, applied by the reconciler after [`super::decide`]: the
+//! commit identity handed to agent pods, opening the pull request for a pushed branch (with
+//! its labels and ApprovalGate), and keeping the one progress comment on the issue current.
+//!
+//! Every call is idempotent so a retried reconcile repeats nothing: an existing pull request
+//! for the branch is found instead of a second one opened, the progress comment is found by
+//! its marker when the status lost its id, and it is edited only when its text changed.
+
+use countersign_bot::github::{InstallationClient, NewPullRequest, OpenedPullRequest};
+use countersign_bot::tokens::RepoRef;
+use countersign_crds::agent_run::ProgressComment;
+use countersign_crds::approval_gate::ApprovalGateSpec;
+use countersign_crds::common::PullRequestRef;
+use countersign_crds::keys::{PROJECT_LABEL, PULL_REQUEST_LABEL};
+use countersign_crds::task_file::CommitIdentity;
+use countersign_crds::{AgentRun, ApprovalGate, GitHubUser, LocalRef, Project};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
+
+use super::report::{self, RunFacts};
+use crate::context::{Context, MANAGER};
+use crate::error::{Error, Result};
+
+/// The installation client for the Project's repository, when a GitHub App is configured.
+pub async fn installation(ctx: &Context, project: &Project) -> Result<Option<InstallationClient>> {
+    let Some(app) = &ctx.github else {
+        return Ok(None);
+    };
+    let repo = RepoRef {
+        owner: project.spec.repository.owner.clone(),
+        name: project.spec.repository.name.clone(),
+        installation_id: project
+            .spec
+            .installation
+            .as_ref()
+            .map(|i| i.id)
+            .or(project.status.as_ref().and_then(|s| s.installation_id)),
+    };
+    let id = ctx
+        .minter
+        .installation_for(&repo)
+        .await
+        .map_err(Error::Token)?;
+    Ok(Some(app.installation(id)))
+}
+
+/// Who agent commits are made as: the App's bot account (looked up once), else the
+/// configured fallback identity.
+pub async fn commit_author(ctx: &Context, project: &Project) -> Result<CommitIdentity> {
+    let (name, email) = &ctx.settings.commit_identity;
+    let fallback = CommitIdentity {
+        name: name.clone(),
+        email: email.clone(),
+    };
+    let Some(github) = installation(ctx, project).await? else {
+        return Ok(fallback);
+    };
+    let account = ctx
+        .bot_account
+        .get_or_try_init(|| async { github.bot_account().await })
+        .await?;
+    Ok(CommitIdentity {
+        name: account.login.clone(),
+        email: account.noreply_email(),
+    })
+}
+
+/// Opens (or finds) the pull request for the run's branch, labels it and makes sure its
+/// ApprovalGate exists (the bot also creates it from the `pull_request.opened` webhook; a
+/// lost webhook must not leave the pull request without its gate).
+pub async fn open_pull_request(
+    ctx: &Context,
+    github: &InstallationClient,
+    project: &Project,
+    facts: &RunFacts<'_>,
+) -> Result<OpenedPullRequest> {
+    let repo = &project.spec.repository;
+    let branch = facts
+        .status
+        .branch
+        .clone()
+        .unwrap_or_else(|| countersign_crds::task_file::branch_for(&facts.run.name_any()));
+    let settings = &project.spec.pull_requests;
+    let opened = match github
+        .pull_request_for_branch(&repo.owner, &repo.name, &branch)
+        .await?
+    {
+        Some(existing) => existing,
+        None => {
+            let title = report::pull_request_title(facts.run);
+            let body = report::pull_request_body(facts);
+            let pull = NewPullRequest {
+                title: &title,
+                head: &branch,
+                base: &repo.default_branch,
+                body: &body,
+                draft: settings.draft,
+            };
+            let opened = github
+                .open_pull_request(&repo.owner, &repo.name, &pull)
+                .await?;
+            tracing::info!(number = opened.number, branch = %branch, "opened the agent's pull request");
+            opened
+        }
+    };
+    let labels = report::pull_request_labels(facts.agent, &settings.labels);
+    github
+        .add_labels(&repo.owner, &repo.name, opened.number, &labels)
+        .await?;
+    ensure_gate(ctx, project, facts.run, &opened).await?;
+    Ok(opened)
+}
+
+/// The status' record of an opened pull request.
+pub fn pull_request_ref(opened: &OpenedPullRequest) -> PullRequestRef {
+    PullRequestRef {
+        number: opened.number,
+        url: opened.html_url.clone(),
+    }
+}
+
+/// Creates the pull request's ApprovalGate unless it exists. Created (not applied) so the
+/// bot's server-side apply of the same fields later takes them over without a conflict.
+async fn ensure_gate(
+    ctx: &Context,
+    project: &Project,
+    run: &AgentRun,
+    opened: &OpenedPullRequest,
+) -> Result<()> {
+    let ns = run.namespace().unwrap_or_default();
+    let name = countersign_bot::objects::gate_name(&project.name_any(), opened.number);
+    let gates = Api::<ApprovalGate>::namespaced(ctx.client.clone(), &ns);
+    if gates.get_opt(&name).await?.is_some() {
+        return Ok(());
+    }
+    let author = match ctx.bot_account.get() {
+        Some(bot) => GitHubUser {
+            login: bot.login.clone(),
+            id: bot.id,
+        },
+        None => GitHubUser {
+            login: ctx.settings.commit_identity.0.clone(),
+            id: None,
+        },
+    };
+    let mut gate = ApprovalGate::new(
+        &name,
+        ApprovalGateSpec {
+            project_ref: LocalRef::new(project.name_any()),
+            pull_request_number: opened.number,
+            base_branch: project.spec.repository.default_branch.clone(),
+            author,
+            ai_generated: true,
+            agent_run_ref: Some(LocalRef::new(run.name_any())),
+        },
+    );
+    gate.metadata.namespace = Some(ns);
+    gate.metadata.labels = Some(
+        [
+            (
+                PROJECT_LABEL.to_owned(),
+                countersign_crds::names::label_value(&project.name_any()),
+            ),
+            (PULL_REQUEST_LABEL.to_owned(), opened.number.to_string()),
+        ]
+        .into(),
+    );
+    gate.metadata.owner_references = project.uid().map(|uid| {
+        vec![OwnerReference {
+            api_version: Project::api_version(&()).into_owned(),
+            kind: Project::kind(&()).into_owned(),
+            name: project.name_any(),
+            uid,
+            controller: None,
+            block_owner_deletion: None,
+        }]
+    });
+    let params = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..PostParams::default()
+    };
+    match gates.create(&params, &gate).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Brings the progress comment on the run's issue up to date: creates it (or finds it by its
+/// marker), or edits it when its text changed. Returns what the status should record; `None`
+/// when the run has no issue.
+pub async fn update_progress(
+    github: &InstallationClient,
+    project: &Project,
+    facts: &RunFacts<'_>,
+) -> Result<Option<ProgressComment>> {
+    let Some(issue) = facts.run.spec.task.issue_number else {
+        return Ok(None);
+    };
+    let repo = &project.spec.repository;
+    let body = report::progress_comment(facts);
+    let digest = report::digest(&body);
+    let known = facts.status.progress_comment.clone();
+    if known.as_ref().is_some_and(|c| c.digest == digest) {
+        return Ok(known);
+    }
+    let id = match known {
+        Some(comment) => Some(comment.id),
+        None => {
+            let marker = report::progress_marker(facts.run);
+            github
+                .issue_comments(&repo.owner, &repo.name, issue)
+                .await?
+                .into_iter()
+                .find(|c| c.body.starts_with(&marker) && c.user.as_ref().is_some_and(|u| u.is_bot))
+                .map(|c| c.id)
+        }
+    };
+    let id = match id {
+        Some(id) => {
+            github
+                .update_issue_comment(&repo.owner, &repo.name, id, &body)
+                .await?;
+            id
+        }
+        None => {
+            github
+                .create_issue_comment(&repo.owner, &repo.name, issue, &body)
+                .await?
+        }
+    };
+    Ok(Some(ProgressComment { id, digest }))
+}

@@ -1,0 +1,440 @@
+//! The local kubelet's volumes: each pod volume becomes a directory
+//! `<pod dir>/volumes/<volume name>/` (emptyDir: empty; Secret and ConfigMap: one file per
+//! key with its decoded bytes and mode), and each of the container's `volumeMounts` maps its
+//! `mountPath` to that directory (or to its `subPath`).
+//!
+//! There is no mount namespace here: the process sees the host's filesystem. The mapping is
+//! a path rewrite the kubelet applies where paths are handed to the container — its
+//! `workingDir` and literal environment values — so a program that takes its paths from
+//! there (as `countersign agent` does) finds its files. A path the program builds itself
+//! from a constant (say `/var/run/countersign/task.json` hard-coded) is not rewritten.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, PodSpec, Secret, Volume};
+use kube::api::Api;
+
+/// Kubernetes' default file mode for Secret and ConfigMap volume files.
+const DEFAULT_MODE: i32 = 0o644;
+
+/// Why a pod's volumes cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum VolumeError {
+    /// A Secret or ConfigMap (or one of its keys) is missing: a real kubelet keeps the pod
+    /// in `ContainerCreating` and retries, so this one does too.
+    #[error("MountVolume.SetUp failed for volume {volume:?} : {what}")]
+    NotReady {
+        /// The pod volume.
+        volume: String,
+        /// What is missing, in the kubelet's words (`secret "x" not found`).
+        what: String,
+    },
+    /// The pod asks for something this kubelet cannot do (a volume type other than
+    /// emptyDir, secret or configMap, a mount of an undeclared volume, a path escaping the
+    /// volume).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Reading the source or writing the files failed.
+    #[error("cannot set up volume {volume:?}")]
+    Io {
+        /// The pod volume.
+        volume: String,
+        /// The failure.
+        #[source]
+        source: anyhow::Error,
+    },
+}
+
+/// Each `mountPath` of the container and the local directory standing in for it.
+#[derive(Clone, Debug, Default)]
+pub(super) struct MountMap {
+    /// (mount path without a trailing `/`, local path), longest mount path first so nested
+    /// mounts win.
+    mounts: Vec<(String, PathBuf)>,
+}
+
+impl MountMap {
+    /// The local path for `path` when it is a mount path or lies under one (`<mount>/…`).
+    pub(super) fn resolve(&self, path: &str) -> Option<PathBuf> {
+        self.mounts.iter().find_map(|(mount, local)| {
+            let rest = if mount == "/" {
+                path.strip_prefix('/')?
+            } else if path == mount {
+                ""
+            } else {
+                path.strip_prefix(mount.as_str())?.strip_prefix('/')?
+            };
+            Some(if rest.is_empty() {
+                local.clone()
+            } else {
+                local.join(rest)
+            })
+        })
+    }
+
+    /// `value` with a leading mount path rewritten to its local directory, unchanged when it
+    /// names no mounted path.
+    pub(super) fn rewrite(&self, value: &str) -> String {
+        self.resolve(value)
+            .map_or_else(|| value.to_owned(), |p| p.display().to_string())
+    }
+}
+
+/// Creates `<pod dir>/volumes/<name>/` for every pod volume and fills Secret and ConfigMap
+/// volumes; returns the container's mount map.
+pub(super) async fn set_up(
+    client: &kube::Client,
+    namespace: &str,
+    spec: &PodSpec,
+    container: &Container,
+    pod_dir: &Path,
+) -> Result<MountMap, VolumeError> {
+    let volumes_dir = pod_dir.join("volumes");
+    let mut dirs = BTreeMap::new();
+    for volume in spec.volumes.iter().flatten() {
+        let dir = volumes_dir.join(&volume.name);
+        let files = contents(client, namespace, volume).await?;
+        write_volume(&dir, &files)
+            .await
+            .map_err(|source| VolumeError::Io {
+                volume: volume.name.clone(),
+                source,
+            })?;
+        dirs.insert(volume.name.clone(), dir);
+    }
+    let mut mounts = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let dir = dirs.get(&mount.name).ok_or_else(|| {
+            VolumeError::Unsupported(format!(
+                "volumeMount {:?} names no volume of the pod",
+                mount.name
+            ))
+        })?;
+        let local = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => dir.join(relative(sub).ok_or_else(|| {
+                VolumeError::Unsupported(format!("subPath {sub:?} leaves the volume"))
+            })?),
+            None => dir.clone(),
+        };
+        if mount.sub_path.is_some() && !local.exists() {
+            // The kubelet creates a missing subPath as a directory.
+            tokio::fs::create_dir_all(&local)
+                .await
+                .map_err(|e| VolumeError::Io {
+                    volume: mount.name.clone(),
+                    source: e.into(),
+                })?;
+        }
+        let path = mount.mount_path.trim_end_matches('/');
+        let path = if path.is_empty() { "/" } else { path };
+        mounts.push((path.to_owned(), local));
+    }
+    mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+    Ok(MountMap { mounts })
+}
+
+/// One file of a volume: path inside the volume, bytes, mode.
+type File = (PathBuf, Vec<u8>, u32);
+
+/// The files of `volume` (none for an emptyDir).
+async fn contents(
+    client: &kube::Client,
+    namespace: &str,
+    volume: &Volume,
+) -> Result<Vec<File>, VolumeError> {
+    let name = volume.name.clone();
+    let not_ready = |what: String| VolumeError::NotReady {
+        volume: name.clone(),
+        what,
+    };
+    let io = |source: kube::Error| VolumeError::Io {
+        volume: name.clone(),
+        source: source.into(),
+    };
+    if volume.empty_dir.is_some() {
+        return Ok(Vec::new());
+    }
+    if let Some(source) = &volume.secret {
+        let secret_name = source.secret_name.clone().unwrap_or_default();
+        let optional = source.optional == Some(true);
+        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let Some(secret) = api.get_opt(&secret_name).await.map_err(io)? else {
+            return if optional {
+                Ok(Vec::new())
+            } else {
+                Err(not_ready(format!("secret {secret_name:?} not found")))
+            };
+        };
+        let mut data: BTreeMap<String, Vec<u8>> = secret
+            .string_data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        data.extend(
+            secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0)),
+        );
+        let what = format!("secret {secret_name:?}");
+        return select(
+            &volume.name,
+            &what,
+            data,
+            source.items.as_deref(),
+            source.default_mode,
+            optional,
+        );
+    }
+    if let Some(source) = &volume.config_map {
+        let map_name = source.name.clone();
+        let optional = source.optional == Some(true);
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        let Some(map) = api.get_opt(&map_name).await.map_err(io)? else {
+            return if optional {
+                Ok(Vec::new())
+            } else {
+                Err(not_ready(format!("configmap {map_name:?} not found")))
+            };
+        };
+        let mut data: BTreeMap<String, Vec<u8>> = map
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        data.extend(
+            map.binary_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0)),
+        );
+        let what = format!("configmap {map_name:?}");
+        return select(
+            &volume.name,
+            &what,
+            data,
+            source.items.as_deref(),
+            source.default_mode,
+            optional,
+        );
+    }
+    Err(VolumeError::Unsupported(format!(
+        "volume {:?}: the local kubelet only sets up emptyDir, secret and configMap volumes",
+        volume.name
+    )))
+}
+
+/// The files a Secret or ConfigMap volume shows: every key (file named after the key) or
+/// only `items` (at their paths), with `mode` or `defaultMode` (0644 by default).
+fn select(
+    volume: &str,
+    what: &str,
+    mut data: BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    default_mode: Option<i32>,
+    optional: bool,
+) -> Result<Vec<File>, VolumeError> {
+    let mode = |m: Option<i32>| (m.or(default_mode).unwrap_or(DEFAULT_MODE) & 0o777) as u32;
+    let Some(items) = items else {
+        return data
+            .into_iter()
+            .map(|(key, bytes)| {
+                let path = relative(&key).ok_or_else(|| {
+                    VolumeError::Unsupported(format!("key {key:?} of {what} is not a file name"))
+                })?;
+                Ok((path, bytes, mode(None)))
+            })
+            .collect();
+    };
+    let mut files = Vec::new();
+    for item in items {
+        let Some(bytes) = data.remove(&item.key) else {
+            if optional {
+                continue;
+            }
+            return Err(VolumeError::NotReady {
+                volume: volume.to_owned(),
+                what: format!("couldn't find key {} in {what}", item.key),
+            });
+        };
+        let path = relative(&item.path).ok_or_else(|| {
+            VolumeError::Unsupported(format!("item path {:?} leaves the volume", item.path))
+        })?;
+        files.push((path, bytes, mode(item.mode)));
+    }
+    Ok(files)
+}
+
+/// `path` when it is relative and stays inside its parent (no `..`, not absolute).
+fn relative(path: &str) -> Option<PathBuf> {
+    let p = Path::new(path);
+    let inside = !path.is_empty()
+        && p.components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    inside.then(|| p.to_owned())
+}
+
+/// Creates `dir` and writes `files` into it with their modes. The directory itself stays
+/// writable so the pod directory can be removed (a real Secret volume is a read-only mount).
+async fn write_volume(dir: &Path, files: &[File]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .with_context(|| format!("Cannot create {}", dir.display()))?;
+    for (path, bytes, mode) in files {
+        let target = dir.join(path);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .with_context(|| format!("Cannot create {}", parent.display()))?;
+        }
+        // A retry after a missing key rewrites files it already wrote, read-only or not.
+        let _ = tokio::fs::remove_file(&target).await;
+        tokio::fs::write(&target, bytes)
+            .await
+            .with_context(|| format!("Cannot write {}", target.display()))?;
+        set_mode(&target, *mode).await?;
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .await
+        .with_context(|| format!("Cannot set the mode of {}", path.display()))
+}
+
+#[cfg(not(unix))]
+async fn set_mode(_: &Path, _: u32) -> anyhow::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(mounts: &[(&str, &str)]) -> MountMap {
+        let mut mounts: Vec<(String, PathBuf)> = mounts
+            .iter()
+            .map(|(m, l)| ((*m).to_owned(), PathBuf::from(l)))
+            .collect();
+        mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        MountMap { mounts }
+    }
+
+    #[test]
+    fn paths_under_a_mount_are_rewritten_and_others_are_left_alone() {
+        let m = map(&[
+            ("/workspace", "/pod/volumes/workspace"),
+            ("/workspace/cache", "/pod/volumes/cache"),
+            ("/var/run/countersign", "/pod/volumes/task"),
+        ]);
+        assert_eq!(m.rewrite("/workspace"), "/pod/volumes/workspace");
+        assert_eq!(
+            m.rewrite("/workspace/src/lib.rs"),
+            "/pod/volumes/workspace/src/lib.rs"
+        );
+        assert_eq!(
+            m.rewrite("/workspace/cache/x"),
+            "/pod/volumes/cache/x",
+            "nested mounts win"
+        );
+        assert_eq!(
+            m.rewrite("/var/run/countersign/task.json"),
+            "/pod/volumes/task/task.json"
+        );
+        assert_eq!(
+            m.rewrite("/workspaces"),
+            "/workspaces",
+            "a prefix is not a parent"
+        );
+        assert_eq!(m.rewrite("relative/workspace"), "relative/workspace");
+        assert_eq!(m.rewrite("hello"), "hello");
+    }
+
+    #[test]
+    fn items_pick_keys_paths_and_modes() {
+        let data = BTreeMap::from([
+            ("task.json".to_owned(), b"{}".to_vec()),
+            ("token".to_owned(), b"t".to_vec()),
+        ]);
+        let all = select(
+            "task",
+            "secret \"s\"",
+            data.clone(),
+            None,
+            Some(0o440),
+            false,
+        )
+        .expect("all keys");
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().all(|(_, _, mode)| *mode == 0o440));
+
+        let items = [KeyToPath {
+            key: "token".into(),
+            path: "nested/token.txt".into(),
+            mode: Some(0o400),
+            ..KeyToPath::default()
+        }];
+        let picked = select(
+            "task",
+            "secret \"s\"",
+            data.clone(),
+            Some(&items),
+            None,
+            false,
+        )
+        .expect("items");
+        assert_eq!(
+            picked,
+            vec![(PathBuf::from("nested/token.txt"), b"t".to_vec(), 0o400)]
+        );
+
+        let missing = [KeyToPath {
+            key: "nope".into(),
+            path: "nope".into(),
+            mode: None,
+            ..KeyToPath::default()
+        }];
+        assert!(matches!(
+            select(
+                "task",
+                "secret \"s\"",
+                data.clone(),
+                Some(&missing),
+                None,
+                false
+            ),
+            Err(VolumeError::NotReady { .. })
+        ));
+        assert!(
+            select(
+                "task",
+                "secret \"s\"",
+                data.clone(),
+                Some(&missing),
+                None,
+                true
+            )
+            .expect("optional")
+            .is_empty()
+        );
+        let escaping = [KeyToPath {
+            key: "token".into(),
+            path: "../token".into(),
+            mode: None,
+            ..KeyToPath::default()
+        }];
+        assert!(matches!(
+            select("task", "secret \"s\"", data, Some(&escaping), None, false),
+            Err(VolumeError::Unsupported(_))
+        ));
+    }
+}
