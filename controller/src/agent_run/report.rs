@@ -116,8 +116,11 @@ pub fn pull_request_body(f: &RunFacts<'_>) -> String {
     ));
     if let Some(result) = f.result {
         body.push_str(&format!(
-            "| Change | {} files, +{} −{} |\n",
-            result.files_changed, result.lines_added, result.lines_removed
+            "| Change | {} file{}, +{} −{} |\n",
+            result.files_changed,
+            if result.files_changed == 1 { "" } else { "s" },
+            result.lines_added,
+            result.lines_removed
         ));
         if let Some(verification) = result.verification.as_deref() {
             body.push_str(&format!(

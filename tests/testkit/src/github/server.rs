@@ -161,6 +161,8 @@ pub struct Comment {
     pub created_at: Timestamp,
     /// When it was last edited (`created_at` until then).
     pub updated_at: Timestamp,
+    /// Earlier bodies, oldest first: what the comment said before each edit.
+    pub previous_bodies: Vec<String>,
 }
 
 impl Comment {
@@ -451,6 +453,7 @@ impl World {
             author_id: sender.id,
             created_at: now,
             updated_at: now,
+            previous_bodies: Vec::new(),
         };
         self.comments.push(comment.clone());
         self.comment_payload(&comment, "created", sender)
@@ -476,6 +479,7 @@ impl World {
             .find(|c| c.id == comment_id && c.repository == repository)
             .unwrap_or_else(|| panic!("test bug: no comment {comment_id} in {repository}"));
         let before = std::mem::replace(&mut comment.body, new_body.to_owned());
+        comment.previous_bodies.push(before.clone());
         comment.updated_at = now;
         let comment = comment.clone();
         let mut payload = self.comment_payload(&comment, "edited", editor);
@@ -1140,6 +1144,7 @@ async fn create_comment(
         author_id: TEST_APP_BOT_USER_ID,
         created_at: now,
         updated_at: now,
+            previous_bodies: Vec::new(),
     };
     let answer = comment.json();
     w.comments.push(comment);
@@ -1168,7 +1173,8 @@ async fn update_comment(
         .find(|c| c.id == id && c.repository == repository)
     {
         Some(c) => {
-            c.body = body.body;
+            let before = std::mem::replace(&mut c.body, body.body);
+            c.previous_bodies.push(before);
             c.updated_at = now;
             axum::Json(c.json()).into_response()
         }

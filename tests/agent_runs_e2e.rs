@@ -1,0 +1,810 @@
+//! Agent runs through the whole system, as in production but on loopback: a signed webhook
+//! into the real bot router, the bot writing the AgentRun to the fake apiserver, the real
+//! controller creating the attempt's Secret and Pod, the testkit kubelet running the real
+//! `countersign agent` binary as that pod, the agent cloning from and pushing to the fake
+//! GitHub over git smart-HTTP while a scripted model (`FakeModel`) makes tool calls, and the
+//! controller opening the pull request, keeping the progress comment and following the gate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use countersign_bot::github::{AppConfig, GitHubApp};
+use countersign_bot::server::{Bot, BotSettings};
+use countersign_controller::metrics::Metrics;
+use countersign_controller::{Context, Settings, run_controllers};
+use countersign_crds::agent_run::AttemptOutcome;
+use countersign_crds::{AgentRun, ApprovalGate, GatePhase, Project, RiskPolicy, RunPhase};
+use countersign_testkit::apiserver::FakeApiServer;
+use countersign_testkit::github::{
+    Delivery, FakeGitHub, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_SLUG, User,
+};
+use countersign_testkit::kubelet::Kubelet;
+use countersign_testkit::model::{FakeModel, Step};
+use kube::Api;
+use kube::api::PostParams;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const NS: &str = "team-a";
+const REPO: &str = "acme/api";
+const INSTALLATION: u64 = 31;
+const SECRET: &str = "webhook-secret";
+/// Generous: every pod is a real process of a debug build, and CI machines have 2 cores.
+const WAIT: Duration = Duration::from_secs(90);
+const PRIMARY_KEY: &str = "sk-primary-key";
+const FALLBACK_KEY: &str = "sk-fallback-key";
+
+fn rita() -> User {
+    User::new(11, "rita") // asks for runs (write access); no approver role
+}
+fn dev() -> User {
+    User::new(21, "dev") // developer
+}
+fn lead() -> User {
+    User::new(22, "lead") // tech_lead
+}
+
+struct World {
+    api: FakeApiServer,
+    github: FakeGitHub,
+    primary: FakeModel,
+    fallback: FakeModel,
+    router: Router,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pods: tempfile::TempDir,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn app(github: &FakeGitHub) -> GitHubApp {
+    GitHubApp::new(AppConfig {
+        app_id: TEST_APP_ID,
+        private_key_pem: SecretString::from(TEST_APP_PRIVATE_KEY_PEM.to_owned()),
+        base_url: github.url(),
+        request_timeout: Duration::from_secs(5),
+        max_retries: 3,
+        max_retry_wait: Duration::from_secs(2),
+    })
+    .expect("App client")
+}
+
+async fn create<K>(api: &Api<K>, value: Value)
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(value).expect("valid object");
+    api.create(&PostParams::default(), &object)
+        .await
+        .expect("create");
+}
+
+impl World {
+    /// Everything running, with the Project's `pullRequests` settings.
+    async fn start(pull_requests: Value) -> World {
+        let api = FakeApiServer::start().await.expect("fake apiserver");
+        for crd in countersign_crds::all() {
+            api.install_crd(&crd).expect("install CRD");
+        }
+        api.create_namespace(NS).expect("namespace");
+        let client = api.client();
+        let primary = FakeModel::start().await.expect("primary model");
+        let fallback = FakeModel::start().await.expect("fallback model");
+        primary.require_api_key(PRIMARY_KEY);
+        fallback.require_api_key(FALLBACK_KEY);
+
+        let mut policy: RiskPolicy = countersign_policies::default_policy();
+        policy.metadata.namespace = Some(NS.into());
+        Api::<RiskPolicy>::namespaced(client.clone(), NS)
+            .create(&PostParams::default(), &policy)
+            .await
+            .expect("create policy");
+        create(
+            &Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NS),
+            json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "model-keys", "namespace": NS},
+                "stringData": {"primary": PRIMARY_KEY, "fallback": FALLBACK_KEY}
+            }),
+        )
+        .await;
+        create(
+            &Api::<Project>::namespaced(client.clone(), NS),
+            json!({
+                "apiVersion": "countersign.dev/v1alpha1", "kind": "Project",
+                "metadata": {"name": "api", "namespace": NS},
+                "spec": {
+                    "repository": {"owner": "acme", "name": "api"},
+                    "installation": {"id": INSTALLATION},
+                    "triggers": {"minPermission": "write", "labels": [
+                        {"label": "ai:backend", "agent": {"name": "backend"}},
+                        {"label": "ai:plan", "agent": {"name": "backend"}, "mode": "control"},
+                        {"label": "ai:analyse", "agent": {"name": "backend"}, "mode": "observation"},
+                        {"label": "ai:script", "agent": {"name": "script"}},
+                        {"label": "ai:bulk", "agent": {"name": "bulk"}},
+                        {"label": "ai:checked", "agent": {"name": "checked"}}
+                    ]},
+                    "roles": [
+                        {"role": "developer", "users": [{"login": "dev", "id": 21}]},
+                        {"role": "tech_lead", "users": [{"login": "lead", "id": 22}]}
+                    ],
+                    "pullRequests": pull_requests
+                }
+            }),
+        )
+        .await;
+        let agents = Api::<countersign_crds::Agent>::namespaced(client.clone(), NS);
+        create(
+            &agents,
+            json!({
+                "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
+                "metadata": {"name": "backend", "namespace": NS},
+                "spec": {"role": "backend", "providers": [
+                    {"name": "primary", "kind": "openai", "model": "model-a", "retries": 0,
+                     "baseUrl": primary.openai_base_url(),
+                     "apiKeySecretRef": {"name": "model-keys", "key": "primary"},
+                     "inputPricePerMillion": "3", "outputPricePerMillion": "15"},
+                    {"name": "fallback", "kind": "openai", "model": "model-b", "retries": 0,
+                     "baseUrl": fallback.openai_base_url(),
+                     "apiKeySecretRef": {"name": "model-keys", "key": "fallback"}}
+                ], "limits": {"timeout": "5m"}}
+            }),
+        )
+        .await;
+        create(
+            &agents,
+            json!({
+                "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
+                "metadata": {"name": "checked", "namespace": NS},
+                "spec": {"role": "backend", "providers": [
+                    {"name": "primary", "kind": "openai", "model": "model-a", "retries": 0,
+                     "baseUrl": primary.openai_base_url(),
+                     "apiKeySecretRef": {"name": "model-keys", "key": "primary"}}
+                ], "limits": {"timeout": "5m"}, "verify": [
+                    {"name": "not-found-type", "command": ["grep", "-q", "struct NotFound", "src/invoices.rs"], "timeout": "30s"}
+                ]}
+            }),
+        )
+        .await;
+        create(
+            &agents,
+            json!({
+                "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
+                "metadata": {"name": "script", "namespace": NS},
+                "spec": {"role": "qa", "providers": [{"name": "shell", "kind": "command", "command": {
+                    "command": ["sh", "-c", "cat > task.txt && printf '# Notes\\n\\nWritten by a shell agent.\\n' > NOTES.md && rm task.txt && echo wrote NOTES.md"]
+                }}], "limits": {"timeout": "5m"}}
+            }),
+        )
+        .await;
+        create(
+            &agents,
+            json!({
+                "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
+                "metadata": {"name": "bulk", "namespace": NS},
+                "spec": {"role": "devops", "providers": [{"name": "shell", "kind": "command", "command": {
+                    "command": ["sh", "-c", "cat > /dev/null; mkdir gen && i=0; while [ $i -lt 5000 ]; do i=$((i+1)); echo $i > gen/f$i.txt; done"]
+                }}], "limits": {"timeout": "5m"}}
+            }),
+        )
+        .await;
+
+        let github = FakeGitHub::start().await.expect("fake GitHub");
+        {
+            let mut w = github.world();
+            w.install(INSTALLATION, "acme", &["api"]);
+            for u in [rita(), dev(), lead()] {
+                w.set_permission(REPO, &u.login, "write");
+                w.add_user(&u);
+            }
+            w.create_repository(
+                REPO,
+                &[
+                    ("README.md", "# api\n\nThe invoices service.\n"),
+                    ("src/lib.rs", "pub mod invoices;\n"),
+                    ("src/invoices.rs", "pub fn find(id: u64) -> Option<u64> {\n    None\n}\n"),
+                ],
+            );
+        }
+
+        let bot = Bot::new(
+            client.clone(),
+            app(&github),
+            BotSettings {
+                secrets: vec![SECRET.as_bytes().to_vec()],
+                namespace: Some(NS.into()),
+                queue: 1024,
+                delivery_memory: 10_000,
+                delivery_ttl: Duration::from_secs(3600),
+                bot_login: format!("{TEST_APP_SLUG}[bot]"),
+            },
+        );
+        let router = bot.router();
+        let workers = tokio::spawn(bot.run(2));
+
+        let settings = Settings {
+            namespace: Some(NS.into()),
+            resync_interval: Duration::from_secs(600),
+            retry_backoff_base: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_millis(400),
+            wait_requeue: Duration::from_millis(300),
+            agent_command: vec![env!("CARGO_BIN_EXE_countersign").to_owned(), "agent".into()],
+            git_url: github.url(),
+            ..Settings::default()
+        };
+        let app = app(&github);
+        let ctx = Context::new(
+            client.clone(),
+            settings,
+            Arc::new(app.clone()),
+            Arc::new(Metrics::default()),
+        )
+        .with_github(app);
+        let controller = tokio::spawn(run_controllers(Arc::new(ctx)));
+        let pods = tempfile::tempdir().expect("pod dir");
+        let kubelet = Kubelet::new(client, pods.path());
+        let kubelet = tokio::spawn(async move {
+            if let Err(e) = kubelet.run().await {
+                panic!("kubelet stopped: {e:#}");
+            }
+        });
+        let world = World {
+            api,
+            github,
+            primary,
+            fallback,
+            router,
+            tasks: vec![workers, controller, kubelet],
+            pods,
+        };
+        world.wait_bot_ready().await;
+        world
+    }
+
+    async fn wait_bot_ready(&self) {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let request = axum::http::Request::get("/readyz")
+                    .body(axum::body::Body::empty())
+                    .expect("request");
+                let response = self.router.clone().oneshot(request).await.expect("answer");
+                if response.status().is_success() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("bot ready in time");
+    }
+
+    /// Sends `payload` to the bot as GitHub would.
+    async fn deliver(&self, event: &str, payload: &Value) {
+        let delivery = Delivery::from_payload(event, payload, SECRET).expect("delivery");
+        let request = delivery.to_request("/webhook").expect("request");
+        let status = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("answer")
+            .status();
+        assert!(status.is_success(), "{event} delivery answered {status}");
+    }
+
+    /// Rita opens an issue and labels it `label`; returns the issue number.
+    async fn label_new_issue(&self, title: &str, label: &str) -> u64 {
+        let payload = {
+            let mut w = self.github.world();
+            let n = w.open_issue(REPO, title, "Unknown invoices should answer 404.", &rita());
+            w.label_issue(REPO, n, label, &rita())
+        };
+        self.deliver("issues", &payload).await;
+        payload["issue"]["number"].as_u64().expect("issue number")
+    }
+
+    async fn comment(&self, issue: u64, who: &User, body: &str) {
+        let payload = self.github.world().comment(REPO, issue, body, who);
+        self.deliver("issue_comment", &payload).await;
+    }
+
+    /// The run started for `issue`, waiting until it satisfies `pred`.
+    async fn wait_run(&self, issue: u64, what: &str, pred: impl Fn(&AgentRun) -> bool) -> AgentRun {
+        let runs = Api::<AgentRun>::namespaced(self.api.client(), NS);
+        let selector = format!("countersign.dev/issue={issue}");
+        let mut last = None;
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                let list = runs
+                    .list(&kube::api::ListParams::default().labels(&selector))
+                    .await
+                    .expect("list runs");
+                if let Some(run) = list.items.into_iter().next() {
+                    if pred(&run) {
+                        return run;
+                    }
+                    last = Some(run);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| {
+            panic!(
+                "run for issue #{issue} never {what}; last seen: {:#?}",
+                last.map(|r| r.status)
+            )
+        })
+    }
+
+    async fn wait_phase(&self, issue: u64, phase: RunPhase) -> AgentRun {
+        self.wait_run(issue, &format!("reached {phase:?}"), |r| {
+            r.status.as_ref().is_some_and(|s| s.phase == phase)
+        })
+        .await
+    }
+
+    async fn wait_gate(&self, name: &str, what: &str, pred: impl Fn(&ApprovalGate) -> bool) {
+        let gates = Api::<ApprovalGate>::namespaced(self.api.client(), NS);
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(gate) = gates.get_opt(name).await.expect("get gate")
+                    && pred(&gate)
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("gate {name} never {what}"));
+    }
+
+    /// The bot's comments on `issue`: (current body, earlier bodies).
+    fn bot_comments(&self, issue: u64) -> Vec<(String, Vec<String>)> {
+        let w = self.github.world();
+        w.comments_on(REPO, issue)
+            .into_iter()
+            .filter(|c| c.author.ends_with("[bot]"))
+            .map(|c| (c.body.clone(), c.previous_bodies.clone()))
+            .collect()
+    }
+
+    /// Delivers the `pull_request.opened` webhook GitHub sends after the API call.
+    async fn deliver_opened(&self, number: u64) {
+        let payload =
+            self.github
+                .world()
+                .pull_request_payload(REPO, number, "opened", &User::test_app_bot());
+        self.deliver("pull_request", &payload).await;
+    }
+}
+
+/// A model session that reads the code and adds a 404 branch to `src/invoices.rs`.
+fn change_script() -> Vec<Step> {
+    vec![
+        Step::ToolCalls(vec![("list_files".into(), json!({}))]),
+        Step::ToolCalls(vec![(
+            "read_file".into(),
+            json!({"path": "src/invoices.rs"}),
+        )]),
+        Step::ToolCalls(vec![(
+            "write_file".into(),
+            json!({"path": "src/invoices.rs", "content": "pub fn find(id: u64) -> Result<u64, NotFound> {\n    Err(NotFound(id))\n}\n\npub struct NotFound(pub u64);\n"}),
+        )]),
+        Step::ToolCalls(vec![(
+            "finish".into(),
+            json!({"summary": "Unknown invoices now return NotFound (a 404), cc @mallory"}),
+        )]),
+    ]
+}
+
+/// Every file under `dir`, recursively (symlinks not followed).
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let kind = entry.file_type().expect("file type");
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    files
+}
+
+fn attempts_outcomes(run: &AgentRun) -> Vec<(String, Option<AttemptOutcome>)> {
+    run.status
+        .as_ref()
+        .map(|s| {
+            s.attempts
+                .iter()
+                .map(|a| (a.provider.clone(), a.outcome))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_labelled_issue_becomes_a_pushed_branch_and_a_draft_pull_request_with_its_gate() {
+    let world = World::start(json!({})).await;
+    world.primary.script(change_script());
+    let issue = world
+        .label_new_issue("Return 404 for unknown invoices", "ai:backend")
+        .await;
+
+    let run = world.wait_phase(issue, RunPhase::PullRequestOpen).await;
+    let status = run.status.clone().expect("status");
+    let branch = format!("countersign/{}", run.metadata.name.clone().expect("name"));
+    assert_eq!(status.branch.as_deref(), Some(branch.as_str()));
+    let pr = status.pull_request.clone().expect("pull request").number;
+    assert_eq!(
+        status.gate_ref.as_ref().map(|g| g.name.clone()),
+        Some(format!("api-pr-{pr}"))
+    );
+    assert_eq!(attempts_outcomes(&run), [("primary".to_owned(), Some(AttemptOutcome::Succeeded))]);
+    assert_eq!(status.usage.input_tokens, 4000, "four turns of 1000 tokens");
+    assert_eq!(status.usage.output_tokens, 400);
+
+    {
+        let w = world.github.world();
+        // The branch is real: pushed over smart-HTTP with the run's token.
+        let head = w.branch_head(REPO, &branch).expect("branch pushed");
+        assert_eq!(status.commit.as_deref(), Some(head.as_str()));
+        let content = w.file_at(REPO, &branch, "src/invoices.rs").expect("file");
+        assert!(content.contains("Err(NotFound(id))"), "{content}");
+        assert!(w.pushes.iter().all(|p| p.branch == branch), "pushed only its branch");
+        // The pull request: draft, labelled, with the body the issue asks for.
+        let pull = &w.pulls[&(REPO.to_owned(), pr)];
+        assert!(pull.draft, "agent pull requests are drafts by default");
+        assert_eq!(pull.head_branch, branch);
+        assert_eq!(pull.author.id, countersign_testkit::github::TEST_APP_BOT_USER_ID);
+        let commit = pull.commits.last().expect("commit");
+        assert_eq!(commit.author.id, countersign_testkit::github::TEST_APP_BOT_USER_ID);
+        assert!(
+            commit.message.contains(&format!("Countersign-Run: {NS}/{}", run.metadata.name.clone().unwrap_or_default()))
+                && commit.message.contains("Requested-by: @rita"),
+            "trailers: {}",
+            commit.message
+        );
+        let pr_issue = &w.issues[&(REPO.to_owned(), pr)];
+        assert!(pr_issue.labels.iter().any(|l| l == "countersign/ai-generated"));
+        assert!(pr_issue.labels.iter().any(|l| l == "countersign/agent:backend"));
+        let body = &pr_issue.body;
+        for expected in [
+            "**Return 404 for unknown invoices**",
+            "| Provider | `primary` |",
+            "| Model | `model-a` |",
+            "| Usage | 4000 tokens in, 400 out, $0.02 |",
+            "| Change | 1 file, +4 −2 |",
+            "Requested by @rita",
+            &format!("Closes #{issue}"),
+        ] {
+            assert!(body.contains(expected), "missing {expected:?} in:\n{body}");
+        }
+        assert!(!body.contains("@mallory"), "model text cannot ping people:\n{body}");
+    }
+    // Every request carried the provider's key from the Secret, never the repository token.
+    let requests = world.primary.requests();
+    assert_eq!(requests.len(), 4);
+    assert!(requests.iter().all(|r| r.auth_ok));
+    assert!(
+        requests.iter().all(|r| !r.body.to_string().contains("ghs_")),
+        "the repository token never reaches the model"
+    );
+
+    // No file the pod left behind (clone, logs, result) holds the token, except the
+    // Secret volume it was handed in.
+    let tokens: Vec<String> = world.github.world().tokens.keys().cloned().collect();
+    assert!(!tokens.is_empty());
+    let mut scanned = 0;
+    let mut handed_in = 0;
+    for file in files_under(world.pods.path()) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        if file.components().any(|c| c.as_os_str() == "task") {
+            // The scan would see a token: the Secret volume holds one.
+            handed_in += usize::from(tokens.iter().any(|t| text.contains(t.as_str())));
+            continue;
+        }
+        for token in &tokens {
+            assert!(!text.contains(token.as_str()), "{} holds a token", file.display());
+        }
+        scanned += 1;
+    }
+    assert!(scanned > 10, "the clone was scanned too ({scanned} files)");
+    assert_eq!(handed_in, 1, "the token file of the one attempt");
+
+    // One progress comment, edited in place through the phases.
+    let comments = world.bot_comments(issue);
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    let (body, earlier) = &comments[0];
+    assert!(body.contains("**pull request opened**") && body.contains(&format!("#{pr}")), "{body}");
+    assert!(
+        earlier.iter().any(|b| b.contains("**running**")),
+        "earlier bodies: {earlier:#?}"
+    );
+
+    // GitHub's webhook for the new pull request reaches the bot; the gate is the AI gate.
+    world.deliver_opened(pr).await;
+    let gate_name = format!("api-pr-{pr}");
+    world
+        .wait_gate(&gate_name, "was evaluated as an AI pull request", |g| {
+            g.spec.ai_generated
+                && g.spec.agent_run_ref.as_ref().map(|r| r.name.as_str())
+                    == run.metadata.name.as_deref()
+                && g.status.as_ref().is_some_and(|s| s.phase == GatePhase::Pending)
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approved_agent_pull_request_merges_and_its_run_succeeds() {
+    let world = World::start(json!({"draft": false, "autoMerge": true})).await;
+    world.primary.script(change_script());
+    let issue = world.label_new_issue("Return 404 for unknown invoices", "ai:backend").await;
+    let run = world.wait_phase(issue, RunPhase::PullRequestOpen).await;
+    let pr = run.status.as_ref().and_then(|s| s.pull_request.clone()).expect("pr").number;
+    world.deliver_opened(pr).await;
+    // The requester's approval does not count; the developer's and the lead's do.
+    for reviewer in [rita(), dev(), lead()] {
+        let payload = world
+            .github
+            .world()
+            .submit_review(REPO, pr, &reviewer, "APPROVED", "");
+        world.deliver("pull_request_review", &payload).await;
+    }
+    let done = world.wait_phase(issue, RunPhase::Succeeded).await;
+    let gate = Api::<ApprovalGate>::namespaced(world.api.client(), NS)
+        .get(&format!("api-pr-{pr}"))
+        .await
+        .expect("gate");
+    let status = gate.status.expect("gate status");
+    assert_eq!(status.phase, GatePhase::Merged);
+    let rita_record = status
+        .approvals
+        .iter()
+        .find(|a| a.user.login == "rita")
+        .expect("rita's approval is recorded");
+    assert!(!rita_record.valid);
+    assert_eq!(
+        rita_record.invalid_reason,
+        Some(countersign_crds::approval_gate::InvalidReason::Requester)
+    );
+    assert_eq!(
+        done.status.and_then(|s| s.message).as_deref(),
+        Some(format!("Pull request #{pr} merged").as_str())
+    );
+    assert!(world.github.world().pulls[&(REPO.to_owned(), pr)].merged);
+    let (body, _) = &world.bot_comments(issue)[0];
+    assert!(body.contains("**succeeded**"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_provider_falls_back_to_the_next_and_usage_counts_both() {
+    let world = World::start(json!({})).await;
+    // The primary does one turn of work, then rate-limits; the fallback does the job.
+    world.primary.script(vec![
+        Step::ToolCalls(vec![("list_files".into(), json!({}))]),
+        Step::Error {
+            status: 429,
+            retry_after: Some(0),
+        },
+    ]);
+    world.fallback.script(change_script());
+    let issue = world.label_new_issue("Return 404 for unknown invoices", "ai:backend").await;
+    let run = world.wait_phase(issue, RunPhase::PullRequestOpen).await;
+    assert_eq!(
+        attempts_outcomes(&run),
+        [
+            ("primary".to_owned(), Some(AttemptOutcome::RateLimited)),
+            ("fallback".to_owned(), Some(AttemptOutcome::Succeeded)),
+        ]
+    );
+    let status = run.status.expect("status");
+    assert_eq!(status.usage.input_tokens, 1000 + 4000, "usage of both attempts");
+    assert!(world.fallback.requests().iter().all(|r| r.auth_ok), "each provider gets its own key");
+    let w = world.github.world();
+    let pr = &w.issues[&(REPO.to_owned(), status.pull_request.expect("pr").number)];
+    assert!(pr.body.contains("| Provider | `fallback` |") && pr.body.contains("| Attempts | 2 |"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guardrails_refuse_workflows_private_keys_and_huge_changes_and_push_nothing() {
+    let world = World::start(json!({})).await;
+    // Built at run time so this file itself holds no key-shaped text.
+    let key = format!(
+        "-----BEGIN RSA {}-----\n{}\n-----END RSA {}-----\n",
+        "PRIVATE KEY",
+        "MIIEpAIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0\
+         /IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRni\
+         WaoLcyehkd3qqGElvW/VDL5AaWTg0nLVkjRo9z+40RQzuVaE8AkAFmxZzow3x+VJYKdjykkJ0iT9wCS0D",
+        "PRIVATE KEY"
+    );
+    world.primary.script(vec![
+        Step::ToolCalls(vec![(
+            "write_file".into(),
+            json!({"path": ".github/workflows/ci.yml", "content": "on: push\njobs: {}\n"}),
+        )]),
+        Step::ToolCalls(vec![("finish".into(), json!({"summary": "faster CI"}))]),
+        Step::ToolCalls(vec![(
+            "write_file".into(),
+            json!({"path": "config/deploy.key", "content": key}),
+        )]),
+        Step::ToolCalls(vec![("finish".into(), json!({"summary": "deploy key"}))]),
+    ]);
+    let cases = [
+        ("ai:backend", ".github/workflows/ci.yml"),
+        ("ai:backend", "config/deploy.key:1"),
+        ("ai:bulk", "5000 files changed"),
+    ];
+    for (label, expected) in cases {
+        let issue = world.label_new_issue("Do something risky", label).await;
+        let run = world.wait_phase(issue, RunPhase::Failed).await;
+        let message = run.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+        assert!(
+            message.starts_with("A guardrail refused the change: ") && message.contains(expected),
+            "{label}: {message}"
+        );
+        assert_eq!(run.status.as_ref().map(|s| s.attempts.len()), Some(1), "not retried");
+        let (comment, _) = &world.bot_comments(issue)[0];
+        assert!(comment.contains("**failed**") && comment.contains(expected), "{comment}");
+    }
+    let message_of_key = world.github.world().pushes.clone();
+    assert!(message_of_key.is_empty(), "nothing was pushed: {message_of_key:?}");
+    assert_eq!(world.github.world().branches(REPO), ["main"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_provider_runs_a_shell_agent_whose_docs_change_auto_approves() {
+    let world = World::start(json!({})).await;
+    let issue = world.label_new_issue("Write notes", "ai:script").await;
+    let run = world.wait_phase(issue, RunPhase::PullRequestOpen).await;
+    let status = run.status.expect("status");
+    let branch = status.branch.clone().expect("branch");
+    let pr = status.pull_request.expect("pr").number;
+    {
+        let w = world.github.world();
+        let notes = w.file_at(REPO, &branch, "NOTES.md").expect("NOTES.md pushed");
+        assert_eq!(notes, "# Notes\n\nWritten by a shell agent.\n");
+        assert!(w.file_at(REPO, &branch, "task.txt").is_none());
+    }
+    world.deliver_opened(pr).await;
+    world
+        .wait_gate(&format!("api-pr-{pr}"), "auto-approved the docs change", |g| {
+            g.status.as_ref().is_some_and(|s| s.phase == GatePhase::Approved)
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn control_mode_posts_a_plan_and_codes_only_after_approve() {
+    let world = World::start(json!({})).await;
+    let plan = "1. Return `NotFound` from `find`\n2. Map it to 404";
+    world.primary.script(vec![
+        Step::ToolCalls(vec![("read_file".into(), json!({"path": "src/invoices.rs"}))]),
+        Step::ToolCalls(vec![(
+            "finish".into(),
+            json!({"summary": "planned", "report": plan}),
+        )]),
+    ]);
+    let issue = world.label_new_issue("Return 404 for unknown invoices", "ai:plan").await;
+    let waiting = world.wait_phase(issue, RunPhase::AwaitingPlanApproval).await;
+    assert_eq!(
+        waiting.status.as_ref().and_then(|s| s.plan.as_ref()).map(|p| p.text.as_str()),
+        Some(plan)
+    );
+    assert_eq!(world.github.world().branches(REPO), ["main"], "a plan pushes nothing");
+    let (comment, _) = &world.bot_comments(issue)[0];
+    assert!(comment.contains(plan) && comment.contains("/approve"), "{comment}");
+
+    // Someone without an approver role cannot approve the plan.
+    world.comment(issue, &rita(), "/approve").await;
+    world.primary.script(change_script()[2..].to_vec());
+    world.comment(issue, &lead(), "/approve").await;
+    let run = world.wait_phase(issue, RunPhase::PullRequestOpen).await;
+    let decision = run
+        .status
+        .as_ref()
+        .and_then(|s| s.plan.as_ref())
+        .and_then(|p| p.decision.clone())
+        .expect("decision recorded");
+    assert!(decision.approved);
+    assert_eq!(decision.by.as_deref(), Some("lead"));
+    // The coding attempt was handed the approved plan.
+    let requests = world.primary.requests();
+    let coding = requests[2].body.to_string();
+    assert!(
+        coding.contains("A human approved this plan") && coding.contains("Map it to 404"),
+        "{coding}"
+    );
+    let (comment, _) = &world.bot_comments(issue)[0];
+    assert!(comment.contains("Plan approved by @lead."), "{comment}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn control_mode_reject_ends_the_run() {
+    let world = World::start(json!({})).await;
+    world.primary.script(vec![Step::ToolCalls(vec![(
+        "finish".into(),
+        json!({"summary": "planned", "report": "1. Rewrite everything"}),
+    )])]);
+    let issue = world.label_new_issue("Return 404 for unknown invoices", "ai:plan").await;
+    world.wait_phase(issue, RunPhase::AwaitingPlanApproval).await;
+    world.comment(issue, &dev(), "/reject too broad").await;
+    let run = world.wait_phase(issue, RunPhase::Cancelled).await;
+    assert_eq!(
+        run.status.and_then(|s| s.message).as_deref(),
+        Some("Plan rejected by @dev")
+    );
+    assert_eq!(world.github.world().branches(REPO), ["main"]);
+    let (comment, _) = &world.bot_comments(issue)[0];
+    assert!(comment.contains("**cancelled**") && comment.contains("Plan rejected by @dev"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn observation_mode_posts_an_analysis_and_opens_no_pull_request() {
+    let world = World::start(json!({})).await;
+    world.primary.script(vec![
+        Step::ToolCalls(vec![("search".into(), json!({"pattern": "fn find"}))]),
+        Step::ToolCalls(vec![(
+            "finish".into(),
+            json!({"summary": "analysed", "report": "## Findings\n`find` never returns a value."}),
+        )]),
+    ]);
+    let issue = world.label_new_issue("Why do invoices vanish?", "ai:analyse").await;
+    let run = world.wait_phase(issue, RunPhase::Succeeded).await;
+    assert!(run.status.as_ref().is_some_and(|s| s.pull_request.is_none()));
+    assert_eq!(world.github.world().branches(REPO), ["main"]);
+    let (comment, _) = &world.bot_comments(issue)[0];
+    assert!(
+        comment.contains("### Analysis") && comment.contains("`find` never returns a value."),
+        "{comment}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_verify_command_goes_back_to_the_model_before_anything_is_pushed() {
+    let world = World::start(json!({})).await;
+    world.primary.script(vec![
+        // First try: no NotFound type, so the verify command fails…
+        Step::ToolCalls(vec![(
+            "write_file".into(),
+            json!({"path": "src/invoices.rs", "content": "pub fn find(id: u64) -> Option<u64> {\n    Some(id)\n}\n"}),
+        )]),
+        Step::ToolCalls(vec![("finish".into(), json!({"summary": "first try"}))]),
+        // …the model sees its output and fixes it.
+        Step::ToolCalls(vec![(
+            "write_file".into(),
+            json!({"path": "src/invoices.rs", "content": "pub struct NotFound(pub u64);\n"}),
+        )]),
+        Step::ToolCalls(vec![("finish".into(), json!({"summary": "added NotFound"}))]),
+    ]);
+    let issue = world.label_new_issue("Return 404 for unknown invoices", "ai:checked").await;
+    let run = world.wait_phase(issue, RunPhase::PullRequestOpen).await;
+    let requests = world.primary.requests();
+    assert_eq!(requests.len(), 4);
+    let feedback = requests[2].body.to_string();
+    assert!(
+        feedback.contains("not-found-type") && feedback.contains("exit"),
+        "the model was told which check failed: {feedback}"
+    );
+    let w = world.github.world();
+    assert_eq!(w.pushes.len(), 1, "only the passing change was pushed");
+    let pr = run.status.and_then(|s| s.pull_request).expect("pr").number;
+    let body = &w.issues[&(REPO.to_owned(), pr)].body;
+    assert!(
+        body.contains("| Verification | not-found-type passed (2 rounds) |"),
+        "{body}"
+    );
+}
