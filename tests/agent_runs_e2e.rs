@@ -209,7 +209,10 @@ impl World {
                 &[
                     ("README.md", "# api\n\nThe invoices service.\n"),
                     ("src/lib.rs", "pub mod invoices;\n"),
-                    ("src/invoices.rs", "pub fn find(id: u64) -> Option<u64> {\n    None\n}\n"),
+                    (
+                        "src/invoices.rs",
+                        "pub fn find(id: u64) -> Option<u64> {\n    None\n}\n",
+                    ),
                 ],
             );
         }
@@ -452,7 +455,10 @@ async fn a_labelled_issue_becomes_a_pushed_branch_and_a_draft_pull_request_with_
         status.gate_ref.as_ref().map(|g| g.name.clone()),
         Some(format!("api-pr-{pr}"))
     );
-    assert_eq!(attempts_outcomes(&run), [("primary".to_owned(), Some(AttemptOutcome::Succeeded))]);
+    assert_eq!(
+        attempts_outcomes(&run),
+        [("primary".to_owned(), Some(AttemptOutcome::Succeeded))]
+    );
     assert_eq!(status.usage.input_tokens, 4000, "four turns of 1000 tokens");
     assert_eq!(status.usage.output_tokens, 400);
 
@@ -463,23 +469,44 @@ async fn a_labelled_issue_becomes_a_pushed_branch_and_a_draft_pull_request_with_
         assert_eq!(status.commit.as_deref(), Some(head.as_str()));
         let content = w.file_at(REPO, &branch, "src/invoices.rs").expect("file");
         assert!(content.contains("Err(NotFound(id))"), "{content}");
-        assert!(w.pushes.iter().all(|p| p.branch == branch), "pushed only its branch");
+        assert!(
+            w.pushes.iter().all(|p| p.branch == branch),
+            "pushed only its branch"
+        );
         // The pull request: draft, labelled, with the body the issue asks for.
         let pull = &w.pulls[&(REPO.to_owned(), pr)];
         assert!(pull.draft, "agent pull requests are drafts by default");
         assert_eq!(pull.head_branch, branch);
-        assert_eq!(pull.author.id, countersign_testkit::github::TEST_APP_BOT_USER_ID);
+        assert_eq!(
+            pull.author.id,
+            countersign_testkit::github::TEST_APP_BOT_USER_ID
+        );
         let commit = pull.commits.last().expect("commit");
-        assert_eq!(commit.author.id, countersign_testkit::github::TEST_APP_BOT_USER_ID);
+        assert_eq!(
+            commit.author.id,
+            countersign_testkit::github::TEST_APP_BOT_USER_ID
+        );
         assert!(
-            commit.message.contains(&format!("Countersign-Run: {NS}/{}", run.metadata.name.clone().unwrap_or_default()))
-                && commit.message.contains("Requested-by: @rita"),
+            commit.message.contains(&format!(
+                "Countersign-Run: {NS}/{}",
+                run.metadata.name.clone().unwrap_or_default()
+            )) && commit.message.contains("Requested-by: @rita"),
             "trailers: {}",
             commit.message
         );
         let pr_issue = &w.issues[&(REPO.to_owned(), pr)];
-        assert!(pr_issue.labels.iter().any(|l| l == "countersign/ai-generated"));
-        assert!(pr_issue.labels.iter().any(|l| l == "countersign/agent:backend"));
+        assert!(
+            pr_issue
+                .labels
+                .iter()
+                .any(|l| l == "countersign/ai-generated")
+        );
+        assert!(
+            pr_issue
+                .labels
+                .iter()
+                .any(|l| l == "countersign/agent:backend")
+        );
         let body = &pr_issue.body;
         for expected in [
             "**Return 404 for unknown invoices**",
@@ -492,14 +519,19 @@ async fn a_labelled_issue_becomes_a_pushed_branch_and_a_draft_pull_request_with_
         ] {
             assert!(body.contains(expected), "missing {expected:?} in:\n{body}");
         }
-        assert!(!body.contains("@mallory"), "model text cannot ping people:\n{body}");
+        assert!(
+            !body.contains("@mallory"),
+            "model text cannot ping people:\n{body}"
+        );
     }
     // Every request carried the provider's key from the Secret, never the repository token.
     let requests = world.primary.requests();
     assert_eq!(requests.len(), 4);
     assert!(requests.iter().all(|r| r.auth_ok));
     assert!(
-        requests.iter().all(|r| !r.body.to_string().contains("ghs_")),
+        requests
+            .iter()
+            .all(|r| !r.body.to_string().contains("ghs_")),
         "the repository token never reaches the model"
     );
 
@@ -518,7 +550,11 @@ async fn a_labelled_issue_becomes_a_pushed_branch_and_a_draft_pull_request_with_
             continue;
         }
         for token in &tokens {
-            assert!(!text.contains(token.as_str()), "{} holds a token", file.display());
+            assert!(
+                !text.contains(token.as_str()),
+                "{} holds a token",
+                file.display()
+            );
         }
         scanned += 1;
     }
@@ -529,7 +565,10 @@ async fn a_labelled_issue_becomes_a_pushed_branch_and_a_draft_pull_request_with_
     let comments = world.bot_comments(issue);
     assert_eq!(comments.len(), 1, "{comments:#?}");
     let (body, earlier) = &comments[0];
-    assert!(body.contains("**pull request opened**") && body.contains(&format!("#{pr}")), "{body}");
+    assert!(
+        body.contains("**pull request opened**") && body.contains(&format!("#{pr}")),
+        "{body}"
+    );
     assert!(
         earlier.iter().any(|b| b.contains("**running**")),
         "earlier bodies: {earlier:#?}"
@@ -543,7 +582,9 @@ async fn a_labelled_issue_becomes_a_pushed_branch_and_a_draft_pull_request_with_
             g.spec.ai_generated
                 && g.spec.agent_run_ref.as_ref().map(|r| r.name.as_str())
                     == run.metadata.name.as_deref()
-                && g.status.as_ref().is_some_and(|s| s.phase == GatePhase::Pending)
+                && g.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == GatePhase::Pending)
         })
         .await;
 }
@@ -552,9 +593,16 @@ async fn a_labelled_issue_becomes_a_pushed_branch_and_a_draft_pull_request_with_
 async fn an_approved_agent_pull_request_merges_and_its_run_succeeds() {
     let world = World::start(json!({"draft": false, "autoMerge": true})).await;
     world.primary.script(change_script());
-    let issue = world.label_new_issue("Return 404 for unknown invoices", "ai:backend").await;
+    let issue = world
+        .label_new_issue("Return 404 for unknown invoices", "ai:backend")
+        .await;
     let run = world.wait_phase(issue, RunPhase::PullRequestOpen).await;
-    let pr = run.status.as_ref().and_then(|s| s.pull_request.clone()).expect("pr").number;
+    let pr = run
+        .status
+        .as_ref()
+        .and_then(|s| s.pull_request.clone())
+        .expect("pr")
+        .number;
     world.deliver_opened(pr).await;
     // The requester's approval does not count; the developer's and the lead's do.
     for reviewer in [rita(), dev(), lead()] {
@@ -602,7 +650,9 @@ async fn a_failing_provider_falls_back_to_the_next_and_usage_counts_both() {
         },
     ]);
     world.fallback.script(change_script());
-    let issue = world.label_new_issue("Return 404 for unknown invoices", "ai:backend").await;
+    let issue = world
+        .label_new_issue("Return 404 for unknown invoices", "ai:backend")
+        .await;
     let run = world.wait_phase(issue, RunPhase::PullRequestOpen).await;
     assert_eq!(
         attempts_outcomes(&run),
@@ -612,8 +662,15 @@ async fn a_failing_provider_falls_back_to_the_next_and_usage_counts_both() {
         ]
     );
     let status = run.status.expect("status");
-    assert_eq!(status.usage.input_tokens, 1000 + 4000, "usage of both attempts");
-    assert!(world.fallback.requests().iter().all(|r| r.auth_ok), "each provider gets its own key");
+    assert_eq!(
+        status.usage.input_tokens,
+        1000 + 4000,
+        "usage of both attempts"
+    );
+    assert!(
+        world.fallback.requests().iter().all(|r| r.auth_ok),
+        "each provider gets its own key"
+    );
     let w = world.github.world();
     let pr = &w.issues[&(REPO.to_owned(), status.pull_request.expect("pr").number)];
     assert!(pr.body.contains("| Provider | `fallback` |") && pr.body.contains("| Attempts | 2 |"));
@@ -651,17 +708,31 @@ async fn guardrails_refuse_workflows_private_keys_and_huge_changes_and_push_noth
     for (label, expected) in cases {
         let issue = world.label_new_issue("Do something risky", label).await;
         let run = world.wait_phase(issue, RunPhase::Failed).await;
-        let message = run.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+        let message = run
+            .status
+            .as_ref()
+            .and_then(|s| s.message.clone())
+            .unwrap_or_default();
         assert!(
             message.starts_with("A guardrail refused the change: ") && message.contains(expected),
             "{label}: {message}"
         );
-        assert_eq!(run.status.as_ref().map(|s| s.attempts.len()), Some(1), "not retried");
+        assert_eq!(
+            run.status.as_ref().map(|s| s.attempts.len()),
+            Some(1),
+            "not retried"
+        );
         let (comment, _) = &world.bot_comments(issue)[0];
-        assert!(comment.contains("**failed**") && comment.contains(expected), "{comment}");
+        assert!(
+            comment.contains("**failed**") && comment.contains(expected),
+            "{comment}"
+        );
     }
     let message_of_key = world.github.world().pushes.clone();
-    assert!(message_of_key.is_empty(), "nothing was pushed: {message_of_key:?}");
+    assert!(
+        message_of_key.is_empty(),
+        "nothing was pushed: {message_of_key:?}"
+    );
     assert_eq!(world.github.world().branches(REPO), ["main"]);
 }
 
@@ -675,15 +746,23 @@ async fn a_command_provider_runs_a_shell_agent_whose_docs_change_auto_approves()
     let pr = status.pull_request.expect("pr").number;
     {
         let w = world.github.world();
-        let notes = w.file_at(REPO, &branch, "NOTES.md").expect("NOTES.md pushed");
+        let notes = w
+            .file_at(REPO, &branch, "NOTES.md")
+            .expect("NOTES.md pushed");
         assert_eq!(notes, "# Notes\n\nWritten by a shell agent.\n");
         assert!(w.file_at(REPO, &branch, "task.txt").is_none());
     }
     world.deliver_opened(pr).await;
     world
-        .wait_gate(&format!("api-pr-{pr}"), "auto-approved the docs change", |g| {
-            g.status.as_ref().is_some_and(|s| s.phase == GatePhase::Approved)
-        })
+        .wait_gate(
+            &format!("api-pr-{pr}"),
+            "auto-approved the docs change",
+            |g| {
+                g.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == GatePhase::Approved)
+            },
+        )
         .await;
 }
 
@@ -692,21 +771,39 @@ async fn control_mode_posts_a_plan_and_codes_only_after_approve() {
     let world = World::start(json!({})).await;
     let plan = "1. Return `NotFound` from `find`\n2. Map it to 404";
     world.primary.script(vec![
-        Step::ToolCalls(vec![("read_file".into(), json!({"path": "src/invoices.rs"}))]),
+        Step::ToolCalls(vec![(
+            "read_file".into(),
+            json!({"path": "src/invoices.rs"}),
+        )]),
         Step::ToolCalls(vec![(
             "finish".into(),
             json!({"summary": "planned", "report": plan}),
         )]),
     ]);
-    let issue = world.label_new_issue("Return 404 for unknown invoices", "ai:plan").await;
-    let waiting = world.wait_phase(issue, RunPhase::AwaitingPlanApproval).await;
+    let issue = world
+        .label_new_issue("Return 404 for unknown invoices", "ai:plan")
+        .await;
+    let waiting = world
+        .wait_phase(issue, RunPhase::AwaitingPlanApproval)
+        .await;
     assert_eq!(
-        waiting.status.as_ref().and_then(|s| s.plan.as_ref()).map(|p| p.text.as_str()),
+        waiting
+            .status
+            .as_ref()
+            .and_then(|s| s.plan.as_ref())
+            .map(|p| p.text.as_str()),
         Some(plan)
     );
-    assert_eq!(world.github.world().branches(REPO), ["main"], "a plan pushes nothing");
+    assert_eq!(
+        world.github.world().branches(REPO),
+        ["main"],
+        "a plan pushes nothing"
+    );
     let (comment, _) = &world.bot_comments(issue)[0];
-    assert!(comment.contains(plan) && comment.contains("/approve"), "{comment}");
+    assert!(
+        comment.contains(plan) && comment.contains("/approve"),
+        "{comment}"
+    );
 
     // Someone without an approver role cannot approve the plan.
     world.comment(issue, &rita(), "/approve").await;
@@ -739,8 +836,12 @@ async fn control_mode_reject_ends_the_run() {
         "finish".into(),
         json!({"summary": "planned", "report": "1. Rewrite everything"}),
     )])]);
-    let issue = world.label_new_issue("Return 404 for unknown invoices", "ai:plan").await;
-    world.wait_phase(issue, RunPhase::AwaitingPlanApproval).await;
+    let issue = world
+        .label_new_issue("Return 404 for unknown invoices", "ai:plan")
+        .await;
+    world
+        .wait_phase(issue, RunPhase::AwaitingPlanApproval)
+        .await;
     world.comment(issue, &dev(), "/reject too broad").await;
     let run = world.wait_phase(issue, RunPhase::Cancelled).await;
     assert_eq!(
@@ -762,9 +863,15 @@ async fn observation_mode_posts_an_analysis_and_opens_no_pull_request() {
             json!({"summary": "analysed", "report": "## Findings\n`find` never returns a value."}),
         )]),
     ]);
-    let issue = world.label_new_issue("Why do invoices vanish?", "ai:analyse").await;
+    let issue = world
+        .label_new_issue("Why do invoices vanish?", "ai:analyse")
+        .await;
     let run = world.wait_phase(issue, RunPhase::Succeeded).await;
-    assert!(run.status.as_ref().is_some_and(|s| s.pull_request.is_none()));
+    assert!(
+        run.status
+            .as_ref()
+            .is_some_and(|s| s.pull_request.is_none())
+    );
     assert_eq!(world.github.world().branches(REPO), ["main"]);
     let (comment, _) = &world.bot_comments(issue)[0];
     assert!(
@@ -790,7 +897,9 @@ async fn a_failing_verify_command_goes_back_to_the_model_before_anything_is_push
         )]),
         Step::ToolCalls(vec![("finish".into(), json!({"summary": "added NotFound"}))]),
     ]);
-    let issue = world.label_new_issue("Return 404 for unknown invoices", "ai:checked").await;
+    let issue = world
+        .label_new_issue("Return 404 for unknown invoices", "ai:checked")
+        .await;
     let run = world.wait_phase(issue, RunPhase::PullRequestOpen).await;
     let requests = world.primary.requests();
     assert_eq!(requests.len(), 4);
@@ -806,5 +915,65 @@ async fn a_failing_verify_command_goes_back_to_the_model_before_anything_is_push
     assert!(
         body.contains("| Verification | not-found-type passed (2 rounds) |"),
         "{body}"
+    );
+}
+
+/// `countersign-sandbox demo`'s tour, with the real controller, bot and agent processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sandbox_demo_runs_from_a_labelled_issue_to_a_green_check() {
+    let dir = tempfile::tempdir().expect("demo dir");
+    let options = countersign_testkit::demo::DemoOptions {
+        countersign: env!("CARGO_BIN_EXE_countersign").into(),
+        dir: dir.path().to_path_buf(),
+        step_timeout: Duration::from_secs(60),
+    };
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let report = countersign_testkit::demo::run(
+        &options,
+        move |line| sink.lock().expect("lines").push(line.to_owned()),
+        async {},
+    )
+    .await
+    .expect("the demo reaches the green check");
+    assert_eq!(report.conclusion, "success");
+    assert_eq!(report.risk, "medium");
+    assert_eq!(report.approved_roles, ["developer", "tech_lead"]);
+    let text = lines.lock().expect("lines").join("\n");
+    for expected in [
+        "SIMULATED",
+        "the bot created AgentRun demo/shop-issue-1-backend",
+        "run phase Running",
+        "pushed over git smart-HTTP",
+        "opened as a draft",
+        "medium risk (score 5/10, workflow supervised)",
+        "needs: developer ×1, tech_lead ×1",
+        "ignored  rita: Requester",
+        "check countersign/approval stays pending: still needs tech_lead",
+        "check countersign/approval on",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // The processes logged to the demo directory.
+    for log in ["controller.log", "bot.log"] {
+        let content = std::fs::read_to_string(dir.path().join(log)).expect("log");
+        assert!(content.contains("starting countersign"), "{log}: {content}");
+    }
+}
+
+#[tokio::test]
+async fn the_demo_explains_a_missing_countersign_binary() {
+    let dir = tempfile::tempdir().expect("demo dir");
+    let options = countersign_testkit::demo::DemoOptions {
+        countersign: dir.path().join("no-such-binary"),
+        dir: dir.path().to_path_buf(),
+        step_timeout: Duration::from_secs(5),
+    };
+    let error = countersign_testkit::demo::run(&options, |_| {}, async {})
+        .await
+        .expect_err("no binary, no demo");
+    assert!(
+        error.to_string().contains("cargo build --release --bins"),
+        "{error:#}"
     );
 }

@@ -298,3 +298,22 @@ fn kubectl_works_against_the_sandbox() {
     let (ok, _, stderr) = kubectl.run(&["get", "agentrun", "second-run"]);
     assert!(!ok && stderr.contains("NotFound"), "{stderr}");
 }
+
+/// The demo's exit code says whether the tour reached the green check.
+#[test]
+fn the_demo_exits_non_zero_when_a_step_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_countersign-sandbox"))
+        .args(["demo", "--countersign"])
+        .arg(dir.path().join("missing-countersign"))
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .expect("run the sandbox");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not exist") && stderr.contains("cargo build --release --bins"),
+        "{stderr}"
+    );
+}

@@ -1,6 +1,10 @@
 //! `countersign-sandbox`: Countersign's fakes on loopback ports, for trying the real binaries
 //! and `kubectl` on a machine without a cluster.
 //!
+//! `countersign-sandbox demo` is the one-command tour: simulated Kubernetes, GitHub and model,
+//! the real `countersign` controller, bot and agent, from a labelled issue to a green check
+//! (see `countersign_testkit::demo`). It exits non-zero when any step fails.
+//!
 //! `countersign-sandbox serve --dir DIR [--kubelet]` serves a fake kube-apiserver with the
 //! Countersign CRDs installed, writes `DIR/kubeconfig`, prints one line containing `ready`,
 //! and runs until interrupted. With `--kubelet`, created pods run as local processes.
@@ -12,6 +16,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use countersign_testkit::apiserver::FakeApiServer;
+use countersign_testkit::demo;
 use countersign_testkit::kubelet::Kubelet;
 
 /// Countersign's sandbox: a simulated Kubernetes API (and more to come) on loopback ports.
@@ -24,6 +29,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The tour: label an issue, watch the real controller, bot and agent turn it into a pull
+    /// request, its risk and approvals, and a green `countersign/approval` check. GitHub,
+    /// Kubernetes and the AI model are simulated on loopback ports.
+    Demo {
+        /// The `countersign` binary [default: the one next to this program].
+        #[arg(long, env = "COUNTERSIGN_BIN", value_name = "PATH")]
+        countersign: Option<PathBuf>,
+        /// Directory for the kubeconfig, logs and pod files [default: a new temp directory].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Longest wait for one step, e.g. `30s`.
+        #[arg(long, default_value = "60s")]
+        step_timeout: countersign_crds::GoDuration,
+        /// Keep the simulated world (and the processes) running after the tour until
+        /// interrupted, to look around with kubectl and the gate page.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Serve a fake kube-apiserver with the Countersign CRDs installed until interrupted.
     Serve {
         /// Directory for the kubeconfig (`DIR/kubeconfig`) and, with --kubelet, pod files.
@@ -60,6 +83,33 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { dir, port, kubelet } => serve(dir, port, kubelet).await,
+        Command::Demo {
+            countersign,
+            dir,
+            step_timeout,
+            keep,
+        } => {
+            let countersign = match countersign {
+                Some(path) => path,
+                None => demo::sibling_binary(
+                    &std::env::current_exe().context("Cannot find this program's path")?,
+                ),
+            };
+            let options = demo::DemoOptions {
+                countersign,
+                dir: dir.unwrap_or_else(demo::default_dir),
+                step_timeout: step_timeout.0,
+            };
+            let hold = async move {
+                if keep {
+                    println!("(--keep: running until Ctrl-C)");
+                    shutdown_signal().await;
+                }
+            };
+            demo::run(&options, |line| println!("{line}"), hold)
+                .await
+                .map(drop)
+        }
     }
 }
 

@@ -1144,7 +1144,7 @@ async fn create_comment(
         author_id: TEST_APP_BOT_USER_ID,
         created_at: now,
         updated_at: now,
-            previous_bodies: Vec::new(),
+        previous_bodies: Vec::new(),
     };
     let answer = comment.json();
     w.comments.push(comment);

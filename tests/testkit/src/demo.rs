@@ -1,0 +1,652 @@
+//! `countersign-sandbox demo`: the newcomer's one-command tour of Countersign.
+//!
+//! Kubernetes, GitHub and the AI model are simulated in this process (the fake apiserver with
+//! its local kubelet, the fake GitHub with a sample repository and issue, a scripted
+//! OpenAI-compatible model); the controller, the bot and the agent are the real `countersign`
+//! binary, started as processes exactly as in a cluster. The tour labels an issue, follows the
+//! run (phases, pod, branch, pull request), shows the risk and the approvals it needs,
+//! approves as the required roles and waits for the `countersign/approval` check to turn
+//! green. Every wait has a timeout; any step that fails ends the tour with an error that says
+//! which step and where the logs are.
+
+mod processes;
+mod script;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use countersign_crds::{AgentRun, ApprovalGate, GatePhase, RunPhase};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::apiserver::FakeApiServer;
+use crate::github::{
+    Delivery, FakeGitHub, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_SLUG, User,
+};
+use crate::kubelet::Kubelet;
+use crate::model::FakeModel;
+
+use self::processes::Started;
+
+/// The namespace the tour works in.
+pub const NAMESPACE: &str = "demo";
+/// The sample repository.
+pub const REPOSITORY: &str = "acme/shop";
+/// The webhook secret shared by the fake GitHub's deliveries and the bot.
+const WEBHOOK_SECRET: &str = "demo-webhook-secret";
+/// The GitHub App installation on `acme`.
+const INSTALLATION: u64 = 7;
+/// How often state is polled while waiting.
+const POLL: Duration = Duration::from_millis(100);
+/// The name of the one required check.
+const CHECK: &str = "countersign/approval";
+
+/// How to run the tour.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// The `countersign` binary to run as controller, bot and agent.
+    pub countersign: PathBuf,
+    /// Directory for the kubeconfig, the App key, logs and pod files.
+    pub dir: PathBuf,
+    /// Longest wait for any one step.
+    pub step_timeout: Duration,
+}
+
+/// What the tour did, for its caller (and tests).
+#[derive(Clone, Debug)]
+pub struct DemoReport {
+    /// The AgentRun's name.
+    pub run: String,
+    /// The pull request the agent's change became.
+    pub pull_request: u64,
+    /// Risk level of the pull request.
+    pub risk: String,
+    /// The roles whose approval turned the check green.
+    pub approved_roles: Vec<String>,
+    /// The check run's conclusion.
+    pub conclusion: String,
+    /// The bot's address (gate pages live under `/gates/`).
+    pub bot: SocketAddr,
+    /// The kubeconfig of the simulated cluster.
+    pub kubeconfig: PathBuf,
+}
+
+/// The people of the sample repository.
+struct Cast {
+    rita: User,
+    dev: User,
+    lead: User,
+}
+
+fn cast() -> Cast {
+    Cast {
+        rita: User::new(101, "rita"),
+        dev: User::new(102, "dev"),
+        lead: User::new(103, "lead"),
+    }
+}
+
+/// Prints the tour's lines with the time since it started.
+struct Narrator {
+    started: Instant,
+    say: Box<dyn FnMut(&str) + Send>,
+}
+
+impl Narrator {
+    fn line(&mut self, text: &str) {
+        let elapsed = self.started.elapsed().as_secs_f32();
+        (self.say)(&format!("[{elapsed:5.1}s] {text}"));
+    }
+
+    fn plain(&mut self, text: &str) {
+        (self.say)(text);
+    }
+}
+
+/// Everything the tour runs; dropped at the end, which stops the processes and fakes.
+struct Stage {
+    api: FakeApiServer,
+    github: FakeGitHub,
+    _model: FakeModel,
+    bot: Started,
+    _controller: Started,
+    kubelet: tokio::task::JoinHandle<()>,
+    kubeconfig: PathBuf,
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        self.kubelet.abort();
+    }
+}
+
+/// Runs the tour, writing its narration through `say`, and returns what it did. With
+/// `keep`, the simulated world keeps running after the green check until `keep` resolves.
+pub async fn run(
+    options: &DemoOptions,
+    say: impl FnMut(&str) + Send + 'static,
+    keep: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<DemoReport> {
+    let mut n = Narrator {
+        started: Instant::now(),
+        say: Box::new(say),
+    };
+    if !options.countersign.is_file() {
+        bail!(
+            "the countersign binary {} does not exist; build it first: cargo build --release --bins",
+            options.countersign.display()
+        );
+    }
+    std::fs::create_dir_all(&options.dir)
+        .with_context(|| format!("Cannot create {}", options.dir.display()))?;
+    let stage = set_stage(options, &mut n).await?;
+    let report = tour(options, &stage, &mut n).await.map_err(|e| {
+        e.context(format!(
+            "the demo stopped; logs: {} and {}",
+            options.dir.join("controller.log").display(),
+            options.dir.join("bot.log").display()
+        ))
+    })?;
+    n.plain("");
+    n.line(&format!(
+        "✔ done: issue → agent → pull request #{} → {} risk → approvals by {} → check {}",
+        report.pull_request,
+        report.risk,
+        report.approved_roles.join(" + "),
+        report.conclusion
+    ));
+    n.plain("");
+    n.plain("Explore the simulated cluster while it runs (with --keep), e.g.:");
+    n.plain(&format!(
+        "  export KUBECONFIG={}",
+        stage.kubeconfig.display()
+    ));
+    n.plain(&format!(
+        "  kubectl get countersign -n {NAMESPACE}; kubectl describe csgate -n {NAMESPACE}"
+    ));
+    n.plain(&format!(
+        "  open http://{}/gates/{NAMESPACE}/shop-pr-{}",
+        report.bot, report.pull_request
+    ));
+    n.plain("Next: install on a real cluster with a real GitHub App (README, \"Install on a real cluster\").");
+    keep.await;
+    drop(stage);
+    Ok(report)
+}
+
+async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<Stage> {
+    let cast = cast();
+    let api = FakeApiServer::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .context("Cannot start the fake kube-apiserver")?;
+    for crd in countersign_crds::all() {
+        api.install_crd(&crd).context("Cannot install the CRDs")?;
+    }
+    api.create_namespace(NAMESPACE)?;
+    let kubeconfig = options.dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig_yaml())
+        .with_context(|| format!("Cannot write {}", kubeconfig.display()))?;
+    let github = FakeGitHub::start()
+        .await
+        .context("Cannot start the fake GitHub")?;
+    let model = FakeModel::start()
+        .await
+        .context("Cannot start the scripted model")?;
+    model.require_api_key(script::MODEL_KEY);
+    model.script(script::change());
+    {
+        let mut w = github.world();
+        w.install(INSTALLATION, "acme", &["shop"]);
+        for user in [&cast.rita, &cast.dev, &cast.lead] {
+            w.add_user(user);
+            w.set_permission(REPOSITORY, &user.login, "write");
+        }
+        w.create_repository(REPOSITORY, script::REPOSITORY_FILES);
+        w.open_issue(
+            REPOSITORY,
+            script::ISSUE_TITLE,
+            script::ISSUE_BODY,
+            &cast.rita,
+        );
+    }
+    n.plain("Countersign demo. Everything except Countersign itself is SIMULATED on this machine:");
+    n.plain(&format!(
+        "  Kubernetes  a fake kube-apiserver at {} (pods run as local processes)",
+        api.url()
+    ));
+    n.plain(&format!(
+        "  GitHub      a fake GitHub at {} holding {REPOSITORY} and its issue #1",
+        github.url()
+    ));
+    n.plain(&format!(
+        "  AI model    a scripted OpenAI-compatible endpoint at {}",
+        model.openai_base_url()
+    ));
+    n.plain(&format!(
+        "  Countersign the real `{}` binary: controller, bot and agent processes",
+        options.countersign.display()
+    ));
+    n.plain("");
+
+    apply_manifests(&api, &model).await?;
+    let kubelet = Kubelet::new(api.client(), options.dir.join("pods"));
+    let kubelet = tokio::spawn(async move {
+        if let Err(e) = kubelet.run().await {
+            tracing::error!(error = %format!("{e:#}"), "the local kubelet stopped");
+        }
+    });
+    let key = options.dir.join("github-app.pem");
+    std::fs::write(&key, TEST_APP_PRIVATE_KEY_PEM).context("Cannot write the App key")?;
+    let secret = options.dir.join("webhook-secret");
+    std::fs::write(&secret, WEBHOOK_SECRET).context("Cannot write the webhook secret")?;
+    let github_flags = [
+        "--github-app-id".to_owned(),
+        TEST_APP_ID.to_string(),
+        "--github-app-private-key-file".to_owned(),
+        key.display().to_string(),
+        "--github-api-url".to_owned(),
+        github.url(),
+    ];
+    let bot = processes::start(
+        options,
+        "bot",
+        &kubeconfig,
+        [
+            "bot",
+            "--listen",
+            "127.0.0.1:0",
+            "--namespace",
+            NAMESPACE,
+            "--webhook-secret-file",
+            &secret.display().to_string(),
+            "--bot-login",
+            &format!("{TEST_APP_SLUG}[bot]"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(github_flags.iter().cloned())
+        .collect(),
+    )
+    .await?;
+    let agent_command = format!("{},agent", options.countersign.display());
+    let controller = processes::start(
+        options,
+        "controller",
+        &kubeconfig,
+        [
+            "controller",
+            "--listen",
+            "127.0.0.1:0",
+            "--namespace",
+            NAMESPACE,
+            "--leader-elect=false",
+            "--agent-command",
+            &agent_command,
+            "--github-git-url",
+            &github.url(),
+            "--gates-url",
+            &format!("http://{}", bot.addr),
+            "--retry-backoff-base",
+            "1s",
+            "--wait-requeue",
+            "1s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(github_flags.iter().cloned())
+        .collect(),
+    )
+    .await?;
+    n.line(&format!(
+        "✔ countersign controller running (metrics on {}), log {}",
+        controller.addr,
+        options.dir.join("controller.log").display()
+    ));
+    processes::wait_ready(bot.addr, options.step_timeout).await?;
+    n.line(&format!(
+        "✔ countersign bot serving webhooks on {}, log {}",
+        bot.addr,
+        options.dir.join("bot.log").display()
+    ));
+    Ok(Stage {
+        api,
+        github,
+        _model: model,
+        bot,
+        _controller: controller,
+        kubelet,
+        kubeconfig,
+    })
+}
+
+/// The RiskPolicy, Project, Agent and model key the tour runs with.
+async fn apply_manifests(api: &FakeApiServer, model: &FakeModel) -> anyhow::Result<()> {
+    let client = api.client();
+    let mut policy: Value = serde_yaml::from_str(script::DEFAULT_POLICY)
+        .context("The default RiskPolicy does not parse")?;
+    policy["metadata"]["namespace"] = json!(NAMESPACE);
+    let objects = [
+        policy,
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "model", "namespace": NAMESPACE},
+            "stringData": {"api-key": script::MODEL_KEY}
+        }),
+        script::project(NAMESPACE, INSTALLATION),
+        script::agent(NAMESPACE, &model.openai_base_url()),
+    ];
+    for object in objects {
+        let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+        let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+        let plural =
+            format!("{}s", kind.to_ascii_lowercase()).replace("riskpolicys", "riskpolicies");
+        let resource = kube::api::ApiResource {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            api_version: api_version.clone(),
+            kind: kind.clone(),
+            plural,
+        };
+        let dynamic: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), NAMESPACE, &resource);
+        let object: kube::api::DynamicObject =
+            serde_json::from_value(object).context("a demo manifest")?;
+        dynamic
+            .create(&PostParams::default(), &object)
+            .await
+            .with_context(|| format!("Cannot create the demo's {kind}"))?;
+    }
+    Ok(())
+}
+
+async fn tour(
+    options: &DemoOptions,
+    stage: &Stage,
+    n: &mut Narrator,
+) -> anyhow::Result<DemoReport> {
+    let cast = cast();
+    let timeout = options.step_timeout;
+    let runs: Api<AgentRun> = Api::namespaced(stage.api.client(), NAMESPACE);
+    let gates: Api<ApprovalGate> = Api::namespaced(stage.api.client(), NAMESPACE);
+
+    let payload = stage
+        .github
+        .world()
+        .label_issue(REPOSITORY, 1, "ai:backend", &cast.rita);
+    n.line(&format!(
+        "→ rita labels issue #1 \"{}\" with ai:backend (GitHub sends the webhook to the bot)",
+        script::ISSUE_TITLE
+    ));
+    deliver(stage, "issues", &payload).await?;
+
+    let run = until(timeout, "the bot to create the AgentRun", || async {
+        Ok(runs
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .next())
+    })
+    .await?;
+    let name = run.metadata.name.clone().unwrap_or_default();
+    n.line(&format!("✔ the bot created AgentRun {NAMESPACE}/{name}"));
+
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout * 3;
+    let run = loop {
+        let run = runs.get(&name).await?;
+        let status = run.status.clone().unwrap_or_default();
+        if !seen.contains(&status.phase) {
+            seen.push(status.phase);
+            n.line(&format!(
+                "  run phase {:?}{}",
+                status.phase,
+                status
+                    .message
+                    .as_deref()
+                    .map_or(String::new(), |m| format!(": {m}"))
+            ));
+        }
+        match status.phase {
+            RunPhase::PullRequestOpen => break run,
+            RunPhase::Failed | RunPhase::TimedOut | RunPhase::Cancelled => bail!(
+                "the run ended {:?}: {}",
+                status.phase,
+                status.message.unwrap_or_default()
+            ),
+            _ if tokio::time::Instant::now() >= deadline => {
+                bail!("timed out waiting for the run to open its pull request")
+            }
+            _ => tokio::time::sleep(POLL).await,
+        }
+    };
+    let status = run.status.clone().unwrap_or_default();
+    if let Some(attempt) = status.attempts.last() {
+        n.line(&format!(
+            "✔ pod {} ran `countersign agent` on provider {} ({} tokens in, {} out)",
+            attempt.pod, attempt.provider, status.usage.input_tokens, status.usage.output_tokens
+        ));
+    }
+    let branch = status.branch.clone().unwrap_or_default();
+    let pr = status
+        .pull_request
+        .as_ref()
+        .map(|p| p.number)
+        .context("the run has no pull request")?;
+    let (head, draft, labels) = {
+        let w = stage.github.world();
+        let pull = w
+            .pulls
+            .get(&(REPOSITORY.to_owned(), pr))
+            .context("the pull request is not on the fake GitHub")?;
+        let labels = w
+            .issues
+            .get(&(REPOSITORY.to_owned(), pr))
+            .map(|i| i.labels.join(", "))
+            .unwrap_or_default();
+        (pull.head_sha.clone(), pull.draft, labels)
+    };
+    n.line(&format!(
+        "✔ branch {branch} pushed over git smart-HTTP at {}",
+        &head[..head.len().min(12)]
+    ));
+    n.line(&format!(
+        "✔ pull request #{pr} opened{} by {TEST_APP_SLUG}[bot], labels: {labels}",
+        if draft { " as a draft" } else { "" }
+    ));
+
+    let opened =
+        stage
+            .github
+            .world()
+            .pull_request_payload(REPOSITORY, pr, "opened", &User::test_app_bot());
+    deliver(stage, "pull_request", &opened).await?;
+    let gate_name = format!("shop-pr-{pr}");
+    let gate = until(timeout, "the gate to be evaluated", || async {
+        Ok(gates
+            .get_opt(&gate_name)
+            .await?
+            .filter(|g| g.status.as_ref().is_some_and(|s| s.risk.is_some())))
+    })
+    .await?;
+    let gate_status = gate.status.clone().unwrap_or_default();
+    let risk = gate_status.risk.clone().context("the gate has no risk")?;
+    let level = format!("{:?}", risk.level).to_ascii_lowercase();
+    n.line(&format!(
+        "✔ ApprovalGate {gate_name}: {level} risk (score {}/10, workflow {})",
+        risk.score, risk.workflow
+    ));
+    for factor in &risk.factors {
+        n.plain(&format!("          {}", factor.reason));
+    }
+    let required: Vec<String> = gate_status
+        .requirements
+        .iter()
+        .map(|r| format!("{} ×{}", r.role, r.count))
+        .collect();
+    n.plain(&format!(
+        "          needs: {} — check {CHECK} is pending",
+        required.join(", ")
+    ));
+    check_conclusion(stage, &head, None, timeout).await?;
+
+    n.line("→ rita (who asked for the run) approves: it must not count (separation of duties)");
+    review(stage, pr, &cast.rita).await?;
+    let mut approved_roles = Vec::new();
+    for requirement in &gate_status.requirements {
+        let who = match requirement.role.as_str() {
+            "developer" => &cast.dev,
+            "tech_lead" => &cast.lead,
+            other => bail!("the demo has nobody in role {other}"),
+        };
+        n.line(&format!("→ {} approves as {}", who.login, requirement.role));
+        review(stage, pr, who).await?;
+        approved_roles.push(requirement.role.to_string());
+        let role = requirement.role.clone();
+        let gate = until(timeout, &format!("the gate to count {role}"), || async {
+            Ok(gates.get(&gate_name).await?.status.filter(|s| {
+                s.requirements
+                    .iter()
+                    .any(|r| r.role == role && r.satisfied >= r.count)
+            }))
+        })
+        .await?;
+        let missing: Vec<String> = gate
+            .requirements
+            .iter()
+            .filter(|r| r.satisfied < r.count)
+            .map(|r| r.role.to_string())
+            .collect();
+        if missing.is_empty() {
+            n.line(&format!(
+                "✔ {role} approved: every required role has approved"
+            ));
+        } else {
+            check_conclusion(stage, &head, None, timeout).await?;
+            n.line(&format!(
+                "✔ {role} approved; check {CHECK} stays pending: still needs {}",
+                missing.join(", ")
+            ));
+        }
+    }
+    let gate = until(timeout, "the gate to approve", || async {
+        let gate = gates.get(&gate_name).await?;
+        let phase = gate.status.as_ref().map(|s| s.phase);
+        match phase {
+            Some(GatePhase::Approved) => Ok(Some(gate)),
+            Some(GatePhase::Rejected | GatePhase::Expired) => {
+                bail!("the gate ended {phase:?}")
+            }
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    for record in gate.status.iter().flat_map(|s| &s.approvals) {
+        n.plain(&format!(
+            "          {} {}: {}",
+            if record.valid { "counts  " } else { "ignored " },
+            record.user.login,
+            record.invalid_reason.map_or_else(
+                || record
+                    .roles
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                |r| format!("{r:?}")
+            )
+        ));
+    }
+    let conclusion = check_conclusion(stage, &head, Some("success"), timeout).await?;
+    n.line(&format!(
+        "✔ check {CHECK} on {}: {conclusion}",
+        &head[..head.len().min(12)]
+    ));
+    Ok(DemoReport {
+        run: name,
+        pull_request: pr,
+        risk: level,
+        approved_roles,
+        conclusion,
+        bot: stage.bot.addr,
+        kubeconfig: stage.kubeconfig.clone(),
+    })
+}
+
+/// `reviewer` approves pull request `pr` on the fake GitHub, which sends the webhook.
+async fn review(stage: &Stage, pr: u64, reviewer: &User) -> anyhow::Result<()> {
+    let payload =
+        stage
+            .github
+            .world()
+            .submit_review(REPOSITORY, pr, reviewer, "APPROVED", "Looks good");
+    deliver(stage, "pull_request_review", &payload).await
+}
+
+/// Waits for our check on `sha` to be completed with `expected` (or, with `None`, to exist
+/// and still be pending); returns its conclusion.
+async fn check_conclusion(
+    stage: &Stage,
+    sha: &str,
+    expected: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let what = format!("check {CHECK} to be {}", expected.unwrap_or("pending"));
+    until(timeout, &what, || async {
+        let w = stage.github.world();
+        let latest = w
+            .check_runs_on(REPOSITORY, sha)
+            .into_iter()
+            .rev()
+            .find(|c| c.name == CHECK)
+            .map(|c| (c.status.clone(), c.conclusion.clone()));
+        Ok(match (latest, expected) {
+            (Some((status, None)), None) if status != "completed" => Some("pending".to_owned()),
+            (Some((_, Some(conclusion))), Some(want)) if conclusion == want => Some(conclusion),
+            _ => None,
+        })
+    })
+    .await
+}
+
+/// Signs `payload` and posts it to the bot's `/webhook`, as GitHub does.
+async fn deliver(stage: &Stage, event: &str, payload: &Value) -> anyhow::Result<()> {
+    let delivery = Delivery::from_payload(event, payload, WEBHOOK_SECRET)?;
+    let status = processes::post_delivery(stage.bot.addr, &delivery).await?;
+    if !(200..300).contains(&status) {
+        bail!("the bot answered {status} to the {event} webhook");
+    }
+    Ok(())
+}
+
+/// Polls `probe` until it yields a value, fails, or `timeout` passes.
+async fn until<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await? {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The default directory of a tour: a fresh temporary directory.
+pub fn default_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("countersign-demo-{}", std::process::id()))
+}
+
+/// The `countersign` binary next to `exe` (both are built into the same target directory).
+pub fn sibling_binary(exe: &Path) -> PathBuf {
+    exe.with_file_name(format!("countersign{}", std::env::consts::EXE_SUFFIX))
+}
