@@ -17,7 +17,7 @@ use countersign_crds::agent_run::AttemptOutcome;
 use countersign_crds::{AgentRun, ApprovalGate, GatePhase, Project, RiskPolicy, RunPhase};
 use countersign_testkit::apiserver::FakeApiServer;
 use countersign_testkit::github::{
-    Delivery, FakeGitHub, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_SLUG, User,
+    FakeGitHub, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_SLUG, User,
 };
 use countersign_testkit::kubelet::Kubelet;
 use countersign_testkit::model::{FakeModel, Step};
@@ -25,7 +25,6 @@ use kube::Api;
 use kube::api::PostParams;
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const NS: &str = "team-a";
 const REPO: &str = "acme/api";
@@ -272,33 +271,13 @@ impl World {
     }
 
     async fn wait_bot_ready(&self) {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                let request = axum::http::Request::get("/readyz")
-                    .body(axum::body::Body::empty())
-                    .expect("request");
-                let response = self.router.clone().oneshot(request).await.expect("answer");
-                if response.status().is_success() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("bot ready in time");
+        countersign_testkit::github::wait_until_ready(&self.router, WAIT).await;
     }
 
     /// Sends `payload` to the bot as GitHub would.
     async fn deliver(&self, event: &str, payload: &Value) {
-        let delivery = Delivery::from_payload(event, payload, SECRET).expect("delivery");
-        let request = delivery.to_request("/webhook").expect("request");
-        let status = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("answer")
-            .status();
+        let status =
+            countersign_testkit::github::deliver_to(&self.router, event, payload, SECRET).await;
         assert!(status.is_success(), "{event} delivery answered {status}");
     }
 
@@ -734,6 +713,34 @@ async fn guardrails_refuse_workflows_private_keys_and_huge_changes_and_push_noth
         "nothing was pushed: {message_of_key:?}"
     );
     assert_eq!(world.github.world().branches(REPO), ["main"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_whose_agent_changes_nothing_succeeds_without_a_branch_or_pull_request() {
+    let world = World::start(json!({})).await;
+    world.primary.script(vec![
+        Step::ToolCalls(vec![(
+            "read_file".into(),
+            json!({"path": "src/invoices.rs"}),
+        )]),
+        Step::ToolCalls(vec![(
+            "finish".into(),
+            json!({"summary": "Already returns None for unknown ids; nothing to do."}),
+        )]),
+    ]);
+    let issue = world
+        .label_new_issue("Check the invoices lookup", "ai:backend")
+        .await;
+    let run = world.wait_phase(issue, RunPhase::Succeeded).await;
+    let status = run.status.expect("status");
+    assert_eq!(
+        status.message.as_deref(),
+        Some("The agent made no changes, so nothing was pushed")
+    );
+    assert!(status.pull_request.is_none() && status.branch.is_none());
+    assert_eq!(world.github.world().branches(REPO), ["main"]);
+    let (comment, _) = &world.bot_comments(issue)[0];
+    assert!(comment.contains("**succeeded**"), "{comment}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -20,15 +20,13 @@ use countersign_crds::approval_gate::InvalidReason;
 use countersign_crds::{AgentRun, ApprovalGate, GatePhase, Project, RiskPolicy};
 use countersign_testkit::apiserver::FakeApiServer;
 use countersign_testkit::github::{
-    ChangedFile, CheckRun, Delivery, FakeGitHub, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM,
-    TEST_APP_SLUG, User,
+    ChangedFile, CheckRun, FakeGitHub, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_SLUG, User,
 };
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const NS: &str = "team-a";
 const REPO: &str = "octo-org/widgets";
@@ -209,32 +207,13 @@ impl World {
 
     /// The bot answers `/readyz` once it has read the Projects.
     async fn wait_ready(&self) {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                let request = axum::http::Request::get("/readyz")
-                    .body(axum::body::Body::empty())
-                    .expect("request");
-                let response = self.router.clone().oneshot(request).await.expect("answer");
-                if response.status().is_success() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("bot ready in time");
+        countersign_testkit::github::wait_until_ready(&self.router, WAIT).await;
     }
 
+    /// Sends `payload` to the bot as GitHub would.
     async fn deliver(&self, event: &str, payload: &Value) {
-        let delivery = Delivery::from_payload(event, payload, SECRET).expect("delivery");
-        let request = delivery.to_request("/webhook").expect("request");
-        let status = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("answer")
-            .status();
+        let status =
+            countersign_testkit::github::deliver_to(&self.router, event, payload, SECRET).await;
         assert!(status.is_success(), "{event} delivery answered {status}");
     }
 

@@ -50,7 +50,7 @@ pub fn pull_request_title(run: &AgentRun) -> String {
     } else {
         title
     };
-    cut(&title, MAX_TITLE_CHARS)
+    super::decide::truncate(&title, MAX_TITLE_CHARS)
 }
 
 /// The labels of an agent pull request: [`AI_LABEL`], `countersign/agent:<agent>` when it
@@ -283,14 +283,6 @@ fn quote(text: &str) -> String {
 
 fn table_cell(text: &str) -> String {
     neutralise(text).replace('|', "\\|").replace('\n', " ")
-}
-
-fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        text.chars().take(max - 1).collect::<String>() + "…"
-    }
 }
 
 #[cfg(test)]

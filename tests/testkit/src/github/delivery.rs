@@ -132,3 +132,47 @@ fn random_guid() -> String {
         &hex[20..32]
     )
 }
+
+/// Sends `payload` as a signed `event` delivery through `router` (the bot's HTTP surface,
+/// in process) and returns the status it answered.
+///
+/// # Panics
+/// When the payload cannot be signed or the router fails (mistakes in the test itself).
+pub async fn deliver_to(
+    router: &axum::Router,
+    event: &str,
+    payload: &serde_json::Value,
+    secret: &str,
+) -> http::StatusCode {
+    use tower::ServiceExt as _;
+    let delivery = Delivery::from_payload(event, payload, secret).expect("a signable payload");
+    let request = delivery.to_request("/webhook").expect("a valid request");
+    router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the router answers")
+        .status()
+}
+
+/// Waits until `router` answers `GET /readyz` with 200 (the bot has read its Projects).
+///
+/// # Panics
+/// When it is not ready within `timeout`.
+pub async fn wait_until_ready(router: &axum::Router, timeout: std::time::Duration) {
+    use tower::ServiceExt as _;
+    tokio::time::timeout(timeout, async {
+        loop {
+            let request = http::Request::get("/readyz")
+                .body(axum::body::Body::empty())
+                .expect("a valid request");
+            let response = router.clone().oneshot(request).await.expect("an answer");
+            if response.status().is_success() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the bot is ready in time");
+}

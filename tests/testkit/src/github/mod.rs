@@ -13,7 +13,7 @@ mod pulls_api;
 pub mod server;
 mod smart_http;
 
-pub use delivery::{Delivery, DeliveryError, HOOK_ID, USER_AGENT};
+pub use delivery::{Delivery, DeliveryError, HOOK_ID, USER_AGENT, deliver_to, wait_until_ready};
 pub use git::Push;
 pub use pulls::{ChangedFile, CheckRun, GitIdentity, PullRequest, Review};
 pub use server::{
