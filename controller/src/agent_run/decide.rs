@@ -23,11 +23,9 @@
 
 use std::time::Duration;
 
-use countersign_crds::agent_run::{Attempt, AttemptOutcome, MAX_PLAN_CHARS, PlanDecision, RunPlan};
+use countersign_crds::agent_run::{Attempt, AttemptOutcome};
 use countersign_crds::conditions::{self, Readiness};
-use countersign_crds::keys::steering_command;
-use countersign_crds::result::{AgentResult, ResultError, ResultOutcome};
-use countersign_crds::{Agent, AgentRun, AgentRunStatus, GatePhase, RunMode, RunPhase, Usd};
+use countersign_crds::{Agent, AgentRun, AgentRunStatus, GatePhase, RunPhase};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -215,62 +213,6 @@ pub fn wants_admission(run: &AgentRun, pods: &[PodView]) -> bool {
     }
     let fresh = status.is_none_or(|s| s.attempts.is_empty()) && pods.is_empty();
     fresh || approved_plan_waits(run, pods)
-}
-
-/// Whether the run's plan is approved (recorded, or approved by a command not yet recorded)
-/// and no attempt after the plan exists.
-fn approved_plan_waits(run: &AgentRun, pods: &[PodView]) -> bool {
-    let Some(status) = run.status.as_ref() else {
-        return false;
-    };
-    let Some(plan) = &status.plan else {
-        return false;
-    };
-    let approved = match &plan.decision {
-        Some(decision) => decision.approved,
-        None => steering_command(run.annotations()).is_some_and(|c| c.approved),
-    };
-    approved
-        && status.attempts.iter().all(|a| a.number <= plan.attempt)
-        && pods.iter().all(|p| p.attempt <= plan.attempt)
-}
-
-/// How the run is steered: its own mode, else its Agent's default.
-fn mode(i: &Inputs<'_>) -> RunMode {
-    i.run
-        .spec
-        .mode
-        .or(i.agent.map(|a| a.spec.default_mode))
-        .unwrap_or_default()
-}
-
-/// The attempt number after which the coding stage starts: the plan's attempt once a plan was
-/// approved, else 0. Retries are counted per stage.
-fn coding_stage_start(status: &AgentRunStatus) -> u32 {
-    status
-        .plan
-        .as_ref()
-        .filter(|p| p.decision.as_ref().is_some_and(|d| d.approved))
-        .map_or(0, |p| p.attempt)
-}
-
-/// The phase of a working attempt: `Planning` while a control-mode run has no approved plan.
-fn working_phase(i: &Inputs<'_>, status: &AgentRunStatus) -> RunPhase {
-    if mode(i) == RunMode::Control && coding_stage_start(status) == 0 {
-        RunPhase::Planning
-    } else {
-        RunPhase::Running
-    }
-}
-
-/// How the last attempt's ending affects the run.
-enum Next {
-    /// The run is done.
-    Finish(RunPhase, String),
-    /// Try again, on the same provider or the next one.
-    Retry { next_provider: bool, why: String },
-    /// The attempt succeeded: see [`after_success`].
-    Done,
 }
 
 /// Decides the run's status and next actions.
@@ -471,112 +413,6 @@ fn follow_attempt(i: &Inputs<'_>, d: &mut Decision) {
     }
 }
 
-/// What follows a successful attempt: a plan waits for its decision, a pushed change gets
-/// its pull request and follows it, anything else (no changes, an analysis) is done.
-fn after_success(i: &Inputs<'_>, d: &mut Decision, last: &Attempt) {
-    if let Some(plan) = d.status.plan.clone().filter(|p| p.attempt == last.number) {
-        return follow_plan(i, d, plan, last);
-    }
-    if let Some(commit) = d.status.commit.clone() {
-        let branch = d.status.branch.clone().unwrap_or_default();
-        let Some(pr) = d.status.pull_request.clone() else {
-            if i.can_open_pull_requests {
-                d.status.phase = RunPhase::Running;
-                d.status.message = Some(format!("Pushed {branch}; opening the pull request"));
-                d.actions.push(Action::OpenPullRequest);
-            } else {
-                let message = format!(
-                    "Pushed {branch} at {}; no GitHub App is configured, so no pull request was opened",
-                    short(&commit)
-                );
-                finish(d, RunPhase::Succeeded, message, i.now);
-            }
-            return;
-        };
-        let n = pr.number;
-        match i.gate {
-            Some(GatePhase::Merged) => finish(
-                d,
-                RunPhase::Succeeded,
-                format!("Pull request #{n} merged"),
-                i.now,
-            ),
-            Some(GatePhase::Closed) => finish(
-                d,
-                RunPhase::Failed,
-                format!("Pull request #{n} was closed without merging"),
-                i.now,
-            ),
-            gate => {
-                d.status.phase = RunPhase::PullRequestOpen;
-                d.status.message = Some(match gate {
-                    Some(phase) => format!("Pull request #{n} is open; its gate is {phase:?}"),
-                    None => format!("Pull request #{n} is open"),
-                });
-            }
-        }
-        return;
-    }
-    let message = match last.reason.as_deref() {
-        Some(reason) if !reason.is_empty() => reason.to_owned(),
-        _ if mode(i) == RunMode::Observation => "The analysis is posted on the issue".to_owned(),
-        _ => "The agent found nothing to change".to_owned(),
-    };
-    finish(d, RunPhase::Succeeded, message, i.now);
-}
-
-/// A control-mode plan: wait for `/approve` or `/reject`, record the decision, and start
-/// coding (through admission) or end the run.
-fn follow_plan(i: &Inputs<'_>, d: &mut Decision, mut plan: RunPlan, last: &Attempt) {
-    if plan.decision.is_none() {
-        let Some(command) = steering_command(i.run.annotations()) else {
-            d.status.phase = RunPhase::AwaitingPlanApproval;
-            d.status.message = Some(
-                "The plan is posted on the issue; an approver answers /approve or /reject".into(),
-            );
-            return;
-        };
-        plan.decision = Some(PlanDecision {
-            approved: command.approved,
-            by: command.by,
-            delivery: Some(command.delivery).filter(|d| !d.is_empty()),
-            time: Time(i.now),
-        });
-        d.status.plan = Some(plan.clone());
-    }
-    let decision = plan.decision.as_ref().expect("set just above when missing");
-    let by = decision
-        .by
-        .as_deref()
-        .map_or_else(String::new, |l| format!(" by @{l}"));
-    if !decision.approved {
-        return finish(d, RunPhase::Cancelled, format!("Plan rejected{by}"), i.now);
-    }
-    match &i.admission {
-        Some(Admission::Admit) => {
-            let provider = provider_index(i, &last.provider);
-            start_attempt(i, d, last.number + 1, provider);
-        }
-        Some(Admission::Wait(why)) => {
-            d.status.phase = RunPhase::Queued;
-            d.status.message = Some(format!("Plan approved{by}; {why}"));
-            d.requeue = Some(i.settings.wait_requeue);
-        }
-        None => d.requeue = Some(i.settings.wait_requeue),
-    }
-}
-
-/// Index of the provider entry `name` in the Agent (0 when unknown).
-fn provider_index(i: &Inputs<'_>, name: &str) -> usize {
-    i.agent
-        .and_then(|a| a.spec.providers.iter().position(|p| p.name == name))
-        .unwrap_or(0)
-}
-
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
-}
-
 fn watch_timeout(i: &Inputs<'_>, d: &mut Decision, last: &Attempt, pod: Option<String>) {
     let timeout = i
         .run
@@ -603,122 +439,6 @@ fn watch_timeout(i: &Inputs<'_>, d: &mut Decision, last: &Attempt, pod: Option<S
     } else {
         d.status.phase = working_phase(i, &d.status);
         d.requeue = Some(until(i.now, give_up));
-    }
-}
-
-/// Reads an ended attempt: its outcome, a reason for people and the result when readable.
-fn classify(
-    exit_code: i32,
-    message: &str,
-    deadline_exceeded: bool,
-) -> (AttemptOutcome, String, Option<AgentResult>) {
-    if deadline_exceeded {
-        return (
-            AttemptOutcome::TimedOut,
-            "the attempt ran longer than its timeout".into(),
-            None,
-        );
-    }
-    match AgentResult::parse(message) {
-        Ok(result) => {
-            let reason = result
-                .reason
-                .clone()
-                .or_else(|| result.summary.clone())
-                .unwrap_or_default();
-            let outcome = match result.outcome {
-                ResultOutcome::Succeeded | ResultOutcome::NoChanges | ResultOutcome::PlanReady => {
-                    AttemptOutcome::Succeeded
-                }
-                ResultOutcome::ProviderError => AttemptOutcome::ProviderError,
-                ResultOutcome::RateLimited => AttemptOutcome::RateLimited,
-                ResultOutcome::GuardrailViolation => AttemptOutcome::GuardrailViolation,
-                ResultOutcome::Failed => AttemptOutcome::Failed,
-            };
-            (outcome, reason, Some(result))
-        }
-        // A crash: the message holds the log tail, which is not worth a status field.
-        Err(ResultError::Malformed(_) | ResultError::Empty) if exit_code != 0 => (
-            AttemptOutcome::Failed,
-            format!("the agent exited with code {exit_code} without a result"),
-            None,
-        ),
-        Err(err) => (AttemptOutcome::InvalidResult, err.to_string(), None),
-    }
-}
-
-fn record_outcome(
-    d: &mut Decision,
-    outcome: AttemptOutcome,
-    reason: &str,
-    result: Option<&AgentResult>,
-    now: Timestamp,
-) {
-    let Some(last) = d.status.attempts.last_mut() else {
-        return;
-    };
-    last.outcome = Some(outcome);
-    last.finish_time = Some(Time(now));
-    last.reason = (!reason.is_empty()).then(|| truncate(reason, 1000));
-    let (number, provider) = (last.number, last.provider.clone());
-    if let Some(result) = result {
-        let usage = &mut d.status.usage;
-        usage.input_tokens += result.usage.input_tokens;
-        usage.output_tokens += result.usage.output_tokens;
-        usage.cost = Usd {
-            cents: usage.cost.cents + result.usage.cost.cents,
-        };
-        if outcome == AttemptOutcome::Succeeded {
-            if result.outcome == ResultOutcome::PlanReady {
-                let text = result
-                    .report
-                    .clone()
-                    .or_else(|| result.summary.clone())
-                    .unwrap_or_default();
-                d.status.plan = Some(RunPlan {
-                    text: truncate(&text, MAX_PLAN_CHARS),
-                    attempt: number,
-                    decision: None,
-                });
-            } else if result.outcome == ResultOutcome::Succeeded {
-                d.status.branch = result.branch.clone();
-                d.status.commit = result.commit.clone().filter(|c| is_sha(c));
-            }
-        }
-    }
-    if outcome != AttemptOutcome::Succeeded {
-        d.notes.push(Note {
-            warning: true,
-            reason: "AttemptFailed",
-            message: truncate(
-                &format!("Attempt {number} on provider {provider} ended {outcome:?}: {reason}"),
-                1000,
-            ),
-        });
-    }
-}
-
-/// Whether a recorded attempt ends the run, and how, or asks for another try.
-fn next_after(last: &Attempt) -> Next {
-    let reason = last.reason.clone().unwrap_or_default();
-    match last.outcome {
-        Some(AttemptOutcome::Succeeded) => Next::Done,
-        Some(AttemptOutcome::TimedOut) => Next::Finish(RunPhase::TimedOut, reason),
-        Some(AttemptOutcome::Cancelled) => Next::Finish(RunPhase::Cancelled, reason),
-        Some(AttemptOutcome::GuardrailViolation) => Next::Finish(
-            RunPhase::Failed,
-            format!("A guardrail refused the change: {reason}"),
-        ),
-        Some(AttemptOutcome::ProviderError | AttemptOutcome::RateLimited) => Next::Retry {
-            next_provider: true,
-            why: reason,
-        },
-        // Unreadable results come from a broken agent image; retrying would only cost money.
-        Some(AttemptOutcome::InvalidResult) => Next::Finish(RunPhase::Failed, reason),
-        Some(AttemptOutcome::Failed) | None => Next::Retry {
-            next_provider: false,
-            why: reason,
-        },
     }
 }
 
@@ -832,6 +552,12 @@ pub(crate) fn truncate(text: &str, max_chars: usize) -> String {
         text.chars().take(max_chars - 1).collect::<String>() + "…"
     }
 }
+
+mod outcome;
+mod stages;
+
+use outcome::{Next, classify, next_after, record_outcome};
+use stages::{after_success, approved_plan_waits, coding_stage_start, working_phase};
 
 #[cfg(test)]
 mod tests;

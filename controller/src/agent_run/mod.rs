@@ -12,6 +12,7 @@ pub mod decide;
 pub mod github;
 pub mod report;
 pub mod resources;
+pub mod sweep;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +70,7 @@ pub async fn run(ctx: Arc<Context>) {
     let by_gate = runs.clone();
     let resync = tokio_stream_interval(ctx.settings.resync_interval);
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    let sweep = sweep_orphans(ctx.clone(), runs.clone());
+    let sweep = sweep::sweep_orphans(ctx.clone(), runs.clone());
     let run_ctx = Arc::new(RunContext {
         ctx: ctx.clone(),
         runs,
@@ -119,71 +120,6 @@ pub async fn run(ctx: Arc<Context>) {
             }
         });
     tokio::join!(reconciling, sweep);
-}
-
-/// Whether a child labelled as an agent-run child has no live owning run: its run is gone
-/// (and garbage collection did not catch it) or it was copied without an owner reference.
-pub fn is_orphan(
-    owners: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
-    live: &std::collections::HashSet<String>,
-) -> bool {
-    !owners
-        .iter()
-        .any(|o| o.kind == "AgentRun" && live.contains(&o.uid))
-}
-
-/// On every resync, deletes Pods, Secrets and NetworkPolicies labelled as agent-run children
-/// whose run no longer exists, so nothing a lost event or a hand edit left behind lingers.
-async fn sweep_orphans(ctx: Arc<Context>, runs: Store<AgentRun>) {
-    let mut tick = tokio::time::interval(ctx.settings.resync_interval.max(Duration::from_secs(1)));
-    loop {
-        tick.tick().await;
-        if runs.wait_until_ready().await.is_err() {
-            return;
-        }
-        let live: std::collections::HashSet<String> =
-            runs.state().iter().filter_map(|r| r.uid()).collect();
-        let swept = tokio::join!(
-            sweep_kind::<Pod>(&ctx, &live),
-            sweep_kind::<Secret>(&ctx, &live),
-            sweep_kind::<NetworkPolicy>(&ctx, &live),
-        );
-        for result in [swept.0, swept.1, swept.2] {
-            if let Err(err) = result {
-                tracing::warn!(error = %err, "orphan sweep failed; will retry at the next resync");
-            }
-        }
-    }
-}
-
-async fn sweep_kind<K>(ctx: &Context, live: &std::collections::HashSet<String>) -> Result<()>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api = scoped::<K>(ctx);
-    for child in api
-        .list(&ListParams::default().labels(RUN_LABEL))
-        .await?
-        .items
-    {
-        if child.meta().deletion_timestamp.is_some() || !is_orphan(child.owner_references(), live) {
-            continue;
-        }
-        let ns = child.namespace().unwrap_or_default();
-        let name = child.name_any();
-        let namespaced: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-        ignore_not_found(
-            namespaced
-                .delete(&name, &DeleteParams::background())
-                .await
-                .map(drop),
-        )?;
-        tracing::info!(kind = %K::kind(&()), namespace = %ns, name = %name, "deleted orphaned agent-run child");
-    }
-    Ok(())
 }
 
 /// A stream that ticks every `period` (skipping the immediate first tick).
@@ -671,36 +607,5 @@ async fn publish_notes(rc: &RunContext, run: &AgentRun, decision: &Decision) {
         if let Err(err) = rc.recorder.publish(&event, &reference).await {
             tracing::debug!(error = %err, "could not publish event");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashSet;
-
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-
-    use super::is_orphan;
-
-    fn owner(kind: &str, uid: &str) -> OwnerReference {
-        OwnerReference {
-            kind: kind.into(),
-            uid: uid.into(),
-            api_version: "v".into(),
-            name: "n".into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn children_without_a_live_run_owner_are_orphans() {
-        let live: HashSet<String> = ["alive".to_owned()].into();
-        assert!(!is_orphan(&[owner("AgentRun", "alive")], &live));
-        assert!(is_orphan(&[owner("AgentRun", "dead")], &live));
-        assert!(is_orphan(&[], &live), "a copy without an owner reference");
-        assert!(
-            is_orphan(&[owner("Job", "alive")], &live),
-            "only AgentRun owners count"
-        );
     }
 }

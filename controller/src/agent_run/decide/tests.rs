@@ -3,7 +3,7 @@ use std::time::Duration;
 use countersign_crds::agent_run::AttemptOutcome;
 use countersign_crds::conditions::{self, READY, RECONCILING, STALLED};
 use countersign_crds::result::{AgentResult, RESULT_VERSION, ResultOutcome};
-use countersign_crds::{Agent, AgentRun, RunPhase};
+use countersign_crds::{Agent, AgentRun, RunMode, RunPhase};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 

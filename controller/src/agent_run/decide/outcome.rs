@@ -1,0 +1,137 @@
+//! How an ended attempt reads: its outcome from the pod's exit and result, what it adds to
+//! the status (usage, branch and commit, a plan), and whether the run finishes, retries or
+//! moves on. Part of the pure [`super::decide`].
+
+use countersign_crds::agent_run::{Attempt, AttemptOutcome, MAX_PLAN_CHARS, RunPlan};
+use countersign_crds::result::{AgentResult, ResultError, ResultOutcome};
+use countersign_crds::{RunPhase, Usd};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::{Decision, Note, is_sha, truncate};
+
+/// How the last attempt's ending affects the run.
+pub(super) enum Next {
+    /// The run is done.
+    Finish(RunPhase, String),
+    /// Try again, on the same provider or the next one.
+    Retry { next_provider: bool, why: String },
+    /// The attempt succeeded: see [`after_success`].
+    Done,
+}
+
+/// Reads an ended attempt: its outcome, a reason for people and the result when readable.
+pub(super) fn classify(
+    exit_code: i32,
+    message: &str,
+    deadline_exceeded: bool,
+) -> (AttemptOutcome, String, Option<AgentResult>) {
+    if deadline_exceeded {
+        return (
+            AttemptOutcome::TimedOut,
+            "the attempt ran longer than its timeout".into(),
+            None,
+        );
+    }
+    match AgentResult::parse(message) {
+        Ok(result) => {
+            let reason = result
+                .reason
+                .clone()
+                .or_else(|| result.summary.clone())
+                .unwrap_or_default();
+            let outcome = match result.outcome {
+                ResultOutcome::Succeeded | ResultOutcome::NoChanges | ResultOutcome::PlanReady => {
+                    AttemptOutcome::Succeeded
+                }
+                ResultOutcome::ProviderError => AttemptOutcome::ProviderError,
+                ResultOutcome::RateLimited => AttemptOutcome::RateLimited,
+                ResultOutcome::GuardrailViolation => AttemptOutcome::GuardrailViolation,
+                ResultOutcome::Failed => AttemptOutcome::Failed,
+            };
+            (outcome, reason, Some(result))
+        }
+        // A crash: the message holds the log tail, which is not worth a status field.
+        Err(ResultError::Malformed(_) | ResultError::Empty) if exit_code != 0 => (
+            AttemptOutcome::Failed,
+            format!("the agent exited with code {exit_code} without a result"),
+            None,
+        ),
+        Err(err) => (AttemptOutcome::InvalidResult, err.to_string(), None),
+    }
+}
+
+pub(super) fn record_outcome(
+    d: &mut Decision,
+    outcome: AttemptOutcome,
+    reason: &str,
+    result: Option<&AgentResult>,
+    now: Timestamp,
+) {
+    let Some(last) = d.status.attempts.last_mut() else {
+        return;
+    };
+    last.outcome = Some(outcome);
+    last.finish_time = Some(Time(now));
+    last.reason = (!reason.is_empty()).then(|| truncate(reason, 1000));
+    let (number, provider) = (last.number, last.provider.clone());
+    if let Some(result) = result {
+        let usage = &mut d.status.usage;
+        usage.input_tokens += result.usage.input_tokens;
+        usage.output_tokens += result.usage.output_tokens;
+        usage.cost = Usd {
+            cents: usage.cost.cents + result.usage.cost.cents,
+        };
+        if outcome == AttemptOutcome::Succeeded {
+            if result.outcome == ResultOutcome::PlanReady {
+                let text = result
+                    .report
+                    .clone()
+                    .or_else(|| result.summary.clone())
+                    .unwrap_or_default();
+                d.status.plan = Some(RunPlan {
+                    text: truncate(&text, MAX_PLAN_CHARS),
+                    attempt: number,
+                    decision: None,
+                });
+            } else if result.outcome == ResultOutcome::Succeeded {
+                d.status.branch = result.branch.clone();
+                d.status.commit = result.commit.clone().filter(|c| is_sha(c));
+            }
+        }
+    }
+    if outcome != AttemptOutcome::Succeeded {
+        d.notes.push(Note {
+            warning: true,
+            reason: "AttemptFailed",
+            message: truncate(
+                &format!("Attempt {number} on provider {provider} ended {outcome:?}: {reason}"),
+                1000,
+            ),
+        });
+    }
+}
+
+/// Whether a recorded attempt ends the run, and how, or asks for another try.
+pub(super) fn next_after(last: &Attempt) -> Next {
+    let reason = last.reason.clone().unwrap_or_default();
+    match last.outcome {
+        Some(AttemptOutcome::Succeeded) => Next::Done,
+        Some(AttemptOutcome::TimedOut) => Next::Finish(RunPhase::TimedOut, reason),
+        Some(AttemptOutcome::Cancelled) => Next::Finish(RunPhase::Cancelled, reason),
+        Some(AttemptOutcome::GuardrailViolation) => Next::Finish(
+            RunPhase::Failed,
+            format!("A guardrail refused the change: {reason}"),
+        ),
+        Some(AttemptOutcome::ProviderError | AttemptOutcome::RateLimited) => Next::Retry {
+            next_provider: true,
+            why: reason,
+        },
+        // Unreadable results come from a broken agent image; retrying would only cost money.
+        Some(AttemptOutcome::InvalidResult) => Next::Finish(RunPhase::Failed, reason),
+        Some(AttemptOutcome::Failed) | None => Next::Retry {
+            next_provider: false,
+            why: reason,
+        },
+    }
+}

@@ -1,0 +1,163 @@
+//! The stages after a successful attempt, and the control-mode plan stage: plans waiting for
+//! `/approve` or `/reject`, pushed changes waiting for their pull request, pull requests
+//! followed through their ApprovalGate. Part of the pure [`super::decide`].
+
+use countersign_crds::agent_run::{Attempt, PlanDecision, RunPlan};
+use countersign_crds::keys::steering_command;
+use countersign_crds::{AgentRun, AgentRunStatus, GatePhase, RunMode, RunPhase};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use super::{Action, Admission, Decision, Inputs, PodView, finish, start_attempt};
+
+/// Whether the run's plan is approved (recorded, or approved by a command not yet recorded)
+/// and no attempt after the plan exists.
+pub(super) fn approved_plan_waits(run: &AgentRun, pods: &[PodView]) -> bool {
+    let Some(status) = run.status.as_ref() else {
+        return false;
+    };
+    let Some(plan) = &status.plan else {
+        return false;
+    };
+    let approved = match &plan.decision {
+        Some(decision) => decision.approved,
+        None => steering_command(run.annotations()).is_some_and(|c| c.approved),
+    };
+    approved
+        && status.attempts.iter().all(|a| a.number <= plan.attempt)
+        && pods.iter().all(|p| p.attempt <= plan.attempt)
+}
+
+/// How the run is steered: its own mode, else its Agent's default.
+fn mode(i: &Inputs<'_>) -> RunMode {
+    i.run
+        .spec
+        .mode
+        .or(i.agent.map(|a| a.spec.default_mode))
+        .unwrap_or_default()
+}
+
+/// The attempt number after which the coding stage starts: the plan's attempt once a plan was
+/// approved, else 0. Retries are counted per stage.
+pub(super) fn coding_stage_start(status: &AgentRunStatus) -> u32 {
+    status
+        .plan
+        .as_ref()
+        .filter(|p| p.decision.as_ref().is_some_and(|d| d.approved))
+        .map_or(0, |p| p.attempt)
+}
+
+/// The phase of a working attempt: `Planning` while a control-mode run has no approved plan.
+pub(super) fn working_phase(i: &Inputs<'_>, status: &AgentRunStatus) -> RunPhase {
+    if mode(i) == RunMode::Control && coding_stage_start(status) == 0 {
+        RunPhase::Planning
+    } else {
+        RunPhase::Running
+    }
+}
+
+/// What follows a successful attempt: a plan waits for its decision, a pushed change gets
+/// its pull request and follows it, anything else (no changes, an analysis) is done.
+pub(super) fn after_success(i: &Inputs<'_>, d: &mut Decision, last: &Attempt) {
+    if let Some(plan) = d.status.plan.clone().filter(|p| p.attempt == last.number) {
+        return follow_plan(i, d, plan, last);
+    }
+    if let Some(commit) = d.status.commit.clone() {
+        let branch = d.status.branch.clone().unwrap_or_default();
+        let Some(pr) = d.status.pull_request.clone() else {
+            if i.can_open_pull_requests {
+                d.status.phase = RunPhase::Running;
+                d.status.message = Some(format!("Pushed {branch}; opening the pull request"));
+                d.actions.push(Action::OpenPullRequest);
+            } else {
+                let message = format!(
+                    "Pushed {branch} at {}; no GitHub App is configured, so no pull request was opened",
+                    short(&commit)
+                );
+                finish(d, RunPhase::Succeeded, message, i.now);
+            }
+            return;
+        };
+        let n = pr.number;
+        match i.gate {
+            Some(GatePhase::Merged) => finish(
+                d,
+                RunPhase::Succeeded,
+                format!("Pull request #{n} merged"),
+                i.now,
+            ),
+            Some(GatePhase::Closed) => finish(
+                d,
+                RunPhase::Failed,
+                format!("Pull request #{n} was closed without merging"),
+                i.now,
+            ),
+            gate => {
+                d.status.phase = RunPhase::PullRequestOpen;
+                d.status.message = Some(match gate {
+                    Some(phase) => format!("Pull request #{n} is open; its gate is {phase:?}"),
+                    None => format!("Pull request #{n} is open"),
+                });
+            }
+        }
+        return;
+    }
+    let message = match last.reason.as_deref() {
+        Some(reason) if !reason.is_empty() => reason.to_owned(),
+        _ if mode(i) == RunMode::Observation => "The analysis is posted on the issue".to_owned(),
+        _ => "The agent found nothing to change".to_owned(),
+    };
+    finish(d, RunPhase::Succeeded, message, i.now);
+}
+
+/// A control-mode plan: wait for `/approve` or `/reject`, record the decision, and start
+/// coding (through admission) or end the run.
+fn follow_plan(i: &Inputs<'_>, d: &mut Decision, mut plan: RunPlan, last: &Attempt) {
+    if plan.decision.is_none() {
+        let Some(command) = steering_command(i.run.annotations()) else {
+            d.status.phase = RunPhase::AwaitingPlanApproval;
+            d.status.message = Some(
+                "The plan is posted on the issue; an approver answers /approve or /reject".into(),
+            );
+            return;
+        };
+        plan.decision = Some(PlanDecision {
+            approved: command.approved,
+            by: command.by,
+            delivery: Some(command.delivery).filter(|d| !d.is_empty()),
+            time: Time(i.now),
+        });
+        d.status.plan = Some(plan.clone());
+    }
+    let decision = plan.decision.as_ref().expect("set just above when missing");
+    let by = decision
+        .by
+        .as_deref()
+        .map_or_else(String::new, |l| format!(" by @{l}"));
+    if !decision.approved {
+        return finish(d, RunPhase::Cancelled, format!("Plan rejected{by}"), i.now);
+    }
+    match &i.admission {
+        Some(Admission::Admit) => {
+            let provider = provider_index(i, &last.provider);
+            start_attempt(i, d, last.number + 1, provider);
+        }
+        Some(Admission::Wait(why)) => {
+            d.status.phase = RunPhase::Queued;
+            d.status.message = Some(format!("Plan approved{by}; {why}"));
+            d.requeue = Some(i.settings.wait_requeue);
+        }
+        None => d.requeue = Some(i.settings.wait_requeue),
+    }
+}
+
+/// Index of the provider entry `name` in the Agent (0 when unknown).
+fn provider_index(i: &Inputs<'_>, name: &str) -> usize {
+    i.agent
+        .and_then(|a| a.spec.providers.iter().position(|p| p.name == name))
+        .unwrap_or(0)
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
