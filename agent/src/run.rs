@@ -57,6 +57,14 @@ fn write_result(path: &Path, message: &str) -> anyhow::Result<()> {
 /// A result with only an outcome and a reason.
 fn ended(outcome: ResultOutcome, reason: impl Into<String>) -> AgentResult {
     AgentResult {
+        reason: Some(reason.into()),
+        ..blank(outcome)
+    }
+}
+
+/// A result with only an outcome.
+fn blank(outcome: ResultOutcome) -> AgentResult {
+    AgentResult {
         version: RESULT_VERSION,
         outcome,
         provider: None,
@@ -66,7 +74,7 @@ fn ended(outcome: ResultOutcome, reason: impl Into<String>) -> AgentResult {
         lines_added: 0,
         lines_removed: 0,
         summary: None,
-        reason: Some(reason.into()),
+        reason: None,
         report: None,
         verification: None,
         usage: Default::default(),
@@ -177,18 +185,14 @@ fn work(args: &AgentArgs, task: &TaskFile, token: &SecretString, started: Instan
     };
     let mut result = match kind {
         JobKind::Plan => AgentResult {
-            outcome: ResultOutcome::PlanReady,
             report: Some(work.report.clone().unwrap_or_else(|| work.summary.clone())),
             summary: Some(work.summary.clone()),
-            reason: None,
-            ..ended(ResultOutcome::PlanReady, "")
+            ..blank(ResultOutcome::PlanReady)
         },
         JobKind::Analyse => AgentResult {
-            outcome: ResultOutcome::NoChanges,
             report: Some(work.report.clone().unwrap_or_else(|| work.summary.clone())),
             summary: Some("Analysis written".into()),
-            reason: None,
-            ..ended(ResultOutcome::NoChanges, "")
+            ..blank(ResultOutcome::NoChanges)
         },
         JobKind::Change => finish_change(
             task,
@@ -356,16 +360,14 @@ fn finish_change(
     }
     tracing::info!(branch = %task.branch, commit = %commit, files = changes.files.len(), "pushed the change");
     AgentResult {
-        outcome: ResultOutcome::Succeeded,
         branch: Some(task.branch.clone()),
         commit: Some(commit),
         files_changed: u32::try_from(changes.files.len()).unwrap_or(u32::MAX),
         lines_added: changes.additions,
         lines_removed: changes.deletions,
         summary: Some(work.summary).filter(|s| !s.is_empty()),
-        reason: None,
         verification,
-        ..ended(ResultOutcome::Succeeded, "")
+        ..blank(ResultOutcome::Succeeded)
     }
 }
 

@@ -88,6 +88,18 @@ pub struct PullRequestSettings {
     pub labels: Vec<String>,
 }
 
+impl Project {
+    /// The GitHub App installation serving the repository, when known without asking GitHub:
+    /// the one the spec names, else the one the controller discovered (`status.installationId`).
+    pub fn known_installation_id(&self) -> Option<u64> {
+        self.spec
+            .installation
+            .as_ref()
+            .map(|i| i.id)
+            .or(self.status.as_ref().and_then(|s| s.installation_id))
+    }
+}
+
 impl Default for PullRequestSettings {
     fn default() -> Self {
         Self {

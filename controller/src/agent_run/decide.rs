@@ -558,6 +558,7 @@ mod stages;
 
 use outcome::{Next, classify, next_after, record_outcome};
 use stages::{after_success, approved_plan_waits, coding_stage_start, working_phase};
+pub(crate) use stages::{approved_plan, run_mode};
 
 #[cfg(test)]
 mod tests;

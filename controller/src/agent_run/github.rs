@@ -30,12 +30,7 @@ pub async fn installation(ctx: &Context, project: &Project) -> Result<Option<Ins
     let repo = RepoRef {
         owner: project.spec.repository.owner.clone(),
         name: project.spec.repository.name.clone(),
-        installation_id: project
-            .spec
-            .installation
-            .as_ref()
-            .map(|i| i.id)
-            .or(project.status.as_ref().and_then(|s| s.installation_id)),
+        installation_id: project.known_installation_id(),
     };
     let id = ctx
         .minter

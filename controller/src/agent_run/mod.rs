@@ -366,11 +366,6 @@ fn last_result(decision: &Decision, pods: &[PodView]) -> Option<AgentResult> {
         })
 }
 
-/// How the run is steered: its own mode, else its Agent's default.
-fn run_mode(run: &AgentRun, agent: &Agent) -> countersign_crds::RunMode {
-    run.spec.mode.unwrap_or(agent.spec.default_mode)
-}
-
 /// What the PR body and progress comment are rendered from.
 fn facts<'a>(
     run: &'a AgentRun,
@@ -383,7 +378,7 @@ fn facts<'a>(
         run,
         status,
         agent: &run.spec.agent_ref.name,
-        mode: run_mode(run, agent),
+        mode: decide::run_mode(run, Some(agent)),
         model: agent
             .spec
             .providers
@@ -440,12 +435,7 @@ async fn apply_actions(
                 let (Some(agent), Some(project)) = (agent, project) else {
                     continue;
                 };
-                let approved_plan = decision
-                    .status
-                    .plan
-                    .as_ref()
-                    .filter(|p| p.decision.as_ref().is_some_and(|d| d.approved))
-                    .map(|p| p.text.clone());
+                let approved_plan = decide::approved_plan(&decision.status).map(|p| p.text.clone());
                 let spec = AttemptSpec {
                     run,
                     agent,

@@ -139,7 +139,7 @@ impl AttemptSpec<'_> {
             },
             branch: task_file::branch_for(&run.name_any()),
             task: run.spec.task.clone(),
-            mode: run.spec.mode.unwrap_or(self.agent.spec.default_mode),
+            mode: super::decide::run_mode(run, Some(self.agent)),
             provider: self.provider().clone(),
             limits: self.agent.spec.limits.clone(),
             guardrails: self.agent.spec.guardrails.clone(),

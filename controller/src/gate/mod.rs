@@ -542,13 +542,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 async fn installation(app: &GitHubApp, project: &Project) -> Result<InstallationClient, Failure> {
     let repo = &project.spec.repository;
-    let known = project
-        .spec
-        .installation
-        .as_ref()
-        .map(|i| i.id)
-        .or(project.status.as_ref().and_then(|s| s.installation_id));
-    let id = match known {
+    let id = match project.known_installation_id() {
         Some(id) => id,
         None => match app.installation_for_repo(&repo.owner, &repo.name).await {
             Ok(id) => id,

@@ -4,7 +4,7 @@
 
 use countersign_crds::agent_run::{Attempt, PlanDecision, RunPlan};
 use countersign_crds::keys::steering_command;
-use countersign_crds::{AgentRun, AgentRunStatus, GatePhase, RunMode, RunPhase};
+use countersign_crds::{Agent, AgentRun, AgentRunStatus, GatePhase, RunMode, RunPhase};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
@@ -30,21 +30,29 @@ pub(super) fn approved_plan_waits(run: &AgentRun, pods: &[PodView]) -> bool {
 
 /// How the run is steered: its own mode, else its Agent's default.
 fn mode(i: &Inputs<'_>) -> RunMode {
-    i.run
-        .spec
+    run_mode(i.run, i.agent)
+}
+
+/// How a run is steered: its own mode, else its Agent's default, else autonomous.
+pub(crate) fn run_mode(run: &AgentRun, agent: Option<&Agent>) -> RunMode {
+    run.spec
         .mode
-        .or(i.agent.map(|a| a.spec.default_mode))
+        .or(agent.map(|a| a.spec.default_mode))
         .unwrap_or_default()
+}
+
+/// The run's plan once a human approved it.
+pub(crate) fn approved_plan(status: &AgentRunStatus) -> Option<&RunPlan> {
+    status
+        .plan
+        .as_ref()
+        .filter(|p| p.decision.as_ref().is_some_and(|d| d.approved))
 }
 
 /// The attempt number after which the coding stage starts: the plan's attempt once a plan was
 /// approved, else 0. Retries are counted per stage.
 pub(super) fn coding_stage_start(status: &AgentRunStatus) -> u32 {
-    status
-        .plan
-        .as_ref()
-        .filter(|p| p.decision.as_ref().is_some_and(|d| d.approved))
-        .map_or(0, |p| p.attempt)
+    approved_plan(status).map_or(0, |p| p.attempt)
 }
 
 /// The phase of a working attempt: `Planning` while a control-mode run has no approved plan.
