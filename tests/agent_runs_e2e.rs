@@ -9,21 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use countersign_bot::github::{AppConfig, GitHubApp};
 use countersign_bot::server::{Bot, BotSettings};
 use countersign_controller::metrics::Metrics;
 use countersign_controller::{Context, Settings, run_controllers};
 use countersign_crds::agent_run::AttemptOutcome;
 use countersign_crds::{AgentRun, ApprovalGate, GatePhase, Project, RiskPolicy, RunPhase};
+use countersign_github::GitHubApp;
 use countersign_testkit::apiserver::FakeApiServer;
-use countersign_testkit::github::{
-    FakeGitHub, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_SLUG, User,
-};
+use countersign_testkit::github::{FakeGitHub, TEST_APP_SLUG, User};
 use countersign_testkit::kubelet::Kubelet;
 use countersign_testkit::model::{FakeModel, Step};
 use kube::Api;
 use kube::api::PostParams;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 const NS: &str = "team-a";
@@ -64,15 +61,7 @@ impl Drop for World {
 }
 
 fn app(github: &FakeGitHub) -> GitHubApp {
-    GitHubApp::new(AppConfig {
-        app_id: TEST_APP_ID,
-        private_key_pem: SecretString::from(TEST_APP_PRIVATE_KEY_PEM.to_owned()),
-        base_url: github.url(),
-        request_timeout: Duration::from_secs(5),
-        max_retries: 3,
-        max_retry_wait: Duration::from_secs(2),
-    })
-    .expect("App client")
+    github.app_client()
 }
 
 async fn create<K>(api: &Api<K>, value: Value)

@@ -1,12 +1,10 @@
-//! Countersign's GitHub App: authentication, the API client, webhook event handlers, comment
-//! commands, approvals and check runs.
+//! Countersign's GitHub App bot: the webhook receiver and its handlers (triggers, comment
+//! commands, gate nudges), the gate pages, the simulate/validate API and RiskPolicy admission.
+//! The GitHub client, authorisation and the gate report live in `countersign-github`; command
+//! parsing in `countersign-policies`.
 
 pub mod api;
-pub mod authz;
-pub mod commands;
 pub mod config;
-pub mod gate_report;
-pub mod github;
 pub mod handlers;
 pub mod metrics;
 pub mod objects;
@@ -18,5 +16,4 @@ pub mod replies;
 pub mod sanitize;
 pub mod server;
 pub mod tls;
-pub mod tokens;
 pub mod worker;

@@ -13,7 +13,7 @@ use countersign_crds::keys::{
     AGENT_LABEL, CREATED_BY_DELIVERY_ANNOTATION, ISSUE_LABEL, LAST_DELIVERY_ANNOTATION,
     PROJECT_LABEL, PULL_REQUEST_LABEL, SOURCE_COMMENT_ANNOTATION,
 };
-use countersign_crds::names::{label_value, with_suffix};
+use countersign_crds::names::{gate_name, label_value, with_suffix};
 use countersign_crds::{
     AgentRun, AgentRunSpec, ApprovalGate, GitHubUser, LocalRef, Project, RunMode, Task, TaskSource,
 };
@@ -39,11 +39,6 @@ pub fn run_name(project: &str, issue: u64, agent: &str, ordinal: u32) -> String 
     } else {
         with_suffix(&base, &format!("-{ordinal}"))
     }
-}
-
-/// The name of the gate of pull request `number` in `project`: `<project>-pr-<n>`.
-pub fn gate_name(project: &str, number: u64) -> String {
-    with_suffix(&format!("{project}-pr-{number}"), "")
 }
 
 /// What a trigger asks for, before it becomes an AgentRun.

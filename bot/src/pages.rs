@@ -1,7 +1,7 @@
 //! `GET /gates/{namespace}/{name}`: an ApprovalGate's details page, the page the
 //! `countersign/approval` check run links to. Reads the gate with the bot's kube client on
 //! every request (no cache: the page must say what the check says) and renders it with
-//! [`gate_report::html_page`](crate::gate_report::html_page).
+//! [`gate_report::html_page`](countersign_github::gate_report::html_page).
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -11,7 +11,7 @@ use axum::routing::get;
 use countersign_crds::ApprovalGate;
 use kube::Api;
 
-use crate::gate_report::{escape_html, gate_page_url, html_page};
+use countersign_github::gate_report::{escape_html, gate_page_url, html_page};
 
 /// What the page route needs.
 #[derive(Clone)]

@@ -22,15 +22,15 @@ use countersign_webhooks::github::ingress::{self, Ingress};
 use countersign_webhooks::github::signature::Verifier;
 use tokio::sync::mpsc;
 
-use crate::authz::Authorizer;
 use crate::config::BotArgs;
-use crate::github::GitHubApp;
 use crate::handlers::Handler;
 use crate::metrics::Metrics;
 use crate::pages::PagesState;
 use crate::projects::Projects;
 use crate::replies::ReplyLimiter;
 use crate::worker;
+use countersign_github::GitHubApp;
+use countersign_github::authz::Authorizer;
 
 /// How long a webhook request waits for room in a full queue before answering 503.
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use countersign_bot::objects::gate_name;
 use countersign_crds::keys::{CREATED_BY_DELIVERY_ANNOTATION, LAST_DELIVERY_ANNOTATION};
+use countersign_crds::names::gate_name;
 use countersign_crds::{Agent, AgentRun, ApprovalGate, Project};
 use countersign_testkit::apiserver::FakeApiServer;
 use countersign_testkit::github::{Delivery, FakeGitHub};

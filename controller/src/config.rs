@@ -123,7 +123,7 @@ pub struct ControllerArgs {
     /// The GitHub App that mints repository-scoped tokens for agent pods. Without it, runs
     /// that need a token wait with a condition saying GitHub is not configured.
     #[command(flatten)]
-    pub github: countersign_bot::config::GitHubAppArgs,
+    pub github: countersign_github::args::GitHubAppArgs,
 }
 
 /// A flag value or combination that cannot work. Each message names the flags involved.

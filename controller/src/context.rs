@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use countersign_bot::github::GitHubApp;
-use countersign_bot::tokens::TokenMinter;
+use countersign_github::GitHubApp;
+use countersign_github::tokens::TokenMinter;
 use kube::runtime::events::Reporter;
 
 use crate::agent_run::capacity::Ledger;
@@ -38,7 +38,7 @@ pub struct Context {
     /// Team memberships and compiled policies of the gate reconciler.
     pub gates: GateCache,
     /// The GitHub App's bot account, looked up once: agent commits are made as it.
-    pub bot_account: tokio::sync::OnceCell<countersign_bot::github::BotAccount>,
+    pub bot_account: tokio::sync::OnceCell<countersign_github::BotAccount>,
 }
 
 impl Context {

@@ -12,10 +12,10 @@ pub enum Error {
     Kube(#[from] kube::Error),
     /// GitHub could not mint a token right now.
     #[error("cannot obtain GitHub credentials: {0}")]
-    Token(#[source] countersign_bot::tokens::MintError),
+    Token(#[source] countersign_github::tokens::MintError),
     /// A GitHub call for a run (its pull request, its progress comment) failed.
     #[error("GitHub call failed: {0}")]
-    GitHub(#[from] countersign_bot::github::GitHubError),
+    GitHub(#[from] countersign_github::GitHubError),
     /// An object could not be built or serialised (a bug, not an input problem).
     #[error("cannot serialise {what}: {source}")]
     Serialize {
@@ -46,11 +46,11 @@ impl Error {
                 Duration::from_millis(200)
             }
             Self::Kube(_) => Duration::from_secs(1),
-            Self::Token(countersign_bot::tokens::MintError::RateLimited { retry_after_secs }) => {
-                Duration::from_secs((*retry_after_secs).clamp(1, 3600))
-            }
+            Self::Token(countersign_github::tokens::MintError::RateLimited {
+                retry_after_secs,
+            }) => Duration::from_secs((*retry_after_secs).clamp(1, 3600)),
             Self::Token(_) => Duration::from_secs(15),
-            Self::GitHub(countersign_bot::github::GitHubError::RateLimited { retry_after }) => {
+            Self::GitHub(countersign_github::GitHubError::RateLimited { retry_after }) => {
                 (*retry_after).clamp(Duration::from_secs(1), Duration::from_secs(3600))
             }
             Self::GitHub(e) if e.is_transient() => Duration::from_secs(5),

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use countersign_bot::github::GitHubApp;
-use countersign_bot::tokens::{TokenMinter, Unconfigured};
+use countersign_github::GitHubApp;
+use countersign_github::tokens::{TokenMinter, Unconfigured};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use countersign_bot::tokens::{MintError, RepoRef};
 use countersign_crds::conditions::{self, Readiness};
 use countersign_crds::{
     AgentRun, ApprovalGate, GatePhase, Project, ProjectStatus, RiskPolicy, RunPhase, Usd,
 };
+use countersign_github::tokens::{MintError, RepoRef};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

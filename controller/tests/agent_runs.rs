@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use countersign_bot::tokens::StaticToken;
 use countersign_controller::metrics::Metrics;
 use countersign_controller::{Context, Settings, run_controllers};
 use countersign_crds::agent_run::AttemptOutcome;
 use countersign_crds::conditions::{self, READY, STALLED};
 use countersign_crds::result::{AgentResult, RESULT_VERSION, ResultOutcome};
 use countersign_crds::{Agent, AgentPhase, AgentRun, RunPhase};
+use countersign_github::tokens::StaticToken;
 use countersign_testkit::apiserver::FakeApiServer;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;

@@ -26,6 +26,12 @@ pub fn with_suffix(base: &str, suffix: &str) -> String {
     )
 }
 
+/// The name of the ApprovalGate of pull request `number` in `project`: `<project>-pr-<n>`
+/// (the bot creates it, the controller finds it after opening an agent's pull request).
+pub fn gate_name(project: &str, number: u64) -> String {
+    with_suffix(&format!("{project}-pr-{number}"), "")
+}
+
 /// A label value for `text`: itself when it has at most 63 characters, otherwise a hash.
 pub fn label_value(text: &str) -> String {
     if text.len() <= MAX_DERIVED_NAME {

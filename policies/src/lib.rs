@@ -16,6 +16,7 @@
 pub mod approvals;
 mod assessment;
 mod change;
+pub mod commands;
 mod compile;
 mod error;
 mod evaluate;

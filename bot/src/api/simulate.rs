@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, FieldError};
-use crate::gate_report::{check_output, invalid_why, invalid_word};
+use countersign_github::gate_report::{check_output, invalid_why, invalid_word};
 
 /// The head commit simulated decisions are given on.
 const SIMULATED_HEAD: &str = "5151515151515151515151515151515151515151";
@@ -264,8 +264,8 @@ fn explain(reason: InvalidReason) -> &'static str {
     invalid_why(reason)
 }
 
-fn check_status_name(status: crate::github::CheckStatus) -> &'static str {
-    use crate::github::CheckStatus;
+fn check_status_name(status: countersign_github::CheckStatus) -> &'static str {
+    use countersign_github::CheckStatus;
     match status {
         CheckStatus::Queued => "queued",
         CheckStatus::InProgress => "in_progress",

@@ -14,14 +14,12 @@ use kube::{Api, ResourceExt};
 
 use super::runs::Asker;
 use super::{HandleError, Handled, Handler, Ignored, Outcome, nudge};
-use crate::authz::{self, Denial};
-use crate::commands::{self, Command, Parsed};
-use crate::github::{InstallationClient, Reaction};
-use crate::objects::{self, RunRequest};
+use countersign_github::authz::{self, Denial};
+use countersign_github::{InstallationClient, Reaction};
+use countersign_policies::commands::MAX_COMMANDS_PER_COMMENT;
+use countersign_policies::commands::{self, Command, Parsed};
 
-/// Commands run from one comment at most; the rest are ignored (a wall of commands is
-/// abuse, not intent).
-pub const MAX_COMMANDS_PER_COMMENT: usize = 10;
+use crate::objects::RunRequest;
 
 impl Handler {
     /// Handles `issue_comment`.
@@ -282,7 +280,7 @@ impl Handler {
         let mut outcomes = Vec::new();
         for project in projects {
             let api: Api<ApprovalGate> = self.api(project);
-            let name = objects::gate_name(&project.name_any(), e.issue.number);
+            let name = countersign_crds::names::gate_name(&project.name_any(), e.issue.number);
             let nudged = nudge(&api, &name, delivery, &[]).await?;
             outcomes.push(gate_outcome(nudged, name));
         }
@@ -304,7 +302,7 @@ impl Handler {
         let mut outcomes = Vec::new();
         for project in projects {
             let api: Api<ApprovalGate> = self.api(project);
-            let name = objects::gate_name(&project.name_any(), e.issue.number);
+            let name = countersign_crds::names::gate_name(&project.name_any(), e.issue.number);
             let mut marked = false;
             for _ in 0..5 {
                 let Some(gate) = api.get_opt(&name).await? else {
@@ -346,7 +344,7 @@ impl Handler {
             return Ok("Risk is scored for pull requests; ask `/risk` on one.".to_owned());
         }
         let api: Api<ApprovalGate> = self.api(project);
-        let name = objects::gate_name(&project.name_any(), e.issue.number);
+        let name = countersign_crds::names::gate_name(&project.name_any(), e.issue.number);
         let gate = api.get_opt(&name).await?;
         Ok(crate::render::risk_summary(gate.as_ref()))
     }

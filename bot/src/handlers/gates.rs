@@ -132,7 +132,7 @@ impl Handler {
         for project in &projects {
             let api: Api<ApprovalGate> = self.api(project);
             for number in numbers {
-                let name = objects::gate_name(&project.name_any(), *number);
+                let name = countersign_crds::names::gate_name(&project.name_any(), *number);
                 outcomes.push(if nudge(&api, &name, delivery, extra).await? {
                     Outcome::Nudged {
                         kind: "ApprovalGate",

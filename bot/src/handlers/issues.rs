@@ -39,7 +39,7 @@ impl Handler {
             if !adding {
                 // Removing the label cancels; anyone who can remove labels can stop a run
                 // (stopping is always the safe direction). Our own label changes never count.
-                if crate::authz::is_own_bot(&e.sender, &self.bot_login) {
+                if countersign_github::authz::is_own_bot(&e.sender, &self.bot_login) {
                     outcomes.push(Outcome::Ignored(Ignored::OwnBot));
                     continue;
                 }

@@ -23,10 +23,10 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::authz::{Authorizer, Denial};
-use crate::github::{GitHubApp, GitHubError, InstallationClient, Reaction};
 use crate::projects::Projects;
 use crate::replies::{ReplyKey, ReplyLimiter};
+use countersign_github::authz::{Authorizer, Denial};
+use countersign_github::{GitHubApp, GitHubError, InstallationClient, Reaction};
 
 /// Everything handlers need. Shared by all workers.
 pub struct Handler {

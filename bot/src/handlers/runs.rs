@@ -13,9 +13,9 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 
 use super::{HandleError, Handler, Ignored, Outcome};
-use crate::authz::{self, Denial};
-use crate::github::InstallationClient;
 use crate::objects::{self, RunRequest};
+use countersign_github::InstallationClient;
+use countersign_github::authz::{self, Denial};
 
 /// Attempts at finding a free ordinal when concurrent deliveries race for names.
 const NAME_ATTEMPTS: u32 = 5;

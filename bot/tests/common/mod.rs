@@ -7,13 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use countersign_bot::github::{AppConfig, GitHubApp};
 use countersign_bot::metrics::Metrics;
 use countersign_bot::server::{Bot, BotSettings};
-use countersign_testkit::github::{
-    FakeGitHub, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_SLUG,
-};
-use secrecy::SecretString;
+use countersign_github::GitHubApp;
+use countersign_testkit::github::{FakeGitHub, TEST_APP_SLUG};
 
 /// The test App's bot login.
 pub fn bot_login() -> String {
@@ -22,15 +19,7 @@ pub fn bot_login() -> String {
 
 /// The App client for `github`, with short retry limits.
 pub fn app(github: &FakeGitHub) -> GitHubApp {
-    GitHubApp::new(AppConfig {
-        app_id: TEST_APP_ID,
-        private_key_pem: SecretString::from(TEST_APP_PRIVATE_KEY_PEM.to_owned()),
-        base_url: github.url(),
-        request_timeout: Duration::from_secs(5),
-        max_retries: 3,
-        max_retry_wait: Duration::from_secs(2),
-    })
-    .expect("App client")
+    github.app_client()
 }
 
 /// A running bot: its router, metrics and workers.

@@ -7,18 +7,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use countersign_bot::github::{AppConfig, GitHubApp};
 use countersign_bot::server::{Bot, BotSettings, HttpOptions};
 use countersign_crds::ApprovalGate;
+use countersign_github::{AppConfig, GitHubApp};
 use countersign_testkit::apiserver::FakeApiServer;
-use countersign_testkit::github::{FakeGitHub, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM};
+use countersign_testkit::github::FakeGitHub;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 /// Every wait of these tests.
@@ -58,12 +57,9 @@ pub async fn serve_bot_with(
     api.create_namespace(NS).expect("namespace");
     let github = FakeGitHub::start().await.expect("fake GitHub");
     let app = GitHubApp::new(AppConfig {
-        app_id: TEST_APP_ID,
-        private_key_pem: SecretString::from(TEST_APP_PRIVATE_KEY_PEM.to_owned()),
-        base_url: github.url(),
-        request_timeout: Duration::from_secs(5),
         max_retries: 0,
         max_retry_wait: Duration::from_secs(1),
+        ..github.app_config()
     })
     .expect("App client");
     let bot = Bot::new(

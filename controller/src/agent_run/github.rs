@@ -6,14 +6,14 @@
 //! for the branch is found instead of a second one opened, the progress comment is found by
 //! its marker when the status lost its id, and it is edited only when its text changed.
 
-use countersign_bot::github::{InstallationClient, NewPullRequest, OpenedPullRequest};
-use countersign_bot::tokens::RepoRef;
 use countersign_crds::agent_run::ProgressComment;
 use countersign_crds::approval_gate::ApprovalGateSpec;
 use countersign_crds::common::PullRequestRef;
 use countersign_crds::keys::{PROJECT_LABEL, PULL_REQUEST_LABEL};
 use countersign_crds::task_file::CommitIdentity;
 use countersign_crds::{AgentRun, ApprovalGate, GitHubUser, LocalRef, Project};
+use countersign_github::tokens::RepoRef;
+use countersign_github::{InstallationClient, NewPullRequest, OpenedPullRequest};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
@@ -124,7 +124,7 @@ async fn ensure_gate(
     opened: &OpenedPullRequest,
 ) -> Result<()> {
     let ns = run.namespace().unwrap_or_default();
-    let name = countersign_bot::objects::gate_name(&project.name_any(), opened.number);
+    let name = countersign_crds::names::gate_name(&project.name_any(), opened.number);
     let gates = Api::<ApprovalGate>::namespaced(ctx.client.clone(), &ns);
     if gates.get_opt(&name).await?.is_some() {
         return Ok(());

@@ -17,9 +17,9 @@ pub mod sweep;
 use std::sync::Arc;
 use std::time::Duration;
 
-use countersign_bot::tokens::{MintError, RepoRef};
 use countersign_crds::result::AgentResult;
 use countersign_crds::{Agent, AgentRun, ApprovalGate, Project};
+use countersign_github::tokens::{MintError, RepoRef};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -462,7 +462,7 @@ async fn apply_actions(
                 let status = &mut decision.status;
                 status.pull_request = Some(github::pull_request_ref(&opened));
                 status.gate_ref = Some(countersign_crds::LocalRef::new(
-                    countersign_bot::objects::gate_name(&project.name_any(), opened.number),
+                    countersign_crds::names::gate_name(&project.name_any(), opened.number),
                 ));
                 // The next reconcile (this status write triggers it) moves the run to
                 // PullRequestOpen through `decide`, with its event and conditions.

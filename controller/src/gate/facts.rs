@@ -4,20 +4,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use countersign_bot::commands::{self, Command, Parsed};
-use countersign_bot::github::{
-    Actor, CommentInfo, PullCommit, PullFile, PullInfo, ReviewInfo, ReviewState,
-};
 use countersign_crds::approval_gate::{ApprovalRecord, ApprovalVia, InvalidReason};
 use countersign_crds::{ApprovalGate, GitHubUser, Project};
+use countersign_github::{
+    Actor, CommentInfo, PullCommit, PullFile, PullInfo, ReviewInfo, ReviewState,
+};
 use countersign_policies::approvals::{Signal, SignalKind};
+use countersign_policies::commands::{self, Command, Parsed};
 use countersign_policies::{AuthorKind, Change};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 /// The most commands read from one comment (the bot's limit too).
-const MAX_COMMANDS_PER_COMMENT: usize =
-    countersign_bot::handlers::comments::MAX_COMMANDS_PER_COMMENT;
+const MAX_COMMANDS_PER_COMMENT: usize = countersign_policies::commands::MAX_COMMANDS_PER_COMMENT;
 
 /// A GitHub account as the CRDs record it.
 pub fn user_of(actor: &Actor) -> GitHubUser {

@@ -19,18 +19,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use countersign_bot::authz::Authorizer;
-use countersign_bot::gate_report;
-use countersign_bot::github::{
-    CheckRunRequest, CheckStatus, GitHubApp, GitHubError, InstallationClient, MergeMethod,
-    MergeOutcome,
-};
-use countersign_bot::handlers::gates::CHECK_NAME;
 use countersign_crds::conditions::{self, Readiness};
 use countersign_crds::keys::MERGE_GROUP_SHA_ANNOTATION;
 use countersign_crds::{
     AgentRun, ApprovalGate, ApprovalGateStatus, GatePhase, GitHubUser, Project, RiskPolicy,
     RoleName,
+};
+use countersign_github::CHECK_NAME;
+use countersign_github::authz::Authorizer;
+use countersign_github::gate_report;
+use countersign_github::{
+    CheckRunRequest, CheckStatus, GitHubApp, GitHubError, InstallationClient, MergeMethod,
+    MergeOutcome,
 };
 use countersign_policies::CompiledPolicy;
 use countersign_policies::approvals::{PullFacts, SignalKind};
@@ -381,7 +381,7 @@ async fn evaluate(
     };
     let state = if pr.merged {
         PullState::Merged
-    } else if pr.state == countersign_bot::github::PullState::Closed {
+    } else if pr.state == countersign_github::PullState::Closed {
         PullState::Closed
     } else {
         PullState::Open
@@ -752,11 +752,11 @@ async fn try_merge(
         github.check_runs_for_ref(owner, repo, head),
         github.commit_statuses(owner, repo, head),
     )?;
-    let ours = |r: &countersign_bot::github::CheckRunInfo| {
+    let ours = |r: &countersign_github::CheckRunInfo| {
         r.name == CHECK_NAME && r.app_id.is_none_or(|id| id == app.app_id())
     };
     // GitHub lists every run; a re-run supersedes older runs of the same check.
-    let mut latest: HashMap<(&str, Option<u64>), &countersign_bot::github::CheckRunInfo> =
+    let mut latest: HashMap<(&str, Option<u64>), &countersign_github::CheckRunInfo> =
         HashMap::new();
     for run in runs.iter().filter(|r| !ours(r)) {
         let slot = latest.entry((run.name.as_str(), run.app_id)).or_insert(run);

@@ -4,7 +4,10 @@
 //!
 //! Parsing ([`super::parse`]) turns a verified body into one of these or into
 //! [`super::parse::Parsed::Unsupported`]; every closed set of values (actions, review states,
-//! account kinds) is an enum here so handlers never compare strings.
+//! account kinds) is an enum here so handlers never compare strings. Accounts are
+//! [`countersign_github::users::Account`]s, shared with the GitHub client and authorisation.
+
+pub use countersign_github::users::{Account, AccountKind};
 
 /// The `X-GitHub-Delivery` id: a GUID GitHub keeps across redeliveries of the same event.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,28 +136,6 @@ impl Repository {
     pub fn full_name(&self) -> String {
         format!("{}/{}", self.owner, self.name)
     }
-}
-
-/// What kind of GitHub account acted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AccountKind {
-    /// A person.
-    User,
-    /// A bot account or GitHub App (`type: "Bot"`).
-    Bot,
-    /// An organisation.
-    Organization,
-}
-
-/// A GitHub account.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Account {
-    /// Immutable numeric id: what authorisation matches on.
-    pub id: u64,
-    /// Login, e.g. `octocat` or `countersign[bot]`.
-    pub login: String,
-    /// Person, bot or organisation.
-    pub kind: AccountKind,
 }
 
 /// `ping`.

@@ -1,8 +1,8 @@
 use std::collections::BTreeSet;
 
-use countersign_bot::github::{Actor, CommentInfo, PullCommit, PullFile, PullInfo, PullState};
 use countersign_crds::project::{GitOps, Repository};
 use countersign_crds::{ApprovalGateSpec, LocalRef, ProjectSpec};
+use countersign_github::{Actor, CommentInfo, PullCommit, PullFile, PullInfo, PullState};
 
 use super::*;
 

@@ -25,8 +25,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
+use countersign_github::{AppConfig, GitHubApp};
 use jiff::Timestamp;
 use octocrab::jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -607,6 +609,26 @@ impl FakeGitHub {
     /// The API root, `http://127.0.0.1:PORT` (use as the App's base URL).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The settings of Countersign's App client for this fake: the test App's id and key, this
+    /// fake as the API root, a 5 s request timeout and short retries (3, at most 2 s apart).
+    /// Change a field (e.g. `max_retries: 0`) before [`GitHubApp::new`] where a test needs to.
+    pub fn app_config(&self) -> AppConfig {
+        AppConfig {
+            app_id: TEST_APP_ID,
+            private_key_pem: SecretString::from(super::TEST_APP_PRIVATE_KEY_PEM.to_owned()),
+            base_url: self.url(),
+            request_timeout: std::time::Duration::from_secs(5),
+            max_retries: 3,
+            max_retry_wait: std::time::Duration::from_secs(2),
+        }
+    }
+
+    /// Countersign's App client (`countersign_github::GitHubApp`) for this fake, with
+    /// [`Self::app_config`]. The one place tests build it.
+    pub fn app_client(&self) -> GitHubApp {
+        GitHubApp::new(self.app_config()).expect("the test App's key and the fake's URL are valid")
     }
 
     /// The smart-HTTP clone address of `repository` (`owner/name`), e.g.

@@ -57,8 +57,8 @@ mod tests {
     use super::*;
     use octocrab::jsonwebtoken::{DecodingKey, Validation, decode};
 
-    const PRIVATE: &str = include_str!("../../../tests/testkit/data/test-app-private-key.pem");
-    const PUBLIC: &str = include_str!("../../../tests/testkit/data/test-app-public-key.pem");
+    const PRIVATE: &str = include_str!("../../tests/testkit/data/test-app-private-key.pem");
+    const PUBLIC: &str = include_str!("../../tests/testkit/data/test-app-public-key.pem");
 
     #[test]
     fn jwt_carries_iss_iat_exp_and_verifies_with_the_public_key() {

@@ -2,7 +2,7 @@
 //!
 //! The controller asks a [`TokenMinter`] for a token just before it creates an agent pod and
 //! puts it into that attempt's own Secret. The GitHub App implementation (installation tokens
-//! narrowed to one repository with `contents: write`) lives with the bot; [`Unconfigured`] is
+//! narrowed to one repository with `contents: write`) is [`crate::GitHubApp`]; [`Unconfigured`] is
 //! what a controller without GitHub credentials uses, so local clusters work and runs that
 //! need a token fail with a clear reason instead of crashing.
 

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{Permission, Reaction};
+use crate::{Permission, Reaction};
 
 impl Permission {
     /// GitHub's role name for this level (`admin`, `maintain`, `write`, `triage`, `read`, `none`).

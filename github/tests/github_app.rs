@@ -3,12 +3,10 @@
 
 use std::time::Duration;
 
-use countersign_bot::github::{AppConfig, GitHubApp, GitHubError, Permission, Reaction};
-use countersign_bot::tokens::{MintError, RepoRef, TokenMinter};
-use countersign_testkit::github::{
-    CallAuth, FakeGitHub, Fault, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_SLUG, User,
-};
-use secrecy::{ExposeSecret, SecretString};
+use countersign_github::tokens::{MintError, RepoRef, TokenMinter};
+use countersign_github::{AppConfig, GitHubApp, GitHubError, Permission, Reaction};
+use countersign_testkit::github::{CallAuth, FakeGitHub, Fault, TEST_APP_SLUG, User};
+use secrecy::ExposeSecret;
 
 const INSTALLATION: u64 = 77;
 
@@ -23,12 +21,9 @@ async fn setup() -> (FakeGitHub, GitHubApp) {
         w.open_issue("octo-org/widgets", "Fix it", "", &User::new(1, "alice"));
     }
     let app = GitHubApp::new(AppConfig {
-        app_id: TEST_APP_ID,
-        private_key_pem: SecretString::from(TEST_APP_PRIVATE_KEY_PEM.to_owned()),
+        // A trailing slash, as users write the API root.
         base_url: format!("{}/", fake.url()),
-        request_timeout: Duration::from_secs(5),
-        max_retries: 3,
-        max_retry_wait: Duration::from_secs(2),
+        ..fake.app_config()
     })
     .expect("client builds");
     (fake, app)

@@ -1,13 +1,11 @@
-//! The approval gate's GitHub calls (`countersign_bot::github::pulls`) against the fake
+//! The approval gate's GitHub calls (`countersign_github`: pulls, commits, reviews, comments, checks, statuses) against the fake
 //! GitHub: typed reads of a pull request, its files, commits, reviews and comments across
 //! pages; check runs, statuses, review requests and merges; and GitHub's refusals mapped to
 //! values (404 → `None`, 405/409/422 → `NotMergeable`, 422 review requests ignored).
 
-mod common;
-
 use std::time::Duration;
 
-use countersign_bot::github::{
+use countersign_github::{
     CheckRunRequest, CheckStatus, GitHubError, InstallationClient, MergeMethod, MergeOutcome,
     PullState, ReviewState,
 };
@@ -39,7 +37,7 @@ async fn setup(files: u64) -> (FakeGitHub, InstallationClient, u64) {
         let payload = w.open_pull_request(REPO, "Add retries", "feature/retries", files, &alice());
         payload["number"].as_u64().expect("number")
     };
-    let gh = common::app(&fake).installation(INSTALLATION);
+    let gh = fake.app_client().installation(INSTALLATION);
     (fake, gh, number)
 }
 

@@ -15,7 +15,7 @@ use countersign_crds::risk_policy::{RiskFactor, RiskLevel, TimeoutAction};
 use countersign_crds::{ApprovalGate, ApprovalGateStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::github::CheckStatus;
+use crate::CheckStatus;
 
 mod html;
 mod markdown;

@@ -1,4 +1,8 @@
 use super::*;
+use crate::installation::seg;
+use crate::{AppConfig, GitHubApp};
+use http::HeaderValue;
+use secrecy::SecretString;
 
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();

@@ -3,7 +3,7 @@ use countersign_crds::approval_gate::GatePhase;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::github::CheckStatus;
+use crate::CheckStatus;
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 

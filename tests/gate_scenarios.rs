@@ -11,21 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use countersign_bot::github::{AppConfig, GitHubApp};
 use countersign_bot::server::{Bot, BotSettings};
 use countersign_controller::clock::Clock;
 use countersign_controller::metrics::Metrics;
 use countersign_controller::{Context, Settings, run_controllers};
 use countersign_crds::approval_gate::InvalidReason;
 use countersign_crds::{AgentRun, ApprovalGate, GatePhase, Project, RiskPolicy};
+use countersign_github::GitHubApp;
 use countersign_testkit::apiserver::FakeApiServer;
-use countersign_testkit::github::{
-    ChangedFile, CheckRun, FakeGitHub, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_SLUG, User,
-};
+use countersign_testkit::github::{ChangedFile, CheckRun, FakeGitHub, TEST_APP_SLUG, User};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 const NS: &str = "team-a";
@@ -90,15 +87,7 @@ impl Drop for World {
 }
 
 fn app(github: &FakeGitHub) -> GitHubApp {
-    GitHubApp::new(AppConfig {
-        app_id: TEST_APP_ID,
-        private_key_pem: SecretString::from(TEST_APP_PRIVATE_KEY_PEM.to_owned()),
-        base_url: github.url(),
-        request_timeout: Duration::from_secs(5),
-        max_retries: 3,
-        max_retry_wait: Duration::from_secs(2),
-    })
-    .expect("App client")
+    github.app_client()
 }
 
 fn bot_user() -> User {

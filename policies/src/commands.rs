@@ -9,6 +9,10 @@ mod tests;
 
 use std::fmt;
 
+/// Commands run from one comment at most; the rest are ignored (a wall of commands is
+/// abuse, not intent).
+pub const MAX_COMMANDS_PER_COMMENT: usize = 10;
+
 /// Longest `/countersign run` instructions kept, in bytes (the AgentRun `task.instructions` limit).
 pub const MAX_INSTRUCTIONS_BYTES: usize = 8 * 1024;
 /// Longest `/reject` reason kept, in bytes.

@@ -9,12 +9,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::users::{Account, AccountKind};
 use countersign_crds::project::{RepoPermission, Triggers};
 use countersign_crds::{GitHubTeam, GitHubUser, Project, RoleName};
-use countersign_webhooks::github::event::{Account, AccountKind};
 use tokio::time::Instant;
 
-use crate::github::{GitHubError, InstallationClient, Permission};
+use crate::{GitHubError, InstallationClient, Permission};
 
 /// How long team memberships are trusted before they are fetched again.
 pub const TEAM_CACHE_TTL: Duration = Duration::from_secs(120);

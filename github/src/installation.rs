@@ -1,0 +1,88 @@
+//! Calls made as one installation ([`InstallationClient`]) and what every resource module
+//! shares: path building and pagination that follows `Link` headers (by path, so credentials
+//! stay on GitHub Enterprise hosts).
+
+use http::Method;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::GitHubError;
+use crate::app::GitHubApp;
+use crate::transport::{Answer, Auth};
+
+/// Page size for listing calls.
+const PER_PAGE: u32 = 100;
+/// Most pages read from one listing (10,000 items).
+const MAX_PAGES: usize = 100;
+
+/// Calls made as one installation. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct InstallationClient {
+    pub(crate) app: GitHubApp,
+    pub(crate) id: u64,
+}
+
+impl InstallationClient {
+    /// The installation id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, GitHubError> {
+        self.app
+            .send(method, path, Auth::Installation(self.id), body)
+            .await
+    }
+
+    /// Every item of the listing at `path` (no query), following `Link: rel="next"` for at
+    /// most [`MAX_PAGES`] pages of [`PER_PAGE`]; `items` takes one page's body apart (an array,
+    /// or an object wrapping one).
+    pub(crate) async fn get_all_pages<P: DeserializeOwned, T>(
+        &self,
+        path: &str,
+        what: &str,
+        mut items: impl FnMut(P) -> Vec<T>,
+    ) -> Result<Vec<T>, GitHubError> {
+        let mut next = Some(format!("{path}?per_page={PER_PAGE}"));
+        let mut all = Vec::new();
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            let answer = self.send(Method::GET, &url, None).await?;
+            all.extend(items(answer.json::<P>(what)?));
+            pages += 1;
+            next = answer
+                .headers
+                .get(http::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::parse::next_link)
+                .map(str::to_owned);
+            if pages >= MAX_PAGES && next.is_some() {
+                tracing::warn!(what, pages, "stopped following a listing at the page cap");
+                break;
+            }
+        }
+        Ok(all)
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Id {
+    pub(crate) id: u64,
+}
+
+/// Percent-encodes one path segment (owner, repository, login, team slug).
+pub(crate) fn seg(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// `/repos/{owner}/{repo}`, escaped.
+pub(crate) fn repo_path(owner: &str, repo: &str) -> String {
+    format!("/repos/{}/{}", seg(owner), seg(repo))
+}

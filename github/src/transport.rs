@@ -1,0 +1,244 @@
+//! One call to GitHub: authorisation as the App or an installation, conditional GETs with
+//! remembered `ETag`s, and retries of 5xx answers, dropped connections and rate limits with
+//! backoff (honouring `Retry-After` and `X-RateLimit-Reset`) up to the configured limits.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+
+use crate::GitHubError;
+use crate::app::{GitHubApp, lock};
+use crate::error::Message;
+
+/// First wait after a 5xx answer or a dropped connection; doubles per retry.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Wait after a secondary rate limit that names no `Retry-After`, as GitHub documents.
+pub const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
+/// Most remembered `ETag`s for conditional GETs.
+pub const ETAG_CAPACITY: usize = 1024;
+
+/// Who a request is made as.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Auth {
+    /// The App itself (JWT).
+    App,
+    /// One installation (installation token).
+    Installation(u64),
+}
+
+/// A successful answer.
+pub(crate) struct Answer {
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Answer {
+    pub(crate) fn json<T: DeserializeOwned>(&self, what: &str) -> Result<T, GitHubError> {
+        serde_json::from_slice(&self.body).map_err(|e| GitHubError::Decode(format!("{what}: {e}")))
+    }
+}
+
+impl GitHubApp {
+    /// Sends one call, retrying 5xx answers, dropped connections and rate limits with backoff
+    /// (honouring `Retry-After` and `X-RateLimit-Reset`) up to the configured limits.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path_or_url: &str,
+        auth: Auth,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, GitHubError> {
+        let url = if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
+            path_or_url.to_owned()
+        } else {
+            format!("{}{path_or_url}", self.inner.base_url)
+        };
+        let config = &self.inner.config;
+        let mut attempt = 0;
+        loop {
+            let (error, wait) = match self.send_once(&method, &url, auth, body).await {
+                Ok(answer) => return Ok(answer),
+                Err(Failure::Final(error)) => (error, None),
+                Err(Failure::Retry { error, wait }) => {
+                    (error, Some(wait.unwrap_or_else(|| backoff(attempt))))
+                }
+            };
+            if let (GitHubError::Unauthorized(_), Auth::Installation(id)) = (&error, auth) {
+                // Perhaps a revoked token: the next call mints a new one.
+                self.forget_installation_token(id);
+            }
+            let Some(wait) =
+                wait.filter(|w| attempt < config.max_retries && *w <= config.max_retry_wait)
+            else {
+                return Err(error);
+            };
+            tracing::debug!(%error, attempt, wait_ms = wait.as_millis() as u64, %url, "retrying GitHub call");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: &Method,
+        url: &str,
+        auth: Auth,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, Failure> {
+        let config = &self.inner.config;
+        let authorization = self.authorization(auth).await.map_err(|e| match e {
+            e if e.is_transient() => Failure::Retry {
+                error: e,
+                wait: None,
+            },
+            e => Failure::Final(e),
+        })?;
+        let conditional = (method == Method::GET)
+            .then(|| lock(&self.inner.etags).get(url).cloned())
+            .flatten();
+        let mut builder = http::Request::builder()
+            .method(method.clone())
+            .uri(url)
+            .header(http::header::AUTHORIZATION, authorization)
+            .header(http::header::ACCEPT, "application/vnd.github+json");
+        if let Some((etag, _)) = &conditional {
+            builder = builder.header(http::header::IF_NONE_MATCH, etag.clone());
+        }
+        let request =
+            self.inner.http.build_request(builder, body).map_err(|e| {
+                Failure::Final(GitHubError::Config(format!("bad request {url}: {e}")))
+            })?;
+        let exchange = async {
+            let response = self.inner.http.execute(request).await?;
+            let (parts, body) = response.into_parts();
+            let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
+            Ok::<_, octocrab::Error>((parts, body))
+        };
+        let (parts, bytes) = match tokio::time::timeout(config.request_timeout, exchange).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                return Err(Failure::Retry {
+                    error: GitHubError::Transport(format!("{method} {url}: {e}")),
+                    wait: None,
+                });
+            }
+            Err(_) => {
+                return Err(Failure::Retry {
+                    error: GitHubError::Transport(format!(
+                        "{method} {url}: no answer within {:?}",
+                        config.request_timeout
+                    )),
+                    wait: None,
+                });
+            }
+        };
+        let status = parts.status;
+        if status == StatusCode::NOT_MODIFIED
+            && let Some((_, cached)) = conditional
+        {
+            return Ok(Answer {
+                headers: parts.headers,
+                body: cached,
+            });
+        }
+        if status.is_success() {
+            if method == Method::GET
+                && let Some(etag) = parts.headers.get(http::header::ETAG)
+            {
+                let mut etags = lock(&self.inner.etags);
+                if etags.len() >= ETAG_CAPACITY {
+                    etags.clear();
+                }
+                etags.insert(url.to_owned(), (etag.clone(), bytes.clone()));
+            }
+            return Ok(Answer {
+                headers: parts.headers,
+                body: bytes,
+            });
+        }
+        Err(classify(status, &parts.headers, &bytes, method, url))
+    }
+}
+
+/// A failed attempt: worth retrying (after `wait`, or the next backoff step), or final.
+enum Failure {
+    Retry {
+        error: GitHubError,
+        wait: Option<Duration>,
+    },
+    Final(GitHubError),
+}
+
+/// Turns an error answer into a [`Failure`].
+fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    method: &Method,
+    url: &str,
+) -> Failure {
+    let message = serde_json::from_slice::<Message>(body)
+        .map(|m| m.describe())
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+    if let Some(wait) = rate_limit_wait(status, headers, &message, Timestamp::now()) {
+        return Failure::Retry {
+            error: GitHubError::RateLimited { retry_after: wait },
+            wait: Some(wait),
+        };
+    }
+    let what = format!("{method} {url}: {message}");
+    match status.as_u16() {
+        404 => Failure::Final(GitHubError::NotFound(what)),
+        401 => Failure::Final(GitHubError::Unauthorized(what)),
+        403 => Failure::Final(GitHubError::Forbidden(what)),
+        500..=599 => Failure::Retry {
+            error: GitHubError::Status {
+                status: status.as_u16(),
+                message: what,
+            },
+            wait: None,
+        },
+        code => Failure::Final(GitHubError::Status {
+            status: code,
+            message: what,
+        }),
+    }
+}
+
+/// How long a rate-limited answer asks us to wait, or `None` when it is not a rate limit.
+/// Primary limits (`X-RateLimit-Remaining: 0`) wait for `X-RateLimit-Reset`; secondary limits
+/// send `Retry-After` or, without it, get a minute, as GitHub documents.
+pub fn rate_limit_wait(
+    status: StatusCode,
+    headers: &HeaderMap,
+    message: &str,
+    now: Timestamp,
+) -> Option<Duration> {
+    if status != StatusCode::FORBIDDEN && status != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(secs) = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()) {
+        return Some(Duration::from_secs(secs));
+    }
+    if header("x-ratelimit-remaining") == Some("0")
+        && let Some(reset) = header("x-ratelimit-reset").and_then(|v| v.trim().parse::<i64>().ok())
+    {
+        let secs = (reset - now.as_second()).clamp(1, i64::MAX);
+        return Some(Duration::from_secs(secs.unsigned_abs()));
+    }
+    let secondary = message
+        .to_ascii_lowercase()
+        .contains("secondary rate limit");
+    (secondary || status == StatusCode::TOO_MANY_REQUESTS).then_some(SECONDARY_LIMIT_WAIT)
+}
+
+fn backoff(attempt: u32) -> Duration {
+    FIRST_BACKOFF.saturating_mul(1 << attempt.min(10))
+}
+
+#[cfg(test)]
+mod tests;
