@@ -51,11 +51,7 @@ impl GitHubApp {
         auth: Auth,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, GitHubError> {
-        let url = if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
-            path_or_url.to_owned()
-        } else {
-            format!("{}{path_or_url}", self.inner.base_url)
-        };
+        let url = resolve(&self.inner.base_url, path_or_url)?;
         let config = &self.inner.config;
         let mut attempt = 0;
         loop {
@@ -160,6 +156,26 @@ impl GitHubApp {
             });
         }
         Err(classify(status, &parts.headers, &bytes, method, url))
+    }
+}
+
+/// The URL for `path_or_url`: a path is appended to the API root; an absolute URL (a `Link`
+/// header's next page) is followed only when it lies under the API root, so credentials never
+/// go to another host (GitHub Enterprise links are absolute and must keep them; a link
+/// elsewhere is refused rather than followed without them).
+pub(crate) fn resolve(base_url: &str, path_or_url: &str) -> Result<String, GitHubError> {
+    if !(path_or_url.starts_with("http://") || path_or_url.starts_with("https://")) {
+        return Ok(format!("{base_url}{path_or_url}"));
+    }
+    let under_root = path_or_url
+        .strip_prefix(base_url)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']));
+    if under_root {
+        Ok(path_or_url.to_owned())
+    } else {
+        Err(GitHubError::Decode(format!(
+            "GitHub linked to {path_or_url}, outside the API root {base_url}: not followed with the App's credentials"
+        )))
     }
 }
 

@@ -159,3 +159,25 @@ fn validation_errors_carry_their_own_messages() {
         "{message}"
     );
 }
+
+#[test]
+fn links_are_followed_only_under_the_api_root() {
+    let ghes = "https://ghe.example.com/api/v3";
+    assert_eq!(
+        resolve(ghes, "/repos/o/r/pulls").expect("path"),
+        "https://ghe.example.com/api/v3/repos/o/r/pulls"
+    );
+    let next = "https://ghe.example.com/api/v3/repositories/1/pulls?page=2";
+    assert_eq!(resolve(ghes, next).expect("same root"), next);
+    for elsewhere in [
+        "https://evil.example.com/api/v3/x",
+        "https://ghe.example.com.evil.example/api/v3/x",
+        "https://ghe.example.com/api/v3evil/x",
+        "http://ghe.example.com/api/v3/x",
+    ] {
+        assert!(
+            matches!(resolve(ghes, elsewhere), Err(GitHubError::Decode(_))),
+            "{elsewhere} must not get the App's credentials"
+        );
+    }
+}
