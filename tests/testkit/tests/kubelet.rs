@@ -347,6 +347,6 @@ async fn a_volume_the_local_kubelet_cannot_provide_fails_the_pod() {
     assert!(
         t.message
             .unwrap_or_default()
-            .contains("emptyDir, secret and configMap")
+            .contains("only sets up emptyDir, secret, configMap")
     );
 }

@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod binding;
 mod builtins;
 mod cr_schema;
 mod discovery;
