@@ -16,6 +16,7 @@
 //! `countersign` binaries and `kubectl` can be run against them from a shell.
 
 pub mod apiserver;
+pub mod cluster;
 pub mod controlplane;
 pub mod demo;
 pub mod github;
