@@ -148,12 +148,12 @@ mod tests {
         })
     }
 
-    fn progress(init: &[State], main: &[State]) -> PodProgress {
-        let named = |prefix: &str, states: &[State]| {
+    fn progress(init: Vec<State>, main: Vec<State>) -> PodProgress {
+        let named = |prefix: &str, states: Vec<State>| {
             states
-                .iter()
+                .into_iter()
                 .enumerate()
-                .map(|(i, s)| (format!("{prefix}{i}"), String::new(), s.clone()))
+                .map(|(i, s)| (format!("{prefix}{i}"), String::new(), s))
                 .collect()
         };
         PodProgress {
@@ -171,27 +171,36 @@ mod tests {
         };
         let waiting = State::Waiting("PodInitializing");
         assert_eq!(
-            phase(&progress(&[running.clone()], &[waiting.clone()])),
+            phase(&progress(vec![running.clone()], vec![waiting.clone()])),
             "Pending"
         );
         assert_eq!(
-            phase(&progress(&[exit(0), exit(2)], &[waiting.clone()])),
+            phase(&progress(vec![exit(0), exit(2)], vec![waiting.clone()])),
             "Failed"
         );
-        assert_eq!(phase(&progress(&[exit(0)], &[running.clone()])), "Running");
-        assert_eq!(phase(&progress(&[exit(0)], &[exit(0), running])), "Running");
-        assert_eq!(phase(&progress(&[], &[exit(0), exit(0)])), "Succeeded");
-        assert_eq!(phase(&progress(&[], &[exit(0), exit(1)])), "Failed");
-        let mut ended = progress(&[], &[waiting]);
+        assert_eq!(
+            phase(&progress(vec![exit(0)], vec![running.clone()])),
+            "Running"
+        );
+        assert_eq!(
+            phase(&progress(vec![exit(0)], vec![exit(0), running])),
+            "Running"
+        );
+        assert_eq!(
+            phase(&progress(vec![], vec![exit(0), exit(0)])),
+            "Succeeded"
+        );
+        assert_eq!(phase(&progress(vec![], vec![exit(0), exit(1)])), "Failed");
+        let mut ended = progress(vec![], vec![waiting]);
         ended.ended = Some(("DeadlineExceeded", "late"));
         assert_eq!(phase(&ended), "Failed");
     }
 
     #[test]
     fn init_container_statuses_appear_only_with_init_containers() {
-        let status = pod_status(&progress(&[], &[exit(0)]), "now");
+        let status = pod_status(&progress(vec![], vec![exit(0)]), "now");
         assert!(status.get("initContainerStatuses").is_none());
-        let status = pod_status(&progress(&[exit(0)], &[exit(0)]), "now");
+        let status = pod_status(&progress(vec![exit(0)], vec![exit(0)]), "now");
         assert_eq!(
             status["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
             0
