@@ -13,6 +13,8 @@ use kube::api::Api;
 use kube::config::AuthInfo;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
+use tracing::instrument::WithSubscriber as _;
+use tracing::subscriber::NoSubscriber;
 
 use super::certs::{self, Credentials, Pem};
 use super::process::Process;
@@ -131,11 +133,10 @@ async fn attempt(binaries: &Binaries, options: &StartOptions) -> Result<RealCont
     .map_err(Failure::Fatal)?;
     wait_until(APISERVER_TIMEOUT, "/readyz", &processes, || async {
         let request = http::Request::get("/readyz").body(Vec::new()).ok()?;
-        admin
-            .request_text(request)
-            .await
-            .ok()
-            .filter(|body| body.trim() == "ok")
+        // kube's client logs every refused connection and 500 at ERROR; expected here.
+        let answer = admin.request_text(request);
+        let answer = answer.with_subscriber(NoSubscriber::default()).await;
+        answer.ok().filter(|body| body.trim() == "ok")
     })
     .await
     .map_err(|e| fail("kube-apiserver", e, &processes))?;
@@ -172,7 +173,14 @@ async fn attempt(binaries: &Binaries, options: &StartOptions) -> Result<RealCont
             CONTROLLER_MANAGER_TIMEOUT,
             "the default ServiceAccount",
             &processes,
-            || async { accounts.get_opt("default").await.ok().flatten() },
+            || async {
+                let account = accounts.get_opt("default");
+                account
+                    .with_subscriber(NoSubscriber::default())
+                    .await
+                    .ok()
+                    .flatten()
+            },
         )
         .await
         .map_err(|e| fail("kube-controller-manager", e, &processes))?;
