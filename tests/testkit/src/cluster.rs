@@ -76,11 +76,11 @@ impl TestCluster {
                 None => {
                     static NOTE: Once = Once::new();
                     NOTE.call_once(|| {
-                        eprintln!(
-                            "\n*** NOTE: the real Kubernetes control plane is not built, so these tests use \
-                             the FAKE apiserver. Build it with ./scripts/controlplane (needs Go), or set \
-                             {BACKEND_ENV}=fake to silence this. ***\n"
-                        );
+                        loud_note(&format!(
+                            "the real Kubernetes control plane is not built, so these tests use the \
+                             FAKE apiserver. Build it with ./scripts/controlplane (needs Go), or set \
+                             {BACKEND_ENV}=fake to silence this."
+                        ));
                     });
                     TestCluster::fake().await
                 }
@@ -104,15 +104,15 @@ impl TestCluster {
         if is_ci() {
             return Err(missing_under_ci());
         }
-        eprintln!(
-            "\n*** SKIPPED {test}: it needs the real Kubernetes control plane, which is {}. \
-             Build it with ./scripts/controlplane (needs Go). ***\n",
+        loud_note(&format!(
+            "SKIPPED {test}: it needs the real Kubernetes control plane, which is {}. Build it \
+             with ./scripts/controlplane (needs Go).",
             if choice == Choice::Fake {
                 format!("switched off by {BACKEND_ENV}=fake")
             } else {
                 "not built".to_owned()
             }
-        );
+        ));
         Ok(None)
     }
 
@@ -268,6 +268,13 @@ fn choice() -> anyhow::Result<Choice> {
         "fake" => Ok(Choice::Fake),
         other => anyhow::bail!("{BACKEND_ENV}={other:?}: expected `real` or `fake`"),
     }
+}
+
+/// Writes `text` to stderr past the test harness's output capture (which only catches the
+/// `print!` family), so a passing test's skip is seen.
+fn loud_note(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "\n*** NOTE: {text} ***\n");
 }
 
 fn is_ci() -> bool {
