@@ -144,7 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The served apiserver; dropping it stops it (and the real control plane's processes).
 enum Served {
     Fake(FakeApiServer),
-    Real(RealControlPlane),
+    Real(Box<RealControlPlane>),
 }
 
 async fn serve(
@@ -176,11 +176,11 @@ async fn serve(
                 crds,
                 ..StartOptions::default()
             };
-            Served::Real(
+            Served::Real(Box::new(
                 RealControlPlane::start_with(options)
                     .await
                     .context("Cannot start the real control plane")?,
-            )
+            ))
         }
     };
     let (client, url, kubeconfig_yaml, what) = match &served {
