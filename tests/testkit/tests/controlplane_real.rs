@@ -456,3 +456,108 @@ async fn the_real_apiserver_refuses_what_the_fake_accepts() {
         .await
         .expect("the fake does not validate built-in kinds");
 }
+
+/// Creates `obj` in `ns` through the discovered resource; the API error when refused.
+async fn create(client: &kube::Client, ns: &str, obj: &Value) -> Result<(), kube::core::Status> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, obj["kind"].as_str().unwrap_or_default());
+    let (resource, _) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .expect("served kind");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let object: DynamicObject = serde_json::from_value(obj.clone()).expect("object");
+    api.create(&PostParams::default(), &object)
+        .await
+        .map(drop)
+        .map_err(api_error)
+}
+
+#[tokio::test]
+async fn the_real_apiserver_validates_what_issue_15_found_the_fake_accepting() {
+    let Some(cluster) = real("real validation of built-in kinds").await else {
+        return;
+    };
+    let ns = namespace(&cluster, "builtin-validation", &[]).await;
+    let fake = TestCluster::fake().await.expect("fake");
+    let client = cluster.client();
+
+    let policy = json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "bad-port"},
+        "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 99999}]}]},
+    });
+    let refused = create(&client, &ns, &policy)
+        .await
+        .expect_err("port out of range");
+    assert_eq!(refused.code, 422, "{refused:?}");
+    assert!(
+        refused
+            .message
+            .contains("spec.ingress[0].ports[0].port: Invalid value: 99999"),
+        "{}",
+        refused.message
+    );
+    create(&fake.client(), "default", &policy)
+        .await
+        .expect("known gap, pinned: the fake stores it");
+
+    // An Event note is limited to 1024 bytes: a longer one is refused and the event lost.
+    let event = json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "long-note"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "countersign.dev/controller",
+        "reportingInstance": "controller-0",
+        "action": "Reconcile", "reason": "Transition", "type": "Normal",
+        "regarding": {"apiVersion": "v1", "kind": "Pod", "name": "p", "namespace": ns},
+        "note": "x".repeat(1025),
+    });
+    let refused = create(&client, &ns, &event)
+        .await
+        .expect_err("note too long");
+    assert_eq!(refused.code, 422, "{refused:?}");
+    assert!(refused.message.contains("note"), "{}", refused.message);
+    let mut fake_event = event.clone();
+    fake_event["regarding"]["namespace"] = json!("default");
+    create(&fake.client(), "default", &fake_event)
+        .await
+        .expect("known gap, pinned: the fake stores it");
+
+    // An immutable Secret's data cannot change.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, &ns);
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "frozen"},
+        "immutable": true, "stringData": {"k": "v"},
+    }))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    let change = json!({"stringData": {"k": "changed"}});
+    let refused = api_error(
+        secrets
+            .patch("frozen", &PatchParams::default(), &Patch::Merge(&change))
+            .await
+            .expect_err("immutable"),
+    );
+    assert_eq!(refused.code, 422, "{refused:?}");
+    assert!(
+        refused
+            .message
+            .contains("field is immutable when `immutable` is set"),
+        "{}",
+        refused.message
+    );
+    let fake_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::default_namespaced(fake.client());
+    fake_secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret on the fake");
+    fake_secrets
+        .patch("frozen", &PatchParams::default(), &Patch::Merge(&change))
+        .await
+        .expect("known gap, pinned: the fake changes it");
+}

@@ -192,7 +192,7 @@ impl Run<'_> {
             let error = match volumes::set_up(&self.ctx.client, self.pod, &self.dir).await {
                 Ok(volumes) => return Ok(Some(volumes)),
                 Err(VolumeError::Unsupported(message)) => {
-                    self.fail_first_container("CreateContainerConfigError", message);
+                    self.fail_all_containers("CreateContainerConfigError", &message);
                     self.report().await?;
                     return Ok(None);
                 }
@@ -228,17 +228,16 @@ impl Run<'_> {
             .chain(self.progress.main.iter_mut())
     }
 
-    /// The first container to run (an init container, else a container) could not be
-    /// created.
-    fn fail_first_container(&mut self, reason: &'static str, message: String) {
+    /// No container can be created: each ends as never started, so the pod fails.
+    fn fail_all_containers(&mut self, reason: &'static str, message: &str) {
         let at = now();
-        if let Some((_, _, state)) = self.containers_mut().next() {
+        for (_, _, state) in self.containers_mut() {
             *state = State::Terminated(Exit {
                 code: NOT_STARTED,
                 reason,
-                message,
+                message: message.to_owned(),
                 started_at: at.clone(),
-                finished_at: at,
+                finished_at: at.clone(),
             });
         }
     }
