@@ -175,7 +175,8 @@ tool (
 
 // k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with
 // ./staging/...; a module that depends on it must point each at its published version.
-// Keep every k8s.io module at the one release.
+// Keep every k8s.io module at the one release (sample-apiserver too, so `go list -m all`
+// resolves; the other sample-* modules are not published and not needed).
 replace (
 	k8s.io/api => k8s.io/api v0.37.2
 	k8s.io/apiextensions-apiserver => k8s.io/apiextensions-apiserver v0.37.2
@@ -206,5 +207,6 @@ replace (
 	k8s.io/metrics => k8s.io/metrics v0.37.2
 	k8s.io/mount-utils => k8s.io/mount-utils v0.37.2
 	k8s.io/pod-security-admission => k8s.io/pod-security-admission v0.37.2
+	k8s.io/sample-apiserver => k8s.io/sample-apiserver v0.37.2
 	k8s.io/streaming => k8s.io/streaming v0.37.2
 )
