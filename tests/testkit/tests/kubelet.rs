@@ -1,9 +1,10 @@
-//! The sandbox's local kubelet runs pods as processes and reports what a real kubelet would.
+//! The test kit's local kubelet runs pods as processes and reports what a real kubelet would,
+//! against both backends: the fake apiserver and the real control plane (when it is built;
+//! see `countersign_testkit::cluster`). Every test runs once per backend.
 
 use std::time::Duration;
 
-use countersign_testkit::apiserver::FakeApiServer;
-use countersign_testkit::kubelet::Kubelet;
+use countersign_testkit::cluster::TestCluster;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod, Secret};
 use kube::api::{Api, ListParams, PostParams};
@@ -14,12 +15,14 @@ use serde_json::json;
 const WAIT: Duration = Duration::from_secs(30);
 
 struct Harness {
-    _server: FakeApiServer,
     pods: Api<Pod>,
     secrets: Api<Secret>,
     events: Api<Event>,
+    namespace: String,
     kubelet: tokio::task::JoinHandle<anyhow::Result<()>>,
     dir: tempfile::TempDir,
+    /// Keeps the fake apiserver serving.
+    _cluster: TestCluster,
 }
 
 impl Drop for Harness {
@@ -28,22 +31,77 @@ impl Drop for Harness {
     }
 }
 
-async fn harness() -> Harness {
-    let server = tokio::time::timeout(WAIT, FakeApiServer::start())
+/// Which apiserver a test runs against.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Fake,
+    Real,
+}
+
+/// A namespace with its own kubelet on `backend`; `None` when the real control plane is not
+/// built (outside CI: the test returns after a loud note).
+async fn harness(backend: Backend) -> Option<Harness> {
+    let cluster = match backend {
+        Backend::Fake => TestCluster::fake().await.expect("fake apiserver"),
+        Backend::Real => tokio::time::timeout(
+            Duration::from_secs(120),
+            TestCluster::real_or_skip("kubelet tests on the real control plane"),
+        )
+        .await
+        .expect("the control plane starts in time")
+        .expect("real control plane")?,
+    };
+    let namespace = tokio::time::timeout(WAIT, cluster.create_namespace("kubelet"))
         .await
         .expect("in time")
-        .expect("server");
+        .expect("namespace");
     let dir = tempfile::tempdir().expect("temp dir");
-    let kubelet = tokio::spawn(Kubelet::new(server.client(), dir.path()).run());
-    Harness {
-        pods: Api::default_namespaced(server.client()),
-        secrets: Api::default_namespaced(server.client()),
-        events: Api::default_namespaced(server.client()),
-        _server: server,
+    let kubelet = tokio::spawn(cluster.kubelet(&namespace, dir.path()).run());
+    let client = cluster.client();
+    Some(Harness {
+        pods: Api::namespaced(client.clone(), &namespace),
+        secrets: Api::namespaced(client.clone(), &namespace),
+        events: Api::namespaced(client, &namespace),
+        namespace,
         kubelet,
         dir,
-    }
+        _cluster: cluster,
+    })
 }
+
+/// Runs each named test body (an `async fn(Harness)`) once on the fake and once on the real
+/// control plane, as `<name>::fake` and `<name>::real`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn fake() {
+                if let Some(h) = super::harness(super::Backend::Fake).await {
+                    super::$name(h).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn real() {
+                if let Some(h) = super::harness(super::Backend::Real).await {
+                    super::$name(h).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    a_pod_that_writes_its_termination_message_succeeds_with_it,
+    a_failing_pod_reports_its_exit_code_and_falls_back_to_its_logs,
+    secret_environment_is_resolved_and_a_missing_secret_fails_the_pod,
+    active_deadline_kills_the_process,
+    volumes_become_directories_and_paths_in_them_are_rewritten,
+    a_missing_secret_volume_keeps_the_pod_creating_until_the_secret_exists,
+    a_volume_the_local_kubelet_cannot_provide_fails_the_pod,
+    init_containers_run_in_order_before_the_containers,
+    a_failing_init_container_fails_the_pod_and_the_containers_never_start,
+);
 
 fn pod(name: &str, script: &str, extra: serde_json::Value) -> Pod {
     let mut container =
@@ -55,7 +113,7 @@ fn pod(name: &str, script: &str, extra: serde_json::Value) -> Pod {
             .extend(obj.clone());
     }
     let mut spec = json!({"restartPolicy": "Never", "containers": [container]});
-    for field in ["activeDeadlineSeconds", "volumes"] {
+    for field in ["activeDeadlineSeconds", "volumes", "initContainers"] {
         if let Some(value) = extra.get(field) {
             spec[field] = value.clone();
         }
@@ -100,9 +158,7 @@ fn terminated(pod: &Pod) -> k8s_openapi::api::core::v1::ContainerStateTerminated
         .expect("a terminated container state")
 }
 
-#[tokio::test]
-async fn a_pod_that_writes_its_termination_message_succeeds_with_it() {
-    let h = harness().await;
+async fn a_pod_that_writes_its_termination_message_succeeds_with_it(h: Harness) {
     let script = r#"printf '{"outcome":"Succeeded","greeting":"%s"}' "$GREETING" > "$COUNTERSIGN_TERMINATION_LOG""#;
     let extra = json!({"container": {"env": [{"name": "GREETING", "value": "hello"}]}});
     h.pods
@@ -123,9 +179,7 @@ async fn a_pod_that_writes_its_termination_message_succeeds_with_it() {
     );
 }
 
-#[tokio::test]
-async fn a_failing_pod_reports_its_exit_code_and_falls_back_to_its_logs() {
-    let h = harness().await;
+async fn a_failing_pod_reports_its_exit_code_and_falls_back_to_its_logs(h: Harness) {
     let extra = json!({"container": {"terminationMessagePolicy": "FallbackToLogsOnError"}});
     h.pods
         .create(
@@ -145,9 +199,7 @@ async fn a_failing_pod_reports_its_exit_code_and_falls_back_to_its_logs() {
     assert!(t.message.unwrap_or_default().contains("provider exploded"));
 }
 
-#[tokio::test]
-async fn secret_environment_is_resolved_and_a_missing_secret_fails_the_pod() {
-    let h = harness().await;
+async fn secret_environment_is_resolved_and_a_missing_secret_fails_the_pod(h: Harness) {
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token"},
         "stringData": {"value": "s3cret"}
@@ -190,9 +242,7 @@ async fn secret_environment_is_resolved_and_a_missing_secret_fails_the_pod() {
     assert!(t.message.unwrap_or_default().contains("missing"));
 }
 
-#[tokio::test]
-async fn active_deadline_kills_the_process() {
-    let h = harness().await;
+async fn active_deadline_kills_the_process(h: Harness) {
     h.pods
         .create(
             &PostParams::default(),
@@ -242,9 +292,7 @@ fn attempt_secret(name: &str) -> Secret {
     .expect("secret")
 }
 
-#[tokio::test]
-async fn volumes_become_directories_and_paths_in_them_are_rewritten() {
-    let h = harness().await;
+async fn volumes_become_directories_and_paths_in_them_are_rewritten(h: Harness) {
     h.secrets
         .create(&PostParams::default(), &attempt_secret("attempt-1"))
         .await
@@ -260,7 +308,7 @@ async fn volumes_become_directories_and_paths_in_them_are_rewritten() {
     let done = finished(&h.pods, "agent").await;
     let t = terminated(&done);
     assert_eq!(t.exit_code, 0, "{:?}", t.message);
-    let volumes = h.dir.path().join("default/agent/volumes");
+    let volumes = h.dir.path().join(&h.namespace).join("agent/volumes");
     let workspace = volumes.join("workspace").display().to_string();
     let expected = format!(
         "{{\"run\":\"fix-1\"}}|{workspace}|{workspace}|{}|ghs_secret|440|/workspaces-are-not-/workspace",
@@ -279,9 +327,7 @@ async fn volumes_become_directories_and_paths_in_them_are_rewritten() {
     );
 }
 
-#[tokio::test]
-async fn a_missing_secret_volume_keeps_the_pod_creating_until_the_secret_exists() {
-    let h = harness().await;
+async fn a_missing_secret_volume_keeps_the_pod_creating_until_the_secret_exists(h: Harness) {
     let script = r#"cat "$COUNTERSIGN_TASK_FILE" > "$COUNTERSIGN_TERMINATION_LOG""#;
     h.pods
         .create(
@@ -331,9 +377,7 @@ async fn a_missing_secret_volume_keeps_the_pod_creating_until_the_secret_exists(
     );
 }
 
-#[tokio::test]
-async fn a_volume_the_local_kubelet_cannot_provide_fails_the_pod() {
-    let h = harness().await;
+async fn a_volume_the_local_kubelet_cannot_provide_fails_the_pod(h: Harness) {
     let extra = json!({
         "container": {"volumeMounts": [{"name": "host", "mountPath": "/host"}]},
         "volumes": [{"name": "host", "hostPath": {"path": "/etc"}}],
@@ -347,6 +391,135 @@ async fn a_volume_the_local_kubelet_cannot_provide_fails_the_pod() {
     assert!(
         t.message
             .unwrap_or_default()
-            .contains("emptyDir, secret and configMap")
+            .contains("only sets up emptyDir, secret, configMap")
     );
+}
+
+/// An init container appending `step` to `$WORK/order` and reporting it as its message.
+fn init_step(name: &str, step: &str, exit: i32) -> serde_json::Value {
+    let script = format!(
+        r#"printf {step} >> "$WORK/order"; printf 'init {step}' > "$COUNTERSIGN_TERMINATION_LOG"; exit {exit}"#
+    );
+    json!({
+        "name": name, "image": "ignored", "command": ["sh", "-c", script],
+        "env": [{"name": "WORK", "value": "/work"}],
+        "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+    })
+}
+
+fn with_init_containers(init: Vec<serde_json::Value>) -> serde_json::Value {
+    json!({
+        "initContainers": init,
+        "container": {
+            "env": [{"name": "WORK", "value": "/work"}],
+            "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+        },
+        "volumes": [{"name": "work", "emptyDir": {}}],
+    })
+}
+
+fn init_statuses(pod: &Pod) -> Vec<k8s_openapi::api::core::v1::ContainerStatus> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.clone())
+        .unwrap_or_default()
+}
+
+async fn init_containers_run_in_order_before_the_containers(h: Harness) {
+    let extra = with_init_containers(vec![
+        init_step("first", "1", 0),
+        init_step("second", "2", 0),
+    ]);
+    let script = r#"printf 3 >> "$WORK/order"; cat "$WORK/order" > "$COUNTERSIGN_TERMINATION_LOG""#;
+    h.pods
+        .create(&PostParams::default(), &pod("ordered", script, extra))
+        .await
+        .expect("create");
+    let done = finished(&h.pods, "ordered").await;
+    assert_eq!(
+        done.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded")
+    );
+    assert_eq!(terminated(&done).message.as_deref(), Some("123"));
+    let inits = init_statuses(&done);
+    let messages: Vec<_> = inits
+        .iter()
+        .map(|s| {
+            let t = s
+                .state
+                .as_ref()
+                .and_then(|st| st.terminated.as_ref())
+                .expect("terminated");
+            (
+                s.name.as_str(),
+                t.exit_code,
+                t.message.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        vec![
+            ("first", 0, "init 1".to_owned()),
+            ("second", 0, "init 2".to_owned())
+        ]
+    );
+    let initialized = done
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Initialized"))
+        .map(|c| c.status.clone());
+    assert_eq!(initialized.as_deref(), Some("True"));
+}
+
+async fn a_failing_init_container_fails_the_pod_and_the_containers_never_start(h: Harness) {
+    let extra = with_init_containers(vec![
+        init_step("first", "1", 0),
+        init_step("broken", "2", 4),
+        init_step("never", "x", 0),
+    ]);
+    let script = r#"printf main >> "$WORK/order""#;
+    h.pods
+        .create(&PostParams::default(), &pod("blocked", script, extra))
+        .await
+        .expect("create");
+    let done = finished(&h.pods, "blocked").await;
+    assert_eq!(
+        done.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Failed")
+    );
+    let inits = init_statuses(&done);
+    let broken = inits[1]
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("the failed init container terminated");
+    assert_eq!(
+        (broken.exit_code, broken.message.as_deref()),
+        (4, Some("init 2"))
+    );
+    assert!(
+        inits[2]
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .is_some(),
+        "{:?}",
+        inits[2]
+    );
+    let main = done
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.state.as_ref())
+        .expect("container state");
+    assert!(main.waiting.is_some(), "{main:?}");
+    let order = h
+        .dir
+        .path()
+        .join(&h.namespace)
+        .join("blocked/volumes/work/order");
+    assert_eq!(std::fs::read_to_string(order).expect("order file"), "12");
 }

@@ -31,6 +31,17 @@ const BUILTINS: &[B] = &[
     B {
         group: "",
         version: "v1",
+        plural: "nodes",
+        singular: "node",
+        kind: "Node",
+        namespaced: false,
+        short: &["no"],
+        categories: &[],
+        status: true,
+    },
+    B {
+        group: "",
+        version: "v1",
         plural: "pods",
         singular: "pod",
         kind: "Pod",

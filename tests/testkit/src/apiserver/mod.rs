@@ -4,7 +4,7 @@
 //! Objects of any resource live as JSON in one store with a global resourceVersion; the server
 //! implements the apiserver semantics controllers depend on (watch from a resourceVersion with
 //! bookmarks and 410 after compaction, selectors, pagination, merge/JSON/strategic patches,
-//! server-side apply with managedFields and conflicts, status subresources, generation,
+//! server-side apply with managedFields and conflicts, status subresources, `pods/binding`, generation,
 //! finalizers and owner-reference cascade, schema pruning/defaulting/validation of custom
 //! resources via [`crate::schema`], server-side Table printing) plus fault injection.
 //!
@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod binding;
 mod builtins;
 mod cr_schema;
 mod discovery;

@@ -10,6 +10,7 @@ use http::{HeaderValue, Method, header};
 use serde_json::{Value, json};
 
 use super::Shared;
+use super::binding;
 use super::error::ApiError;
 use super::gc::{self, DeleteOpts, Propagation};
 use super::http::{Req, ResourcePath, json_response};
@@ -62,6 +63,9 @@ fn resolve(shared: &Shared, rp: ResourcePath) -> Result<Target, ApiError> {
 }
 
 pub fn resource(shared: &Arc<Shared>, rp: ResourcePath, req: &Req) -> Result<Response, ApiError> {
+    if rp.group.is_empty() && rp.plural == "pods" && rp.sub.as_deref() == Some("binding") {
+        return binding::bind(shared, &rp, req);
+    }
     let t = resolve(shared, rp)?;
     let watch = req.is_watch();
     if !watch

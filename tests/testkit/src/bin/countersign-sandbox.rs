@@ -5,17 +5,21 @@
 //! the real `countersign` controller, bot and agent, from a labelled issue to a green check
 //! (see `countersign_testkit::demo`). It exits non-zero when any step fails.
 //!
-//! `countersign-sandbox serve --dir DIR [--kubelet]` serves a fake kube-apiserver with the
-//! Countersign CRDs installed, writes `DIR/kubeconfig`, prints one line containing `ready`,
-//! and runs until interrupted. With `--kubelet`, created pods run as local processes.
+//! `countersign-sandbox serve --dir DIR [--control-plane real|fake] [--kubelet]` serves a
+//! kube-apiserver with the Countersign CRDs installed, writes `DIR/kubeconfig`, prints one
+//! line containing `ready`, and runs until interrupted. `fake` (the default for now) is the
+//! test kit's fake apiserver; `real` starts etcd, kube-apiserver and kube-controller-manager
+//! built by `scripts/controlplane` (see `countersign_testkit::controlplane`). With
+//! `--kubelet`, created pods are bound to a local node and run as local processes.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use countersign_testkit::apiserver::FakeApiServer;
+use countersign_testkit::controlplane::{RealControlPlane, StartOptions, countersign_crds};
 use countersign_testkit::demo;
 use countersign_testkit::kubelet::Kubelet;
 
@@ -47,12 +51,22 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Serve a fake kube-apiserver with the Countersign CRDs installed until interrupted.
+    /// Serve a kube-apiserver with the Countersign CRDs installed until interrupted.
     Serve {
         /// Directory for the kubeconfig (`DIR/kubeconfig`) and, with --kubelet, pod files.
         #[arg(long, env = "COUNTERSIGN_SANDBOX_DIR")]
         dir: PathBuf,
-        /// Port on 127.0.0.1 to listen on; 0 picks a free one.
+        /// Which apiserver: the test kit's fake, or the real control plane (etcd,
+        /// kube-apiserver, kube-controller-manager) built by scripts/controlplane.
+        #[arg(
+            long,
+            value_enum,
+            default_value_t = ControlPlane::Fake,
+            env = "COUNTERSIGN_SANDBOX_CONTROL_PLANE"
+        )]
+        control_plane: ControlPlane,
+        /// Port on 127.0.0.1 for the fake apiserver; 0 picks a free one. The real control
+        /// plane always picks free ports.
         #[arg(long, default_value_t = 0, env = "COUNTERSIGN_SANDBOX_PORT")]
         port: u16,
         /// Run each created pod's command as a local process and report its exit and
@@ -60,6 +74,15 @@ enum Command {
         #[arg(long)]
         kubelet: bool,
     },
+}
+
+/// The apiserver `serve` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ControlPlane {
+    /// kube-apiserver, etcd and kube-controller-manager built from Kubernetes' Go modules.
+    Real,
+    /// The test kit's fake apiserver (no admission, RBAC or garbage collector process).
+    Fake,
 }
 
 #[tokio::main]
@@ -82,7 +105,12 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { dir, port, kubelet } => serve(dir, port, kubelet).await,
+        Command::Serve {
+            dir,
+            control_plane,
+            port,
+            kubelet,
+        } => serve(dir, control_plane, port, kubelet).await,
         Command::Demo {
             countersign,
             dir,
@@ -113,26 +141,75 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(dir: PathBuf, port: u16, kubelet: bool) -> anyhow::Result<()> {
+/// The served apiserver; dropping it stops it (and the real control plane's processes).
+enum Served {
+    Fake(FakeApiServer),
+    Real(Box<RealControlPlane>),
+}
+
+async fn serve(
+    dir: PathBuf,
+    control_plane: ControlPlane,
+    port: u16,
+    kubelet: bool,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("Cannot create {}", dir.display()))?;
-    let server = FakeApiServer::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
-        .await
-        .context("Cannot start the fake kube-apiserver")?;
-    for crd in countersign_crds::all() {
-        server
-            .install_crd(&crd)
-            .context("Cannot install the Countersign CRDs")?;
-    }
+    let crds = countersign_crds().context("Cannot read the Countersign CRDs")?;
+    let served = match control_plane {
+        ControlPlane::Fake => {
+            let server = FakeApiServer::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                .await
+                .context("Cannot start the fake kube-apiserver")?;
+            for crd in &crds {
+                server
+                    .install_crd(crd)
+                    .context("Cannot install the Countersign CRDs")?;
+            }
+            Served::Fake(server)
+        }
+        ControlPlane::Real => {
+            anyhow::ensure!(
+                port == 0,
+                "--port applies to the fake apiserver; the real control plane picks free ports"
+            );
+            let options = StartOptions {
+                crds,
+                ..StartOptions::default()
+            };
+            Served::Real(Box::new(
+                RealControlPlane::start_with(options)
+                    .await
+                    .context("Cannot start the real control plane")?,
+            ))
+        }
+    };
+    let (client, url, kubeconfig_yaml, what) = match &served {
+        Served::Fake(server) => (
+            server.client(),
+            server.url(),
+            server.kubeconfig_yaml(),
+            "simulated Kubernetes".to_owned(),
+        ),
+        Served::Real(cp) => (
+            cp.client(),
+            cp.url().to_owned(),
+            cp.kubeconfig_yaml(),
+            format!(
+                "real kube-apiserver, etcd and kube-controller-manager, ready in {:.1?}; logs in {}",
+                cp.startup_time(),
+                cp.dir().display()
+            ),
+        ),
+    };
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, server.kubeconfig_yaml())
+    std::fs::write(&kubeconfig, kubeconfig_yaml)
         .with_context(|| format!("Cannot write {}", kubeconfig.display()))?;
     let kubelet_task = kubelet.then(|| {
-        let kubelet = Kubelet::new(server.client(), dir.join("pods"));
+        let kubelet = Kubelet::new(client, dir.join("pods"));
         tokio::spawn(kubelet.run())
     });
     println!(
-        "countersign-sandbox ready: apiserver {} (simulated Kubernetes{}), kubeconfig {}",
-        server.url(),
+        "countersign-sandbox ready: apiserver {url} ({what}{}), kubeconfig {}",
         if kubelet {
             ", pods run as local processes"
         } else {
@@ -144,6 +221,7 @@ async fn serve(dir: PathBuf, port: u16, kubelet: bool) -> anyhow::Result<()> {
     if let Some(task) = kubelet_task {
         task.abort();
     }
+    drop(served);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The local kubelet's volumes: each pod volume becomes a directory
 //! `<pod dir>/volumes/<volume name>/` (emptyDir: empty; Secret and ConfigMap: one file per
-//! key with its decoded bytes and mode), and each of the container's `volumeMounts` maps its
+//! key with its decoded bytes and mode; downward API: the pod's metadata; projected: all of
+//! these plus a ServiceAccount token from the TokenRequest API), and each of the container's `volumeMounts` maps its
 //! `mountPath` to that directory (or to its `subPath`).
 //!
 //! There is no mount namespace here: the process sees the host's filesystem. The mapping is
@@ -12,7 +13,11 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, PodSpec, Secret, Volume};
+mod projected;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
+};
 use kube::api::Api;
 
 /// Kubernetes' default file mode for Secret and ConfigMap volume files.
@@ -81,20 +86,25 @@ impl MountMap {
     }
 }
 
-/// Creates `<pod dir>/volumes/<name>/` for every pod volume and fills Secret and ConfigMap
-/// volumes; returns the container's mount map.
+/// The pod's volumes, set up: each volume's local directory.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Volumes {
+    dirs: BTreeMap<String, PathBuf>,
+}
+
+/// Creates `<pod dir>/volumes/<name>/` for every pod volume and fills Secret, ConfigMap,
+/// downward API and projected volumes.
 pub(super) async fn set_up(
     client: &kube::Client,
-    namespace: &str,
-    spec: &PodSpec,
-    container: &Container,
+    pod: &Pod,
     pod_dir: &Path,
-) -> Result<MountMap, VolumeError> {
+) -> Result<Volumes, VolumeError> {
     let volumes_dir = pod_dir.join("volumes");
     let mut dirs = BTreeMap::new();
-    for volume in spec.volumes.iter().flatten() {
+    let spec = pod.spec.as_ref();
+    for volume in spec.and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
         let dir = volumes_dir.join(&volume.name);
-        let files = contents(client, namespace, volume).await?;
+        let files = contents(client, pod, volume).await?;
         write_volume(&dir, &files)
             .await
             .map_err(|source| VolumeError::Io {
@@ -103,129 +113,252 @@ pub(super) async fn set_up(
             })?;
         dirs.insert(volume.name.clone(), dir);
     }
-    let mut mounts = Vec::new();
-    for mount in container.volume_mounts.iter().flatten() {
-        let dir = dirs.get(&mount.name).ok_or_else(|| {
-            VolumeError::Unsupported(format!(
-                "volumeMount {:?} names no volume of the pod",
-                mount.name
-            ))
-        })?;
-        let local = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            Some(sub) => dir.join(relative(sub).ok_or_else(|| {
-                VolumeError::Unsupported(format!("subPath {sub:?} leaves the volume"))
-            })?),
-            None => dir.clone(),
-        };
-        if mount.sub_path.is_some() && !local.exists() {
-            // The kubelet creates a missing subPath as a directory.
-            tokio::fs::create_dir_all(&local)
-                .await
-                .map_err(|e| VolumeError::Io {
-                    volume: mount.name.clone(),
-                    source: e.into(),
-                })?;
+    Ok(Volumes { dirs })
+}
+
+impl Volumes {
+    /// `container`'s mount map: each `volumeMounts` entry's path and its local directory
+    /// (a missing `subPath` is created, as the kubelet does).
+    pub(super) async fn mounts(&self, container: &Container) -> Result<MountMap, VolumeError> {
+        let mut mounts = Vec::new();
+        for mount in container.volume_mounts.iter().flatten() {
+            let dir = self.dirs.get(&mount.name).ok_or_else(|| {
+                VolumeError::Unsupported(format!(
+                    "volumeMount {:?} names no volume of the pod",
+                    mount.name
+                ))
+            })?;
+            let local = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                Some(sub) => dir.join(relative(sub).ok_or_else(|| {
+                    VolumeError::Unsupported(format!("subPath {sub:?} leaves the volume"))
+                })?),
+                None => dir.clone(),
+            };
+            if mount.sub_path.is_some() && !local.exists() {
+                tokio::fs::create_dir_all(&local)
+                    .await
+                    .map_err(|e| VolumeError::Io {
+                        volume: mount.name.clone(),
+                        source: e.into(),
+                    })?;
+            }
+            let path = mount.mount_path.trim_end_matches('/');
+            let path = if path.is_empty() { "/" } else { path };
+            mounts.push((path.to_owned(), local));
         }
-        let path = mount.mount_path.trim_end_matches('/');
-        let path = if path.is_empty() { "/" } else { path };
-        mounts.push((path.to_owned(), local));
+        mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        Ok(MountMap { mounts })
     }
-    mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
-    Ok(MountMap { mounts })
 }
 
 /// One file of a volume: path inside the volume, bytes, mode.
 type File = (PathBuf, Vec<u8>, u32);
 
+/// The data of a Secret or ConfigMap, `None` when it does not exist.
+async fn source_data(
+    client: &kube::Client,
+    namespace: &str,
+    kind: SourceKind,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, kube::Error> {
+    Ok(match kind {
+        SourceKind::Secret => {
+            let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+            api.get_opt(name).await?.map(|secret| {
+                let mut data: BTreeMap<String, Vec<u8>> = secret
+                    .string_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                data.extend(
+                    secret
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0)),
+                );
+                data
+            })
+        }
+        SourceKind::ConfigMap => {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+            api.get_opt(name).await?.map(|map| {
+                let mut data: BTreeMap<String, Vec<u8>> = map
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                data.extend(
+                    map.binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0)),
+                );
+                data
+            })
+        }
+    })
+}
+
+#[derive(Clone, Copy, Debug)]
+enum SourceKind {
+    Secret,
+    ConfigMap,
+}
+
+impl SourceKind {
+    fn describe(self, name: &str) -> String {
+        match self {
+            SourceKind::Secret => format!("secret {name:?}"),
+            SourceKind::ConfigMap => format!("configmap {name:?}"),
+        }
+    }
+}
+
+/// One Secret or ConfigMap as a volume or a projection shows it.
+struct KeySource<'a> {
+    kind: SourceKind,
+    name: &'a str,
+    items: Option<&'a [KeyToPath]>,
+    default_mode: Option<i32>,
+    optional: bool,
+}
+
+impl KeySource<'_> {
+    async fn files(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        volume: &str,
+    ) -> Result<Vec<File>, VolumeError> {
+        let what = self.kind.describe(self.name);
+        let data = source_data(client, namespace, self.kind, self.name)
+            .await
+            .map_err(|source| VolumeError::Io {
+                volume: volume.to_owned(),
+                source: source.into(),
+            })?;
+        let Some(data) = data else {
+            return if self.optional {
+                Ok(Vec::new())
+            } else {
+                Err(VolumeError::NotReady {
+                    volume: volume.to_owned(),
+                    what: format!("{what} not found"),
+                })
+            };
+        };
+        select(
+            volume,
+            &what,
+            data,
+            self.items,
+            self.default_mode,
+            self.optional,
+        )
+    }
+}
+
 /// The files of `volume` (none for an emptyDir).
 async fn contents(
     client: &kube::Client,
-    namespace: &str,
+    pod: &Pod,
     volume: &Volume,
 ) -> Result<Vec<File>, VolumeError> {
-    let name = volume.name.clone();
-    let not_ready = |what: String| VolumeError::NotReady {
-        volume: name.clone(),
-        what,
-    };
-    let io = |source: kube::Error| VolumeError::Io {
-        volume: name.clone(),
-        source: source.into(),
-    };
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     if volume.empty_dir.is_some() {
         return Ok(Vec::new());
     }
     if let Some(source) = &volume.secret {
-        let secret_name = source.secret_name.clone().unwrap_or_default();
-        let optional = source.optional == Some(true);
-        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        let Some(secret) = api.get_opt(&secret_name).await.map_err(io)? else {
-            return if optional {
-                Ok(Vec::new())
-            } else {
-                Err(not_ready(format!("secret {secret_name:?} not found")))
-            };
+        let source = KeySource {
+            kind: SourceKind::Secret,
+            name: source.secret_name.as_deref().unwrap_or_default(),
+            items: source.items.as_deref(),
+            default_mode: source.default_mode,
+            optional: source.optional == Some(true),
         };
-        let mut data: BTreeMap<String, Vec<u8>> = secret
-            .string_data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.into_bytes()))
-            .collect();
-        data.extend(
-            secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0)),
-        );
-        let what = format!("secret {secret_name:?}");
-        return select(
-            &volume.name,
-            &what,
-            data,
-            source.items.as_deref(),
-            source.default_mode,
-            optional,
-        );
+        return source.files(client, namespace, &volume.name).await;
     }
     if let Some(source) = &volume.config_map {
-        let map_name = source.name.clone();
-        let optional = source.optional == Some(true);
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-        let Some(map) = api.get_opt(&map_name).await.map_err(io)? else {
-            return if optional {
-                Ok(Vec::new())
-            } else {
-                Err(not_ready(format!("configmap {map_name:?} not found")))
-            };
+        let source = KeySource {
+            kind: SourceKind::ConfigMap,
+            name: &source.name,
+            items: source.items.as_deref(),
+            default_mode: source.default_mode,
+            optional: source.optional == Some(true),
         };
-        let mut data: BTreeMap<String, Vec<u8>> = map
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.into_bytes()))
-            .collect();
-        data.extend(
-            map.binary_data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0)),
-        );
-        let what = format!("configmap {map_name:?}");
-        return select(
+        return source.files(client, namespace, &volume.name).await;
+    }
+    if let Some(source) = &volume.downward_api {
+        return downward_files(
+            pod,
             &volume.name,
-            &what,
-            data,
             source.items.as_deref(),
             source.default_mode,
-            optional,
         );
     }
+    if let Some(projected) = &volume.projected {
+        return projected::files(client, pod, &volume.name, projected).await;
+    }
     Err(VolumeError::Unsupported(format!(
-        "volume {:?}: the local kubelet only sets up emptyDir, secret and configMap volumes",
+        "volume {:?}: the local kubelet only sets up emptyDir, secret, configMap, downwardAPI \
+         and projected volumes",
         volume.name
     )))
+}
+
+/// A downward API volume's files: `metadata.name`, `.namespace`, `.uid`, `.labels`,
+/// `.annotations`, `spec.serviceAccountName` and `spec.nodeName` by `fieldRef`.
+fn downward_files(
+    pod: &Pod,
+    volume: &str,
+    items: Option<&[DownwardAPIVolumeFile]>,
+    default_mode: Option<i32>,
+) -> Result<Vec<File>, VolumeError> {
+    let mut files = Vec::new();
+    for item in items.into_iter().flatten() {
+        let field = item.field_ref.as_ref().map(|f| f.field_path.as_str());
+        let value = field.and_then(|f| downward_value(pod, f)).ok_or_else(|| {
+            VolumeError::Unsupported(format!(
+                "volume {volume:?}: the local kubelet cannot project {:?} (only metadata and \
+                 spec.serviceAccountName/nodeName field references)",
+                item.path
+            ))
+        })?;
+        let path = relative(&item.path).ok_or_else(|| {
+            VolumeError::Unsupported(format!("item path {:?} leaves the volume", item.path))
+        })?;
+        let mode = (item.mode.or(default_mode).unwrap_or(DEFAULT_MODE) & 0o777) as u32;
+        files.push((path, value.into_bytes(), mode));
+    }
+    Ok(files)
+}
+
+/// A pod field as the downward API writes it (maps as sorted `key="value"` lines).
+fn downward_value(pod: &Pod, field: &str) -> Option<String> {
+    let lines = |map: Option<&BTreeMap<String, String>>| {
+        map.into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    Some(match field {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "metadata.labels" => lines(meta.labels.as_ref()),
+        "metadata.annotations" => lines(meta.annotations.as_ref()),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        _ => return None,
+    })
 }
 
 /// The files a Secret or ConfigMap volume shows: every key (file named after the key) or
