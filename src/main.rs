@@ -8,8 +8,19 @@ use clap::{Parser, Subcommand};
 
 /// Countersign: AI coding agents on Kubernetes whose pull requests humans countersign.
 #[derive(Parser, Debug)]
-#[command(name = "countersign", version, about)]
+#[command(name = "countersign", version, about, after_help = EXIT_CODES)]
 struct Cli {
+    /// How log lines are written: `text` (coloured only when stderr is a terminal) or `json`
+    /// (one object per line). `RUST_LOG` sets the filter (default `info`).
+    #[arg(
+        long,
+        global = true,
+        env = "COUNTERSIGN_LOG_FORMAT",
+        value_enum,
+        default_value_t = countersign_telemetry::LogFormat::Text
+    )]
+    log_format: countersign_telemetry::LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -40,15 +51,17 @@ enum Command {
     },
 }
 
+/// The exit codes, shown by `--help` and documented in docs/operations.md.
+const EXIT_CODES: &str = "Exit codes: 0 success (a server stopped by SIGTERM or Ctrl-C included); \
+1 failure (invalid configuration, a server that could not start or stopped by itself, an agent \
+attempt that did not succeed); 2 invalid command line.";
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    // Parsed first, so the log format applies from the first line (clap prints usage errors
+    // itself and exits 2).
+    let cli = Cli::parse();
+    countersign_telemetry::init_logging(cli.log_format);
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -9,8 +9,13 @@ use countersign_crds::GoDuration;
 
 use countersign_github::args::GitHubAppArgs;
 
-/// `countersign bot`.
+/// `countersign bot`. The GitHub App id and key are required here (the controller can run
+/// without them).
 #[derive(clap::Args, Debug, Clone)]
+#[command(
+    mut_arg("github_app_id", |a| a.required(true)),
+    mut_arg("github_app_private_key_file", |a| a.required(true))
+)]
 pub struct BotArgs {
     /// Address serving `/webhook`, `/healthz`, `/readyz`, `/metrics`, the gate pages, the
     /// `/api/v1` endpoints and `/admission/riskpolicies`.
@@ -93,6 +98,15 @@ pub struct BotArgs {
     )]
     pub tls_key_file: Option<PathBuf>,
 
+    /// Kubeconfig file to use instead of the in-cluster configuration or `$KUBECONFIG`.
+    #[arg(long, env = "COUNTERSIGN_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// How often the webhook secret files and the TLS certificate are checked for changes
+    /// (a rotated Secret or a renewed certificate is picked up without a restart).
+    #[arg(long, env = "COUNTERSIGN_RELOAD_INTERVAL", default_value = "10s")]
+    pub reload_interval: GoDuration,
+
     /// The GitHub App.
     #[command(flatten)]
     pub github: GitHubAppArgs,
@@ -111,7 +125,14 @@ impl BotArgs {
 
     /// Reads every webhook secret file (trailing newlines trimmed); empty files are refused.
     pub fn webhook_secrets(&self) -> anyhow::Result<Vec<Vec<u8>>> {
-        self.webhook_secret_files
+        read_webhook_secrets(&self.webhook_secret_files)
+    }
+}
+
+/// Reads the webhook secret files (trailing newlines trimmed); empty files are refused.
+pub fn read_webhook_secrets(files: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
+    {
+        files
             .iter()
             .map(|path| {
                 let text = std::fs::read_to_string(path).with_context(|| {

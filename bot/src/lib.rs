@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod objects;
 pub mod pages;
 pub mod projects;
+pub mod reload;
 pub mod render;
 pub mod replay;
 pub mod replies;

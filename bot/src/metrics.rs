@@ -43,8 +43,12 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("countersign_bot");
-        let ingress = IngressMetrics::register(&mut registry);
+        // Unprefixed series every server exports (`countersign_build_info`, `process_*`) in
+        // the root; the bot's own under `countersign_bot_`.
+        let mut root = Registry::default();
+        countersign_telemetry::register_common(&mut root, "bot");
+        let registry = root.sub_registry_with_prefix("countersign_bot");
+        let ingress = IngressMetrics::register(registry);
         let outcomes = Family::<OutcomeLabels, Counter>::default();
         let failures = Family::<FailureLabels, Counter>::default();
         let retries = Family::<EventLabel, Counter>::default();
@@ -78,7 +82,7 @@ impl Default for Metrics {
             queued.clone(),
         );
         Self {
-            registry,
+            registry: root,
             ingress,
             outcomes,
             failures,
@@ -119,6 +123,12 @@ impl Metrics {
     /// Follows the number of deliveries waiting for a worker.
     pub fn queued(&self, delta: i64) {
         self.queued.inc_by(delta);
+    }
+
+    /// Registers the GitHub client's metrics (`countersign_bot_github_*`); call before the
+    /// metrics are shared.
+    pub fn register_github(&mut self, github: &countersign_github::metrics::ClientMetrics) {
+        github.register(self.registry.sub_registry_with_prefix("countersign_bot"));
     }
 
     /// The OpenMetrics text exposition.

@@ -142,7 +142,9 @@ impl Bot {
     /// Assembles the bot; nothing runs until [`Bot::run`].
     pub fn new(client: kube::Client, github: GitHubApp, settings: BotSettings) -> Self {
         let (projects, driver) = Projects::watch(client.clone(), settings.namespace.as_deref());
-        let metrics = Arc::new(Metrics::default());
+        let mut metrics = Metrics::default();
+        metrics.register_github(github.metrics());
+        let metrics = Arc::new(metrics);
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
         let ingress = Arc::new(Ingress {
             verifier: Verifier::new(settings.secrets),
@@ -209,16 +211,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let secrets = args.webhook_secrets()?;
-    let tls = match args.tls_files()? {
-        Some((cert, key)) => Some(crate::tls::load(&cert, &key)?),
+    let tls_files = args.tls_files()?;
+    let tls = match &tls_files {
+        Some((cert, key)) => Some(crate::tls::load(cert, key)?),
         None => None,
     };
     let github = args.github.app()?.context(
         "The bot needs a GitHub App: set --github-app-id and --github-app-private-key-file",
     )?;
-    let client = kube::Client::try_default()
-        .await
-        .context("Cannot build the Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
     let bot_login = match &args.bot_login {
         Some(login) => login.clone(),
         None => format!("{}[bot]", app_slug(&github).await?),
@@ -255,19 +256,61 @@ pub async fn serve(
         gate_pages: args.gate_pages,
         public_url: args.public_url.as_ref().map(ToString::to_string),
     });
+    // Rotated webhook secrets and renewed certificates are picked up while running.
+    let mut reloads = vec![tokio::spawn(crate::reload::watch(
+        "webhook secrets",
+        args.webhook_secret_files.clone(),
+        args.reload_interval.0,
+        |paths| crate::config::read_webhook_secrets(paths),
+        {
+            let ingress = bot.ingress.clone();
+            move |secrets: Vec<Vec<u8>>| ingress.verifier.replace(secrets)
+        },
+    ))];
+    if let (Some((cert, key)), Some((_, certificates))) = (&tls_files, &tls) {
+        reloads.push(tokio::spawn(crate::tls::watch_files(
+            cert,
+            key,
+            certificates.clone(),
+            args.reload_interval.0,
+        )));
+    }
     let workers = tokio::spawn(bot.run(args.workers));
-    match tls {
-        Some(config) => crate::tls::serve(listener, config, app, shutdown)
+    let served = match tls {
+        Some((config, _)) => crate::tls::serve(listener, config, app, shutdown)
             .await
-            .context("The HTTPS server failed")?,
+            .context("The HTTPS server failed"),
         None => axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("The HTTP server failed")?,
+            .context("The HTTP server failed"),
+    };
+    for reload in reloads {
+        reload.abort();
     }
+    served?;
     tracing::info!("no longer accepting deliveries; finishing the accepted ones");
     workers.await.context("The delivery workers panicked")?;
     Ok(())
+}
+
+/// The Kubernetes client: `--kubeconfig` when given, otherwise the usual inference
+/// (in-cluster service account, then `$KUBECONFIG` / `~/.kube/config`).
+async fn kube_client(path: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match path {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("Cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("Cannot use kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "Cannot find a Kubernetes configuration (not in a cluster, no usable $KUBECONFIG \
+             or ~/.kube/config); pass --kubeconfig",
+        )?,
+    };
+    kube::Client::try_from(config).context("Cannot build the Kubernetes client")
 }
 
 async fn app_slug(github: &GitHubApp) -> anyhow::Result<String> {

@@ -7,7 +7,7 @@ use countersign_bot::api::MAX_BODY_BYTES;
 use countersign_bot::server::{HttpOptions, RISK_POLICY_ADMISSION_ROUTE};
 use countersign_policies::DEFAULT_POLICY_YAML;
 use serde_json::{Value, json};
-use support::{https_request, post_json, request, serve_bot, serve_bot_with};
+use support::{https_request, post_json, request, serve_bot, serve_bot_with, try_https_request};
 
 const BAD_POLICY: &str = r#"
 apiVersion: countersign.dev/v1alpha1
@@ -308,7 +308,8 @@ async fn admission_is_served_over_https() {
     let key_file = dir.path().join("tls.key");
     std::fs::write(&cert_file, certified.cert.pem()).expect("write cert");
     std::fs::write(&key_file, certified.key_pair.serialize_pem()).expect("write key");
-    let config = countersign_bot::tls::load(&cert_file, &key_file).expect("load TLS files");
+    let (config, certificates) =
+        countersign_bot::tls::load(&cert_file, &key_file).expect("load TLS files");
     let served = serve_bot_with(HttpOptions::default(), Some(config)).await;
 
     let good = serde_json::to_value(countersign_policies::default_policy()).expect("json");
@@ -326,4 +327,40 @@ async fn admission_is_served_over_https() {
 
     // A key file is not a certificate.
     assert!(countersign_bot::tls::load(&key_file, &key_file).is_err());
+
+    // A renewed certificate (cert-manager rewrites the Secret's files) is served to new
+    // connections without a restart; a broken pair written meanwhile is ignored.
+    let watch = tokio::spawn(countersign_bot::tls::watch_files(
+        &cert_file,
+        &key_file,
+        certificates,
+        std::time::Duration::from_millis(20),
+    ));
+    std::fs::write(&cert_file, "not a certificate").expect("break cert");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let renewed = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("renewed certificate");
+    std::fs::write(&key_file, renewed.key_pair.serialize_pem()).expect("write key");
+    std::fs::write(&cert_file, renewed.cert.pem()).expect("write cert");
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let Some(answer) = try_https_request(
+                served.addr,
+                renewed.cert.der(),
+                "GET",
+                "/healthz",
+                "text/plain",
+                String::new(),
+            )
+            .await
+            {
+                return answer;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the renewed certificate is served within 10 s");
+    assert_eq!(answered.status, 200);
+    watch.abort();
 }

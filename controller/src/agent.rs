@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::agent_run::capacity::holds_capacity;
 use crate::agent_run::{missing_secret, scoped, tokio_stream_interval};
+use crate::backoff;
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
 
@@ -37,15 +38,19 @@ pub async fn run(ctx: Arc<Context>) {
             },
         )
         .reconcile_all_on(tokio_stream_interval(ctx.settings.resync_interval))
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            backoff::reset_on_success(&ctx.error_backoff, &result);
+            async {}
+        })
         .await;
 }
 
 fn error_policy(agent: Arc<Agent>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failed("Agent", err.metric_label());
-    tracing::warn!(agent = %agent.name_any(), error = %err, "agent reconcile failed");
-    Action::requeue(err.backoff())
+    let wait = ctx.error_backoff.next(&backoff::key(agent.as_ref()), err);
+    tracing::warn!(agent = %agent.name_any(), error = %err, retry_in = ?wait, "agent reconcile failed");
+    Action::requeue(wait)
 }
 
 #[tracing::instrument(skip_all, fields(kind = "Agent", namespace = agent.namespace().unwrap_or_default(), name = agent.name_any()))]
@@ -83,6 +88,12 @@ async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
                 &Patch::Apply(&patch),
             )
             .await?;
+        let old = agent.status.as_ref().map(|s| s.conditions.as_slice());
+        if let Some(event) =
+            crate::events::readiness_event(old.unwrap_or_default(), &status.conditions, "Reconcile")
+        {
+            crate::events::publish(&ctx.recorder, &agent.object_ref(&()), event).await;
+        }
     }
     Ok(Action::requeue(ctx.settings.resync_interval))
 }

@@ -63,10 +63,16 @@ pub struct ControllerArgs {
     #[arg(long, env = "COUNTERSIGN_TIMEOUT_GRACE", default_value = "60s")]
     pub timeout_grace: GoDuration,
 
-    /// Public base URL of `countersign bot` (e.g. `https://countersign.example.com`). The
-    /// `countersign/approval` check links each pull request to its gate page under
-    /// `/gates/NAMESPACE/NAME` there. No link when unset.
-    #[arg(long, env = "COUNTERSIGN_GATES_URL", value_name = "URL")]
+    /// Public base URL of `countersign bot` (e.g. `https://countersign.example.com`), the
+    /// same value as the bot's `--public-url`. The `countersign/approval` check links each
+    /// pull request to its gate page under `/gates/NAMESPACE/NAME` there. No link when unset.
+    /// (`--gates-url` is the old name and still accepted.)
+    #[arg(
+        long = "public-url",
+        alias = "gates-url",
+        env = "COUNTERSIGN_PUBLIC_URL",
+        value_name = "URL"
+    )]
     pub gates_url: Option<String>,
 
     /// Base URL agent pods clone from and push to (`<URL>/<owner>/<repo>.git`)
@@ -129,8 +135,8 @@ pub struct ControllerArgs {
 /// A flag value or combination that cannot work. Each message names the flags involved.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    /// `--gates-url` is not an absolute http(s) URL.
-    #[error("--gates-url {url:?} is not an absolute http(s) URL: {problem}")]
+    /// `--public-url` is not an absolute http(s) URL.
+    #[error("--public-url {url:?} is not an absolute http(s) URL: {problem}")]
     InvalidGatesUrl {
         /// The value given.
         url: String,

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use countersign_github::GitHubApp;
 use countersign_github::tokens::TokenMinter;
-use kube::runtime::events::Reporter;
+use kube::runtime::events::{Recorder, Reporter};
 
 use crate::agent_run::capacity::Ledger;
+use crate::backoff::ErrorBackoff;
 use crate::clock::{Clock, SystemClock};
 use crate::gate::GateCache;
 use crate::metrics::Metrics;
@@ -28,6 +29,8 @@ pub struct Context {
     pub minter: Arc<dyn TokenMinter>,
     /// Who Kubernetes Events say they come from.
     pub reporter: Reporter,
+    /// Publishes the Project, Agent and RiskPolicy readiness Events.
+    pub recorder: Recorder,
     /// Runs admitted to capacity that the watch cache may not show yet.
     pub ledger: Ledger,
     /// The GitHub App the gate reconciler reads pull requests and publishes checks with;
@@ -39,6 +42,8 @@ pub struct Context {
     pub gates: GateCache,
     /// The GitHub App's bot account, looked up once: agent commits are made as it.
     pub bot_account: tokio::sync::OnceCell<countersign_github::BotAccount>,
+    /// Consecutive failures per object: the error requeue backs off per object.
+    pub error_backoff: ErrorBackoff,
 }
 
 impl Context {
@@ -53,17 +58,20 @@ impl Context {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
         };
+        let recorder = Recorder::new(client.clone(), reporter.clone());
         Self {
             client,
             settings,
             metrics,
             minter,
             reporter,
+            recorder,
             ledger: Ledger::default(),
             github: None,
             clock: Arc::new(SystemClock),
             gates: GateCache::default(),
             bot_account: tokio::sync::OnceCell::new(),
+            error_backoff: ErrorBackoff::default(),
         }
     }
 

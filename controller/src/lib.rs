@@ -7,15 +7,18 @@
 
 pub mod agent;
 pub mod agent_run;
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod gate;
 pub mod leader;
 pub mod metrics;
 pub mod process;
 pub mod project;
+pub mod risk_policy;
 pub mod server;
 pub mod settings;
 
@@ -24,13 +27,14 @@ use std::sync::Arc;
 pub use context::Context;
 pub use settings::Settings;
 
-/// Runs the Project, Agent, AgentRun and ApprovalGate controllers until they stop (they run until the
+/// Runs the Project, Agent, AgentRun, ApprovalGate and RiskPolicy controllers until they stop (they run until the
 /// process ends or the returned future is dropped, e.g. when leadership is lost).
 pub async fn run_controllers(ctx: Arc<Context>) {
     tokio::join!(
         agent_run::run(ctx.clone()),
         agent::run(ctx.clone()),
         gate::run(ctx.clone()),
+        risk_policy::run(ctx.clone()),
         project::run(ctx),
     );
 }

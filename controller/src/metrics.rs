@@ -41,7 +41,11 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("countersign_controller");
+        // The root holds what every Countersign server exports without a prefix
+        // (`countersign_build_info`, `process_*`); the controller's own series are prefixed.
+        let mut root = Registry::default();
+        countersign_telemetry::register_common(&mut root, "controller");
+        let registry = root.sub_registry_with_prefix(PREFIX);
         let reconciles = Family::<KindLabel, Counter>::default();
         let failures = Family::<FailureLabel, Counter>::default();
         let duration = Family::<KindLabel, Histogram>::new_with_constructor(|| {
@@ -81,7 +85,7 @@ impl Default for Metrics {
             running_runs.clone(),
         );
         Self {
-            registry,
+            registry: root,
             reconciles,
             failures,
             duration,
@@ -108,7 +112,16 @@ impl Drop for ReconcileTimer<'_> {
     }
 }
 
+/// The prefix of the controller's own series.
+pub const PREFIX: &str = "countersign_controller";
+
 impl Metrics {
+    /// Registers the GitHub client's metrics (`countersign_controller_github_*`); call before
+    /// the metrics are shared.
+    pub fn register_github(&mut self, github: &countersign_github::metrics::ClientMetrics) {
+        github.register(self.registry.sub_registry_with_prefix(PREFIX));
+    }
+
     /// Counts a reconciliation of `kind` and times it until the timer is dropped.
     pub fn reconcile(&self, kind: &'static str) -> ReconcileTimer<'_> {
         self.reconciles.get_or_create(&KindLabel { kind }).inc();

@@ -79,6 +79,10 @@ impl Process {
             Some(app) => Arc::new(app),
             None => Arc::new(Unconfigured),
         };
+        let mut metrics = Metrics::default();
+        if let Some(app) = &github {
+            metrics.register_github(app.metrics());
+        }
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("Cannot listen on {}", args.listen))?;
@@ -91,7 +95,7 @@ impl Process {
             lease,
             listener,
             local_addr,
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(metrics),
             minter,
             github,
             leadership: leader::leadership_channel(),

@@ -21,6 +21,7 @@ use serde_json::json;
 
 use crate::agent_run::capacity::{holds_capacity, same_utc_day};
 use crate::agent_run::{scoped, tokio_stream_interval};
+use crate::backoff;
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
 
@@ -55,15 +56,19 @@ pub async fn run(ctx: Arc<Context>) {
             },
         )
         .reconcile_all_on(tokio_stream_interval(ctx.settings.resync_interval))
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            backoff::reset_on_success(&ctx.error_backoff, &result);
+            async {}
+        })
         .await;
 }
 
 fn error_policy(project: Arc<Project>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failed("Project", err.metric_label());
-    tracing::warn!(project = %project.name_any(), error = %err, "project reconcile failed");
-    Action::requeue(err.backoff())
+    let wait = ctx.error_backoff.next(&backoff::key(project.as_ref()), err);
+    tracing::warn!(project = %project.name_any(), error = %err, retry_in = ?wait, "project reconcile failed");
+    Action::requeue(wait)
 }
 
 /// What the Project reconciler learned from the API and GitHub.
@@ -127,6 +132,12 @@ async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
                 &Patch::Apply(&patch),
             )
             .await?;
+        let old = project.status.as_ref().map(|s| s.conditions.as_slice());
+        if let Some(event) =
+            crate::events::readiness_event(old.unwrap_or_default(), &status.conditions, "Reconcile")
+        {
+            crate::events::publish(&ctx.recorder, &project.object_ref(&()), event).await;
+        }
     }
     Ok(Action::requeue(ctx.settings.resync_interval))
 }

@@ -121,7 +121,11 @@ pub enum RunMode {
     Observation,
 }
 
-/// A duration written the Go way (`90s`, `30m`, `4h`, `1h30m`), as in the rest of Kubernetes.
+/// A duration written the Go way (`90s`, `30m`, `4h`, `1h30m`, `1.5h`, `500ms`, `300us`), as in
+/// the rest of Kubernetes. Parsed by a port of Go's `time.ParseDuration`
+/// ([`go_parse_duration`]), so everything `kubectl` and Go controllers accept is accepted here:
+/// decimal fractions on any unit and the units `ns`, `us` (`µs`), `ms`, `s`, `m`, `h`. Negative
+/// durations are refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GoDuration(pub Duration);
 
@@ -133,7 +137,7 @@ impl fmt::Display for DurationParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "invalid duration {:?}: expected e.g. 90s, 30m, 4h or 1h30m",
+            "invalid duration {:?}: expected e.g. 90s, 30m, 4h, 1h30m, 1.5h or 500ms",
             self.0
         )
     }
@@ -146,58 +150,43 @@ impl FromStr for GoDuration {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || DurationParseError(s.to_owned());
-        if s.is_empty() {
+        // Go accepts a bare "0"; a sign is meaningless for a wait or a timeout.
+        if s.starts_with(['-', '+']) {
             return Err(err());
         }
-        let mut total = Duration::ZERO;
-        let mut rest = s;
-        while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-            if digits == 0 {
-                return Err(err());
-            }
-            let value: u64 = rest[..digits].parse().map_err(|_| err())?;
-            rest = &rest[digits..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            let unit = match &rest[..unit_len] {
-                "ms" => Duration::from_millis(1),
-                "s" => Duration::from_secs(1),
-                "m" => Duration::from_secs(60),
-                "h" => Duration::from_secs(3600),
-                _ => return Err(err()),
-            };
-            let part = unit
-                .checked_mul(u32::try_from(value).map_err(|_| err())?)
-                .ok_or_else(err)?;
-            total = total.checked_add(part).ok_or_else(err)?;
-            rest = &rest[unit_len..];
+        // Go's micro sign spellings, then ASCII only: go-parse-duration 0.1 mixes byte and
+        // char indices and would panic on other non-ASCII input.
+        let ascii = s.replace(['µ', 'μ'], "u");
+        if !ascii.is_ascii() {
+            return Err(err());
         }
-        Ok(GoDuration(total))
+        let nanos = go_parse_duration::parse_duration(&ascii).map_err(|_| err())?;
+        let nanos = u64::try_from(nanos).map_err(|_| err())?;
+        Ok(GoDuration(Duration::from_nanos(nanos)))
     }
 }
 
 impl fmt::Display for GoDuration {
+    /// The shortest Go form: `1h30m`, `1s500ms`, `300us`, `0s`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let total_ms = self.0.as_millis();
-        if total_ms == 0 {
+        let total = self.0.as_nanos();
+        if total == 0 {
             return f.write_str("0s");
         }
-        let (h, rem) = (total_ms / 3_600_000, total_ms % 3_600_000);
-        let (m, rem) = (rem / 60_000, rem % 60_000);
-        let (s, ms) = (rem / 1000, rem % 1000);
-        if h > 0 {
-            write!(f, "{h}h")?;
-        }
-        if m > 0 {
-            write!(f, "{m}m")?;
-        }
-        if s > 0 {
-            write!(f, "{s}s")?;
-        }
-        if ms > 0 {
-            write!(f, "{ms}ms")?;
+        let mut rest = total;
+        for (unit, size) in [
+            ("h", 3_600_000_000_000u128),
+            ("m", 60_000_000_000),
+            ("s", 1_000_000_000),
+            ("ms", 1_000_000),
+            ("us", 1_000),
+            ("ns", 1),
+        ] {
+            let count = rest / size;
+            rest %= size;
+            if count > 0 {
+                write!(f, "{count}{unit}")?;
+            }
         }
         Ok(())
     }
@@ -224,7 +213,8 @@ impl JsonSchema for GoDuration {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": r"^([0-9]+(ms|s|m|h))+$",
+            // Go's time.ParseDuration grammar, unsigned.
+            "pattern": r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+)$",
         })
     }
 }
@@ -321,8 +311,45 @@ mod tests {
     }
 
     #[test]
+    fn go_durations_are_accepted_in_full() {
+        for (text, nanos) in [
+            ("1.5h", 5_400_000_000_000u64),
+            ("500ms", 500_000_000),
+            ("300us", 300_000),
+            ("300µs", 300_000),
+            ("300μs", 300_000),
+            ("2h45m0.5s", 9_900_500_000_000),
+            ("1.5m30s", 120_000_000_000),
+            ("10ns", 10),
+            ("0", 0),
+        ] {
+            let d: GoDuration = text.parse().expect(text);
+            assert_eq!(d.0, Duration::from_nanos(nanos), "{text}");
+            let again: GoDuration = d.to_string().parse().expect("display parses");
+            assert_eq!(again, d, "{text} round-trips through {d}");
+        }
+        assert_eq!(GoDuration(Duration::from_micros(300)).to_string(), "300us");
+    }
+
+    #[test]
     fn bad_durations_are_rejected() {
-        for text in ["", "h", "5", "5d", "1.5h", "-3s", "99999999999h"] {
+        for text in [
+            "",
+            "h",
+            "5",
+            "5d",
+            "-3s",
+            "+3s",
+            "99999999999h",
+            "1.",
+            ".",
+            "µ",
+            "1 h",
+            "1h ",
+            "1é",
+            "1sé",
+            "ü1s",
+        ] {
             assert!(
                 text.parse::<GoDuration>().is_err(),
                 "{text:?} should be rejected"

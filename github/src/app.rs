@@ -61,6 +61,7 @@ pub(crate) struct Inner {
     tokens: Mutex<HashMap<u64, CachedToken>>,
     slug: tokio::sync::OnceCell<String>,
     pub(crate) etags: Mutex<HashMap<String, (HeaderValue, Bytes)>>,
+    pub(crate) metrics: crate::metrics::ClientMetrics,
 }
 
 #[derive(Clone)]
@@ -82,6 +83,12 @@ impl fmt::Debug for GitHubApp {
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 impl GitHubApp {
+    /// The client's metrics (answers by status, rate limit left, conditional hits), for the
+    /// binary to register.
+    pub fn metrics(&self) -> &crate::metrics::ClientMetrics {
+        &self.inner.metrics
+    }
+
     /// Builds the App client; fails on an unusable key or URL. Call it inside a Tokio
     /// runtime (the HTTP stack spawns its connection buffer there).
     pub fn new(config: AppConfig) -> Result<Self, GitHubError> {
@@ -112,6 +119,7 @@ impl GitHubApp {
                 tokens: Mutex::new(HashMap::new()),
                 slug: tokio::sync::OnceCell::new(),
                 etags: Mutex::new(HashMap::new()),
+                metrics: crate::metrics::ClientMetrics::default(),
             }),
         })
     }

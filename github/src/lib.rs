@@ -24,6 +24,7 @@ pub mod gate_report;
 pub mod installation;
 pub mod jwt;
 pub mod labels;
+pub mod metrics;
 pub mod parse;
 pub mod permissions;
 pub mod pulls;

@@ -116,12 +116,14 @@ impl GitHubApp {
         let (parts, bytes) = match tokio::time::timeout(config.request_timeout, exchange).await {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
+                self.inner.metrics.record(method, None, None);
                 return Err(Failure::Retry {
                     error: GitHubError::Transport(format!("{method} {url}: {e}")),
                     wait: None,
                 });
             }
             Err(_) => {
+                self.inner.metrics.record(method, None, None);
                 return Err(Failure::Retry {
                     error: GitHubError::Transport(format!(
                         "{method} {url}: no answer within {:?}",
@@ -132,9 +134,13 @@ impl GitHubApp {
             }
         };
         let status = parts.status;
+        self.inner
+            .metrics
+            .record(method, Some(status), Some(&parts.headers));
         if status == StatusCode::NOT_MODIFIED
             && let Some((_, cached)) = conditional
         {
+            self.inner.metrics.conditional_hit();
             return Ok(Answer {
                 headers: parts.headers,
                 body: cached,

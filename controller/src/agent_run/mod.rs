@@ -114,10 +114,12 @@ pub async fn run(ctx: Arc<Context>) {
         )
         .reconcile_all_on(resync)
         .run(reconcile, error_policy, run_ctx)
-        .for_each(|result| async move {
+        .for_each(move |result| {
+            crate::backoff::reset_on_success(&ctx.error_backoff, &result);
             if let Err(err) = result {
                 tracing::debug!(error = %err, "agent run reconcile did not complete");
             }
+            async {}
         });
     tokio::join!(reconciling, sweep);
 }
@@ -144,8 +146,12 @@ fn error_policy(run: Arc<AgentRun>, err: &Error, rc: Arc<RunContext>) -> Requeue
     rc.ctx
         .metrics
         .reconcile_failed("AgentRun", err.metric_label());
-    tracing::warn!(run = %run.name_any(), namespace = ?run.namespace(), error = %err, "agent run reconcile failed");
-    Requeue::requeue(err.backoff())
+    let wait = rc
+        .ctx
+        .error_backoff
+        .next(&crate::backoff::key(run.as_ref()), err);
+    tracing::warn!(run = %run.name_any(), namespace = ?run.namespace(), error = %err, retry_in = ?wait, "agent run reconcile failed");
+    Requeue::requeue(wait)
 }
 
 #[tracing::instrument(skip_all, fields(kind = "AgentRun", namespace = run.namespace().unwrap_or_default(), name = run.name_any()))]
@@ -328,7 +334,22 @@ pub(crate) async fn missing_secret(
         }
     }
     for secret_ref in refs {
-        let found = secrets.get_opt(&secret_ref.name).await?;
+        let found = match secrets.get_opt(&secret_ref.name).await {
+            Ok(found) => found,
+            // Missing RBAC is a problem for a person, not an error to retry every second: the
+            // chart grants Secrets only in the namespaces it lists (controller.agentNamespaces).
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                return Ok(Some(format!(
+                    "the controller may not read Secrets in namespace {:?} (Kubernetes RBAC), so \
+                     it cannot check Secret {:?} needed by Agent {}; add the namespace to the \
+                     chart's controller.agentNamespaces",
+                    run_or_agent.namespace().unwrap_or_default(),
+                    secret_ref.name,
+                    agent.name_any()
+                )));
+            }
+            Err(err) => return Err(err.into()),
+        };
         let has_key = found.as_ref().is_some_and(|s| {
             s.data
                 .as_ref()

@@ -40,9 +40,20 @@ pub(super) async fn sweep_orphans(ctx: Arc<Context>, runs: Store<AgentRun>) {
         }
         let live: std::collections::HashSet<String> =
             runs.state().iter().filter_map(|r| r.uid()).collect();
+        // Secrets are listed only in namespaces that have runs: the controller may not read
+        // Secrets cluster-wide (the chart grants them per namespace), and children of a
+        // namespace's last run are left to the garbage collector.
+        let namespaces: std::collections::BTreeSet<String> =
+            runs.state().iter().filter_map(|r| r.namespace()).collect();
+        let secrets = async {
+            for ns in &namespaces {
+                sweep_in::<Secret>(&ctx, Api::namespaced(ctx.client.clone(), ns), &live).await?;
+            }
+            Ok::<(), crate::error::Error>(())
+        };
         let swept = tokio::join!(
             sweep_kind::<Pod>(&ctx, &live),
-            sweep_kind::<Secret>(&ctx, &live),
+            secrets,
             sweep_kind::<NetworkPolicy>(&ctx, &live),
         );
         for result in [swept.0, swept.1, swept.2] {
@@ -60,7 +71,20 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let api = scoped::<K>(ctx);
+    sweep_in(ctx, scoped::<K>(ctx), live).await
+}
+
+async fn sweep_in<K>(
+    ctx: &Context,
+    api: Api<K>,
+    live: &std::collections::HashSet<String>,
+) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
     for child in api
         .list(&ListParams::default().labels(RUN_LABEL))
         .await?

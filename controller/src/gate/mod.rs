@@ -97,8 +97,11 @@ pub async fn run(ctx: Arc<Context>) {
             open_gates(&store, |g| g.namespace() == ns)
         })
         .reconcile_all_on(tokio_stream_interval(ctx.settings.resync_interval))
-        .run(reconcile, error_policy, Arc::new((ctx, recorder)))
-        .for_each(|_| async {})
+        .run(reconcile, error_policy, Arc::new((ctx.clone(), recorder)))
+        .for_each(|result| {
+            crate::backoff::reset_on_success(&ctx.error_backoff, &result);
+            async {}
+        })
         .await;
 }
 
@@ -126,8 +129,11 @@ fn is_final(gate: &ApprovalGate) -> bool {
 fn error_policy(gate: Arc<ApprovalGate>, err: &Error, gc: Arc<GateContext>) -> Action {
     gc.0.metrics
         .reconcile_failed("ApprovalGate", err.metric_label());
-    tracing::warn!(gate = %gate.name_any(), error = %err, "approval gate reconcile failed");
-    Action::requeue(err.backoff())
+    let wait =
+        gc.0.error_backoff
+            .next(&crate::backoff::key(gate.as_ref()), err);
+    tracing::warn!(gate = %gate.name_any(), error = %err, retry_in = ?wait, "approval gate reconcile failed");
+    Action::requeue(wait)
 }
 
 /// Why a gate cannot be evaluated now; written to status, never fatal.

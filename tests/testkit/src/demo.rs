@@ -285,7 +285,7 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
             &agent_command,
             "--github-git-url",
             &github.url(),
-            "--gates-url",
+            "--public-url",
             &format!("http://{}", bot.addr),
             "--retry-backoff-base",
             "1s",

@@ -29,13 +29,15 @@ pub enum SignatureError {
 
 /// The configured webhook secrets, ready for verification.
 pub struct Verifier {
-    keys: Vec<hmac::Key>,
+    /// Replaced whole when the secret files change ([`Verifier::replace`]); a request works
+    /// on the set it read, without holding the lock while it computes.
+    keys: std::sync::RwLock<std::sync::Arc<Vec<hmac::Key>>>,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
-            .field("secrets", &self.keys.len())
+            .field("secrets", &self.current().len())
             .finish()
     }
 }
@@ -44,11 +46,18 @@ impl Verifier {
     /// A verifier accepting signatures made with any of `secrets` (current and previous).
     pub fn new<S: AsRef<[u8]>>(secrets: impl IntoIterator<Item = S>) -> Self {
         Self {
-            keys: secrets
-                .into_iter()
-                .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s.as_ref()))
-                .collect(),
+            keys: std::sync::RwLock::new(std::sync::Arc::new(keys(secrets))),
         }
+    }
+
+    /// Accepts `secrets` from now on instead of the previous set (secret files reloaded).
+    pub fn replace<S: AsRef<[u8]>>(&self, secrets: impl IntoIterator<Item = S>) {
+        let keys = std::sync::Arc::new(keys(secrets));
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+
+    fn current(&self) -> std::sync::Arc<Vec<hmac::Key>> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Checks `header` (the `X-Hub-Signature-256` value, if any) against `body`. `sha1` says
@@ -69,11 +78,18 @@ impl Verifier {
             .strip_prefix(b"sha256=")
             .ok_or(SignatureError::Malformed)?;
         let tag = decode_hex(hex).ok_or(SignatureError::Malformed)?;
-        self.keys
+        self.current()
             .iter()
             .position(|key| hmac::verify(key, body, &tag).is_ok())
             .ok_or(SignatureError::Mismatch)
     }
+}
+
+fn keys<S: AsRef<[u8]>>(secrets: impl IntoIterator<Item = S>) -> Vec<hmac::Key> {
+    secrets
+        .into_iter()
+        .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s.as_ref()))
+        .collect()
 }
 
 /// Decodes exactly 64 lower-case hex digits (GitHub never sends upper case).
@@ -132,6 +148,17 @@ mod tests {
     #[test]
     fn attacks_are_refused_with_a_reason() {
         let verifier = Verifier::new(["s3cret"]);
+        let rotated = Verifier::new(["old"]);
+        rotated.replace(["new"]);
+        assert_eq!(
+            rotated.verify(Some(sign(b"new", BODY).as_bytes()), false, BODY),
+            Ok(0)
+        );
+        assert_eq!(
+            rotated.verify(Some(sign(b"old", BODY).as_bytes()), false, BODY),
+            Err(SignatureError::Mismatch),
+            "a replaced secret is no longer accepted"
+        );
         let good = sign(b"s3cret", BODY);
         let mut flipped = BODY.to_vec();
         flipped[5] ^= 1;
