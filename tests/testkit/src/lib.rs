@@ -31,3 +31,4 @@ pub mod github;
 pub mod kubelet;
 pub mod model;
 pub mod schema;
+pub mod tools;
