@@ -1,0 +1,642 @@
+//! The chart's RBAC, proved by use: the ServiceAccounts, Roles, ClusterRoles and bindings
+//! `helm template` renders are applied to the real control plane, and the real controller
+//! (as `countersign controller` runs it: `Process`, with the Deployment's own flags and the
+//! leader-election Lease) and the bot's Kubernetes side run with TokenRequest tokens of
+//! those ServiceAccounts, nothing else. A labelled issue then goes all the way: the bot
+//! creates the AgentRun, the controller creates the attempt's Secret, NetworkPolicy and Pod
+//! (in a namespace enforcing Pod Security `restricted`), the agent pushes, the controller
+//! opens the pull request, the bot applies the ApprovalGate and the controller evaluates it;
+//! RiskPolicy, Project and Agent become Ready with Events. A missing permission fails one of
+//! these steps. Then what must stay impossible is checked (Secrets outside the listed
+//! namespaces, Secrets cluster-wide, spec writes by the controller, anything but its kinds
+//! for the bot), and a namespace the chart does not grant shows up as a `Stalled` Agent
+//! naming the chart value instead of an error loop.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser as _;
+use countersign_bot::server::{Bot, BotSettings};
+use countersign_controller::config::ControllerArgs;
+use countersign_controller::process::Process;
+use countersign_crds::conditions::{READY, STALLED, find};
+use countersign_crds::{Agent, AgentRun, ApprovalGate, Project, RiskPolicy, RunPhase};
+use countersign_testkit::cluster::TestCluster;
+use countersign_testkit::github::{FakeGitHub, TEST_APP_ID, TEST_APP_SLUG, User};
+use countersign_testkit::model::{FakeModel, Step};
+use countersign_testkit::tools::Tool;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::{Value, json};
+
+const REPO: &str = "acme/api";
+const INSTALLATION: u64 = 31;
+const SECRET: &str = "webhook-secret";
+const WAIT: Duration = Duration::from_secs(120);
+const MODEL_KEY: &str = "sk-model-key";
+
+#[derive(clap::Parser)]
+#[command(args_override_self = true)]
+struct Cli {
+    #[command(flatten)]
+    args: ControllerArgs,
+}
+
+fn rita() -> User {
+    User::new(11, "rita")
+}
+
+/// Applies the rendered RBAC objects (and nothing else) as the cluster admin.
+async fn apply_rbac(client: &kube::Client, rendered: &support::chart::Rendered) -> usize {
+    let mut applied = 0;
+    for object in &rendered.objects {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let (group, version) = match kind {
+            "ServiceAccount" => ("", "v1"),
+            "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding" => {
+                ("rbac.authorization.k8s.io", "v1")
+            }
+            _ => continue,
+        };
+        let plural = format!("{}s", kind.to_lowercase());
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, kind),
+            &plural,
+        );
+        let object: DynamicObject = serde_json::from_value(object.clone()).expect("object");
+        let name = object.metadata.name.clone().expect("name");
+        let api: Api<DynamicObject> = match &object.metadata.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(
+            &name,
+            &PatchParams::apply("helm").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+        applied += 1;
+    }
+    applied
+}
+
+/// A kubeconfig file acting as ServiceAccount `ns/name` (a TokenRequest token).
+async fn service_account_kubeconfig(
+    cluster: &TestCluster,
+    ns: &str,
+    name: &str,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let real = cluster.as_real().expect("real control plane");
+    let token = real
+        .service_account_token(ns, name)
+        .await
+        .expect("TokenRequest");
+    let ca = {
+        use std::io::Write as _;
+        let mut encoder = Vec::new();
+        encoder
+            .write_all(real.ca_cert_pem().as_bytes())
+            .expect("write");
+        base64_encode(&encoder)
+    };
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: {name}, namespace: {ns}}}\ncurrent-context: test\n",
+        real.url()
+    );
+    let path = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(&path, yaml).expect("kubeconfig");
+    path
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+async fn create<K>(client: &kube::Client, ns: &str, value: Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(value).expect("valid object");
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create");
+}
+
+/// A RiskPolicy, a provider key Secret, a Project for `acme/api` and an Agent in `ns`.
+async fn project_in(client: &kube::Client, ns: &str, model: &FakeModel) {
+    let mut policy: RiskPolicy = countersign_policies::default_policy();
+    policy.metadata.namespace = Some(ns.into());
+    Api::<RiskPolicy>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("policy");
+    create::<Secret>(
+        client,
+        ns,
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "model-keys"}, "stringData": {"primary": MODEL_KEY}}),
+    )
+    .await;
+    create::<Project>(
+        client,
+        ns,
+        json!({"apiVersion": "countersign.dev/v1alpha1", "kind": "Project",
+               "metadata": {"name": "api"},
+               "spec": {"repository": {"owner": "acme", "name": "api"},
+                        "installation": {"id": INSTALLATION},
+                        "triggers": {"minPermission": "write", "labels": [
+                            {"label": "ai:backend", "agent": {"name": "backend"}}]},
+                        "roles": [{"role": "developer", "users": [{"login": "dev", "id": 21}]}]}}),
+    )
+    .await;
+    create::<Agent>(
+        client,
+        ns,
+        json!({"apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
+               "metadata": {"name": "backend"},
+               "spec": {"role": "backend", "providers": [
+                   {"name": "primary", "kind": "openai", "model": "model-a", "retries": 0,
+                    "baseUrl": model.openai_base_url(),
+                    "apiKeySecretRef": {"name": "model-keys", "key": "primary"}}],
+                 "limits": {"timeout": "5m"}}}),
+    )
+    .await;
+}
+
+async fn wait_for<K, F>(api: &Api<K>, name: &str, what: &str, pred: F) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    F: Fn(&K) -> bool,
+{
+    let mut last = None;
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(object) = api.get_opt(name).await.expect("get")
+                && pred(&object)
+            {
+                return object;
+            } else if let Some(object) = api.get_opt(name).await.expect("get") {
+                last = Some(object);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{name} never {what}; last seen {last:#?}"))
+}
+
+fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => panic!("{what} must be forbidden, got {other:?}"),
+    }
+}
+
+fn ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
+    find(conditions, READY).is_some_and(|c| c.status == "True")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_controller_and_bot_run_end_to_end_with_exactly_the_charts_rbac() {
+    // A permission the chart lacks shows up in the controller's and bot's warnings.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,countersign_controller=info,countersign_bot=info")
+        .with_test_writer()
+        .try_init();
+    let Some(helm) = Tool::Helm.for_test("chart RBAC end to end").expect("helm") else {
+        return;
+    };
+    let Some(cluster) = TestCluster::real_or_skip("chart RBAC end to end")
+        .await
+        .expect("cluster")
+    else {
+        return;
+    };
+    let admin = cluster.client();
+    let system = cluster.create_namespace("cs-system").await.expect("ns");
+    let team = cluster
+        .create_namespace_with_labels(
+            "cs-team",
+            &[("pod-security.kubernetes.io/enforce", "restricted")],
+        )
+        .await
+        .expect("ns");
+    let other = cluster.create_namespace("cs-other").await.expect("ns");
+
+    // The chart's RBAC, as `helm install -n <system> --set controller.agentNamespaces={team}`.
+    let agent_namespaces = format!("controller.agentNamespaces={{{team}}}");
+    let rendered = support::chart::render(
+        &helm,
+        &system,
+        None,
+        &[&agent_namespaces, "admissionWebhook.enabled=false"],
+    )
+    .expect("helm template");
+    assert!(apply_rbac(&admin, &rendered).await >= 8);
+
+    let dir = tempfile::tempdir().expect("dir");
+    let controller_kubeconfig =
+        service_account_kubeconfig(&cluster, &system, "countersign-controller", dir.path()).await;
+    let bot_client = cluster
+        .service_account_client(&system, "countersign-bot")
+        .await
+        .expect("bot client");
+    let controller_client = cluster
+        .service_account_client(&system, "countersign-controller")
+        .await
+        .expect("controller client");
+    // A new binding takes effect a moment after it is written.
+    tokio::time::timeout(WAIT, async {
+        while Api::<Project>::all(bot_client.clone())
+            .list(&ListParams::default())
+            .await
+            .is_err()
+            || Api::<Secret>::namespaced(controller_client.clone(), &team)
+                .list(&ListParams::default())
+                .await
+                .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("RBAC takes effect");
+
+    // What the users apply (as themselves, not as Countersign).
+    let model = FakeModel::start().await.expect("model");
+    model.require_api_key(MODEL_KEY);
+    project_in(&admin, &team, &model).await;
+    let github = FakeGitHub::start().await.expect("fake GitHub");
+    {
+        let mut w = github.world();
+        w.install(INSTALLATION, "acme", &["api"]);
+        w.set_permission(REPO, "rita", "write");
+        w.add_user(&rita());
+        w.create_repository(
+            REPO,
+            &[
+                ("README.md", "# api\n"),
+                (
+                    "src/invoices.rs",
+                    "pub fn find(id: u64) -> Option<u64> {\n    None\n}\n",
+                ),
+            ],
+        );
+    }
+
+    // The bot's Kubernetes side, as the bot's ServiceAccount (all namespaces, as the chart's
+    // default ClusterRole allows).
+    let bot = Bot::new(
+        bot_client.clone(),
+        github.app_client(),
+        BotSettings {
+            secrets: vec![SECRET.as_bytes().to_vec()],
+            namespace: None,
+            queue: 64,
+            delivery_memory: 1000,
+            delivery_ttl: Duration::from_secs(3600),
+            bot_login: format!("{TEST_APP_SLUG}[bot]"),
+        },
+    );
+    let router = bot.router();
+    let bot_task = tokio::spawn(bot.run(2));
+    countersign_testkit::github::wait_until_ready(&router, WAIT).await;
+
+    // The controller as the Deployment runs it: the rendered flags, then the test's own.
+    let deployment = rendered
+        .named("Deployment", "countersign-controller")
+        .expect("controller Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let lease_name = container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "COUNTERSIGN_LEASE_NAME")
+        .and_then(|e| e["value"].as_str())
+        .expect("lease name")
+        .to_owned();
+    let key_file = dir.path().join("app.pem");
+    std::fs::write(
+        &key_file,
+        countersign_testkit::github::TEST_APP_PRIVATE_KEY_PEM,
+    )
+    .expect("key");
+    let mut argv: Vec<String> = vec!["countersign-controller".into()];
+    argv.extend(
+        container["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .skip(1) // the `controller` subcommand
+            .map(|a| a.as_str().expect("string").to_owned()),
+    );
+    let agent = format!("{},agent", env!("CARGO_BIN_EXE_countersign"));
+    argv.extend(
+        [
+            "--kubeconfig",
+            controller_kubeconfig.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+            "--lease-namespace",
+            &system,
+            "--lease-name",
+            &lease_name,
+            "--lease-identity",
+            "countersign-controller-test-0",
+            "--agent-command",
+            &agent,
+            "--github-app-id",
+            &TEST_APP_ID.to_string(),
+            "--github-app-private-key-file",
+            key_file.to_str().expect("utf-8"),
+            "--github-api-url",
+            &github.url(),
+            "--github-git-url",
+            &github.url(),
+            "--retry-backoff-base",
+            "100ms",
+            "--retry-backoff-max",
+            "400ms",
+            "--wait-requeue",
+            "300ms",
+        ]
+        .map(str::to_owned),
+    );
+    let args = Cli::try_parse_from(argv)
+        .expect("the chart's flags parse")
+        .args;
+    assert!(args.leader_elect, "the chart elects a leader");
+    let process = Process::bind(args).await.expect("controller binds");
+    let mut leadership = process.leadership();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller_task = tokio::spawn(process.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::timeout(
+        WAIT,
+        leadership.wait_for(|l| matches!(l, countersign_controller::leader::Leadership::Leader)),
+    )
+    .await
+    .expect("the controller takes the Lease with its ServiceAccount")
+    .expect("leadership channel");
+
+    let pods_dir = tempfile::tempdir().expect("pods");
+    let kubelet = cluster.kubelet(&team, pods_dir.path());
+    let kubelet_task = tokio::spawn(async move {
+        if let Err(e) = kubelet.run().await {
+            panic!("kubelet stopped: {e:#}");
+        }
+    });
+
+    // Status writes of every kind, with the chart's rules.
+    let policies = Api::<RiskPolicy>::namespaced(admin.clone(), &team);
+    wait_for(&policies, "default", "became Ready", |p| {
+        p.status.as_ref().is_some_and(|s| ready(&s.conditions))
+    })
+    .await;
+    wait_for(
+        &Api::<Agent>::namespaced(admin.clone(), &team),
+        "backend",
+        "became Ready",
+        |a| a.status.as_ref().is_some_and(|s| ready(&s.conditions)),
+    )
+    .await;
+    wait_for(
+        &Api::<Project>::namespaced(admin.clone(), &team),
+        "api",
+        "became Ready",
+        |p| p.status.as_ref().is_some_and(|s| ready(&s.conditions)),
+    )
+    .await;
+
+    // A labelled issue all the way to an evaluated gate.
+    model.script(vec![
+        Step::ToolCalls(vec![(
+            "write_file".into(),
+            json!({"path": "src/invoices.rs", "content": "pub fn find(id: u64) -> Result<u64, u64> {\n    Err(id)\n}\n"}),
+        )]),
+        Step::ToolCalls(vec![("finish".into(), json!({"summary": "404 for unknown invoices"}))]),
+    ]);
+    let payload = {
+        let mut w = github.world();
+        let n = w.open_issue(REPO, "Return 404 for unknown invoices", "Please.", &rita());
+        w.label_issue(REPO, n, "ai:backend", &rita())
+    };
+    let status = countersign_testkit::github::deliver_to(&router, "issues", &payload, SECRET).await;
+    assert!(status.is_success(), "{status}");
+    let issue = payload["issue"]["number"].as_u64().expect("number");
+    let runs = Api::<AgentRun>::namespaced(admin.clone(), &team);
+    let run_name = tokio::time::timeout(WAIT, async {
+        loop {
+            let list = runs
+                .list(&ListParams::default().labels(&format!("countersign.dev/issue={issue}")))
+                .await
+                .expect("list");
+            if let Some(run) = list.items.into_iter().next() {
+                return run.metadata.name.expect("name");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the bot created the AgentRun with its ServiceAccount");
+    let run = wait_for(&runs, &run_name, "opened its pull request", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.phase == RunPhase::PullRequestOpen || s.phase.is_finished())
+    })
+    .await;
+    let status = run.status.clone().expect("status");
+    assert_eq!(status.phase, RunPhase::PullRequestOpen, "{status:#?}");
+    let pr = status.pull_request.clone().expect("pull request").number;
+    let opened = github
+        .world()
+        .pull_request_payload(REPO, pr, "opened", &User::test_app_bot());
+    let answer =
+        countersign_testkit::github::deliver_to(&router, "pull_request", &opened, SECRET).await;
+    assert!(answer.is_success(), "{answer}");
+    let gate = wait_for(
+        &Api::<ApprovalGate>::namespaced(admin.clone(), &team),
+        &format!("api-pr-{pr}"),
+        "was evaluated",
+        |g| g.status.as_ref().is_some_and(|s| s.risk.is_some()),
+    )
+    .await;
+    assert!(
+        gate.status.expect("status").check_run_id.is_some(),
+        "check run published"
+    );
+
+    // The controller's Events reached the API (events.k8s.io create/patch).
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), &team);
+    let ours = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("countersign-controller"))
+        .count();
+    assert!(ours > 0, "the controller published Events");
+
+    // What must stay impossible.
+    forbidden(
+        Api::<Secret>::all(controller_client.clone())
+            .list(&ListParams::default())
+            .await,
+        "listing every Secret in the cluster as the controller",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(controller_client.clone(), &other)
+            .get_opt("anything")
+            .await,
+        "reading a Secret outside controller.agentNamespaces",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(controller_client.clone(), &system)
+            .list(&ListParams::default())
+            .await,
+        "reading the release namespace's Secrets (the App key) as the controller",
+    );
+    forbidden(
+        Api::<AgentRun>::namespaced(controller_client.clone(), &team)
+            .patch(
+                &run_name,
+                &PatchParams::apply("countersign-controller"),
+                &Patch::Apply(
+                    json!({"apiVersion": "countersign.dev/v1alpha1", "kind": "AgentRun",
+                                     "spec": {"cancelRequested": true}}),
+                ),
+            )
+            .await,
+        "writing an AgentRun's spec as the controller",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(bot_client.clone(), &team)
+            .list(&ListParams::default())
+            .await,
+        "reading Secrets as the bot",
+    );
+    forbidden(
+        Api::<Pod>::namespaced(bot_client.clone(), &team)
+            .list(&ListParams::default())
+            .await,
+        "reading Pods as the bot",
+    );
+    forbidden(
+        Api::<AgentRun>::namespaced(bot_client.clone(), &team)
+            .delete(&run_name, &Default::default())
+            .await,
+        "deleting AgentRuns as the bot",
+    );
+
+    // A namespace the chart does not grant: the Agent says so instead of looping on 403s.
+    project_in(&admin, &other, &model).await;
+    let stalled = wait_for(
+        &Api::<Agent>::namespaced(admin.clone(), &other),
+        "backend",
+        "showed the missing Secret permission",
+        |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| find(&s.conditions, STALLED))
+                .is_some_and(|c| c.status == "True")
+        },
+    )
+    .await;
+    let message = find(&stalled.status.expect("status").conditions, READY)
+        .expect("Ready")
+        .message
+        .clone();
+    assert!(
+        message.contains("controller.agentNamespaces") && message.contains(&other),
+        "{message}"
+    );
+
+    stop.send(()).ok();
+    tokio::time::timeout(WAIT, controller_task)
+        .await
+        .expect("controller stops")
+        .expect("no panic")
+        .expect("clean shutdown");
+    bot_task.abort();
+    kubelet_task.abort();
+    drop(router);
+    let _ = Arc::new(());
+}
+
+/// The chart's rules, reviewed: adding a verb or a resource means changing this list (and
+/// proving the need above).
+#[test]
+fn the_charts_rules_are_the_reviewed_ones() {
+    let Some(helm) = Tool::Helm.for_test("chart rules").expect("helm") else {
+        return;
+    };
+    let rendered = support::chart::render(
+        &helm,
+        "countersign-system",
+        None,
+        &["controller.agentNamespaces={team-a}"],
+    )
+    .expect("template");
+    let rules = |kind: &str, name: &str| -> Value {
+        rendered
+            .named(kind, name)
+            .unwrap_or_else(|| panic!("{kind} {name}"))["rules"]
+            .clone()
+    };
+    assert_eq!(
+        rules("ClusterRole", "countersign-controller"),
+        json!([
+            {"apiGroups": ["countersign.dev"], "resources": ["projects", "agents", "agentruns", "approvalgates", "riskpolicies"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["countersign.dev"], "resources": ["projects/status", "agents/status", "agentruns/status", "approvalgates/status", "riskpolicies/status"], "verbs": ["patch"]},
+            {"apiGroups": ["countersign.dev"], "resources": ["agentruns"], "verbs": ["delete"]},
+            {"apiGroups": ["countersign.dev"], "resources": ["approvalgates"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list", "create", "delete"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
+        ])
+    );
+    assert_eq!(
+        rules("Role", "countersign-controller-secrets"),
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "create", "delete"]}])
+    );
+    assert_eq!(
+        rules("Role", "countersign-controller-leader-election"),
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}])
+    );
+    assert_eq!(
+        rules("ClusterRole", "countersign-bot"),
+        json!([
+            {"apiGroups": ["countersign.dev"], "resources": ["projects"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["countersign.dev"], "resources": ["agentruns", "approvalgates"], "verbs": ["get", "list", "create", "patch"]}
+        ])
+    );
+}
