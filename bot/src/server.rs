@@ -261,7 +261,7 @@ pub async fn serve(
         "webhook secrets",
         args.webhook_secret_files.clone(),
         args.reload_interval.0,
-        |paths| crate::config::read_webhook_secrets(paths),
+        crate::config::read_webhook_secrets,
         {
             let ingress = bot.ingress.clone();
             move |secrets: Vec<Vec<u8>>| ingress.verifier.replace(secrets)

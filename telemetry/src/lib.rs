@@ -73,7 +73,7 @@ pub fn register_common(registry: &mut Registry, component: &'static str) {
         "Countersign build: version and component; always 1",
         build_info,
     );
-    registry.register_collector(Box::new(ProcessCollector::default()));
+    registry.register_collector(Box::new(ProcessCollector));
 }
 
 /// Reads `/proc/self` at every scrape (Linux; elsewhere nothing is exported).
