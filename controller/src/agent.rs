@@ -140,7 +140,9 @@ pub fn desired_status(
             reason: "SecretMissing".into(),
             message: why,
         },
-        (None, true) => Readiness::NotReady {
+        // Suspended is the state the spec asks for, so the Agent is Ready: a suspended Agent
+        // kept in Git must not hold a GitOps sync (Flux `wait`, Argo CD waves) forever.
+        (None, true) => Readiness::Ready {
             reason: "Suspended".into(),
             message: "spec.suspend is true: no new runs start".into(),
         },

@@ -15,6 +15,7 @@ import (
 	"os"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	k8sjson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
@@ -29,8 +30,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "kstatus: cannot read stdin:", err)
 		os.Exit(2)
 	}
+	// Kubernetes' own decoder: whole numbers become int64, as in objects read from the API.
 	var objects []map[string]interface{}
-	if err := json.Unmarshal(input, &objects); err != nil {
+	if err := k8sjson.Unmarshal(input, &objects); err != nil {
 		fmt.Fprintln(os.Stderr, "kstatus: stdin is not a JSON array of objects:", err)
 		os.Exit(2)
 	}
