@@ -22,7 +22,7 @@ use countersign_bot::server::{Bot, BotSettings};
 use countersign_controller::config::ControllerArgs;
 use countersign_controller::process::Process;
 use countersign_crds::conditions::{READY, STALLED, find};
-use countersign_crds::{Agent, AgentRun, ApprovalGate, Project, RiskPolicy, RunPhase};
+use countersign_crds::{Agent, AgentRun, ApprovalGate, GatePhase, Project, RiskPolicy, RunPhase};
 use countersign_testkit::cluster::TestCluster;
 use countersign_testkit::github::{FakeGitHub, TEST_APP_ID, TEST_APP_SLUG, User};
 use countersign_testkit::model::{FakeModel, Step};
@@ -46,7 +46,13 @@ struct Cli {
 }
 
 fn rita() -> User {
-    User::new(11, "rita")
+    User::new(11, "rita") // asks for runs
+}
+fn dev() -> User {
+    User::new(21, "dev") // developer
+}
+fn lead() -> User {
+    User::new(22, "lead") // tech_lead through the acme/leads team
 }
 
 /// Applies the rendered RBAC objects (and nothing else) as the cluster admin.
@@ -173,7 +179,10 @@ async fn project_in(client: &kube::Client, ns: &str, model: &FakeModel) {
                         "installation": {"id": INSTALLATION},
                         "triggers": {"minPermission": "write", "labels": [
                             {"label": "ai:backend", "agent": {"name": "backend"}}]},
-                        "roles": [{"role": "developer", "users": [{"login": "dev", "id": 21}]}]}}),
+                        "roles": [
+                            {"role": "developer", "users": [{"login": "dev", "id": 21}]},
+                            {"role": "tech_lead", "teams": [{"slug": "leads"}]}],
+                        "pullRequests": {"draft": false, "autoMerge": true}}}),
     )
     .await;
     create::<Agent>(
@@ -297,8 +306,11 @@ async fn the_controller_and_bot_run_end_to_end_with_exactly_the_charts_rbac() {
     {
         let mut w = github.world();
         w.install(INSTALLATION, "acme", &["api"]);
-        w.set_permission(REPO, "rita", "write");
-        w.add_user(&rita());
+        for user in [rita(), dev(), lead()] {
+            w.set_permission(REPO, &user.login, "write");
+            w.add_user(&user);
+        }
+        w.add_team_member("acme", "leads", lead());
         w.create_repository(
             REPO,
             &[
@@ -494,6 +506,82 @@ async fn the_controller_and_bot_run_end_to_end_with_exactly_the_charts_rbac() {
         "check run published"
     );
 
+    // A command naming an Agent that does not exist: the bot looks it up and lists the ones
+    // that do (get and list of Agents).
+    let help = github
+        .world()
+        .comment(REPO, issue, "/countersign run nosuch", &rita());
+    let answer =
+        countersign_testkit::github::deliver_to(&router, "issue_comment", &help, SECRET).await;
+    assert!(answer.is_success(), "{answer}");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let replied =
+                github.world().comments_on(REPO, issue).iter().any(|c| {
+                    c.author.ends_with("[bot]") && c.body.contains("Available: `backend`")
+                });
+            if replied {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let w = github.world();
+        let comments: Vec<(&str, &str)> = w
+            .comments_on(REPO, issue)
+            .iter()
+            .map(|c| (c.author.as_str(), c.body.as_str()))
+            .collect();
+        panic!("the bot never listed the Agents: {comments:#?}")
+    });
+
+    // Approvals by role (a user and a team member), then auto-merge once every other status
+    // on the head succeeded.
+    for reviewer in [dev(), lead()] {
+        let review = github
+            .world()
+            .submit_review(REPO, pr, &reviewer, "APPROVED", "");
+        let answer = countersign_testkit::github::deliver_to(
+            &router,
+            "pull_request_review",
+            &review,
+            SECRET,
+        )
+        .await;
+        assert!(answer.is_success(), "{answer}");
+    }
+    let gates = Api::<ApprovalGate>::namespaced(admin.clone(), &team);
+    wait_for(&gates, &format!("api-pr-{pr}"), "merged", |g| {
+        g.status
+            .as_ref()
+            .is_some_and(|s| s.phase == GatePhase::Merged)
+    })
+    .await;
+    wait_for(&runs, &run_name, "succeeded", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.phase == RunPhase::Succeeded)
+    })
+    .await;
+
+    // The GitHub App manifest asks for exactly what these calls need.
+    let calls = github.calls();
+    let needed = support::github_permissions::needed(
+        calls.iter().map(|c| (c.method.as_str(), c.path.as_str())),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let needed: std::collections::BTreeMap<String, String> = needed
+        .into_iter()
+        .map(|(p, l)| (p.to_owned(), l.as_str().to_owned()))
+        .collect();
+    let (manifest, _) = support::github_permissions::manifest();
+    assert_eq!(
+        manifest, needed,
+        "app.yml's default_permissions differ from what the code's GitHub calls need"
+    );
+
     // The controller's Events reached the API (events.k8s.io create/patch).
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), &team);
     let ours = events
@@ -636,6 +724,7 @@ fn the_charts_rules_are_the_reviewed_ones() {
         rules("ClusterRole", "countersign-bot"),
         json!([
             {"apiGroups": ["countersign.dev"], "resources": ["projects"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["countersign.dev"], "resources": ["agents"], "verbs": ["get", "list"]},
             {"apiGroups": ["countersign.dev"], "resources": ["agentruns", "approvalgates"], "verbs": ["get", "list", "create", "patch"]}
         ])
     );

@@ -20,6 +20,10 @@ pub const DEFAULT_AGENT_IMAGE: &str = concat!(
     env!("CARGO_PKG_VERSION")
 );
 
+/// The agent program inside the agent image (comma-separated argv): the image's
+/// `countersign` binary, found on `PATH` (`/usr/local/bin` in the Dockerfile).
+pub const DEFAULT_AGENT_COMMAND: &str = "countersign,agent";
+
 /// Flags of `countersign controller`. Every flag can also be set through the environment
 /// variable named in its help.
 #[derive(clap::Args, Clone, Debug)]
@@ -37,7 +41,7 @@ pub struct ControllerArgs {
         long,
         env = "COUNTERSIGN_AGENT_COMMAND",
         value_delimiter = ',',
-        default_value = "countersign,agent",
+        default_value = DEFAULT_AGENT_COMMAND,
         value_name = "ARGV"
     )]
     pub agent_command: Vec<String>,

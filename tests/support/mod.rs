@@ -3,3 +3,4 @@
 #![allow(dead_code)]
 
 pub mod chart;
+pub mod github_permissions;
