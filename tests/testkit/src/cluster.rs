@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use rand::Rng as _;
 use serde_json::json;
@@ -114,6 +115,45 @@ impl TestCluster {
             }
         ));
         Ok(None)
+    }
+
+    /// Every backend a fidelity test should run on: the fake always, and the real control
+    /// plane too when it is available (under `CI=true` it must be). [`BACKEND_ENV`] set to
+    /// `fake` or `real` keeps only that one. Tests of the fake's behaviour run against both so
+    /// that a difference from the real server fails them.
+    pub async fn every_backend() -> anyhow::Result<Vec<TestCluster>> {
+        let mut clusters = Vec::new();
+        let choice = choice()?;
+        if choice != Choice::Real {
+            clusters.push(TestCluster::fake().await?);
+        }
+        let real_available = match choice {
+            Choice::Real => true,
+            Choice::Fake => false,
+            Choice::Auto => Binaries::find().await?.is_some(),
+        };
+        if real_available {
+            clusters.push(TestCluster::shared_real().await?);
+        } else if choice == Choice::Auto {
+            if is_ci() {
+                return Err(missing_under_ci());
+            }
+            static NOTE: Once = Once::new();
+            NOTE.call_once(|| {
+                loud_note(
+                    "the real Kubernetes control plane is not built, so fidelity tests check the                      fake alone. Build it with ./scripts/controlplane (needs Go).",
+                );
+            });
+        }
+        Ok(clusters)
+    }
+
+    /// Installs one CustomResourceDefinition and waits until it is Established.
+    pub async fn install_crd(&self, crd: &CustomResourceDefinition) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Real(real) => real.install_crds(std::slice::from_ref(crd)).await,
+            Backend::Fake(fake) => fake.install_crd(crd),
+        }
     }
 
     /// A new fake apiserver for this test.
