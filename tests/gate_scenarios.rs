@@ -18,7 +18,7 @@ use countersign_controller::{Context, Settings, run_controllers};
 use countersign_crds::approval_gate::InvalidReason;
 use countersign_crds::{AgentRun, ApprovalGate, GatePhase, Project, RiskPolicy};
 use countersign_github::GitHubApp;
-use countersign_testkit::apiserver::FakeApiServer;
+use countersign_testkit::cluster::TestCluster;
 use countersign_testkit::github::{ChangedFile, CheckRun, FakeGitHub, TEST_APP_SLUG, User};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
@@ -71,7 +71,7 @@ fn people() -> People {
 }
 
 struct World {
-    api: FakeApiServer,
+    api: TestCluster,
     github: FakeGitHub,
     router: Router,
     p: People,
@@ -98,11 +98,12 @@ fn bot_user() -> User {
 
 impl World {
     async fn start(pull_requests: Value) -> World {
-        let api = FakeApiServer::start().await.expect("fake apiserver");
-        for crd in countersign_crds::all() {
-            api.install_crd(&crd).expect("install CRD");
-        }
-        api.create_namespace(NS).expect("namespace");
+        // A Kubernetes of this test alone (real when built): the bot watches every namespace.
+        let api = TestCluster::start_dedicated().await.expect("test cluster");
+        api.install_crds().await.expect("CRDs");
+        api.create_named_namespace(NS, &[])
+            .await
+            .expect("namespace");
         let client = api.client();
         let mut policy: RiskPolicy = countersign_policies::default_policy();
         policy.metadata.namespace = Some(NS.into());
