@@ -80,7 +80,8 @@ impl World {
         // A Kubernetes of this test alone (real when built): the bot watches every namespace.
         let api = TestCluster::start_dedicated().await.expect("test cluster");
         api.install_crds().await.expect("CRDs");
-        api.create_named_namespace(NS, &[])
+        // The agents' pods must pass the real Pod Security admission, "restricted" profile.
+        api.create_named_namespace(NS, &[("pod-security.kubernetes.io/enforce", "restricted")])
             .await
             .expect("namespace");
         let client = api.client();
