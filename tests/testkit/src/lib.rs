@@ -16,6 +16,8 @@
 //! - [`github`]: the test GitHub App key pair and signed webhook deliveries.
 //! - [`model`]: a scripted chat model serving the OpenAI and Anthropic wire formats, for the
 //!   agent's chat providers.
+//! - [`pods`]: pod status written through the API as a kubelet would (Running, then
+//!   terminated with an exit code and termination message), for tests that script pods.
 //! - [`schema`]: structural-schema pruning, defaulting and validation (types, enums, ranges,
 //!   CEL `x-kubernetes-validations`) of objects against a CRD's `openAPIV3Schema`, as the real
 //!   apiserver does on every write.
@@ -30,5 +32,6 @@ pub mod demo;
 pub mod github;
 pub mod kubelet;
 pub mod model;
+pub mod pods;
 pub mod schema;
 pub mod tools;
