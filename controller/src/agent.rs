@@ -270,9 +270,11 @@ mod tests {
         agent.spec.suspend = true;
         let suspended = desired_status(&agent, &[], None, now);
         assert_eq!(suspended.phase, AgentPhase::Terminated);
-        assert!(!conditions::is_true(
-            &suspended.conditions,
-            conditions::READY
-        ));
+        // Suspended is what the spec asks for: Ready, so GitOps syncs do not wait on it.
+        let ready = conditions::find(&suspended.conditions, conditions::READY).expect("Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Suspended")
+        );
     }
 }

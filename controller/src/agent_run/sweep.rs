@@ -40,11 +40,9 @@ pub(super) async fn sweep_orphans(ctx: Arc<Context>, runs: Store<AgentRun>) {
         }
         let live: std::collections::HashSet<String> =
             runs.state().iter().filter_map(|r| r.uid()).collect();
-        // Secrets are listed only in namespaces that have runs: the controller may not read
-        // Secrets cluster-wide (the chart grants them per namespace), and children of a
-        // namespace's last run are left to the garbage collector.
-        let namespaces: std::collections::BTreeSet<String> =
-            runs.state().iter().filter_map(|r| r.namespace()).collect();
+        // Secrets are listed per namespace, never cluster-wide (the chart grants them only in
+        // the namespaces it lists): the watched namespace, else those with runs or Agents.
+        let namespaces = secret_namespaces(&ctx, &runs).await;
         let secrets = async {
             for ns in &namespaces {
                 sweep_in::<Secret>(&ctx, Api::namespaced(ctx.client.clone(), ns), &live).await?;
@@ -62,6 +60,27 @@ pub(super) async fn sweep_orphans(ctx: Arc<Context>, runs: Store<AgentRun>) {
             }
         }
     }
+}
+
+/// Where agent-run Secrets can be: the controller's namespace, or every namespace holding a
+/// run or an Agent.
+async fn secret_namespaces(
+    ctx: &Context,
+    runs: &Store<AgentRun>,
+) -> std::collections::BTreeSet<String> {
+    if let Some(ns) = &ctx.settings.namespace {
+        return [ns.clone()].into();
+    }
+    let mut namespaces: std::collections::BTreeSet<String> =
+        runs.state().iter().filter_map(|r| r.namespace()).collect();
+    match scoped::<countersign_crds::Agent>(ctx)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(agents) => namespaces.extend(agents.items.iter().filter_map(|a| a.namespace())),
+        Err(err) => tracing::warn!(error = %err, "cannot list Agents for the orphan sweep"),
+    }
+    namespaces
 }
 
 async fn sweep_kind<K>(ctx: &Context, live: &std::collections::HashSet<String>) -> Result<()>
