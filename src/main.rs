@@ -21,6 +21,17 @@ struct Cli {
     )]
     log_format: countersign_telemetry::LogFormat,
 
+    /// Export traces (every reconcile and webhook delivery span) over OTLP/HTTP to this
+    /// collector endpoint, e.g. `http://otel-collector:4318/v1/traces`.
+    #[cfg(feature = "otlp")]
+    #[arg(
+        long,
+        global = true,
+        env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        value_name = "URL"
+    )]
+    otlp_endpoint: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -60,6 +71,29 @@ fn main() -> ExitCode {
     // Parsed first, so the log format applies from the first line (clap prints usage errors
     // itself and exits 2).
     let cli = Cli::parse();
+    #[cfg(feature = "otlp")]
+    let _traces = match &cli.otlp_endpoint {
+        Some(endpoint) => {
+            let service = match cli.command {
+                Command::Controller(_) => "countersign-controller",
+                Command::Bot(_) => "countersign-bot",
+                Command::Agent(_) => "countersign-agent",
+                _ => "countersign",
+            };
+            match countersign_telemetry::init_logging_with_otlp(cli.log_format, endpoint, service) {
+                Ok(guard) => Some(guard),
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => {
+            countersign_telemetry::init_logging(cli.log_format);
+            None
+        }
+    };
+    #[cfg(not(feature = "otlp"))]
     countersign_telemetry::init_logging(cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

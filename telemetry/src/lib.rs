@@ -51,6 +51,73 @@ pub fn init_logging(format: LogFormat) {
     drop(result);
 }
 
+/// Flushes and stops the OTLP exporter when dropped (keep it until the process ends).
+#[cfg(feature = "otlp")]
+pub struct OtlpGuard(opentelemetry_sdk::trace::SdkTracerProvider);
+
+#[cfg(feature = "otlp")]
+impl Drop for OtlpGuard {
+    fn drop(&mut self) {
+        if let Err(error) = self.0.shutdown() {
+            eprintln!("cannot flush the OTLP trace exporter: {error}");
+        }
+    }
+}
+
+/// [`init_logging`] plus OpenTelemetry: every `tracing` span (reconciles, webhook deliveries)
+/// is exported over OTLP/HTTP to `endpoint` (e.g. `http://otel-collector:4318/v1/traces`) by a
+/// background batch processor, as service `service`.
+#[cfg(feature = "otlp")]
+pub fn init_logging_with_otlp(
+    format: LogFormat,
+    endpoint: &str,
+    service: &'static str,
+) -> Result<OtlpGuard, String> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| format!("cannot build the OTLP exporter for {endpoint}: {e}"))?;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .build(),
+        )
+        .build();
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let result = match format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    drop(result);
+    Ok(OtlpGuard(provider))
+}
+
 /// The version this binary was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -196,6 +263,66 @@ impl Collector for ProcessCollector {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(feature = "otlp")]
+    #[test]
+    fn spans_are_exported_over_otlp_http() {
+        use std::io::{Read as _, Write as _};
+        // A one-shot OTLP collector on loopback: answers 200 to the first export request.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let collector = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .expect("timeout");
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break;
+                    }
+                }
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .expect("answer");
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        let guard = super::init_logging_with_otlp(
+            super::LogFormat::Text,
+            &format!("http://{addr}/v1/traces"),
+            "countersign-test",
+        )
+        .expect("exporter");
+        tracing::info_span!("reconcile", kind = "RiskPolicy").in_scope(|| {
+            tracing::info!("inside a span");
+        });
+        drop(guard); // flushes
+        let request = collector.join().expect("collector");
+        assert!(request.starts_with("POST /v1/traces"), "{request}");
+        assert!(request.contains("application/x-protobuf"), "{request}");
+        assert!(
+            request.contains("countersign-test"),
+            "service name in the resource"
+        );
+        assert!(request.contains("reconcile"), "the span's name");
+    }
+
     use super::*;
 
     #[test]
