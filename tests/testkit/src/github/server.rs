@@ -307,6 +307,11 @@ pub struct World {
     /// Every branch update pushed over git smart-HTTP (or by [`World::commit_files`]),
     /// oldest first.
     pub pushes: Vec<super::git::Push>,
+    /// The files of each synthetic pull request head, by (`owner/name`, head SHA): what the
+    /// compare API answers for `base...sha` of a head that is not in a git repository.
+    pub head_files: BTreeMap<(String, String), Vec<super::pulls::ChangedFile>>,
+    /// Repositories that are private (`private: true`; only readers see them).
+    pub private_repositories: std::collections::BTreeSet<String>,
     pub(super) git: super::git::GitHosting,
     next_id: u64,
     clock: i64,
