@@ -21,8 +21,10 @@ mod compile;
 mod error;
 mod evaluate;
 mod manifest;
+pub mod ownership;
 mod path_index;
 mod rego;
+pub mod visible;
 
 pub use assessment::{
     Assessment, AutoApprove, FACTORS, FactorResult, HitSource, MAX_REASON_LEN, MatchedRule,
@@ -34,6 +36,7 @@ pub use error::{FieldPath, PolicyError, PolicyErrors, SpecProblem};
 pub use manifest::{
     ManifestError, PolicyDocument, PolicyReport, default_policy, parse_policies, validate_policies,
 };
+pub use evaluate::INCOMPLETE_RULE;
 pub use rego::REGO_TIME_LIMIT;
 
 /// The default RiskPolicy manifest (`policies/manifests/default-riskpolicy.yaml`), built in so
