@@ -16,11 +16,14 @@
 pub mod app;
 pub mod args;
 pub mod authz;
+pub mod change;
 pub mod checks;
 pub mod comments;
 pub mod commits;
+pub mod compare;
 pub mod error;
 pub mod gate_report;
+pub mod git_read;
 pub mod installation;
 pub mod jwt;
 pub mod labels;
@@ -40,7 +43,9 @@ pub use checks::{
     CHECK_NAME, CHECK_SUMMARY_LIMIT, CheckRunInfo, CheckRunRequest, CheckStatus, TRUNCATION_MARKER,
 };
 pub use comments::CommentInfo;
+pub use change::{body_digest, change_id};
 pub use commits::PullCommit;
+pub use compare::Comparison;
 pub use error::GitHubError;
 pub use installation::InstallationClient;
 pub use permissions::Permission;
