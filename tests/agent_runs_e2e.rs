@@ -215,6 +215,7 @@ impl World {
                 delivery_memory: 10_000,
                 delivery_ttl: Duration::from_secs(3600),
                 bot_login: format!("{TEST_APP_SLUG}[bot]"),
+                allowed_repositories: None,
             },
         );
         let router = bot.router();

@@ -93,12 +93,38 @@ pub struct BotArgs {
     )]
     pub tls_key_file: Option<PathBuf>,
 
+    /// Which namespaces' Projects may manage which GitHub repositories, as comma-separated
+    /// `NAMESPACE=OWNER/REPOSITORY` entries where `*` matches any run of characters (e.g.
+    /// `team-a=acme/*,team-b=acme/billing-*,platform=*/*`). A Project outside its
+    /// namespace's allowance manages nothing. Unset: with `--namespace`, that namespace may
+    /// manage any repository; cluster-wide, no namespace may (a shared cluster must say
+    /// who may manage what). `*=*/*` trusts every namespace. Give the controller the same.
+    #[arg(
+        long = "allowed-repositories",
+        env = "COUNTERSIGN_ALLOWED_REPOSITORIES",
+        value_delimiter = ',',
+        value_name = "NS=OWNER/REPO"
+    )]
+    pub allowed_repositories: Vec<String>,
+
     /// The GitHub App.
     #[command(flatten)]
     pub github: GitHubAppArgs,
 }
 
 impl BotArgs {
+    /// The operator's allow-list, when given.
+    pub fn allowed_repositories(
+        &self,
+    ) -> anyhow::Result<Option<countersign_policies::ownership::RepositoryAllowList>> {
+        if self.allowed_repositories.iter().all(|e| e.trim().is_empty()) {
+            return Ok(None);
+        }
+        countersign_policies::ownership::RepositoryAllowList::parse(&self.allowed_repositories)
+            .map(Some)
+            .context("Invalid --allowed-repositories")
+    }
+
     /// The certificate and key files when HTTPS is configured; one without the other is an
     /// error (clap enforces it too, this guards programmatic construction).
     pub fn tls_files(&self) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {

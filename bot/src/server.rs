@@ -31,6 +31,7 @@ use crate::replies::ReplyLimiter;
 use crate::worker;
 use countersign_github::GitHubApp;
 use countersign_github::authz::Authorizer;
+use countersign_policies::ownership::RepositoryAllowList;
 
 /// How long a webhook request waits for room in a full queue before answering 503.
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -136,12 +137,20 @@ pub struct BotSettings {
     pub delivery_ttl: Duration,
     /// The App's bot login.
     pub bot_login: String,
+    /// Which namespaces may manage which repositories (`--allowed-repositories`); `None`
+    /// applies the default (`countersign_policies::ownership::RepositoryAllowList::effective`).
+    pub allowed_repositories: Option<RepositoryAllowList>,
 }
 
 impl Bot {
     /// Assembles the bot; nothing runs until [`Bot::run`].
     pub fn new(client: kube::Client, github: GitHubApp, settings: BotSettings) -> Self {
-        let (projects, driver) = Projects::watch(client.clone(), settings.namespace.as_deref());
+        let allowed = RepositoryAllowList::effective(
+            settings.allowed_repositories,
+            settings.namespace.as_deref(),
+        );
+        let (projects, driver) =
+            Projects::watch(client.clone(), settings.namespace.as_deref(), allowed);
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
         let ingress = Arc::new(Ingress {
@@ -239,6 +248,7 @@ pub async fn serve(
             delivery_memory: args.delivery_memory,
             delivery_ttl: args.delivery_ttl.0,
             bot_login: bot_login.clone(),
+            allowed_repositories: args.allowed_repositories()?,
         },
     );
     tracing::info!(

@@ -39,6 +39,8 @@ pub struct Context {
     pub gates: GateCache,
     /// The GitHub App's bot account, looked up once: agent commits are made as it.
     pub bot_account: tokio::sync::OnceCell<countersign_github::BotAccount>,
+    /// Which Project manages each repository.
+    pub claims: crate::claims::Claims,
 }
 
 impl Context {
@@ -53,7 +55,14 @@ impl Context {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
         };
+        let claims = crate::claims::Claims::new(
+            countersign_policies::ownership::RepositoryAllowList::effective(
+                settings.allowed_repositories.clone(),
+                settings.namespace.as_deref(),
+            ),
+        );
         Self {
+            claims,
             client,
             settings,
             metrics,

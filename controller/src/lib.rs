@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod agent_run;
+pub mod claims;
 pub mod clock;
 pub mod config;
 pub mod context;
@@ -28,9 +29,10 @@ pub use settings::Settings;
 /// process ends or the returned future is dropped, e.g. when leadership is lost).
 pub async fn run_controllers(ctx: Arc<Context>) {
     tokio::join!(
+        claims::Claims::run(&ctx),
         agent_run::run(ctx.clone()),
         agent::run(ctx.clone()),
         gate::run(ctx.clone()),
-        project::run(ctx),
+        project::run(ctx.clone()),
     );
 }

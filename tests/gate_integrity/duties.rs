@@ -28,11 +28,9 @@ async fn whoever_pushed_to_the_branch_cannot_approve_whatever_email_the_commits_
     w.deliver("pull_request", &payload).await;
     w.review(n, &w.p.carol, "APPROVED").await;
     w.review(n, &w.p.lead, "APPROVED").await;
-    let gate = w
-        .wait_gate(n, "both reviews recorded", |g| {
-            !records_of(g, "carol").is_empty() && !records_of(g, "lead").is_empty()
-        })
-        .await;
+    w.wait_handled("pull_request_review", 2).await;
+    w.settle(n).await;
+    let gate = w.gate(n).await.expect("gate");
     let carol = records_of(&gate, "carol")[0];
     assert!(!carol.valid, "the pusher approved her own push: {carol:#?}");
     assert_eq!(reason_of(carol), "pusher");

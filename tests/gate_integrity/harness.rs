@@ -93,6 +93,17 @@ impl Drop for World {
     }
 }
 
+/// The operator's allow-list of these worlds: team-a manages octo-org's repositories,
+/// team-b is trusted with any repository, team-c only with other-org's.
+pub fn allowed_repositories() -> countersign_policies::ownership::RepositoryAllowList {
+    countersign_policies::ownership::RepositoryAllowList::parse(&[
+        "team-a=octo-org/*",
+        "team-b=*/*",
+        "team-c=other-org/*",
+    ])
+    .expect("a valid allow-list")
+}
+
 pub fn widgets_project(pull_requests: Value) -> Value {
     json!({
         "apiVersion": "countersign.dev/v1alpha1",
@@ -172,6 +183,7 @@ impl World {
                 delivery_memory: 10_000,
                 delivery_ttl: Duration::from_secs(3600),
                 bot_login: bot_user().login,
+                allowed_repositories: Some(allowed_repositories()),
             },
         );
         let router = bot.router();
@@ -184,6 +196,7 @@ impl World {
             wait_requeue: Duration::from_millis(300),
             gates_url: Some("https://countersign.example.com".into()),
             git_url: github.url(),
+            allowed_repositories: Some(allowed_repositories()),
             ..Settings::default()
         };
         let app = github.app_client();
@@ -275,18 +288,6 @@ impl World {
     pub async fn comment(&self, number: u64, who: &User, body: &str) {
         let payload = self.github.world().comment(REPO, number, body, who);
         self.deliver("issue_comment", &payload).await;
-    }
-
-    pub async fn push(&self, number: u64, files: &[&str], who: &User) {
-        let files = files
-            .iter()
-            .map(|f| ChangedFile::modified(f, 1, 1))
-            .collect();
-        let payload = self
-            .github
-            .world()
-            .push_to_pull_request(REPO, number, files, who);
-        self.deliver("pull_request", &payload).await;
     }
 
     /// Asks the controller to look at the gate again, as any later webhook would.

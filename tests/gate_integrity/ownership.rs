@@ -73,11 +73,12 @@ async fn a_second_project_for_a_managed_repository_gets_no_gate_check_or_merge()
         !w.merged(n),
         "a Project that does not own the repository merged a critical pull request"
     );
-    let checks = w.github.world().check_runs_on(REPO, &w.head(n)).len();
+    let head = w.head(n);
+    let checks = w.github.world().check_runs_on(REPO, &head).len();
     let ours: Vec<_> = w
         .github
         .world()
-        .check_runs_on(REPO, &w.head(n))
+        .check_runs_on(REPO, &head)
         .into_iter()
         .map(|c| (c.external_id.clone(), c.status.clone(), c.conclusion.clone()))
         .collect();

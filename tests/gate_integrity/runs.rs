@@ -52,6 +52,18 @@ async fn countersign_run_starts_only_agents_the_project_maps() {
     );
 
     // Honest path: the mapped Agent starts.
+    create(
+        &w.api.client(),
+        NS,
+        json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "backend", "namespace": NS},
+            "spec": {"role": "backend", "providers": [
+                {"name": "sh", "kind": "command", "command": {"command": ["true"]}}
+            ]}
+        }),
+    )
+    .await;
     w.comment(issue, &w.p.alice, "/countersign run backend").await;
     wait_for("the backend run", || async {
         Api::<AgentRun>::namespaced(w.api.client(), NS)

@@ -69,6 +69,8 @@ async fn a_review_body_command_edited_by_someone_else_does_not_count() {
         .world()
         .edit_review_body(REPO, n, review, "/approve", &w.p.mgr);
     w.deliver("pull_request_review", &payload).await;
+    // Until the edit's webhook arrives the command counts for no head (GitHub keeps no edit
+    // time for reviews, and the bot never received this body); then it is tampering.
     let gate = w
         .wait_gate(n, "the edited review re-read", |g| {
             !records_of(g, "lead").is_empty()
@@ -76,7 +78,14 @@ async fn a_review_body_command_edited_by_someone_else_does_not_count() {
         .await;
     let lead = records_of(&gate, "lead");
     assert!(lead.iter().all(|r| !r.valid), "{lead:#?}");
-    assert_eq!(lead[0].invalid_reason, Some(InvalidReason::Tampered));
+    assert_ne!(phase(&gate), Some(GatePhase::Approved));
+    let gate = w
+        .wait_gate(n, "the edit recorded as tampering", |g| {
+            records_of(g, "lead")
+                .iter()
+                .any(|r| r.invalid_reason == Some(InvalidReason::Tampered))
+        })
+        .await;
     assert_eq!(phase(&gate), Some(GatePhase::Pending));
 
     // Honest path: a command the reviewer wrote in their own review body counts.

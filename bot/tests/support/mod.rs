@@ -72,6 +72,7 @@ pub async fn serve_bot_with(
             delivery_memory: 100,
             delivery_ttl: Duration::from_secs(60),
             bot_login: "countersign[bot]".to_owned(),
+            allowed_repositories: Some(countersign_policies::ownership::RepositoryAllowList::everything()),
         },
     );
     let router = bot.router_with(&options);
