@@ -878,7 +878,10 @@ async fn a_control_mode_plan_is_approved_and_handed_over_exactly_as_shown() {
         "the coding attempt got the plan as shown: {coding}"
     );
     for hidden in ["deploy key", "disable the tests"] {
-        assert!(!coding.contains(hidden), "{hidden:?} reached the coding attempt");
+        assert!(
+            !coding.contains(hidden),
+            "{hidden:?} reached the coding attempt"
+        );
     }
 }
 

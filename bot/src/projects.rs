@@ -72,8 +72,9 @@ impl Projects {
             p.spec.repository.owner.eq_ignore_ascii_case(owner)
                 && p.spec.repository.name.eq_ignore_ascii_case(name)
         });
-        let found = ownership::owner_of(candidates.iter().map(|p| &**p), owner, name, &self.allowed)
-            .map(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
+        let found =
+            ownership::owner_of(candidates.iter().map(|p| &**p), owner, name, &self.allowed)
+                .map(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
         let (ns, n) = found?;
         candidates
             .into_iter()

@@ -286,12 +286,15 @@ impl ControllerArgs {
             }
             None => crate::settings::git_url_for_api(&self.github.github_api_url),
         };
-        if self.allowed_repositories.iter().any(|e| !e.trim().is_empty()) {
-            settings.allowed_repositories = Some(
-                countersign_policies::ownership::RepositoryAllowList::parse(
+        if self
+            .allowed_repositories
+            .iter()
+            .any(|e| !e.trim().is_empty())
+        {
+            settings.allowed_repositories =
+                Some(countersign_policies::ownership::RepositoryAllowList::parse(
                     &self.allowed_repositories,
-                )?,
-            );
+                )?);
         }
         Ok(settings)
     }

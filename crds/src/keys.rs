@@ -254,9 +254,7 @@ pub fn command_heads_value(
     sha: &str,
 ) -> String {
     let mut heads = command_heads(annotations);
-    heads
-        .entry(id)
-        .or_insert_with(|| sha.to_ascii_lowercase());
+    heads.entry(id).or_insert_with(|| sha.to_ascii_lowercase());
     while heads.len() > MAX_COMMAND_HEADS {
         heads.pop_first();
     }
@@ -264,9 +262,7 @@ pub fn command_heads_value(
 }
 
 /// The pushers recorded in [`PUSHERS_ANNOTATION`]: (user id, login).
-pub fn pushers(
-    annotations: &std::collections::BTreeMap<String, String>,
-) -> Vec<(u64, String)> {
+pub fn pushers(annotations: &std::collections::BTreeMap<String, String>) -> Vec<(u64, String)> {
     let mut out: Vec<(u64, String)> = Vec::new();
     for entry in annotations
         .get(PUSHERS_ANNOTATION)
@@ -401,7 +397,10 @@ mod tests {
 
     #[test]
     fn tampered_comments_keep_their_kind_and_read_the_old_form() {
-        let mut a = BTreeMap::from([(TAMPERED_COMMENTS_ANNOTATION.to_owned(), "12, x, rc:7,zz:1".to_owned())]);
+        let mut a = BTreeMap::from([(
+            TAMPERED_COMMENTS_ANNOTATION.to_owned(),
+            "12, x, rc:7,zz:1".to_owned(),
+        )]);
         let value = tampered_value(&a, CommentRef::review(9));
         a.insert(TAMPERED_COMMENTS_ANNOTATION.to_owned(), value);
         let refs = tampered_comments(&a);
@@ -428,10 +427,16 @@ mod tests {
     fn pushers_are_unique_and_junk_is_skipped() {
         let mut a = BTreeMap::new();
         let v = pushers_value(&a, 2, "carol").expect("new");
-        a.insert(PUSHERS_ANNOTATION.to_owned(), format!("{v},x:y,3:bad login,4:"));
+        a.insert(
+            PUSHERS_ANNOTATION.to_owned(),
+            format!("{v},x:y,3:bad login,4:"),
+        );
         assert_eq!(pushers_value(&a, 2, "carol"), None);
         let v = pushers_value(&a, 9, "erin").expect("new");
         a.insert(PUSHERS_ANNOTATION.to_owned(), v);
-        assert_eq!(pushers(&a), vec![(2, "carol".to_owned()), (9, "erin".to_owned())]);
+        assert_eq!(
+            pushers(&a),
+            vec![(2, "carol".to_owned()), (9, "erin".to_owned())]
+        );
     }
 }

@@ -147,7 +147,11 @@ impl GitHubApp {
     /// remembered for [`INSTALLATION_CACHE_TTL`]. This, never a number from a spec, is the
     /// installation Countersign acts through for a repository.
     pub async fn installation_for_repo(&self, owner: &str, repo: &str) -> Result<u64, GitHubError> {
-        let key = format!("{}/{}", owner.to_ascii_lowercase(), repo.to_ascii_lowercase());
+        let key = format!(
+            "{}/{}",
+            owner.to_ascii_lowercase(),
+            repo.to_ascii_lowercase()
+        );
         if let Some((at, id)) = lock(&self.inner.installations).get(&key)
             && at.elapsed() < INSTALLATION_CACHE_TTL
         {

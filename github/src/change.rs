@@ -20,7 +20,10 @@ pub fn change_id(files: &[PullFile]) -> Option<String> {
     let mut ctx = Context::new(&SHA256);
     for f in sorted {
         field(&mut ctx, f.status.as_bytes());
-        field(&mut ctx, f.previous_path.as_deref().unwrap_or("").as_bytes());
+        field(
+            &mut ctx,
+            f.previous_path.as_deref().unwrap_or("").as_bytes(),
+        );
         field(&mut ctx, f.path.as_bytes());
         match (&f.patch, &f.sha) {
             (Some(patch), _) => {
@@ -49,7 +52,10 @@ pub fn change_id(files: &[PullFile]) -> Option<String> {
 /// the body that was received.
 pub fn body_digest(body: &str) -> String {
     let digest = ring::digest::digest(&SHA256, body.replace("\r\n", "\n").as_bytes());
-    digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A length-prefixed field, so no two different inputs hash alike.
@@ -76,12 +82,27 @@ mod tests {
 
     #[test]
     fn line_numbers_do_not_matter_the_lines_do() {
-        let a = change_id(&[file("a.rs", Some("@@ -1,3 +1,4 @@ fn x\n ctx\n+added\n ctx"), None)]);
-        let moved = change_id(&[file("a.rs", Some("@@ -40,3 +41,4 @@ fn y\n ctx\n+added\n ctx"), None)]);
-        let other = change_id(&[file("a.rs", Some("@@ -1,3 +1,4 @@ fn x\n ctx\n+changed\n ctx"), None)]);
+        let a = change_id(&[file(
+            "a.rs",
+            Some("@@ -1,3 +1,4 @@ fn x\n ctx\n+added\n ctx"),
+            None,
+        )]);
+        let moved = change_id(&[file(
+            "a.rs",
+            Some("@@ -40,3 +41,4 @@ fn y\n ctx\n+added\n ctx"),
+            None,
+        )]);
+        let other = change_id(&[file(
+            "a.rs",
+            Some("@@ -1,3 +1,4 @@ fn x\n ctx\n+changed\n ctx"),
+            None,
+        )]);
         assert_eq!(a, moved);
         assert_ne!(a, other);
-        assert!(a.as_deref().is_some_and(|id| id.starts_with("p1-") && id.len() == 67));
+        assert!(
+            a.as_deref()
+                .is_some_and(|id| id.starts_with("p1-") && id.len() == 67)
+        );
     }
 
     #[test]

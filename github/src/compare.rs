@@ -54,7 +54,12 @@ struct WireCommitPage {
 }
 
 fn basehead(owner: &str, repo: &str, base: &str, head: &str) -> String {
-    format!("{}/compare/{}...{}", repo_path(owner, repo), seg(base), seg(head))
+    format!(
+        "{}/compare/{}...{}",
+        repo_path(owner, repo),
+        seg(base),
+        seg(head)
+    )
 }
 
 impl InstallationClient {

@@ -429,7 +429,9 @@ pub fn invalid_why(reason: InvalidReason) -> &'static str {
         InvalidReason::NotInRole => "holds none of the roles still required",
         InvalidReason::Tampered => "the comment or review was edited by someone else",
         InvalidReason::Superseded => "the same person decided again later; only the latest counts",
-        InvalidReason::Pusher => "someone who pushed to the pull request's branch cannot approve it",
+        InvalidReason::Pusher => {
+            "someone who pushed to the pull request's branch cannot approve it"
+        }
         InvalidReason::HeadUnknown => {
             "Countersign never received this comment, so it does not know which head it approved; say it again"
         }

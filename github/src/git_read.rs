@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use git2::{Delta, DiffFindOptions, FetchOptions, RemoteCallbacks, Repository};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::GitHubError;
 use crate::installation::InstallationClient;
 use crate::pulls::PullFile;
-use crate::GitHubError;
 
 /// Why the change could not be read with git.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,11 @@ impl InstallationClient {
     pub async fn read_token(&self, repo: &str) -> Result<SecretString, GitHubError> {
         let (token, _) = self
             .app
-            .mint_installation_token(self.id, &[repo], &[("contents", "read"), ("metadata", "read")])
+            .mint_installation_token(
+                self.id,
+                &[repo],
+                &[("contents", "read"), ("metadata", "read")],
+            )
             .await?;
         Ok(token)
     }
@@ -71,7 +75,8 @@ impl InstallationClient {
         let deadline = source.timeout;
         let cancelled = Arc::new(AtomicBool::new(false));
         let flag = cancelled.clone();
-        let work = tokio::task::spawn_blocking(move || read(&url, &token, number, &base, deadline, &flag));
+        let work =
+            tokio::task::spawn_blocking(move || read(&url, &token, number, &base, deadline, &flag));
         match tokio::time::timeout(deadline, work).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(GitReadError::Git(format!("the git task failed: {join}"))),
@@ -100,8 +105,10 @@ fn read(
     let started = Instant::now();
     let mut callbacks = RemoteCallbacks::new();
     let password = token.expose_secret().to_owned();
-    callbacks.credentials(move |_, _, _| git2::Cred::userpass_plaintext("x-access-token", &password));
-    callbacks.transfer_progress(|_| !cancelled.load(Ordering::Relaxed) && started.elapsed() < timeout);
+    callbacks
+        .credentials(move |_, _, _| git2::Cred::userpass_plaintext("x-access-token", &password));
+    callbacks
+        .transfer_progress(|_| !cancelled.load(Ordering::Relaxed) && started.elapsed() < timeout);
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks);
     let mut remote = repo.remote_anonymous(url).map_err(git)?;
@@ -120,7 +127,10 @@ fn read(
     let head = commit("refs/countersign/head")?;
     let base = commit("refs/countersign/base")?;
     let merge_base = repo.merge_base(base.id(), head.id()).map_err(git)?;
-    let old = repo.find_commit(merge_base).and_then(|c| c.tree()).map_err(git)?;
+    let old = repo
+        .find_commit(merge_base)
+        .and_then(|c| c.tree())
+        .map_err(git)?;
     let new = head.tree().map_err(git)?;
     let mut diff = repo
         .diff_tree_to_tree(Some(&old), Some(&new), None)

@@ -159,26 +159,26 @@ impl CompiledPolicy {
             let candidate = Candidate::new(&lower);
             let mut hit = |g: usize| {
                 for owner in &self.owners[g] {
-                        if owner.role == GlobRole::NeverAutoApprove {
-                            never.push(NeverAutoApproveHit {
-                                path: file.path.clone(),
-                                glob: self.never_auto_approve[owner.position as usize].clone(),
-                                source: HitSource::Policy,
-                            });
-                            continue;
-                        }
-                        let r = owner.rule as usize;
-                        let f = &mut flags[r];
-                        if !f.touched {
-                            f.touched = true;
-                            touched.push(r);
-                        }
-                        match owner.role {
-                            GlobRole::Paths => f.path_glob = min_some(f.path_glob, owner.position),
-                            GlobRole::Only => f.only_glob = min_some(f.only_glob, owner.position),
-                            GlobRole::Except => f.except = true,
-                            GlobRole::NeverAutoApprove => {}
-                        }
+                    if owner.role == GlobRole::NeverAutoApprove {
+                        never.push(NeverAutoApproveHit {
+                            path: file.path.clone(),
+                            glob: self.never_auto_approve[owner.position as usize].clone(),
+                            source: HitSource::Policy,
+                        });
+                        continue;
+                    }
+                    let r = owner.rule as usize;
+                    let f = &mut flags[r];
+                    if !f.touched {
+                        f.touched = true;
+                        touched.push(r);
+                    }
+                    match owner.role {
+                        GlobRole::Paths => f.path_glob = min_some(f.path_glob, owner.position),
+                        GlobRole::Only => f.only_glob = min_some(f.only_glob, owner.position),
+                        GlobRole::Except => f.except = true,
+                        GlobRole::NeverAutoApprove => {}
+                    }
                 }
             };
             // Globs are lower-cased unless their rule is case-sensitive; those see the path

@@ -33,10 +33,10 @@ pub use assessment::{
 pub use change::{AuthorKind, Change, ChangedFile, author_kind_name};
 pub use compile::{CompiledPolicy, MAX_SCORE, level_name};
 pub use error::{FieldPath, PolicyError, PolicyErrors, SpecProblem};
+pub use evaluate::INCOMPLETE_RULE;
 pub use manifest::{
     ManifestError, PolicyDocument, PolicyReport, default_policy, parse_policies, validate_policies,
 };
-pub use evaluate::INCOMPLETE_RULE;
 pub use rego::REGO_TIME_LIMIT;
 
 /// The default RiskPolicy manifest (`policies/manifests/default-riskpolicy.yaml`), built in so

@@ -61,16 +61,20 @@ impl RepositoryAllowList {
             };
             let (namespace, repo) = raw.split_once('=').ok_or(fail("no `=`"))?;
             let (owner, repository) = repo.split_once('/').ok_or(fail("no `/`"))?;
-            let (namespace, owner, repository) = (namespace.trim(), owner.trim(), repository.trim());
+            let (namespace, owner, repository) =
+                (namespace.trim(), owner.trim(), repository.trim());
             if namespace.is_empty() || owner.is_empty() || repository.is_empty() {
                 return Err(fail("an empty part"));
             }
             let ok = |s: &str, extra: &[u8]| {
-                s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'*' || b == b'-' || extra.contains(&b))
+                s.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || b == b'*' || b == b'-' || extra.contains(&b)
+                })
             };
             if !ok(namespace, b"") || !ok(owner, b"") || !ok(repository, b"._") {
-                return Err(fail("characters a namespace, owner or repository cannot have"));
+                return Err(fail(
+                    "characters a namespace, owner or repository cannot have",
+                ));
             }
             parsed.push(Entry {
                 namespace: namespace.to_owned(),
@@ -289,10 +293,7 @@ where
         };
     }
     let all: Vec<&Project> = projects.into_iter().collect();
-    let candidates = all
-        .iter()
-        .copied()
-        .chain(std::iter::once(project));
+    let candidates = all.iter().copied().chain(std::iter::once(project));
     match owner_of(candidates, &repo.owner, &repo.name, allowed) {
         Some(owner) if !same_project(owner, project) => Claim::ClaimedBy {
             namespace: owner.metadata.namespace.clone().unwrap_or_default(),
@@ -316,15 +317,15 @@ mod tests {
             "spec": {"repository": {"owner": owner, "name": repo}}
         }))
         .expect("project");
-        p.metadata.creation_timestamp =
-            Some(Time(Timestamp::from_second(created).expect("time")));
+        p.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).expect("time")));
         p
     }
 
     #[test]
     fn allow_lists_parse_and_match_with_wildcards() {
-        let list = RepositoryAllowList::parse(&["team-a=acme/*", "*=acme/docs", " platform=*/* ", ""])
-            .expect("valid");
+        let list =
+            RepositoryAllowList::parse(&["team-a=acme/*", "*=acme/docs", " platform=*/* ", ""])
+                .expect("valid");
         assert!(list.permits("team-a", "ACME", "api"));
         assert!(list.permits("team-b", "acme", "Docs"));
         assert!(!list.permits("team-b", "acme", "api"));
@@ -334,7 +335,14 @@ mod tests {
         assert!(prefix.permits("team-x", "acme", "team-x-svc"));
         assert!(!prefix.permits("ops", "acme", "team-x-svc"));
         assert!(!prefix.permits("team-x", "acme", "team-x-svc-old"));
-        for bad in ["team-a", "team-a=acme", "=acme/x", "a=b/", "a b=c/d", "a=c/d;e"] {
+        for bad in [
+            "team-a",
+            "team-a=acme",
+            "=acme/x",
+            "a=b/",
+            "a b=c/d",
+            "a=c/d;e",
+        ] {
             assert!(RepositoryAllowList::parse(&[bad]).is_err(), "{bad}");
         }
         assert_eq!(list.to_string(), "team-a=acme/*,*=acme/docs,platform=*/*");

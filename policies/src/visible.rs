@@ -158,9 +158,20 @@ fn invisible_entity(s: &str) -> Option<usize> {
         char::from_u32(dec.parse().ok()?)?
     } else {
         match body {
-            "shy" | "zwnj" | "zwj" | "lrm" | "rlm" | "ZeroWidthSpace" | "NoBreak"
-            | "InvisibleTimes" | "InvisibleComma" | "ApplyFunction" | "NegativeVeryThinSpace"
-            | "NegativeThinSpace" | "NegativeMediumSpace" | "NegativeThickSpace" => '\u{200B}',
+            "shy"
+            | "zwnj"
+            | "zwj"
+            | "lrm"
+            | "rlm"
+            | "ZeroWidthSpace"
+            | "NoBreak"
+            | "InvisibleTimes"
+            | "InvisibleComma"
+            | "ApplyFunction"
+            | "NegativeVeryThinSpace"
+            | "NegativeThinSpace"
+            | "NegativeMediumSpace"
+            | "NegativeThickSpace" => '\u{200B}',
             _ => return None,
         }
     };
@@ -222,9 +233,7 @@ fn parse(text: &str) -> (Vec<Ev<'_>>, Vec<(String, String)>) {
         .iter()
         .map(|(label, def)| (label.to_owned(), def.dest.to_string()))
         .collect();
-    let events = iter
-        .map(|(event, range)| Ev { event, range })
-        .collect();
+    let events = iter.map(|(event, range)| Ev { event, range }).collect();
     (events, defs)
 }
 
@@ -382,7 +391,14 @@ fn render_node(
         Node::Code { range } => out.push_str(&text[range.clone()]),
         Node::Html { range } => out.push_str(&clean_html(&text[range.clone()], removed)),
         Node::Leaf { range, events: evs } | Node::Inline { range, events: evs } => {
-            out.push_str(&render_inline(text, events, range.clone(), evs.clone(), used, removed));
+            out.push_str(&render_inline(
+                text,
+                events,
+                range.clone(),
+                evs.clone(),
+                used,
+                removed,
+            ));
         }
         Node::Container {
             range,
@@ -426,12 +442,16 @@ fn markers_only(gap: &str) -> String {
             if matches!(b, b' ' | b'\t' | b'>' | b'-' | b'*' | b'+') {
                 kept += 1;
             } else if b.is_ascii_digit() {
-                let digits = bytes[kept..].iter().take_while(|d| d.is_ascii_digit()).count();
+                let digits = bytes[kept..]
+                    .iter()
+                    .take_while(|d| d.is_ascii_digit())
+                    .count();
                 match bytes.get(kept + digits) {
                     Some(b'.' | b')') => kept += digits + 1,
                     _ => break,
                 }
-            } else if b == b'[' && bytes.get(kept + 2) == Some(&b']') && bytes[kept + 1].is_ascii() {
+            } else if b == b'[' && bytes.get(kept + 2) == Some(&b']') && bytes[kept + 1].is_ascii()
+            {
                 // A task-list checkbox `[ ]` / `[x]`.
                 kept += 3;
             } else {

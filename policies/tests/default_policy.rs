@@ -673,7 +673,10 @@ fn an_incomplete_change_fails_closed_at_the_highest_level() {
     assert_eq!((a.level, a.score), (RiskLevel::Critical, 10));
     assert!(!a.workflow.auto_approves());
     for f in &a.factors {
-        assert_eq!(f.rule.as_deref(), Some(countersign_policies::INCOMPLETE_RULE));
+        assert_eq!(
+            f.rule.as_deref(),
+            Some(countersign_policies::INCOMPLETE_RULE)
+        );
         assert!(f.reason.contains("3000 of 3002"), "{}", f.reason);
     }
 }

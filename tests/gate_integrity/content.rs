@@ -51,8 +51,21 @@ async fn a_same_tree_force_push_onto_a_newer_base_that_reverts_a_fix_makes_appro
     // approved head, but against the new base the pull request now reverts the fix.
     let payload = {
         let mut world = w.github.world();
-        world.commit_files(REPO, "main", &[("src/lib.rs", Some(FIXED))], "Fix auth", &w.p.lead);
-        world.force_push_tree(REPO, "feature", "main", &approved_head, "Add a cart", &w.p.erin);
+        world.commit_files(
+            REPO,
+            "main",
+            &[("src/lib.rs", Some(FIXED))],
+            "Fix auth",
+            &w.p.lead,
+        );
+        world.force_push_tree(
+            REPO,
+            "feature",
+            "main",
+            &approved_head,
+            "Add a cart",
+            &w.p.erin,
+        );
         world.synchronize_payload(REPO, n, approved_head.clone(), &w.p.erin)
     };
     w.deliver("pull_request", &payload).await;
@@ -108,5 +121,6 @@ async fn a_clean_rebase_onto_a_newer_base_keeps_approvals() {
         "{:#?}",
         gate.status
     );
-    w.wait_check(n, "success on the rebased head", success).await;
+    w.wait_check(n, "success on the rebased head", success)
+        .await;
 }

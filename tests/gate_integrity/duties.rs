@@ -13,7 +13,9 @@ use crate::harness::*;
 #[tokio::test]
 async fn whoever_pushed_to_the_branch_cannot_approve_whatever_email_the_commits_carry() {
     let w = World::start().await;
-    let n = w.open("feature", &["src/orders/checkout.rs"], &w.p.erin).await;
+    let n = w
+        .open("feature", &["src/orders/checkout.rs"], &w.p.erin)
+        .await;
     // carol pushes a commit that claims erin wrote and committed it.
     let payload = w.github.world().push_commit_as(
         REPO,
@@ -40,10 +42,18 @@ async fn whoever_pushed_to_the_branch_cannot_approve_whatever_email_the_commits_
 #[tokio::test]
 async fn commits_past_the_250_listing_cap_are_still_seen() {
     let w = World::start().await;
-    let n = w.open("feature", &["src/orders/checkout.rs"], &w.p.erin).await;
+    let n = w
+        .open("feature", &["src/orders/checkout.rs"], &w.p.erin)
+        .await;
     // 260 commits; the 255th is carol's (GitHub lists only the first 250).
     let authors: Vec<User> = (1..=259)
-        .map(|i| if i == 254 { w.p.carol.clone() } else { w.p.erin.clone() })
+        .map(|i| {
+            if i == 254 {
+                w.p.carol.clone()
+            } else {
+                w.p.erin.clone()
+            }
+        })
         .collect();
     let payload = w.github.world().push_commits(
         REPO,
@@ -61,7 +71,10 @@ async fn commits_past_the_250_listing_cap_are_still_seen() {
         })
         .await;
     let carol = records_of(&gate, "carol")[0];
-    assert!(!carol.valid, "a committer hidden past the cap approved: {carol:#?}");
+    assert!(
+        !carol.valid,
+        "a committer hidden past the cap approved: {carol:#?}"
+    );
     assert_eq!(carol.invalid_reason, Some(InvalidReason::Committer));
     assert_eq!(phase(&gate), Some(GatePhase::Pending));
 }
@@ -97,7 +110,11 @@ async fn run_for_alice(w: &World, name: &str, cancel: bool) -> u64 {
 /// The agent's pull request from the branch of run `run`, opened by the App's bot.
 async fn ai_pull_request(w: &World, run: &str) -> u64 {
     let n = w
-        .open(&format!("countersign/{run}"), &["src/retry.rs"], &bot_user())
+        .open(
+            &format!("countersign/{run}"),
+            &["src/retry.rs"],
+            &bot_user(),
+        )
         .await;
     let gate = w.wait_evaluated(n).await;
     assert!(gate.spec.ai_generated, "{:?}", gate.spec);
@@ -138,7 +155,10 @@ async fn whoever_asked_for_a_retry_cannot_approve_its_pull_request() {
         })
         .await;
     let carol = records_of(&gate, "carol")[0];
-    assert!(!carol.valid, "whoever asked for the retry approved its result: {carol:#?}");
+    assert!(
+        !carol.valid,
+        "whoever asked for the retry approved its result: {carol:#?}"
+    );
     assert_eq!(carol.invalid_reason, Some(InvalidReason::Requester));
     assert_eq!(phase(&gate), Some(GatePhase::Pending));
 }
@@ -160,7 +180,10 @@ async fn a_requester_stays_a_requester_after_the_agent_run_is_deleted() {
         })
         .await;
     let alice = records_of(&gate, "alice")[0];
-    assert!(!alice.valid, "the requester approved once her run was gone: {alice:#?}");
+    assert!(
+        !alice.valid,
+        "the requester approved once her run was gone: {alice:#?}"
+    );
     assert_eq!(alice.invalid_reason, Some(InvalidReason::Requester));
     assert_eq!(phase(&gate), Some(GatePhase::Pending));
 

@@ -245,7 +245,8 @@ impl World {
     /// How many deliveries of `event` the bot finished handling.
     pub fn handled(&self, event: &str) -> u64 {
         let text = self.bot_metrics.encode();
-        let needle = format!("countersign_bot_delivery_handling_seconds_count{{event=\"{event}\"}} ");
+        let needle =
+            format!("countersign_bot_delivery_handling_seconds_count{{event=\"{event}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&needle))
             .and_then(|n| n.trim().parse().ok())
@@ -438,9 +439,10 @@ impl World {
         let found = tokio::time::timeout(WAIT, async {
             loop {
                 if let Some(p) = api.get_opt(name).await.expect("get project") {
-                    let ready = p.status.as_ref().and_then(|s| {
-                        s.conditions.iter().find(|c| c.type_ == "Ready").cloned()
-                    });
+                    let ready = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
                     if ready.as_ref().is_some_and(&done) {
                         return p;
                     }
@@ -464,8 +466,7 @@ pub async fn create(client: &kube::Client, ns: &str, value: Value) {
     let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind);
     let resource = kube::api::ApiResource::from_gvk(&gvk);
     let api = Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), ns, &resource);
-    let object: kube::api::DynamicObject =
-        serde_json::from_value(value).expect("a valid object");
+    let object: kube::api::DynamicObject = serde_json::from_value(value).expect("a valid object");
     api.create(&PostParams::default(), &object)
         .await
         .unwrap_or_else(|e| panic!("create {kind}: {e}"));
@@ -535,7 +536,10 @@ pub fn records_of<'a>(g: &'a ApprovalGate, login: &str) -> Vec<&'a ApprovalRecor
 }
 
 pub fn level(g: &ApprovalGate) -> Option<countersign_crds::risk_policy::RiskLevel> {
-    g.status.as_ref().and_then(|s| s.risk.as_ref()).map(|r| r.level)
+    g.status
+        .as_ref()
+        .and_then(|s| s.risk.as_ref())
+        .map(|r| r.level)
 }
 
 /// Why a record does not count, as the CRD spells it (`stale`, `pusher`, …), or `valid`.

@@ -18,8 +18,10 @@ async fn approved(w: &World, author: &countersign_testkit::github::User) -> u64 
 async fn a_lower_role_cannot_lift_a_managers_hold() {
     let w = World::start().await;
     let n = approved(&w, &w.p.erin).await;
-    w.comment(n, &w.p.mgr, "Legal has not signed off.\n\n/hold").await;
-    w.wait_gate(n, "held", |g| phase(g) == Some(GatePhase::Held)).await;
+    w.comment(n, &w.p.mgr, "Legal has not signed off.\n\n/hold")
+        .await;
+    w.wait_gate(n, "held", |g| phase(g) == Some(GatePhase::Held))
+        .await;
 
     // A developer lifts it.
     w.comment(n, &w.p.alice, "/unhold").await;
@@ -32,14 +34,19 @@ async fn a_lower_role_cannot_lift_a_managers_hold() {
         "a developer lifted the manager's hold"
     );
     assert_eq!(
-        gate.status.and_then(|s| s.held_by).map(|u| u.login).as_deref(),
+        gate.status
+            .and_then(|s| s.held_by)
+            .map(|u| u.login)
+            .as_deref(),
         Some("mgr")
     );
 
     // Honest path: the manager lifts their own hold.
     w.comment(n, &w.p.mgr, "/unhold").await;
-    w.wait_gate(n, "approved again", |g| phase(g) == Some(GatePhase::Approved))
-        .await;
+    w.wait_gate(n, "approved again", |g| {
+        phase(g) == Some(GatePhase::Approved)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -47,8 +54,10 @@ async fn the_author_cannot_lift_a_security_hold() {
     let w = World::start().await;
     // The cto wrote this one.
     let n = approved(&w, &w.p.cto).await;
-    w.comment(n, &w.p.sam, "Reviewing the crypto.\n\n/hold").await;
-    w.wait_gate(n, "held", |g| phase(g) == Some(GatePhase::Held)).await;
+    w.comment(n, &w.p.sam, "Reviewing the crypto.\n\n/hold")
+        .await;
+    w.wait_gate(n, "held", |g| phase(g) == Some(GatePhase::Held))
+        .await;
     w.comment(n, &w.p.cto, "/unhold").await;
     w.wait_handled("issue_comment", 2).await;
     w.settle(n).await;
@@ -59,6 +68,8 @@ async fn the_author_cannot_lift_a_security_hold() {
         "the author lifted a security hold"
     );
     w.comment(n, &w.p.sam, "/unhold").await;
-    w.wait_gate(n, "approved again", |g| phase(g) == Some(GatePhase::Approved))
-        .await;
+    w.wait_gate(n, "approved again", |g| {
+        phase(g) == Some(GatePhase::Approved)
+    })
+    .await;
 }

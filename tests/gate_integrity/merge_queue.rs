@@ -24,7 +24,9 @@ fn checks_requested(n: u64, head: &str, queue_sha: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_hold_or_reject_after_queue_entry_updates_the_merge_group_check() {
     let w = World::start().await;
-    let n = w.open("feature", &["src/orders/checkout.rs"], &w.p.erin).await;
+    let n = w
+        .open("feature", &["src/orders/checkout.rs"], &w.p.erin)
+        .await;
     w.review(n, &w.p.alice, "APPROVED").await;
     w.review(n, &w.p.lead, "APPROVED").await;
     w.wait_gate(n, "approved", |g| phase(g) == Some(GatePhase::Approved))
@@ -39,7 +41,8 @@ async fn a_hold_or_reject_after_queue_entry_updates_the_merge_group_check() {
 
     // In the queue, the manager puts it on hold: the queue must stop too.
     w.comment(n, &w.p.mgr, "/hold").await;
-    w.wait_gate(n, "held", |g| phase(g) == Some(GatePhase::Held)).await;
+    w.wait_gate(n, "held", |g| phase(g) == Some(GatePhase::Held))
+        .await;
     w.wait_check(n, "pending on the head", pending).await;
     w.settle(n).await;
     let queued = w.check_on(&queue_sha).expect("merge-group check");
@@ -50,7 +53,8 @@ async fn a_hold_or_reject_after_queue_entry_updates_the_merge_group_check() {
 
     // A rejection fails it.
     w.comment(n, &w.p.mgr, "/unhold").await;
-    w.comment(n, &w.p.lead, "/reject the rounding is wrong").await;
+    w.comment(n, &w.p.lead, "/reject the rounding is wrong")
+        .await;
     w.wait_gate(n, "rejected", |g| phase(g) == Some(GatePhase::Rejected))
         .await;
     w.settle(n).await;

@@ -59,7 +59,10 @@ async fn a_second_project_for_a_managed_repository_gets_no_gate_check_or_merge()
         .await;
     w.wait_handled("pull_request", 1).await;
     let gate = w.wait_evaluated(n).await;
-    assert_eq!(level(&gate), Some(countersign_crds::risk_policy::RiskLevel::Critical));
+    assert_eq!(
+        level(&gate),
+        Some(countersign_crds::risk_policy::RiskLevel::Critical)
+    );
     let hijack_gates = Api::<ApprovalGate>::namespaced(w.api.client(), "team-b")
         .list(&ListParams::default())
         .await
@@ -67,7 +70,11 @@ async fn a_second_project_for_a_managed_repository_gets_no_gate_check_or_merge()
     assert!(
         hijack_gates.items.is_empty(),
         "the second Project got its own gate: {:?}",
-        hijack_gates.items.iter().map(|g| &g.status).collect::<Vec<_>>()
+        hijack_gates
+            .items
+            .iter()
+            .map(|g| &g.status)
+            .collect::<Vec<_>>()
     );
     assert!(
         !w.merged(n),
@@ -80,11 +87,19 @@ async fn a_second_project_for_a_managed_repository_gets_no_gate_check_or_merge()
         .world()
         .check_runs_on(REPO, &head)
         .into_iter()
-        .map(|c| (c.external_id.clone(), c.status.clone(), c.conclusion.clone()))
+        .map(|c| {
+            (
+                c.external_id.clone(),
+                c.status.clone(),
+                c.conclusion.clone(),
+            )
+        })
         .collect();
     assert!(
-        ours.iter().all(|(id, _, conclusion)| id.as_deref() == Some("team-a/widgets-pr-1")
-            && conclusion.is_none()),
+        ours.iter().all(
+            |(id, _, conclusion)| id.as_deref() == Some("team-a/widgets-pr-1")
+                && conclusion.is_none()
+        ),
         "only the owner's pending check may exist ({checks}): {ours:?}"
     );
     let claimed = w
@@ -99,7 +114,11 @@ async fn a_second_project_for_a_managed_repository_gets_no_gate_check_or_merge()
         .cloned()
         .expect("Ready");
     assert_eq!(ready.reason, "RepositoryClaimed");
-    assert!(ready.message.contains("team-a/widgets"), "{}", ready.message);
+    assert!(
+        ready.message.contains("team-a/widgets"),
+        "{}",
+        ready.message
+    );
 }
 
 #[tokio::test]
@@ -180,14 +199,15 @@ async fn a_project_cannot_borrow_another_repositorys_installation_for_a_token() 
             .map(drop)
     })
     .await;
-    let secrets = secrets
-        .list(&ListParams::default())
-        .await
-        .expect("secrets");
+    let secrets = secrets.list(&ListParams::default()).await.expect("secrets");
     assert!(
         secrets.items.is_empty(),
         "a token Secret landed in team-b: {:?}",
-        secrets.items.iter().map(|s| s.metadata.name.clone()).collect::<Vec<_>>()
+        secrets
+            .items
+            .iter()
+            .map(|s| s.metadata.name.clone())
+            .collect::<Vec<_>>()
     );
     let minted: Vec<_> = w
         .github
@@ -197,14 +217,21 @@ async fn a_project_cannot_borrow_another_repositorys_installation_for_a_token() 
         .filter(|t| t.repositories.is_some())
         .map(|t| (t.installation, t.repositories.clone()))
         .collect();
-    assert!(minted.is_empty(), "repository tokens were minted: {minted:?}");
+    assert!(
+        minted.is_empty(),
+        "repository tokens were minted: {minted:?}"
+    );
     let ready = project
         .status
         .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
         .expect("Ready");
     assert!(
-        ["InstallationNotFound", "InstallationMismatch", "RepositoryNotAllowed"]
-            .contains(&ready.reason.as_str()),
+        [
+            "InstallationNotFound",
+            "InstallationMismatch",
+            "RepositoryNotAllowed"
+        ]
+        .contains(&ready.reason.as_str()),
         "{ready:?}"
     );
 }
@@ -230,7 +257,11 @@ async fn a_namespace_the_operator_did_not_allow_manages_nothing() {
         "octo-org/payments",
         "Pay",
         "pay",
-        vec![countersign_testkit::github::ChangedFile::modified("src/pay.rs", 1, 1)],
+        vec![countersign_testkit::github::ChangedFile::modified(
+            "src/pay.rs",
+            1,
+            1,
+        )],
         &w.p.erin,
     );
     w.deliver("pull_request", &payload).await;
@@ -239,7 +270,10 @@ async fn a_namespace_the_operator_did_not_allow_manages_nothing() {
         .list(&ListParams::default())
         .await
         .expect("list");
-    assert!(gates.items.is_empty(), "team-c got a gate for octo-org/payments");
+    assert!(
+        gates.items.is_empty(),
+        "team-c got a gate for octo-org/payments"
+    );
     let project = w
         .wait_project("team-c", "payments", "refused", |c| c.status == "False")
         .await;

@@ -9,9 +9,16 @@ use crate::harness::*;
 #[tokio::test]
 async fn an_upper_case_migration_path_is_still_a_migration() {
     let w = World::start().await;
-    let n = w.open("drop", &["Migrations/0042_drop.SQL"], &w.p.erin).await;
+    let n = w
+        .open("drop", &["Migrations/0042_drop.SQL"], &w.p.erin)
+        .await;
     let gate = w.wait_evaluated(n).await;
-    assert_eq!(level(&gate), Some(RiskLevel::Critical), "{:#?}", gate.status);
+    assert_eq!(
+        level(&gate),
+        Some(RiskLevel::Critical),
+        "{:#?}",
+        gate.status
+    );
 }
 
 #[tokio::test]
@@ -24,7 +31,11 @@ async fn a_script_under_docs_is_not_documentation() {
         Some(GatePhase::Approved),
         "a Python script under docs/ approved itself as documentation"
     );
-    assert!(level(&gate) >= Some(RiskLevel::Medium), "{:#?}", gate.status);
+    assert!(
+        level(&gate) >= Some(RiskLevel::Medium),
+        "{:#?}",
+        gate.status
+    );
 }
 
 #[tokio::test]

@@ -8,14 +8,20 @@ use crate::harness::*;
 #[tokio::test]
 async fn a_comment_approval_never_binds_to_a_backdated_commit() {
     let w = World::start().await;
-    let n = w.open("feature", &["src/orders/checkout.rs"], &w.p.erin).await;
+    let n = w
+        .open("feature", &["src/orders/checkout.rs"], &w.p.erin)
+        .await;
     w.wait_evaluated(n).await;
 
     // The lead approves by comment, but the webhook is lost.
     let approved_at = {
         let mut world = w.github.world();
         world.comment(REPO, n, "/approve", &w.p.lead);
-        world.comments_on(REPO, n).last().expect("comment").created_at
+        world
+            .comments_on(REPO, n)
+            .last()
+            .expect("comment")
+            .created_at
     };
     // erin pushes new content whose commit claims to be older than the comment.
     let backdated = approved_at

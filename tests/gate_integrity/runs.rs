@@ -27,7 +27,8 @@ async fn countersign_run_starts_only_agents_the_project_maps() {
         .github
         .world()
         .open_issue(REPO, "Ship it", "Tag a release.", &w.p.alice);
-    w.comment(issue, &w.p.alice, "/countersign run release-bot").await;
+    w.comment(issue, &w.p.alice, "/countersign run release-bot")
+        .await;
     w.wait_handled("issue_comment", 1).await;
     let runs = Api::<AgentRun>::namespaced(w.api.client(), NS)
         .list(&ListParams::default())
@@ -36,7 +37,10 @@ async fn countersign_run_starts_only_agents_the_project_maps() {
     assert!(
         runs.items.is_empty(),
         "a comment started an Agent the Project does not map: {:?}",
-        runs.items.iter().map(kube::ResourceExt::name_any).collect::<Vec<_>>()
+        runs.items
+            .iter()
+            .map(kube::ResourceExt::name_any)
+            .collect::<Vec<_>>()
     );
     let replies: Vec<String> = w
         .github
@@ -47,7 +51,9 @@ async fn countersign_run_starts_only_agents_the_project_maps() {
         .map(|c| c.body.clone())
         .collect();
     assert!(
-        replies.iter().any(|r| r.contains("release-bot") && r.contains("backend")),
+        replies
+            .iter()
+            .any(|r| r.contains("release-bot") && r.contains("backend")),
         "{replies:?}"
     );
 
@@ -64,7 +70,8 @@ async fn countersign_run_starts_only_agents_the_project_maps() {
         }),
     )
     .await;
-    w.comment(issue, &w.p.alice, "/countersign run backend").await;
+    w.comment(issue, &w.p.alice, "/countersign run backend")
+        .await;
     wait_for("the backend run", || async {
         Api::<AgentRun>::namespaced(w.api.client(), NS)
             .list(&ListParams::default())
@@ -110,8 +117,14 @@ async fn hidden_issue_text_never_reaches_the_agent() {
         "\u{3164}",
         "\u{115F}",
     ] {
-        assert!(!task.contains(hidden), "{hidden:?} reached the agent: {task:?}");
+        assert!(
+            !task.contains(hidden),
+            "{hidden:?} reached the agent: {task:?}"
+        );
     }
-    assert!(task.contains("Make unknown invoices answer 404."), "{task:?}");
+    assert!(
+        task.contains("Make unknown invoices answer 404."),
+        "{task:?}"
+    );
     assert!(task.contains("Visible"), "{task:?}");
 }

@@ -8,13 +8,15 @@ use crate::harness::*;
 #[tokio::test]
 async fn an_inline_reject_edited_into_an_approve_by_someone_else_does_not_count() {
     let w = World::start().await;
-    let n = w.open("feature", &["src/orders/checkout.rs"], &w.p.erin).await;
+    let n = w
+        .open("feature", &["src/orders/checkout.rs"], &w.p.erin)
+        .await;
     w.review(n, &w.p.alice, "APPROVED").await;
     // The lead rejects in an inline review comment.
-    let payload = w
-        .github
-        .world()
-        .add_review_comment(REPO, n, "/reject this leaks card numbers", &w.p.lead);
+    let payload =
+        w.github
+            .world()
+            .add_review_comment(REPO, n, "/reject this leaks card numbers", &w.p.lead);
     w.deliver("pull_request_review_comment", &payload).await;
     w.nudge(n, "after-inline-reject").await;
     w.wait_gate(n, "rejected", |g| phase(g) == Some(GatePhase::Rejected))
@@ -51,7 +53,9 @@ async fn an_inline_reject_edited_into_an_approve_by_someone_else_does_not_count(
 #[tokio::test]
 async fn a_review_body_command_edited_by_someone_else_does_not_count() {
     let w = World::start().await;
-    let n = w.open("feature", &["src/orders/checkout.rs"], &w.p.erin).await;
+    let n = w
+        .open("feature", &["src/orders/checkout.rs"], &w.p.erin)
+        .await;
     w.review(n, &w.p.alice, "APPROVED").await;
     // The lead comments in a review without deciding.
     let payload = w.github.world().submit_review(
@@ -89,10 +93,13 @@ async fn a_review_body_command_edited_by_someone_else_does_not_count() {
     assert_eq!(phase(&gate), Some(GatePhase::Pending));
 
     // Honest path: a command the reviewer wrote in their own review body counts.
-    let payload = w
-        .github
-        .world()
-        .submit_review(REPO, n, &w.p.lead, "COMMENTED", "Rounding is fine now.\n\n/approve");
+    let payload = w.github.world().submit_review(
+        REPO,
+        n,
+        &w.p.lead,
+        "COMMENTED",
+        "Rounding is fine now.\n\n/approve",
+    );
     w.deliver("pull_request_review", &payload).await;
     w.wait_gate(n, "approved", |g| phase(g) == Some(GatePhase::Approved))
         .await;

@@ -8,7 +8,9 @@
 //! ([`COMMAND_HEADS_ANNOTATION`]). GitHub records no head for issue comments, and commit dates
 //! can be forged, so the gate counts a comment the bot never received for no head.
 
-use countersign_crds::keys::{COMMAND_HEADS_ANNOTATION, CommentRef, LAST_COMMAND_ANNOTATION, command_heads_value};
+use countersign_crds::keys::{
+    COMMAND_HEADS_ANNOTATION, CommentRef, LAST_COMMAND_ANNOTATION, command_heads_value,
+};
 use countersign_crds::{Agent, AgentRun, ApprovalGate, Project, RunPhase, TaskSource};
 use countersign_webhooks::github::event::{CommentAction, DeliveryId, IssueCommentEvent};
 use kube::{Api, ResourceExt};
@@ -116,7 +118,10 @@ impl Handler {
         let (id, sha) = (e.comment.id, pr.head_sha);
         let recorded = self
             .update_gate_annotations(project, e.issue.number, delivery, |a| {
-                Some(vec![(COMMAND_HEADS_ANNOTATION, command_heads_value(a, id, &sha))])
+                Some(vec![(
+                    COMMAND_HEADS_ANNOTATION,
+                    command_heads_value(a, id, &sha),
+                )])
             })
             .await?;
         if !recorded {

@@ -49,7 +49,9 @@ impl Handler {
         // evaluation of the new head misses it.
         let push = matches!(
             e.action,
-            PullRequestAction::Opened | PullRequestAction::Reopened | PullRequestAction::Synchronize
+            PullRequestAction::Opened
+                | PullRequestAction::Reopened
+                | PullRequestAction::Synchronize
         );
         let owner = self.owner_of(&e.repository).filter(|_| push);
         if let Some(project) = &owner {
@@ -99,30 +101,45 @@ impl Handler {
         let tampering = e.action == ReviewAction::Edited && e.sender.id != e.review.user.id;
         // Recorded before the gate is nudged, so no evaluation counts the forged body.
         if tampering {
-            self.mark_tampered(&e.repository, number, CommentRef::review(e.review.id), delivery)
-                .await?;
+            self.mark_tampered(
+                &e.repository,
+                number,
+                CommentRef::review(e.review.id),
+                delivery,
+            )
+            .await?;
         }
         let mut outcomes = self
             .apply_gates(delivery, &e.repository, &e.pull_request)
             .await?;
         if tampering {
             outcomes.extend(
-                self.mark_tampered(&e.repository, number, CommentRef::review(e.review.id), delivery)
-                    .await?,
+                self.mark_tampered(
+                    &e.repository,
+                    number,
+                    CommentRef::review(e.review.id),
+                    delivery,
+                )
+                .await?,
             );
         }
         let body = e.review.body.as_deref().unwrap_or_default();
-        let decides = countersign_policies::commands::parse_comment(body).iter().any(|p| {
-            matches!(p, countersign_policies::commands::Parsed::Command(c)
+        let decides = countersign_policies::commands::parse_comment(body)
+            .iter()
+            .any(|p| {
+                matches!(p, countersign_policies::commands::Parsed::Command(c)
                 if c.kind() == countersign_policies::commands::CommandKind::Approval)
-        });
+            });
         if e.action == ReviewAction::Submitted
             && decides
             && let Some(project) = self.owner_of(&e.repository)
         {
             let (id, digest) = (e.review.id, countersign_github::body_digest(body));
             self.update_gate_annotations(&project, number, delivery, |a| {
-                Some(vec![(REVIEW_BODIES_ANNOTATION, review_bodies_value(a, id, &digest))])
+                Some(vec![(
+                    REVIEW_BODIES_ANNOTATION,
+                    review_bodies_value(a, id, &digest),
+                )])
             })
             .await?;
         }
@@ -177,7 +194,10 @@ impl Handler {
         };
         let marked = self
             .update_gate_annotations(&project, number, delivery, |a| {
-                Some(vec![(TAMPERED_COMMENTS_ANNOTATION, tampered_value(a, comment))])
+                Some(vec![(
+                    TAMPERED_COMMENTS_ANNOTATION,
+                    tampered_value(a, comment),
+                )])
             })
             .await?;
         let name = countersign_crds::names::gate_name(&project.name_any(), number);

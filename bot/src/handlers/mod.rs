@@ -242,9 +242,9 @@ impl Handler {
             .await
         {
             Ok(id) => Ok(Some(self.github.installation(id))),
-            Err(MintError::InstallationNotFound { .. } | MintError::InstallationMismatch { .. }) => {
-                Ok(None)
-            }
+            Err(
+                MintError::InstallationNotFound { .. } | MintError::InstallationMismatch { .. },
+            ) => Ok(None),
             Err(MintError::RateLimited { retry_after_secs }) => {
                 Err(HandleError::GitHub(GitHubError::RateLimited {
                     retry_after: std::time::Duration::from_secs(retry_after_secs),

@@ -202,8 +202,8 @@ pub(super) async fn evaluate(
     // whose pusher is not known: nothing approves until its event arrives (moments later;
     // the gate is looked at again soon).
     let pushed_heads = countersign_crds::keys::pushed_heads(gate.annotations());
-    let awaiting_push = !pushed_heads.is_empty()
-        && !pushed_heads.contains(&pr.head_sha.to_ascii_lowercase());
+    let awaiting_push =
+        !pushed_heads.is_empty() && !pushed_heads.contains(&pr.head_sha.to_ascii_lowercase());
     let pull_facts = PullFacts {
         awaiting_push,
         head_sha: pr.head_sha.clone(),

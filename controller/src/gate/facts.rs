@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use countersign_crds::approval_gate::{ApprovalRecord, ApprovalVia, Decision, InvalidReason};
 use countersign_crds::keys::CommentRef;
 use countersign_crds::{ApprovalGate, GitHubUser, Project};
-use countersign_github::{Actor, CommentInfo, PullCommit, PullFile, PullInfo, ReviewInfo, ReviewState};
+use countersign_github::{
+    Actor, CommentInfo, PullCommit, PullFile, PullInfo, ReviewInfo, ReviewState,
+};
 use countersign_policies::approvals::{Signal, SignalKind};
 use countersign_policies::commands::{self, Command, Parsed};
 use countersign_policies::{AuthorKind, Change};
@@ -136,11 +138,17 @@ fn decisions_in(body: &str) -> Vec<SignalKind> {
 pub fn review_signals(reviews: &[ReviewInfo], cx: &SignalContext<'_>) -> Vec<Signal> {
     let mut out = Vec::new();
     for r in reviews {
-        let Some(user) = r.user.as_ref() else { continue };
+        let Some(user) = r.user.as_ref() else {
+            continue;
+        };
         if user.login.eq_ignore_ascii_case(cx.bot_login) {
             continue;
         }
-        let sha = Some(r.commit_id.clone().unwrap_or_else(|| cx.head_sha.to_owned()));
+        let sha = Some(
+            r.commit_id
+                .clone()
+                .unwrap_or_else(|| cx.head_sha.to_owned()),
+        );
         let time = r.submitted_at.unwrap_or(cx.now);
         let tampered = cx.tampered.contains(&CommentRef::review(r.id));
         let kind = match r.state {

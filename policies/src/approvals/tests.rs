@@ -176,7 +176,10 @@ fn a_command_whose_head_was_never_recorded_counts_for_no_head() {
     w.facts.signals = vec![approve(&w.alice, HEAD, 1), unrecorded.clone()];
     let v = verdict(&a, &w.facts);
     assert_eq!(v.phase, GatePhase::Pending);
-    assert_eq!(v.records[1].invalid_reason, Some(InvalidReason::HeadUnknown));
+    assert_eq!(
+        v.records[1].invalid_reason,
+        Some(InvalidReason::HeadUnknown)
+    );
     assert_eq!(v.records[1].sha, "");
     // A rejection still rejects: blocking is always safe.
     unrecorded.kind = SignalKind::Reject;
@@ -355,7 +358,9 @@ fn unhold_lifts_only_holds_of_the_same_or_lower_rank() {
     for (who, at) in [(&w.alice, 4), (&w.bob, 5)] {
         let mut facts = w.facts.clone();
         facts.signals = base.clone();
-        facts.signals.push(signal(who, SignalKind::Unhold, HEAD, at));
+        facts
+            .signals
+            .push(signal(who, SignalKind::Unhold, HEAD, at));
         let v = verdict(&a, &facts);
         assert_eq!(v.phase, GatePhase::Held, "{} lifted it", who.login);
         assert_eq!(v.held_by, Some(w.dave.clone()));
@@ -403,7 +408,11 @@ fn the_author_never_lifts_a_security_hold() {
         signal(&cto, SignalKind::Unhold, HEAD, 4),
     ];
     let v = verdict(&a, &w.facts);
-    assert_eq!(v.phase, GatePhase::Held, "the author outranks but must not lift it");
+    assert_eq!(
+        v.phase,
+        GatePhase::Held,
+        "the author outranks but must not lift it"
+    );
     assert_eq!(v.held_by, Some(sam.clone()));
     // Someone else of rank cto can; so can the holder.
     w.facts.author = Some(user(5, "erin"));

@@ -119,7 +119,11 @@ fn definitions_hidden_inside_quotes_and_lists_are_dropped() {
     );
     assert!(!s.text.contains("secret"), "{}", s.text);
     assert!(s.text.contains("> visible quote"), "{}", s.text);
-    assert!(s.text.contains("- item one") && s.text.contains("- item two"), "{}", s.text);
+    assert!(
+        s.text.contains("- item one") && s.text.contains("- item two"),
+        "{}",
+        s.text
+    );
 }
 
 #[test]
@@ -128,9 +132,21 @@ fn used_reference_definitions_come_back_plain_and_unused_or_duplicate_ones_go() 
         "See [the docs][d] and [more].\n\n[d]: https://docs.example/ \"hover secret\"\n[d]: https://evil.example/ \"duplicate\"\n[unused]: https://evil.example/\n[more]: https://more.example/",
         10_000,
     );
-    assert!(s.text.contains("See [the docs][d] and [more]."), "{}", s.text);
-    assert!(s.text.contains("[d]: <https://docs.example/>"), "{}", s.text);
-    assert!(s.text.contains("[more]: <https://more.example/>"), "{}", s.text);
+    assert!(
+        s.text.contains("See [the docs][d] and [more]."),
+        "{}",
+        s.text
+    );
+    assert!(
+        s.text.contains("[d]: <https://docs.example/>"),
+        "{}",
+        s.text
+    );
+    assert!(
+        s.text.contains("[more]: <https://more.example/>"),
+        "{}",
+        s.text
+    );
     for hidden in ["hover secret", "evil.example", "duplicate"] {
         assert!(!s.text.contains(hidden), "{hidden}: {}", s.text);
     }
@@ -162,7 +178,11 @@ fn html_blocks_lose_comments_tags_and_hidden_elements() {
         assert!(!s.text.contains(hidden), "{hidden}: {}", s.text);
     }
     assert!(s.text.contains("shown bold"), "{}", s.text);
-    assert!(s.text.starts_with("Intro") && s.text.ends_with("Outro"), "{}", s.text);
+    assert!(
+        s.text.starts_with("Intro") && s.text.ends_with("Outro"),
+        "{}",
+        s.text
+    );
 }
 
 #[test]
@@ -175,7 +195,14 @@ fn an_unclosed_html_comment_hides_the_rest_as_on_github() {
 fn tables_task_lists_footnotes_and_code_survive() {
     let body = "| a | b |\n|---|---|\n| 1 | 2 |\n\n- [x] done\n- [ ] todo\n\nPara.\n\n    indented <!-- code -->\n\nNote[^1].\n\n`inline <!-- code -->`\n\n[^1]: The footnote.";
     let s = visible_markdown(body, 10_000);
-    for kept in ["| 1 | 2 |", "- [x] done", "- [ ] todo", "[^1]: The footnote.", "    indented <!-- code -->", "`inline <!-- code -->`"] {
+    for kept in [
+        "| 1 | 2 |",
+        "- [x] done",
+        "- [ ] todo",
+        "[^1]: The footnote.",
+        "    indented <!-- code -->",
+        "`inline <!-- code -->`",
+    ] {
         assert!(s.text.contains(kept), "{kept}: {}", s.text);
     }
 }
@@ -195,9 +222,42 @@ fn sanitising_twice_changes_nothing_more() {
 #[test]
 fn hostile_inputs_never_panic() {
     let pieces = [
-        "&", "&#", "&#x", "&#xE0041", ";", "é", "日本", "<", "<!--", "-->", "<b", ">", "</b>",
-        "[", "]", "(", ")", "![", "[//]: # (", "\n", "\n\n", "> ", "- ", "1. ", "    ", "`",
-        "```", "|", "[^1]", "[^1]: ", "\u{E0041}", "\u{FE0F}", "\r", "*", "_", "\\",
+        "&",
+        "&#",
+        "&#x",
+        "&#xE0041",
+        ";",
+        "é",
+        "日本",
+        "<",
+        "<!--",
+        "-->",
+        "<b",
+        ">",
+        "</b>",
+        "[",
+        "]",
+        "(",
+        ")",
+        "![",
+        "[//]: # (",
+        "\n",
+        "\n\n",
+        "> ",
+        "- ",
+        "1. ",
+        "    ",
+        "`",
+        "```",
+        "|",
+        "[^1]",
+        "[^1]: ",
+        "\u{E0041}",
+        "\u{FE0F}",
+        "\r",
+        "*",
+        "_",
+        "\\",
     ];
     // Every ordered pair and triple of the pieces: small, but it walks every code path
     // with boundaries next to multi-byte characters.

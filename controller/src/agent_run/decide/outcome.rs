@@ -159,9 +159,16 @@ mod plan_tests {
             assert!(!shown.contains(hidden), "{hidden}: {shown}");
         }
         assert!(shown.contains("1. Read `src/lib.rs`"), "{shown}");
-        assert!(!shown.contains("@dave"), "mentions are neutralised: {shown}");
+        assert!(
+            !shown.contains("@dave"),
+            "mentions are neutralised: {shown}"
+        );
         // The comment shows `neutralise(text)`: the same bytes.
         assert_eq!(neutralise(&shown), shown);
-        assert_eq!(shown_plan(&shown), shown, "recording it again changes nothing");
+        assert_eq!(
+            shown_plan(&shown),
+            shown,
+            "recording it again changes nothing"
+        );
     }
 }

@@ -241,7 +241,11 @@ fn a_head_whose_push_is_unaccounted_for_waits_and_says_why() {
     assert_eq!(plan.status.phase, GatePhase::Pending);
     assert!(!plan.merge);
     let ready = conditions::find(&plan.status.conditions, "Ready").expect("Ready");
-    assert!(ready.message.contains("push of 222222222222"), "{}", ready.message);
+    assert!(
+        ready.message.contains("push of 222222222222"),
+        "{}",
+        ready.message
+    );
 }
 
 #[test]

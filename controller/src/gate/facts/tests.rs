@@ -97,8 +97,10 @@ fn comment_commands_are_read_as_markdown_and_the_bot_is_ignored() {
         comment(5, &alice, "/hold\n/unhold", 204),
         comment(6, &alice, "/countersign run backend", 205),
     ];
-    let mut known = Known::default();
-    known.heads = BTreeMap::from([(1, HEAD.to_owned()), (5, HEAD.to_owned())]);
+    let known = Known {
+        heads: BTreeMap::from([(1, HEAD.to_owned()), (5, HEAD.to_owned())]),
+        ..Known::default()
+    };
     let signals = comment_signals(&comments, CommentPlace::Issue, &known.cx());
     let kinds: Vec<SignalKind> = signals.iter().map(|s| s.kind).collect();
     assert_eq!(
@@ -115,11 +117,16 @@ fn comment_commands_are_read_as_markdown_and_the_bot_is_ignored() {
 #[test]
 fn an_issue_comment_counts_for_the_head_it_was_received_at_and_no_git_date_decides() {
     let alice = actor(1, "alice");
-    let mut known = Known::default();
     // Received at the older head: bound to it, whatever the commits' dates say.
-    known.heads = BTreeMap::from([(1, OLD.to_owned())]);
+    let known = Known {
+        heads: BTreeMap::from([(1, OLD.to_owned())]),
+        ..Known::default()
+    };
     let signals = comment_signals(
-        &[comment(1, &alice, "/approve", 50), comment(2, &alice, "/approve", 500)],
+        &[
+            comment(1, &alice, "/approve", 50),
+            comment(2, &alice, "/approve", 500),
+        ],
         CommentPlace::Issue,
         &known.cx(),
     );
@@ -131,24 +138,30 @@ fn an_issue_comment_counts_for_the_head_it_was_received_at_and_no_git_date_decid
 #[test]
 fn the_recorded_head_of_a_comment_is_kept_and_tampering_is_marked() {
     let alice = actor(1, "alice");
-    let mut known = Known::default();
-    known.previous = vec![ApprovalRecord {
-        user: user_of(&alice),
-        roles: Vec::new(),
-        decision: Decision::Approve,
-        sha: OLD.into(),
-        time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(300)),
-        via: ApprovalVia::Comment,
-        valid: true,
-        invalid_reason: None,
-    }];
+    let mut known = Known {
+        previous: vec![ApprovalRecord {
+            user: user_of(&alice),
+            roles: Vec::new(),
+            decision: Decision::Approve,
+            sha: OLD.into(),
+            time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(300)),
+            via: ApprovalVia::Comment,
+            valid: true,
+            invalid_reason: None,
+        }],
+        ..Known::default()
+    };
     known.tampered = BTreeSet::from([CommentRef::issue(7)]);
     let signals = comment_signals(
         &[comment(7, &alice, "/approve", 300)],
         CommentPlace::Issue,
         &known.cx(),
     );
-    assert_eq!(signals[0].sha.as_deref(), Some(OLD), "the recorded head stays");
+    assert_eq!(
+        signals[0].sha.as_deref(),
+        Some(OLD),
+        "the recorded head stays"
+    );
     assert!(signals[0].tampered);
     // The same id of an inline review comment is another comment.
     let signals = comment_signals(
@@ -173,18 +186,20 @@ fn inline_review_comments_are_bound_to_the_commit_github_recorded() {
 #[test]
 fn a_decision_changed_by_an_edit_is_unverified_even_without_the_webhook() {
     let lead = actor(1010, "lead");
-    let mut known = Known::default();
     // Recorded as a rejection before someone turned it into an approval.
-    known.previous = vec![ApprovalRecord {
-        user: user_of(&lead),
-        roles: Vec::new(),
-        decision: Decision::Reject,
-        sha: HEAD.into(),
-        time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(300)),
-        via: ApprovalVia::Comment,
-        valid: true,
-        invalid_reason: None,
-    }];
+    let known = Known {
+        previous: vec![ApprovalRecord {
+            user: user_of(&lead),
+            roles: Vec::new(),
+            decision: Decision::Reject,
+            sha: HEAD.into(),
+            time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(300)),
+            via: ApprovalVia::Comment,
+            valid: true,
+            invalid_reason: None,
+        }],
+        ..Known::default()
+    };
     let mut edited = comment(9, &lead, "/approve", 300);
     edited.updated_at = at(400);
     edited.commit_id = Some(HEAD.to_owned());
@@ -198,11 +213,19 @@ fn review_states_and_review_body_commands_count_while_the_body_is_what_was_recei
     let alice = actor(1, "alice");
     let reviews = vec![
         review(1, &alice, ReviewState::Approved, "", HEAD),
-        review(2, &lead, ReviewState::Commented, "Fine now.\n\n/approve", HEAD),
+        review(
+            2,
+            &lead,
+            ReviewState::Commented,
+            "Fine now.\n\n/approve",
+            HEAD,
+        ),
         review(3, &lead, ReviewState::Dismissed, "/approve", HEAD),
     ];
-    let mut known = Known::default();
-    known.bodies = BTreeMap::from([(2, countersign_github::body_digest("Fine now.\n\n/approve"))]);
+    let mut known = Known {
+        bodies: BTreeMap::from([(2, countersign_github::body_digest("Fine now.\n\n/approve"))]),
+        ..Known::default()
+    };
     let signals = review_signals(&reviews, &known.cx());
     let got: Vec<(&str, SignalKind, ApprovalVia, bool)> = signals
         .iter()
@@ -218,7 +241,9 @@ fn review_states_and_review_body_commands_count_while_the_body_is_what_was_recei
     assert_eq!(signals[1].sha.as_deref(), Some(HEAD));
 
     // Edited since it was received: tampering. Never received: no head.
-    known.bodies.insert(2, countersign_github::body_digest("Not yet."));
+    known
+        .bodies
+        .insert(2, countersign_github::body_digest("Not yet."));
     assert!(review_signals(&reviews, &known.cx())[1].tampered);
     known.bodies.clear();
     assert_eq!(review_signals(&reviews, &known.cx())[1].sha, None);
@@ -317,7 +342,11 @@ fn a_listing_shorter_than_the_pull_request_is_a_gap() {
         listing_gap(&pull(Some(3002)), 3000).as_deref(),
         Some("GitHub listed 3000 of the 3002 changed files")
     );
-    assert_eq!(listing_gap(&pull(None), 3), None, "unknown total: trust the listing");
+    assert_eq!(
+        listing_gap(&pull(None), 3),
+        None,
+        "unknown total: trust the listing"
+    );
 }
 
 #[test]
@@ -334,8 +363,10 @@ fn a_command_first_seen_in_an_edited_comment_never_counts() {
     let lead = actor(1010, "lead");
     let mut edited = comment(9, &lead, "/approve", 300);
     edited.updated_at = at(400);
-    let mut known = Known::default();
-    known.heads = BTreeMap::from([(9, HEAD.to_owned())]);
+    let mut known = Known {
+        heads: BTreeMap::from([(9, HEAD.to_owned())]),
+        ..Known::default()
+    };
     let signals = comment_signals(&[edited.clone()], CommentPlace::Issue, &known.cx());
     assert!(signals[0].tampered, "unverified edit");
     // Recorded (valid) before the edit: a later edit by its author keeps it.

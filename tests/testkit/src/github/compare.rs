@@ -15,9 +15,7 @@ use serde_json::{Value, json};
 
 use super::git::compare;
 use super::pulls::{ChangedFile, Commit, paginate_with};
-use super::server::{
-    Page, Shared, World, error, lock, repository_json, require_repo, with_etag,
-};
+use super::server::{Page, Shared, World, error, lock, repository_json, require_repo, with_etag};
 
 /// Most commits the compare API answers without pagination.
 pub const MAX_COMPARED_COMMITS: usize = 250;
