@@ -27,6 +27,7 @@ pub mod git_read;
 pub mod installation;
 pub mod jwt;
 pub mod labels;
+pub mod oauth;
 pub mod parse;
 pub mod permissions;
 pub mod pulls;
@@ -39,11 +40,11 @@ pub mod transport;
 pub mod users;
 
 pub use app::{AppConfig, GitHubApp, TOKEN_REFRESH_MARGIN, USER_AGENT};
+pub use change::{body_digest, change_id};
 pub use checks::{
     CHECK_NAME, CHECK_SUMMARY_LIMIT, CheckRunInfo, CheckRunRequest, CheckStatus, TRUNCATION_MARKER,
 };
 pub use comments::CommentInfo;
-pub use change::{body_digest, change_id};
 pub use commits::PullCommit;
 pub use compare::Comparison;
 pub use error::GitHubError;

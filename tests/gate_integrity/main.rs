@@ -13,6 +13,7 @@ mod holds;
 mod merge_queue;
 mod ownership;
 mod policy;
+mod policy_api;
 mod receipt;
 mod runs;
 mod tampering;

@@ -3,7 +3,6 @@
 //! and runs the same engine (`CompiledPolicy::evaluate`, then
 //! [`evaluate_approvals`]), so the answer is what the gate and its check run would say.
 
-use axum::body::Bytes;
 use countersign_crds::approval_gate::{ApprovalVia, InvalidReason};
 use countersign_crds::{ApprovalGate, ApprovalGateSpec, ApprovalGateStatus, GitHubUser, RoleName};
 use countersign_crds::{LocalRef, RiskPolicySpec};
@@ -109,12 +108,6 @@ pub enum ReviewerDecision {
     Hold,
     /// `/unhold`.
     Unhold,
-}
-
-pub(super) async fn handler(body: Bytes) -> Result<axum::Json<Value>, ApiError> {
-    let request: SimulateRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("cannot parse the body: {e}")))?;
-    simulate(request).map(axum::Json)
 }
 
 /// Runs the simulation; the JSON answer of `POST /api/v1/simulate`.

@@ -10,6 +10,7 @@ mod credentials;
 pub mod delivery;
 pub mod git;
 pub mod history;
+pub mod oauth;
 pub mod pulls;
 mod pulls_api;
 mod rewrite;
