@@ -201,7 +201,8 @@ pub enum ApprovalVia {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum InvalidReason {
-    /// Given on an older head whose tree differs from the current one.
+    /// Given on an older head whose change (`changeId`: the diff from the merge base) differs
+    /// from the current one.
     Stale,
     /// The pull request's author approved their own change.
     #[serde(rename = "self")]
