@@ -15,7 +15,7 @@ use countersign_controller::{Context, Settings, run_controllers};
 use countersign_crds::agent_run::AttemptOutcome;
 use countersign_crds::{AgentRun, ApprovalGate, GatePhase, Project, RiskPolicy, RunPhase};
 use countersign_github::GitHubApp;
-use countersign_testkit::apiserver::FakeApiServer;
+use countersign_testkit::cluster::TestCluster;
 use countersign_testkit::github::{FakeGitHub, TEST_APP_SLUG, User};
 use countersign_testkit::kubelet::Kubelet;
 use countersign_testkit::model::{FakeModel, Step};
@@ -43,7 +43,7 @@ fn lead() -> User {
 }
 
 struct World {
-    api: FakeApiServer,
+    api: TestCluster,
     github: FakeGitHub,
     primary: FakeModel,
     fallback: FakeModel,
@@ -77,11 +77,12 @@ where
 impl World {
     /// Everything running, with the Project's `pullRequests` settings.
     async fn start(pull_requests: Value) -> World {
-        let api = FakeApiServer::start().await.expect("fake apiserver");
-        for crd in countersign_crds::all() {
-            api.install_crd(&crd).expect("install CRD");
-        }
-        api.create_namespace(NS).expect("namespace");
+        // A Kubernetes of this test alone (real when built): the bot watches every namespace.
+        let api = TestCluster::start_dedicated().await.expect("test cluster");
+        api.install_crds().await.expect("CRDs");
+        api.create_named_namespace(NS, &[])
+            .await
+            .expect("namespace");
         let client = api.client();
         let primary = FakeModel::start().await.expect("primary model");
         let fallback = FakeModel::start().await.expect("fallback model");

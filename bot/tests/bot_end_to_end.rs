@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use countersign_crds::keys::LAST_DELIVERY_ANNOTATION as LAST_DELIVERY;
 use countersign_crds::{Agent, AgentRun, Project};
-use countersign_testkit::apiserver::FakeApiServer;
+use countersign_testkit::cluster::TestCluster;
 use countersign_testkit::github::{Delivery, FakeGitHub, Fault, User};
 use http_body_util::BodyExt;
 use kube::api::{ListParams, PostParams};
@@ -26,7 +26,7 @@ const OLD_SECRET: &str = "previous-secret";
 const WAIT: Duration = Duration::from_secs(20);
 
 struct World {
-    api: FakeApiServer,
+    api: TestCluster,
     github: FakeGitHub,
     router: Router,
     metrics: std::sync::Arc<countersign_bot::metrics::Metrics>,
@@ -42,11 +42,15 @@ fn bot_user() -> User {
 
 impl World {
     async fn start() -> World {
-        let api = FakeApiServer::start().await.expect("fake apiserver");
-        for crd in countersign_crds::all() {
-            api.install_crd(&crd).expect("install CRD");
-        }
-        api.create_namespace(NS).expect("namespace");
+        // A Kubernetes of this test alone: the bot watches every namespace.
+
+        let api = TestCluster::start_dedicated().await.expect("test cluster");
+
+        api.install_crds().await.expect("CRDs");
+
+        api.create_named_namespace(NS, &[])
+            .await
+            .expect("namespace");
         let client = api.client();
         let project: Project = serde_json::from_value(json!({
             "apiVersion": "countersign.dev/v1alpha1",

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use countersign_bot::server::HttpOptions;
-use support::{GATE, NS, full_status, get, serve_bot, store_gate};
+use support::{GATE, NS, full_status, get, serve_bot, serve_bot_on_fake, store_gate};
 
 /// Longest a headless Chromium run may take before it is killed.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -69,13 +69,11 @@ async fn pages_can_be_turned_off() {
 
 #[tokio::test]
 async fn an_unreachable_apiserver_is_503() {
-    let served = serve_bot(HttpOptions::default()).await;
+    let served = serve_bot_on_fake(HttpOptions::default()).await;
     store_gate(served.api.client(), full_status()).await;
-    served.api.faults().set_error_codes(&[500]);
-    served
-        .api
-        .faults()
-        .set_error_rate_for(1.0, 7, &["GET"], &["approvalgates"]);
+    let faults = served.api.as_fake().expect("the fake apiserver").faults();
+    faults.set_error_codes(&[500]);
+    faults.set_error_rate_for(1.0, 7, &["GET"], &["approvalgates"]);
     let page = get(served.addr, &format!("/gates/{NS}/{GATE}")).await;
     assert_eq!(page.status, 503, "{}", page.body);
     assert!(page.body.contains("Try again later"));

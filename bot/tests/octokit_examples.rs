@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use countersign_crds::keys::{CREATED_BY_DELIVERY_ANNOTATION, LAST_DELIVERY_ANNOTATION};
 use countersign_crds::names::gate_name;
 use countersign_crds::{Agent, AgentRun, ApprovalGate, Project};
-use countersign_testkit::apiserver::FakeApiServer;
+use countersign_testkit::cluster::TestCluster;
 use countersign_testkit::github::{Delivery, FakeGitHub};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -58,18 +58,19 @@ fn examples() -> Option<Vec<(String, Value)>> {
 }
 
 struct World {
-    api: FakeApiServer,
+    api: TestCluster,
     _github: FakeGitHub,
     bot: common::RunningBot,
 }
 
 impl World {
     async fn start() -> World {
-        let api = FakeApiServer::start().await.expect("fake apiserver");
-        for crd in countersign_crds::all() {
-            api.install_crd(&crd).expect("CRD");
-        }
-        api.create_namespace(NS).expect("namespace");
+        // A Kubernetes of this test alone: the bot watches every namespace.
+        let api = TestCluster::start_dedicated().await.expect("test cluster");
+        api.install_crds().await.expect("CRDs");
+        api.create_named_namespace(NS, &[])
+            .await
+            .expect("namespace");
         let client = api.client();
         let project: Project = serde_json::from_value(json!({
             "apiVersion": "countersign.dev/v1alpha1",

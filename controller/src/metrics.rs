@@ -119,6 +119,12 @@ impl Metrics {
         }
     }
 
+    /// Reconciliations of `kind` started so far (what `countersign_controller_reconciles_total`
+    /// exports), for tests and diagnostics.
+    pub fn reconciles_of(&self, kind: &'static str) -> u64 {
+        self.reconciles.get_or_create(&KindLabel { kind }).get()
+    }
+
     /// Counts a failed reconciliation by its bounded error label.
     pub fn reconcile_failed(&self, kind: &'static str, error: &'static str) {
         self.failures

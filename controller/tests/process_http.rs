@@ -90,22 +90,11 @@ async fn metrics_are_openmetrics_text_with_the_leader_gauge() {
     assert!(body.contains("countersign_controller_leader 1\n"), "{body}");
 }
 
+/// Readiness follows leadership while liveness never does: a standby, starting or failing
+/// replica must be taken out of rotation, not restarted (a `/healthz` tied to leadership would
+/// make the kubelet kill every standby replica).
 #[tokio::test]
-async fn healthz_answers_while_the_process_runs() {
-    let h = http();
-    for state in [
-        Leadership::Starting,
-        Leadership::Failing { error: "x".into() },
-    ] {
-        h.leadership.send_replace(state);
-        let (status, _, body) = get(&h.state, "/healthz").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(body, "ok\n");
-    }
-}
-
-#[tokio::test]
-async fn readyz_follows_leadership() {
+async fn readyz_follows_leadership_and_healthz_does_not() {
     let h = http();
     let cases = [
         (
@@ -134,12 +123,11 @@ async fn readyz_follows_leadership() {
         let (status, _, body) = get(&h.state, "/readyz").await;
         assert_eq!(status, expected, "{state:?}: {body}");
         assert!(body.contains(says), "{state:?}: {body}");
+        let (live, _, body) = get(&h.state, "/healthz").await;
+        assert_eq!(
+            (live, body.as_str()),
+            (StatusCode::OK, "ok\n"),
+            "{state:?}: liveness is not leadership"
+        );
     }
-}
-
-#[tokio::test]
-async fn unknown_paths_are_not_found() {
-    let h = http();
-    let (status, _, _) = get(&h.state, "/debug/pprof").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
 }

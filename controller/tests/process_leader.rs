@@ -1,6 +1,7 @@
-//! Leader election against the fake kube-apiserver: replicas with different identities
-//! campaign on one Lease; only the holder runs its work, a stopped or crashed holder hands over
-//! to the standby, a holder that loses the Lease or cannot renew it stops at once.
+//! Leader election on a real Lease (the real kube-apiserver when built, see
+//! `countersign_testkit::cluster`; the fake for injected faults): replicas with different
+//! identities campaign on one Lease; only the holder runs its work, a stopped or crashed holder
+//! hands over to the standby, a holder that loses the Lease or cannot renew it stops at once.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use countersign_controller::leader::{self, Leadership, LeaseConfig};
 use countersign_testkit::apiserver::FakeApiServer;
+use countersign_testkit::cluster::TestCluster;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams};
@@ -19,12 +21,50 @@ use tokio::time::timeout;
 /// Upper bound of any single wait (a handover takes about one lease duration).
 const WAIT: Duration = Duration::from_secs(20);
 const LEASE: &str = "countersign-controller";
-const NS: &str = "default";
 
-fn lease_config(identity: &str) -> LeaseConfig {
+/// The apiserver of one test and the namespace its Lease lives in.
+struct Kube {
+    cluster: TestCluster,
+    ns: String,
+}
+
+impl Kube {
+    /// The backend `COUNTERSIGN_TEST_CONTROL_PLANE` chooses (real when built).
+    async fn start() -> Kube {
+        Kube::on(TestCluster::start().await.expect("test cluster")).await
+    }
+
+    /// The fake apiserver, for injected faults.
+    async fn fake() -> Kube {
+        Kube::on(TestCluster::fake().await.expect("fake apiserver")).await
+    }
+
+    async fn on(cluster: TestCluster) -> Kube {
+        let ns = within("a namespace", cluster.create_namespace("lease"))
+            .await
+            .expect("namespace");
+        Kube { cluster, ns }
+    }
+
+    fn client(&self) -> kube::Client {
+        self.cluster.client()
+    }
+
+    fn fake_server(&self) -> &FakeApiServer {
+        self.cluster
+            .as_fake()
+            .expect("fault injection needs the fake apiserver")
+    }
+
+    fn lease_config(&self, identity: &str) -> LeaseConfig {
+        lease_config(&self.ns, identity)
+    }
+}
+
+fn lease_config(ns: &str, identity: &str) -> LeaseConfig {
     LeaseConfig {
         name: LEASE.into(),
-        namespace: NS.into(),
+        namespace: ns.into(),
         identity: identity.into(),
         duration: Duration::from_secs(2),
         grace: Duration::from_secs(1),
@@ -90,7 +130,7 @@ struct Replica {
     task: JoinHandle<anyhow::Result<()>>,
 }
 
-fn spawn_replica(server: &FakeApiServer, identity: &str, tracker: &Arc<Tracker>) -> Replica {
+fn spawn_replica(kube: &Kube, identity: &str, tracker: &Arc<Tracker>) -> Replica {
     let (state, leadership) = leader::leadership_channel();
     let (stop, stopped) = oneshot::channel::<()>();
     let tracker = tracker.clone();
@@ -106,8 +146,8 @@ fn spawn_replica(server: &FakeApiServer, identity: &str, tracker: &Arc<Tracker>)
         let _ = stopped.await;
     };
     let task = tokio::spawn(leader::run_when_leader(
-        lease_config(identity),
-        server.client(),
+        kube.lease_config(identity),
+        kube.client(),
         state,
         work,
         shutdown,
@@ -149,8 +189,8 @@ async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-async fn lease(server: &FakeApiServer) -> Lease {
-    Api::<Lease>::namespaced(server.client(), NS)
+async fn lease(kube: &Kube) -> Lease {
+    Api::<Lease>::namespaced(kube.client(), &kube.ns)
         .get(LEASE)
         .await
         .expect("the lease exists")
@@ -163,11 +203,11 @@ fn holder(lease: &Lease) -> Option<String> {
 /// Waits (polling the API, bounded by [`WAIT`]) until the holder's renewals have moved the
 /// Lease's renewTime forward `n` times, i.e. time passed during which a standby could have
 /// taken over if the election were broken.
-async fn wait_for_renewals(server: &FakeApiServer, n: usize) {
+async fn wait_for_renewals(kube: &Kube, n: usize) {
     within("lease renewals", async {
         let mut seen = Vec::new();
         loop {
-            let renew = lease(server)
+            let renew = lease(kube)
                 .await
                 .spec
                 .and_then(|s| s.renew_time)
@@ -187,9 +227,9 @@ async fn wait_for_renewals(server: &FakeApiServer, n: usize) {
 }
 
 /// Starts two replicas and returns (leader, standby) once one of them leads.
-async fn elect_two(server: &FakeApiServer, tracker: &Arc<Tracker>) -> (Replica, Replica) {
-    let a = spawn_replica(server, "replica-a", tracker);
-    let b = spawn_replica(server, "replica-b", tracker);
+async fn elect_two(kube: &Kube, tracker: &Arc<Tracker>) -> (Replica, Replica) {
+    let a = spawn_replica(kube, "replica-a", tracker);
+    let b = spawn_replica(kube, "replica-b", tracker);
     let mut active = tracker.active_watch();
     within("a leader", active.wait_for(|n| *n == 1))
         .await
@@ -203,7 +243,7 @@ async fn elect_two(server: &FakeApiServer, tracker: &Arc<Tracker>) -> (Replica, 
         .wait_for("standby", |l| *l == Leadership::Standby)
         .await;
     assert_eq!(
-        holder(&lease(server).await).as_deref(),
+        holder(&lease(kube).await).as_deref(),
         Some(leader.identity.as_str())
     );
     (leader, standby)
@@ -211,7 +251,7 @@ async fn elect_two(server: &FakeApiServer, tracker: &Arc<Tracker>) -> (Replica, 
 
 #[tokio::test]
 async fn only_the_lease_holder_works_and_a_stopped_leader_hands_over() {
-    let server = FakeApiServer::start().await.expect("fake apiserver");
+    let server = Kube::start().await;
     let tracker = Arc::new(Tracker::default());
     let (leader, mut standby) = elect_two(&server, &tracker).await;
 
@@ -264,7 +304,7 @@ async fn only_the_lease_holder_works_and_a_stopped_leader_hands_over() {
 
 #[tokio::test]
 async fn a_crashed_leader_loses_the_lease_when_it_expires() {
-    let server = FakeApiServer::start().await.expect("fake apiserver");
+    let server = Kube::start().await;
     let tracker = Arc::new(Tracker::default());
     let (leader, mut standby) = elect_two(&server, &tracker).await;
     let transitions = lease(&server)
@@ -293,7 +333,7 @@ async fn a_crashed_leader_loses_the_lease_when_it_expires() {
 
 #[tokio::test]
 async fn a_leader_whose_lease_is_taken_stops_working() {
-    let server = FakeApiServer::start().await.expect("fake apiserver");
+    let server = Kube::start().await;
     let tracker = Arc::new(Tracker::default());
     let mut replica = spawn_replica(&server, "replica-a", &tracker);
     replica
@@ -309,7 +349,7 @@ async fn a_leader_whose_lease_is_taken_stops_working() {
         "acquireTime": now,
         "leaseDurationSeconds": 60,
     }});
-    Api::<Lease>::namespaced(server.client(), NS)
+    Api::<Lease>::namespaced(server.client(), &server.ns)
         .patch(LEASE, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("patch the lease");
@@ -329,7 +369,7 @@ async fn a_leader_whose_lease_is_taken_stops_working() {
 
 #[tokio::test]
 async fn failing_renewals_stop_the_work_until_the_lease_is_confirmed_again() {
-    let server = FakeApiServer::start().await.expect("fake apiserver");
+    let server = Kube::fake().await;
     let tracker = Arc::new(Tracker::default());
     let mut replica = spawn_replica(&server, "replica-a", &tracker);
     replica
@@ -337,8 +377,11 @@ async fn failing_renewals_stop_the_work_until_the_lease_is_confirmed_again() {
         .await;
     let mut active = tracker.active_watch();
 
-    server.faults().set_error_codes(&[500]);
-    server.faults().set_error_rate_for(1.0, 7, &[], &["leases"]);
+    server.fake_server().faults().set_error_codes(&[500]);
+    server
+        .fake_server()
+        .faults()
+        .set_error_rate_for(1.0, 7, &[], &["leases"]);
     replica
         .wait_for("failing", |l| matches!(l, Leadership::Failing { .. }))
         .await;
@@ -355,7 +398,7 @@ async fn failing_renewals_stop_the_work_until_the_lease_is_confirmed_again() {
         replica.leadership.borrow()
     );
 
-    server.faults().reset();
+    server.fake_server().faults().reset();
     replica
         .wait_for("leader", |l| *l == Leadership::Leader)
         .await;
@@ -372,7 +415,7 @@ async fn failing_renewals_stop_the_work_until_the_lease_is_confirmed_again() {
 
 #[tokio::test]
 async fn shutdown_survives_a_conflicting_release() {
-    let server = FakeApiServer::start().await.expect("fake apiserver");
+    let server = Kube::fake().await;
     let tracker = Arc::new(Tracker::default());
     let mut replica = spawn_replica(&server, "replica-a", &tracker);
     replica
@@ -381,7 +424,10 @@ async fn shutdown_survives_a_conflicting_release() {
 
     // kube-lease-manager 0.13 panics when the release PATCH answers 409; the process must
     // still stop cleanly (the Lease then simply expires).
-    server.faults().force_conflicts("leases", 1_000);
+    server
+        .fake_server()
+        .faults()
+        .force_conflicts("leases", 1_000);
     replica.shut_down().await.expect("a clean shutdown");
     assert_eq!(tracker.active.load(Ordering::SeqCst), 0);
 }
@@ -396,7 +442,7 @@ async fn unreachable_api_server_is_reported_and_never_acts() {
     let (stop, stopped) = oneshot::channel::<()>();
     let work_tracker = tracker.clone();
     let task = tokio::spawn(leader::run_when_leader(
-        lease_config("replica-a"),
+        lease_config("default", "replica-a"),
         client,
         state,
         move || {

@@ -1,6 +1,7 @@
-//! `countersign controller`'s process wiring against the fake kube-apiserver: configuration
-//! from flags and a kubeconfig file, the HTTP server on an ephemeral port, leader-gated
-//! controllers, and a clean shutdown that releases the Lease.
+//! `countersign controller`'s process wiring against the real kube-apiserver when it is built
+//! (the fake otherwise; see `countersign_testkit::cluster`): configuration from flags and a
+//! kubeconfig file, the HTTP server on an ephemeral port, leader-gated controllers that
+//! reconcile, and a clean shutdown that releases the Lease.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,9 +11,10 @@ use clap::Parser;
 use countersign_controller::config::ControllerArgs;
 use countersign_controller::leader::Leadership;
 use countersign_controller::process::{Process, serve};
-use countersign_testkit::apiserver::FakeApiServer;
+use countersign_crds::AgentRun;
+use countersign_testkit::cluster::TestCluster;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
+use kube::api::{Api, PostParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
@@ -31,20 +33,28 @@ struct Cli {
     args: ControllerArgs,
 }
 
-/// A fake cluster with our CRDs and a kubeconfig file pointing at it.
+/// A cluster with our CRDs, a namespace for this test and a kubeconfig file pointing at it.
 struct Cluster {
-    server: FakeApiServer,
+    server: TestCluster,
+    ns: String,
     kubeconfig: tempfile::NamedTempFile,
 }
 
 async fn cluster() -> Cluster {
-    let server = FakeApiServer::start().await.expect("fake apiserver");
-    for crd in countersign_crds::all() {
-        server.install_crd(&crd).expect("install CRD");
-    }
+    let server = within("a cluster", TestCluster::start())
+        .await
+        .expect("test cluster");
+    within("CRDs", server.install_crds()).await.expect("CRDs");
+    let ns = within("a namespace", server.create_namespace("serve"))
+        .await
+        .expect("namespace");
     let kubeconfig = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(kubeconfig.path(), server.kubeconfig_yaml()).expect("write kubeconfig");
-    Cluster { server, kubeconfig }
+    Cluster {
+        server,
+        ns,
+        kubeconfig,
+    }
 }
 
 impl Cluster {
@@ -63,9 +73,9 @@ impl Cluster {
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--namespace".into(),
-            "default".into(),
+            self.ns.clone(),
             "--lease-namespace".into(),
-            "default".into(),
+            self.ns.clone(),
             "--lease-identity".into(),
             identity.into(),
             "--lease-duration".into(),
@@ -78,7 +88,7 @@ impl Cluster {
     }
 
     async fn lease_holder(&self) -> Option<String> {
-        Api::<Lease>::namespaced(self.server.client(), "default")
+        Api::<Lease>::namespaced(self.server.client(), &self.ns)
             .get(LEASE)
             .await
             .expect("the lease exists")
@@ -155,21 +165,27 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     .await
 }
 
-/// Polls the fake apiserver's request log until a watch on `plural` was opened.
-async fn wait_for_watch(server: &FakeApiServer, plural: &str) {
-    within(&format!("a watch on {plural}"), async {
-        loop {
-            let watching = server
-                .requests()
-                .iter()
-                .any(|r| r.watch && r.path.ends_with(&format!("/{plural}")));
-            if watching {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+/// Proves the controllers are running: an AgentRun whose Project does not exist gets a
+/// status saying so (the run reconciler watched, read and wrote it). Watched, not polled.
+async fn wait_until_reconciled(cluster: &Cluster, name: &str) {
+    let runs: Api<AgentRun> = Api::namespaced(cluster.server.client(), &cluster.ns);
+    let run: AgentRun = serde_json::from_value(serde_json::json!({
+        "apiVersion": "countersign.dev/v1alpha1", "kind": "AgentRun",
+        "metadata": {"name": name},
+        "spec": {"projectRef": {"name": "absent"}, "agentRef": {"name": "absent"},
+                 "task": {"title": "prove the controllers run"}}
+    }))
+    .expect("an AgentRun");
+    within("create the run", runs.create(&PostParams::default(), &run))
+        .await
+        .expect("create the run");
+    let reconciled = kube::runtime::wait::await_condition(runs, name, |run: Option<&AgentRun>| {
+        run.and_then(|r| r.status.as_ref())
+            .is_some_and(|s| s.observed_generation.is_some())
+    });
+    within("the run reconciled", reconciled)
+        .await
+        .expect("watch the run");
 }
 
 #[tokio::test]
@@ -183,9 +199,7 @@ async fn serve_leads_runs_the_controllers_and_stops_cleanly() {
     running
         .wait_for("leader", |l| *l == Leadership::Leader)
         .await;
-    for plural in ["agentruns", "agents", "projects"] {
-        wait_for_watch(&cluster.server, plural).await;
-    }
+    wait_until_reconciled(&cluster, "led").await;
     assert_eq!(cluster.lease_holder().await.as_deref(), Some("replica-a"));
     let (status, body) = http_get(running.addr, "/readyz").await;
     assert_eq!(status, 200, "{body}");
@@ -244,10 +258,10 @@ async fn without_leader_election_the_controllers_run_unconditionally() {
     running
         .wait_for("unelected", |l| *l == Leadership::Unelected)
         .await;
-    wait_for_watch(&cluster.server, "agentruns").await;
+    wait_until_reconciled(&cluster, "unelected").await;
     let (status, body) = http_get(running.addr, "/readyz").await;
     assert_eq!(status, 200, "{body}");
-    let lease = Api::<Lease>::namespaced(cluster.server.client(), "default")
+    let lease = Api::<Lease>::namespaced(cluster.server.client(), &cluster.ns)
         .get_opt(LEASE)
         .await
         .expect("get lease");

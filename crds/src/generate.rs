@@ -2,8 +2,11 @@
 //!
 //! `#[derive(CustomResource)]` output is close but not GitOps-clean: it may emit empty lists
 //! the apiserver drops (Argo CD then shows the CRD out of sync forever) and integer formats the
-//! apiserver does not know. [`all`] fixes both, so what we commit is exactly what the
-//! apiserver stores.
+//! apiserver does not know, and its optional enums (`nullable: true` with an `enum`) refuse an
+//! explicit `null` on a real apiserver, whose enum check rejects null even when the enum lists
+//! it. Without `nullable`, the apiserver prunes an explicit `null` before validating, which is
+//! exactly "absent" for an `Option`. [`all`] fixes all three, so what we commit is exactly what
+//! the apiserver stores and accepts.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -87,6 +90,11 @@ fn clean_value(value: &mut Value) {
                     .is_some_and(|f| !KNOWN_INTEGER_FORMATS.contains(&f))
             {
                 map.remove("format");
+            }
+            // An optional enum is not `nullable`: the apiserver then prunes `field: null`
+            // (absent, i.e. `None`) instead of refusing it as a value outside the enum.
+            if map.contains_key("enum") && map.get("nullable") == Some(&Value::Bool(true)) {
+                map.remove("nullable");
             }
             map.values_mut().for_each(clean_value);
         }

@@ -286,7 +286,7 @@ pub struct Workflows {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.autoApprove || size(self.approvers) > 0", "message": "a workflow without autoApprove needs approvers"},
+    {"rule": "self.autoApprove || (has(self.approvers) && size(self.approvers) > 0)", "message": "a workflow without autoApprove needs approvers"},
     {"rule": "self.onTimeout != 'escalate' || has(self.escalateTo)", "message": "onTimeout escalate needs escalateTo"},
 ]))]
 pub struct Workflow {

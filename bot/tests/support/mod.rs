@@ -10,7 +10,7 @@ use bytes::Bytes;
 use countersign_bot::server::{Bot, BotSettings, HttpOptions};
 use countersign_crds::ApprovalGate;
 use countersign_github::{AppConfig, GitHubApp};
-use countersign_testkit::apiserver::FakeApiServer;
+use countersign_testkit::cluster::TestCluster;
 use countersign_testkit::github::FakeGitHub;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -41,7 +41,7 @@ pub struct Served {
     /// Where its internal routes listen.
     pub internal: SocketAddr,
     /// The apiserver.
-    pub api: FakeApiServer,
+    pub api: TestCluster,
     /// The fake GitHub (the App is installed on `octo-org/widgets`, a public repository).
     pub github: FakeGitHub,
     _workers: tokio::task::JoinHandle<()>,
@@ -68,7 +68,7 @@ async fn serve_router(
     addr
 }
 
-/// Starts the fake apiserver (CRDs and namespace installed) and a bot with `options`,
+/// Starts a Kubernetes for this test (CRDs and namespace installed) and a bot with `options`,
 /// serving its whole router on 127.0.0.1:0.
 pub async fn serve_bot(options: HttpOptions) -> Served {
     serve_bot_with(options, None).await
@@ -79,11 +79,27 @@ pub async fn serve_bot_with(
     options: HttpOptions,
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> Served {
-    let api = FakeApiServer::start().await.expect("fake apiserver");
-    for crd in countersign_crds::all() {
-        api.install_crd(&crd).expect("install CRD");
-    }
-    api.create_namespace(NS).expect("namespace");
+    // A Kubernetes of this test alone (real when built): the bot watches every namespace.
+    let api = TestCluster::start_dedicated().await.expect("test cluster");
+    serve_bot_on(api, options, tls).await
+}
+
+/// Like [`serve_bot`], on the fake apiserver, for tests that inject API faults
+/// (`served.api.as_fake()`).
+pub async fn serve_bot_on_fake(options: HttpOptions) -> Served {
+    let api = TestCluster::fake().await.expect("fake apiserver");
+    serve_bot_on(api, options, None).await
+}
+
+async fn serve_bot_on(
+    api: TestCluster,
+    options: HttpOptions,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+) -> Served {
+    api.install_crds().await.expect("CRDs");
+    api.create_named_namespace(NS, &[])
+        .await
+        .expect("namespace");
     let github = FakeGitHub::start().await.expect("fake GitHub");
     github
         .world()

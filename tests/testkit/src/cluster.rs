@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use rand::Rng as _;
 use serde_json::json;
@@ -61,6 +62,8 @@ pub struct TestCluster {
 #[derive(Clone, Debug)]
 enum Backend {
     Real(&'static RealControlPlane),
+    /// A control plane of this test alone, stopped when the last clone is dropped.
+    Dedicated(std::sync::Arc<RealControlPlane>),
     Fake(FakeApiServer),
 }
 
@@ -86,6 +89,36 @@ impl TestCluster {
                 }
             },
         }
+    }
+
+    /// Like [`TestCluster::start`], but a real control plane is this test's alone (started
+    /// for it, with the Countersign CRDs, and stopped when the cluster is dropped) instead of
+    /// the process-wide shared one. For harnesses that run cluster-wide controllers or fixed
+    /// namespace names, which tests sharing one apiserver would see from each other. (Under
+    /// cargo-nextest every test is its own process, so the shared one is per test anyway.)
+    pub async fn start_dedicated() -> anyhow::Result<TestCluster> {
+        let real = match choice()? {
+            Choice::Fake => false,
+            Choice::Real => true,
+            Choice::Auto => match Binaries::find().await? {
+                Some(_) => true,
+                None if is_ci() => return Err(missing_under_ci()),
+                None => false,
+            },
+        };
+        if !real {
+            return TestCluster::start().await;
+        }
+        let options = crate::controlplane::StartOptions {
+            crds: countersign_crds()?,
+            ..crate::controlplane::StartOptions::default()
+        };
+        let plane = RealControlPlane::start_with(options)
+            .await
+            .context("Cannot start a real control plane")?;
+        Ok(TestCluster {
+            backend: Backend::Dedicated(std::sync::Arc::new(plane)),
+        })
     }
 
     /// The real control plane for a test that only makes sense against it. `Ok(None)`, with
@@ -116,6 +149,46 @@ impl TestCluster {
         Ok(None)
     }
 
+    /// Every backend a fidelity test should run on: the fake always, and the real control
+    /// plane too when it is available (under `CI=true` it must be). [`BACKEND_ENV`] set to
+    /// `fake` or `real` keeps only that one. Tests of the fake's behaviour run against both so
+    /// that a difference from the real server fails them.
+    pub async fn every_backend() -> anyhow::Result<Vec<TestCluster>> {
+        let mut clusters = Vec::new();
+        let choice = choice()?;
+        if choice != Choice::Real {
+            clusters.push(TestCluster::fake().await?);
+        }
+        let real_available = match choice {
+            Choice::Real => true,
+            Choice::Fake => false,
+            Choice::Auto => Binaries::find().await?.is_some(),
+        };
+        if real_available {
+            clusters.push(TestCluster::shared_real().await?);
+        } else if choice == Choice::Auto {
+            if is_ci() {
+                return Err(missing_under_ci());
+            }
+            static NOTE: Once = Once::new();
+            NOTE.call_once(|| {
+                loud_note(
+                    "the real Kubernetes control plane is not built, so fidelity tests check the                      fake alone. Build it with ./scripts/controlplane (needs Go).",
+                );
+            });
+        }
+        Ok(clusters)
+    }
+
+    /// Installs one CustomResourceDefinition and waits until it is Established.
+    pub async fn install_crd(&self, crd: &CustomResourceDefinition) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Real(real) => real.install_crds(std::slice::from_ref(crd)).await,
+            Backend::Dedicated(real) => real.install_crds(std::slice::from_ref(crd)).await,
+            Backend::Fake(fake) => fake.install_crd(crd),
+        }
+    }
+
     /// A new fake apiserver for this test.
     pub async fn fake() -> anyhow::Result<TestCluster> {
         let server = FakeApiServer::start().await?;
@@ -136,7 +209,7 @@ impl TestCluster {
     /// Which apiserver this is.
     pub fn kind(&self) -> ClusterKind {
         match self.backend {
-            Backend::Real(_) => ClusterKind::Real,
+            Backend::Real(_) | Backend::Dedicated(_) => ClusterKind::Real,
             Backend::Fake(_) => ClusterKind::Fake,
         }
     }
@@ -145,6 +218,7 @@ impl TestCluster {
     pub fn client(&self) -> kube::Client {
         match &self.backend {
             Backend::Real(real) => real.client(),
+            Backend::Dedicated(real) => real.client(),
             Backend::Fake(fake) => fake.client(),
         }
     }
@@ -153,6 +227,7 @@ impl TestCluster {
     pub fn kubeconfig_yaml(&self) -> String {
         match &self.backend {
             Backend::Real(real) => real.kubeconfig_yaml(),
+            Backend::Dedicated(real) => real.kubeconfig_yaml(),
             Backend::Fake(fake) => fake.kubeconfig_yaml(),
         }
     }
@@ -161,6 +236,7 @@ impl TestCluster {
     pub fn url(&self) -> String {
         match &self.backend {
             Backend::Real(real) => real.url().to_owned(),
+            Backend::Dedicated(real) => real.url().to_owned(),
             Backend::Fake(fake) => fake.url(),
         }
     }
@@ -169,14 +245,15 @@ impl TestCluster {
     pub fn as_fake(&self) -> Option<&FakeApiServer> {
         match &self.backend {
             Backend::Fake(fake) => Some(fake),
-            Backend::Real(_) => None,
+            Backend::Real(_) | Backend::Dedicated(_) => None,
         }
     }
 
     /// The real control plane.
-    pub fn as_real(&self) -> Option<&'static RealControlPlane> {
+    pub fn as_real(&self) -> Option<&RealControlPlane> {
         match &self.backend {
             Backend::Real(real) => Some(real),
+            Backend::Dedicated(real) => Some(real),
             Backend::Fake(_) => None,
         }
     }
@@ -187,6 +264,7 @@ impl TestCluster {
         let crds = countersign_crds()?;
         match &self.backend {
             Backend::Real(real) => real.install_crds(&crds).await,
+            Backend::Dedicated(real) => real.install_crds(&crds).await,
             Backend::Fake(fake) => crds.iter().try_for_each(|crd| fake.install_crd(crd)),
         }
     }
@@ -204,7 +282,19 @@ impl TestCluster {
                 char::from(if i < 10 { b'0' + i } else { b'a' + i - 10 })
             })
             .collect();
-        let name = format!("{prefix}-{suffix}");
+        self.create_named_namespace(&format!("{prefix}-{suffix}"), labels)
+            .await
+    }
+
+    /// Creates namespace `name` (exactly; on a dedicated or fake apiserver fixed names are
+    /// safe) with `labels` and, on the real control plane, waits for its `default`
+    /// ServiceAccount. Returns the name.
+    pub async fn create_named_namespace(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
+        let name = name.to_owned();
         let labels: serde_json::Map<String, serde_json::Value> = labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), json!(v)))
@@ -254,6 +344,7 @@ impl TestCluster {
     ) -> anyhow::Result<kube::Client> {
         match &self.backend {
             Backend::Real(real) => real.service_account_client(namespace, name).await,
+            Backend::Dedicated(real) => real.service_account_client(namespace, name).await,
             Backend::Fake(_) => anyhow::bail!(
                 "the fake apiserver has no TokenRequest or RBAC; use the real control plane"
             ),

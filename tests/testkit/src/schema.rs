@@ -42,6 +42,7 @@ pub fn prune(schema: &Value, obj: &mut Value) -> Vec<String> {
                 return true;
             }
             match props.and_then(|p| p.get(key)) {
+                Some(sub) if drops_null(sub, value) => false,
                 Some(sub) => {
                     prune_value(sub, value, key, &mut unknown);
                     true
@@ -54,6 +55,12 @@ pub fn prune(schema: &Value, obj: &mut Value) -> Vec<String> {
         });
     }
     unknown
+}
+
+/// Whether a property's `null` is pruned: the apiserver drops null values of fields whose
+/// schema is not `nullable` before defaulting and validation (so `field: null` means absent).
+fn drops_null(schema: &Value, value: &Value) -> bool {
+    value.is_null() && schema.get("nullable") != Some(&Value::Bool(true))
 }
 
 fn prune_value(schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<String>) {
@@ -80,6 +87,7 @@ fn prune_value(schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<
                 return;
             };
             map.retain(|key, v| match props.get(key) {
+                Some(sub) if drops_null(sub, v) => false,
                 Some(sub) => {
                     prune_value(sub, v, &format!("{path}.{key}"), unknown);
                     true

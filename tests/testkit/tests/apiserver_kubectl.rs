@@ -3,7 +3,7 @@
 //! events, get -w, delete).
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -169,19 +169,6 @@ async fn table_output_for_custom_and_builtin_kinds() {
     assert_eq!(ev["object"]["rows"][0]["cells"][2], "Completed");
 }
 
-fn kubectl_path() -> Option<PathBuf> {
-    let fixed = Path::new("/usr/bin/kubectl");
-    if fixed.exists() {
-        return Some(fixed.to_path_buf());
-    }
-    let out = std::process::Command::new("which")
-        .arg("kubectl")
-        .output()
-        .ok()?;
-    let p = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (!p.is_empty()).then(|| PathBuf::from(p))
-}
-
 struct Kubectl {
     bin: PathBuf,
     kubeconfig: PathBuf,
@@ -217,8 +204,15 @@ impl Kubectl {
 
 #[tokio::test]
 async fn real_kubectl_drives_the_fake() {
-    let Some(bin) = kubectl_path() else {
-        println!("SKIPPED: kubectl not found (neither /usr/bin/kubectl nor `which kubectl`)");
+    // The kubectl built with the real control plane; under CI=true a missing one fails.
+    let Some(bin) = t(countersign_testkit::controlplane::kubectl())
+        .await
+        .unwrap()
+    else {
+        eprintln!(
+            "\n*** NOTE: SKIPPED real_kubectl_drives_the_fake: no kubectl (./scripts/controlplane \
+             builds one) ***\n"
+        );
         return;
     };
     let server = t(FakeApiServer::start()).await.unwrap();

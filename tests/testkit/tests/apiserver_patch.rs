@@ -1,10 +1,13 @@
-//! Fake apiserver: merge, JSON, strategic and server-side apply patches, managedFields
-//! semantics, and the schema (prune/validate) plumbing for custom resources.
+//! Fake apiserver fidelity: merge, JSON, strategic and server-side apply patches,
+//! managedFields semantics, and the schema (prune/validate) plumbing for custom resources.
+//!
+//! Every test runs against the fake and the real kube-apiserver
+//! ([`TestCluster::every_backend`]), so the fake cannot drift from what the real server does.
 
 use std::future::Future;
 use std::time::Duration;
 
-use countersign_testkit::apiserver::FakeApiServer;
+use countersign_testkit::cluster::TestCluster;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{CustomResource, CustomResourceExt};
@@ -49,11 +52,24 @@ async fn t<F: Future>(f: F) -> F::Output {
         .expect("step timed out")
 }
 
-async fn setup() -> (FakeApiServer, Api<Widget>) {
-    let server = t(FakeApiServer::start()).await.unwrap();
-    server.install_crd(&Widget::crd()).unwrap();
-    let api = Api::<Widget>::default_namespaced(server.client());
-    (server, api)
+/// The Widget CRD installed on `cluster` and a fresh namespace for one test.
+async fn setup(cluster: &TestCluster) -> (String, Api<Widget>) {
+    t(cluster.install_crd(&Widget::crd())).await.unwrap();
+    let ns = t(cluster.create_namespace("patch")).await.unwrap();
+    let api = Api::<Widget>::namespaced(cluster.client(), &ns);
+    (ns, api)
+}
+
+/// Runs `test` on every backend, naming the backend when it fails.
+async fn on_every_backend<F, Fut>(test: F)
+where
+    F: Fn(TestCluster) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for cluster in t(TestCluster::every_backend()).await.unwrap() {
+        eprintln!("-- on the {:?} apiserver", cluster.kind());
+        test(cluster).await;
+    }
 }
 
 fn api_err(e: kube::Error) -> Box<kube::core::Status> {
@@ -89,7 +105,11 @@ fn cond_types(w: &Widget) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn merge_and_json_patches() {
-    let (_server, api) = setup().await;
+    on_every_backend(merge_and_json_patches_on).await;
+}
+
+async fn merge_and_json_patches_on(cluster: TestCluster) {
+    let (_ns, api) = setup(&cluster).await;
     t(api.patch(
         "w",
         &apply("a"),
@@ -146,8 +166,12 @@ async fn merge_and_json_patches() {
 
 #[tokio::test]
 async fn strategic_merge_on_builtins_merges_containers_by_name() {
-    let server = t(FakeApiServer::start()).await.unwrap();
-    let pods = Api::<Pod>::default_namespaced(server.client());
+    on_every_backend(strategic_merge_on_builtins_merges_containers_by_name_on).await;
+}
+
+async fn strategic_merge_on_builtins_merges_containers_by_name_on(cluster: TestCluster) {
+    let ns = t(cluster.create_namespace("patch")).await.unwrap();
+    let pods = Api::<Pod>::namespaced(cluster.client(), &ns);
     let pod: Pod =
         serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [
             {"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}
@@ -170,7 +194,11 @@ async fn strategic_merge_on_builtins_merges_containers_by_name() {
 
 #[tokio::test]
 async fn server_side_apply_merges_lists_and_removes_dropped_fields() {
-    let (_server, api) = setup().await;
+    on_every_backend(server_side_apply_merges_lists_and_removes_dropped_fields_on).await;
+}
+
+async fn server_side_apply_merges_lists_and_removes_dropped_fields_on(cluster: TestCluster) {
+    let (_ns, api) = setup(&cluster).await;
     // Apply creates when absent.
     let w = t(api.patch(
         "w",
@@ -245,7 +273,11 @@ async fn server_side_apply_merges_lists_and_removes_dropped_fields() {
 
 #[tokio::test]
 async fn server_side_apply_conflicts_and_force() {
-    let (server, api) = setup().await;
+    on_every_backend(server_side_apply_conflicts_and_force_on).await;
+}
+
+async fn server_side_apply_conflicts_and_force_on(cluster: TestCluster) {
+    let (ns, api) = setup(&cluster).await;
     t(api.patch("w", &apply("a"), &Patch::Apply(cfg(json!({"size": 1})))))
         .await
         .unwrap();
@@ -295,15 +327,27 @@ async fn server_side_apply_conflicts_and_force() {
     assert!(e.message.contains("\"editor\""), "{}", e.message);
 
     // fieldManager is required for apply (kube always sends it, so use a raw request).
-    let req = http::Request::patch("/apis/test.countersign.dev/v1/namespaces/default/widgets/w")
-        .header("content-type", "application/apply-patch+yaml")
-        .body(serde_json::to_vec(&cfg(json!({"size": 1}))).unwrap())
-        .unwrap();
-    let e = api_err(t(server.client().request::<Value>(req)).await.unwrap_err());
-    assert_eq!(e.code, 400);
+    let req = http::Request::patch(format!(
+        "/apis/test.countersign.dev/v1/namespaces/{ns}/widgets/w"
+    ))
+    .header("content-type", "application/apply-patch+yaml")
+    .body(serde_json::to_vec(&cfg(json!({"size": 1}))).unwrap())
+    .unwrap();
+    let e = api_err(t(cluster.client().request::<Value>(req)).await.unwrap_err());
+    assert_eq!(
+        (e.code, e.reason.as_str()),
+        (422, "Invalid"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("fieldManager: Required value"),
+        "{}",
+        e.message
+    );
 
     // Apply to /status of a missing object is 404.
-    let missing = Api::<Widget>::default_namespaced(server.client());
+    let missing = Api::<Widget>::namespaced(cluster.client(), &ns);
     let mut c = status_cfg(json!([]));
     c["metadata"]["name"] = json!("nope");
     let e = api_err(
@@ -314,61 +358,96 @@ async fn server_side_apply_conflicts_and_force() {
     assert_eq!(e.code, 404);
 }
 
-/// Runs only once `countersign_testkit::schema` rejects out-of-range values; until then the
-/// 422 plumbing cannot be triggered and the test says so.
+/// Out-of-range values are a 422 Invalid naming the field, and unknown fields under
+/// `fieldValidation=Strict` a 400 naming the field, in the real server's words.
 #[tokio::test]
 async fn schema_validation_errors_are_422_invalid() {
-    let (_server, api) = setup().await;
-    let res = t(api.patch("w", &apply("a"), &Patch::Apply(cfg(json!({"size": 11}))))).await;
-    match res {
-        Ok(_) => println!(
-            "schema::validate accepted size 11 (still a stub?); 422 plumbing not exercised"
-        ),
-        Err(e) => {
-            let e = api_err(e);
-            assert_eq!(
-                (e.code, e.reason.as_str()),
-                (422, "Invalid"),
-                "{}",
-                e.message
-            );
-            assert!(
-                e.message
-                    .starts_with("Widget.test.countersign.dev \"w\" is invalid: "),
-                "{}",
-                e.message
-            );
-            let causes = e.details.unwrap().causes;
-            assert!(
-                causes
-                    .iter()
-                    .any(|c| c.field.contains("spec.size") && c.reason == "FieldValueInvalid")
-            );
-        }
-    }
-    // Unknown fields under fieldValidation=Strict are a 400 once schema::prune reports them.
-    let strict = PatchParams::apply("a").validation_strict();
-    let res = t(api.patch(
-        "w2",
-        &strict,
-        &Patch::Apply(json!({
+    on_every_backend(schema_validation_errors_are_422_invalid_on).await;
+}
+
+async fn schema_validation_errors_are_422_invalid_on(cluster: TestCluster) {
+    let (ns, api) = setup(&cluster).await;
+    let e = api_err(
+        t(api.patch("w", &apply("a"), &Patch::Apply(cfg(json!({"size": 11})))))
+            .await
+            .expect_err("size 11 is over the schema's maximum of 10"),
+    );
+    assert_eq!(
+        (e.code, e.reason.as_str()),
+        (422, "Invalid"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message
+            .starts_with("Widget.test.countersign.dev \"w\" is invalid: "),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("spec.size"), "{}", e.message);
+    let causes = e.details.expect("an Invalid status has details").causes;
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.field.contains("spec.size") && c.reason == "FieldValueInvalid"),
+        "{causes:?}"
+    );
+
+    // A field the schema does not declare: create and update prune it (a 400 under
+    // `fieldValidation=Strict`); server-side apply cannot type the object and answers 500,
+    // whatever the validation directive.
+    let strict_create = http::Request::post(format!(
+        "/apis/test.countersign.dev/v1/namespaces/{ns}/widgets?fieldValidation=Strict"
+    ))
+    .header("content-type", "application/json")
+    .body(
+        serde_json::to_vec(&json!({
             "apiVersion": "test.countersign.dev/v1", "kind": "Widget", "metadata": {"name": "w2"},
             "spec": {"size": 1, "bogus": true}
-        })),
-    ))
-    .await;
-    match res {
-        Ok(_) => println!(
-            "schema::prune reported nothing (still a stub?); Strict plumbing not exercised"
-        ),
-        Err(e) => {
-            let e = api_err(e);
-            assert_eq!(e.code, 400, "{}", e.message);
-            assert!(
-                e.message.contains("unknown field \"spec.bogus\""),
-                "{}",
-                e.message
-            );
-        }
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let e = api_err(
+        t(cluster.client().request::<Value>(strict_create))
+            .await
+            .expect_err("an unknown field under Strict validation is refused"),
+    );
+    assert_eq!(
+        (e.code, e.reason.as_str()),
+        (400, "BadRequest"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message
+            .contains("strict decoding error: unknown field \"spec.bogus\""),
+        "{}",
+        e.message
+    );
+    for params in [
+        PatchParams::apply("a"),
+        PatchParams::apply("a").validation_strict(),
+        PatchParams::apply("a").validation_ignore(),
+    ] {
+        let e = api_err(
+            t(api.patch(
+                "w3",
+                &params,
+                &Patch::Apply(json!({
+                    "apiVersion": "test.countersign.dev/v1", "kind": "Widget",
+                    "metadata": {"name": "w3"}, "spec": {"size": 1, "bogus": true}
+                })),
+            ))
+            .await
+            .expect_err("apply cannot type a field the schema lacks"),
+        );
+        assert_eq!(e.code, 500, "{}", e.message);
+        assert!(
+            e.message
+                .ends_with(".spec.bogus: field not declared in schema"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! The real `kubectl` (an independent client nobody here wrote) against `countersign-sandbox
-//! serve`: apply the CRDs and examples, list with our printer columns, read YAML, describe
-//! with events, explain fields, watch, delete, and see a schema violation rejected.
+//! serve`, on the real control plane and on the fake: apply the CRDs and examples, re-apply
+//! (`unchanged`), list with our printer columns, read YAML, describe with events, explain
+//! fields, watch, delete, and see a schema violation rejected.
 //!
-//! Skipped, with a message, only when no `kubectl` binary is on the PATH.
+//! The kubectl is the one `scripts/controlplane` builds (the server's release). Outside CI a
+//! missing one falls back to `kubectl` on the PATH, or skips loudly; under `CI=true` it fails.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -20,12 +22,44 @@ fn repo_root() -> PathBuf {
         .expect("repo root")
 }
 
+/// The kubectl to drive, `None` (after a loud note) when there is none outside CI.
 fn kubectl_binary() -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("kubectl"))
-            .find(|p| p.is_file())
-    })
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let found = runtime
+        .block_on(countersign_testkit::controlplane::kubectl())
+        .expect("kubectl (CI needs the one scripts/controlplane builds)");
+    if found.is_none() {
+        eprintln!(
+            "\n*** NOTE: SKIPPED: no kubectl (build it with ./scripts/controlplane, or put kubectl \
+             1.32+ on the PATH) ***\n"
+        );
+    }
+    found
+}
+
+/// Whether the real control plane is built; under `CI=true` it must be.
+fn real_control_plane_built() -> bool {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let built = runtime
+        .block_on(countersign_testkit::controlplane::Binaries::find())
+        .expect("looking for the control plane")
+        .is_some();
+    if !built {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and the real control plane is not built (./scripts/controlplane)"
+        );
+        eprintln!(
+            "\n*** NOTE: SKIPPED: the real control plane is not built (./scripts/controlplane) ***\n"
+        );
+    }
+    built
 }
 
 /// Kills the child process when dropped, so a failing assertion never leaks a server.
@@ -105,15 +139,25 @@ impl Kubectl {
 }
 
 #[test]
-fn kubectl_works_against_the_sandbox() {
+fn kubectl_works_against_the_fake_sandbox() {
+    kubectl_works_against_the_sandbox("fake");
+}
+
+#[test]
+fn kubectl_works_against_the_real_sandbox() {
+    if real_control_plane_built() {
+        kubectl_works_against_the_sandbox("real");
+    }
+}
+
+fn kubectl_works_against_the_sandbox(control_plane: &str) {
     let Some(binary) = kubectl_binary() else {
-        eprintln!("SKIPPED: no kubectl binary on PATH; install kubectl 1.32+ to run this test");
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let mut sandbox = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_countersign-sandbox"))
-            .args(["serve", "--dir"])
+            .args(["serve", "--control-plane", control_plane, "--dir"])
             .arg(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -124,7 +168,7 @@ fn kubectl_works_against_the_sandbox() {
     let ready = wait_for_line(&sandbox_out, "the sandbox's ready line", |l| {
         l.contains("ready")
     });
-    assert!(ready.contains("http://127.0.0.1:"), "{ready}");
+    assert!(ready.contains("127.0.0.1:"), "{ready}");
 
     let kubectl = Kubectl {
         binary,

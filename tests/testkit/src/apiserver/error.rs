@@ -123,6 +123,25 @@ impl ApiError {
         .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
     }
 
+    /// 422 for a missing `fieldManager` on an apply patch, exactly as kube-apiserver words it.
+    pub fn apply_needs_field_manager() -> Self {
+        Self::new(
+            422,
+            "Invalid",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        )
+        .with_details(json!({
+            "name": "", "group": "meta.k8s.io", "kind": "PatchOptions",
+            "causes": [{"reason": "FieldValueRequired", "message": "Required value: is required for apply patch", "field": "fieldManager"}]
+        }))
+    }
+
+    /// 500 with an empty reason: what kube-apiserver answers when server-side apply cannot
+    /// build a typed object (e.g. a field the CRD's schema does not declare).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "", message)
+    }
+
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message)
     }

@@ -400,9 +400,7 @@ fn patch(shared: &Shared, t: &Target, req: &Req) -> Result<Response, ApiError> {
 
 fn apply(shared: &Shared, t: &Target, req: &Req, ctx: &WriteCtx) -> Result<Response, ApiError> {
     if req.q("fieldManager").is_none_or(str::is_empty) {
-        return Err(ApiError::bad_request(
-            "PATCH, application/apply-patch+yaml requests require fieldManager to be specified",
-        ));
+        return Err(ApiError::apply_needs_field_manager());
     }
     let config: Value = serde_yaml::from_slice(&req.body)
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
@@ -418,6 +416,27 @@ fn apply(shared: &Shared, t: &Target, req: &Req, ctx: &WriteCtx) -> Result<Respo
             "the kind of the apply configuration ({kind}) does not match the kind of the resource ({})",
             t.def.kind
         )));
+    }
+    // Server-side apply types the configuration against the CRD's schema before anything
+    // else: a field the schema does not declare is a 500, whatever `fieldValidation` says
+    // (pruning with a warning applies to create and update, not to apply).
+    if let Some(schema) = t.def.schema(&t.rp.version) {
+        let mut typed = config.clone();
+        let undeclared = crate::schema::prune(schema, &mut typed)
+            .into_iter()
+            .find(|p| !(p.starts_with("metadata") || p == "apiVersion" || p == "kind"));
+        if let Some(path) = undeclared {
+            let ns = config
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return Err(ApiError::internal(format!(
+                "failed to create typed patch object ({ns}/{}; {}, Kind={}): .{path}: field not declared in schema",
+                name_of(&config),
+                t.def.api_version(&t.rp.version),
+                t.def.kind
+            )));
+        }
     }
     let cfg_name = name_of(&config);
     if !cfg_name.is_empty() && cfg_name != t.name() {

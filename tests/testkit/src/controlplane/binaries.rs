@@ -27,6 +27,7 @@ impl Binaries {
             binaries.etcd(),
             binaries.kube_apiserver(),
             binaries.kube_controller_manager(),
+            binaries.kubectl(),
         ] {
             anyhow::ensure!(
                 path.is_file(),
@@ -95,6 +96,32 @@ impl Binaries {
     pub fn kube_controller_manager(&self) -> PathBuf {
         self.dir.join("kube-controller-manager")
     }
+
+    /// The `kubectl` of the same Kubernetes release.
+    pub fn kubectl(&self) -> PathBuf {
+        self.dir.join("kubectl")
+    }
+}
+
+/// The `kubectl` the tests drive: the one built with the control plane (same release as the
+/// server); outside CI, else any `kubectl` on the `PATH`. `Ok(None)` only outside CI when
+/// neither exists (the caller says loudly that it skipped); under `CI=true` a missing kubectl
+/// is an error, never a skip.
+pub async fn kubectl() -> anyhow::Result<Option<PathBuf>> {
+    if let Some(binaries) = Binaries::find().await? {
+        return Ok(Some(binaries.kubectl()));
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        anyhow::bail!(
+            "CI=true and no kubectl was built with the control plane: run ./scripts/controlplane \
+             (scripts/test does) or set {BIN_ENV}"
+        );
+    }
+    Ok(std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("kubectl"))
+            .find(|p| p.is_file())
+    }))
 }
 
 /// The repository's root (this crate lives in `tests/testkit`).

@@ -44,7 +44,7 @@ use kube::api::{Api, PostParams};
 use kube::config::AuthInfo;
 use secrecy::SecretString;
 
-pub use binaries::{BIN_ENV, Binaries, workspace_root};
+pub use binaries::{BIN_ENV, Binaries, kubectl, workspace_root};
 pub use crds::{countersign_crds, install_crds, wait_established};
 
 use certs::Credentials;
