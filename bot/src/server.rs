@@ -317,7 +317,7 @@ pub async fn serve(
         );
     }
     tracing::info!(
-        public = %addr,
+        addr = %addr,
         internal = %internal_addr,
         bot = %bot_login,
         namespace = args.namespace.as_deref().unwrap_or("<all>"),
