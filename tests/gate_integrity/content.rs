@@ -113,14 +113,15 @@ async fn a_clean_rebase_onto_a_newer_base_keeps_approvals() {
         world.synchronize_payload(REPO, n, approved_head.clone(), &w.p.erin)
     };
     w.deliver("pull_request", &payload).await;
-    assert_ne!(w.head(n), approved_head);
-    let gate = w.wait_evaluated(n).await;
-    assert_eq!(
-        phase(&gate),
-        Some(GatePhase::Approved),
-        "{:#?}",
-        gate.status
-    );
+    let rebased = w.head(n);
+    assert_ne!(rebased, approved_head);
+    // An evaluation that sees the new head before the bot recorded its push waits for it
+    // (who pushed is not known yet); once recorded, the same change is approved.
+    w.wait_gate(n, "approved on the rebased head", |g| {
+        phase(g) == Some(GatePhase::Approved)
+            && g.status.as_ref().and_then(|s| s.head_sha.as_deref()) == Some(rebased.as_str())
+    })
+    .await;
     w.wait_check(n, "success on the rebased head", success)
         .await;
 }

@@ -37,6 +37,11 @@ async fn whoever_pushed_to_the_branch_cannot_approve_whatever_email_the_commits_
     assert!(!carol.valid, "the pusher approved her own push: {carol:#?}");
     assert_eq!(reason_of(carol), "pusher");
     assert_eq!(phase(&gate), Some(GatePhase::Pending));
+
+    // Honest path: a developer who pushed nothing counts.
+    w.review(n, &w.p.alice, "APPROVED").await;
+    w.wait_gate(n, "approved", |g| phase(g) == Some(GatePhase::Approved))
+        .await;
 }
 
 #[tokio::test]
