@@ -47,8 +47,9 @@ enum Command {
     /// Run the controller: reconcile Projects, Agents and AgentRuns while holding the
     /// leader-election Lease, and serve /metrics, /healthz and /readyz.
     Controller(Box<countersign_controller::config::ControllerArgs>),
-    /// Run the GitHub App bot: serve POST /webhook (plus /healthz, /readyz and /metrics),
-    /// turn labels, comment commands and pull-request events into Kubernetes objects.
+    /// Run the GitHub App bot: serve POST /webhook and the gate pages publicly (and /healthz,
+    /// /readyz, /metrics, /api/v1 and admission on the internal listener), turn labels,
+    /// comment commands and pull-request events into Kubernetes objects.
     Bot(Box<countersign_bot::config::BotArgs>),
     /// Send recorded webhook deliveries to a running bot, signed with its secret.
     Replay(countersign_bot::replay::ReplayArgs),
@@ -59,6 +60,13 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: countersign::policy_cmd::PolicyCommand,
+    },
+    /// One evaluation of the bot's policy API (`simulate` or `validate`): the request body on
+    /// stdin, `{"status", "body"}` on stdout. The bot runs it in a memory-limited process.
+    #[command(hide = true)]
+    PolicyApiWorker {
+        /// `simulate` or `validate`.
+        endpoint: String,
     },
 }
 
@@ -125,6 +133,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Replay(args) => runtime()?.block_on(countersign_bot::replay::run(args)),
         Command::Policy { command } => countersign::policy_cmd::run(command),
+        Command::PolicyApiWorker { endpoint } => {
+            countersign_bot::api::runner::run_worker(&endpoint)
+        }
         Command::Agent(args) => {
             let result = countersign_agent::run::run(&args)?;
             if countersign_agent::run::is_success(result.outcome) {

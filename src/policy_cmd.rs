@@ -738,7 +738,7 @@ mod tests {
         let report = validate_files(std::slice::from_ref(&good));
         assert!(report.ok, "{}", report.text);
         assert!(
-            report.text.contains("RiskPolicy default: ok (12 rules)"),
+            report.text.contains("RiskPolicy default: ok (14 rules)"),
             "{}",
             report.text
         );

@@ -55,6 +55,29 @@ fn lead() -> User {
     User::new(22, "lead") // tech_lead through the acme/leads team
 }
 
+/// The `--allowed-repositories` the chart gives a Deployment (the same for bot and controller).
+fn rendered_allow_list(
+    rendered: &support::chart::Rendered,
+    deployment: &str,
+) -> countersign_policies::ownership::RepositoryAllowList {
+    let deployment = rendered
+        .named("Deployment", deployment)
+        .expect("Deployment");
+    let entries: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str()?.strip_prefix("--allowed-repositories="))
+        .flat_map(|list| list.split(','))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        !entries.is_empty(),
+        "{deployment} gets --allowed-repositories"
+    );
+    countersign_policies::ownership::RepositoryAllowList::parse(&entries).expect("allow list")
+}
+
 /// Applies the rendered RBAC objects (and nothing else) as the cluster admin.
 async fn apply_rbac(client: &kube::Client, rendered: &support::chart::Rendered) -> usize {
     let mut applied = 0;
@@ -261,11 +284,16 @@ async fn the_controller_and_bot_run_end_to_end_with_exactly_the_charts_rbac() {
 
     // The chart's RBAC, as `helm install -n <system> --set controller.agentNamespaces={team}`.
     let agent_namespaces = format!("controller.agentNamespaces={{{team}}}");
+    let allowed = format!("allowedRepositories={{{team}=acme/*}}");
     let rendered = support::chart::render(
         &helm,
         &system,
         None,
-        &[&agent_namespaces, "admissionWebhook.enabled=false"],
+        &[
+            &agent_namespaces,
+            &allowed,
+            "admissionWebhook.enabled=false",
+        ],
     )
     .expect("helm template");
     assert!(apply_rbac(&admin, &rendered).await >= 8);
@@ -335,6 +363,7 @@ async fn the_controller_and_bot_run_end_to_end_with_exactly_the_charts_rbac() {
             delivery_memory: 1000,
             delivery_ttl: Duration::from_secs(3600),
             bot_login: format!("{TEST_APP_SLUG}[bot]"),
+            allowed_repositories: Some(rendered_allow_list(&rendered, "countersign-bot")),
         },
     );
     let router = bot.router();

@@ -107,6 +107,7 @@ fn project_fixtures() -> Vec<Fixture> {
         project::desired_status(
             project,
             &project::Observed {
+                claim: countersign_policies::ownership::Claim::Owner,
                 policy_found: found,
                 installation,
                 runs: Vec::new(),

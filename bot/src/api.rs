@@ -8,11 +8,13 @@
 //!   resulting phase, and the check run Countersign would publish.
 //!
 //! Bodies are capped at [`MAX_BODY_BYTES`] (413 beyond). Nothing here touches the cluster or
-//! GitHub.
+//! GitHub. Evaluations run off the request threads, a few at a time, within a time limit and
+//! (in `countersign bot`) a memory limit ([`runner`]); they are served on the internal
+//! listener only.
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -21,19 +23,32 @@ use countersign_webhooks::admission::{Verdict, review_risk_policy};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+pub mod runner;
 mod simulate;
 
+pub use runner::{Endpoint, Isolation, PolicyLimits, PolicyRunner};
 pub use simulate::{SimulateRequest, simulate};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// The `/api/v1` routes.
-pub fn router() -> Router {
+/// The `/api/v1` routes, evaluating through `runner` (never on the request threads).
+pub fn router(runner: PolicyRunner) -> Router {
     Router::new()
         .route("/api/v1/validate", post(validate_handler))
-        .route("/api/v1/simulate", post(simulate::handler))
+        .route("/api/v1/simulate", post(simulate_handler))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(runner)
+}
+
+async fn validate_handler(State(runner): State<PolicyRunner>, body: Bytes) -> Response {
+    let (status, value) = runner.run(Endpoint::Validate, body).await;
+    (status, axum::Json(value)).into_response()
+}
+
+async fn simulate_handler(State(runner): State<PolicyRunner>, body: Bytes) -> Response {
+    let (status, value) = runner.run(Endpoint::Simulate, body).await;
+    (status, axum::Json(value)).into_response()
 }
 
 /// A client fault, answered with `{"error": …}` (and details when there are some).
@@ -45,20 +60,23 @@ pub enum ApiError {
     InvalidPolicy(Vec<FieldError>),
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The status and JSON body this error is answered with.
+    pub fn status_and_body(self) -> (StatusCode, Value) {
         match self {
-            Self::BadRequest(error) => (
-                StatusCode::BAD_REQUEST,
-                axum::Json(json!({ "error": error })),
-            )
-                .into_response(),
+            Self::BadRequest(error) => (StatusCode::BAD_REQUEST, json!({ "error": error })),
             Self::InvalidPolicy(errors) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                axum::Json(json!({ "error": "the policy does not compile", "errors": errors })),
-            )
-                .into_response(),
+                json!({ "error": "the policy does not compile", "errors": errors }),
+            ),
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.status_and_body();
+        (status, axum::Json(body)).into_response()
     }
 }
 
@@ -98,14 +116,6 @@ pub struct PolicyVerdict {
     pub errors: Vec<FieldError>,
     /// Things admission would warn about (unknown roles).
     pub warnings: Vec<String>,
-}
-
-async fn validate_handler(body: Bytes) -> Result<axum::Json<Value>, ApiError> {
-    let text = std::str::from_utf8(&body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))?;
-    let verdicts = validate_text(text)?;
-    let valid = verdicts.iter().all(|v| v.errors.is_empty());
-    Ok(axum::Json(json!({ "valid": valid, "policies": verdicts })))
 }
 
 /// Validates every RiskPolicy of `text` (YAML, or JSON: one object or an array).

@@ -17,10 +17,21 @@ use countersign_github::args::GitHubAppArgs;
     mut_arg("github_app_private_key_file", |a| a.required(true))
 )]
 pub struct BotArgs {
-    /// Address serving `/webhook`, `/healthz`, `/readyz`, `/metrics`, the gate pages, the
-    /// `/api/v1` endpoints and `/admission/riskpolicies`.
+    /// The public listener: `POST /webhook`, and the gate pages with GitHub sign-in
+    /// (`/gates/*`, `/login`, `/oauth/callback`, `/logout`) when they are on. The only port
+    /// to expose outside the cluster.
     #[arg(long, env = "COUNTERSIGN_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+
+    /// The internal listener: `/healthz`, `/readyz`, `/metrics`, the policy API
+    /// (`/api/v1/*`) and the RiskPolicy admission webhook (`/admission/riskpolicies`). Keep it
+    /// inside the cluster (kubelet probes, Prometheus and the apiserver reach it).
+    #[arg(
+        long,
+        env = "COUNTERSIGN_INTERNAL_LISTEN",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub internal_listen: SocketAddr,
 
     /// Files holding webhook secrets, one per file (repeat or comma-separate). A delivery
     /// signed with any of them is accepted, so a secret is rotated by adding the new file,
@@ -74,10 +85,46 @@ pub struct BotArgs {
     pub gate_pages: bool,
 
     /// The bot's public base URL, e.g. `https://countersign.example.com/`: the base of the
-    /// gate pages' self links. The controller's flag of the same name builds the check run's
-    /// "Details" links from it; give both the same value.
+    /// gate pages' self links and of the sign-in callback (`{url}/oauth/callback`, to set as
+    /// the App's callback URL). The controller's `--gates-url` builds the check run's
+    /// "Details" links; give both the same value.
     #[arg(long, env = "COUNTERSIGN_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<url::Url>,
+
+    /// Serve gate pages of public repositories without sign-in. Pages of private
+    /// repositories always need a GitHub sign-in by someone who can read the repository.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_GATE_PAGES_PUBLIC_REPOS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub gate_pages_public_repos: bool,
+
+    /// The GitHub App's OAuth client id (App settings → "Client ID"), for signing in to see
+    /// gate pages of private repositories. Needs `--github-oauth-client-secret-file` and
+    /// `--public-url`; without them such pages are not shown.
+    #[arg(long, env = "GITHUB_OAUTH_CLIENT_ID", value_name = "ID")]
+    pub github_oauth_client_id: Option<String>,
+
+    /// File holding the App's OAuth client secret.
+    #[arg(long, env = "GITHUB_OAUTH_CLIENT_SECRET_FILE", value_name = "FILE")]
+    pub github_oauth_client_secret_file: Option<PathBuf>,
+
+    /// Policy API (`/api/v1/simulate`, `/api/v1/validate`) evaluations running at once;
+    /// more wait briefly, then get 503.
+    #[arg(long, env = "COUNTERSIGN_POLICY_API_CONCURRENCY", default_value_t = 2)]
+    pub policy_api_concurrency: usize,
+
+    /// Longest one policy API evaluation may take.
+    #[arg(long, env = "COUNTERSIGN_POLICY_API_TIMEOUT", default_value = "10s")]
+    pub policy_api_timeout: GoDuration,
+
+    /// Most memory (MiB of heap) one policy API evaluation may use; each runs in its own
+    /// worker process with this limit.
+    #[arg(long, env = "COUNTERSIGN_POLICY_API_MEMORY_MIB", default_value_t = 512)]
+    pub policy_api_memory_mib: u64,
 
     /// Serve HTTPS with this certificate chain (PEM) instead of plain HTTP. Kubernetes calls
     /// the `/admission/riskpolicies` webhook over HTTPS only. Needs `--tls-key-file`.
@@ -106,6 +153,19 @@ pub struct BotArgs {
     /// (a rotated Secret or a renewed certificate is picked up without a restart).
     #[arg(long, env = "COUNTERSIGN_RELOAD_INTERVAL", default_value = "10s")]
     pub reload_interval: GoDuration,
+    /// Which namespaces' Projects may manage which GitHub repositories, as comma-separated
+    /// `NAMESPACE=OWNER/REPOSITORY` entries where `*` matches any run of characters (e.g.
+    /// `team-a=acme/*,team-b=acme/billing-*,platform=*/*`). A Project outside its
+    /// namespace's allowance manages nothing. Unset: with `--namespace`, that namespace may
+    /// manage any repository; cluster-wide, no namespace may (a shared cluster must say
+    /// who may manage what). `*=*/*` trusts every namespace. Give the controller the same.
+    #[arg(
+        long = "allowed-repositories",
+        env = "COUNTERSIGN_ALLOWED_REPOSITORIES",
+        value_delimiter = ',',
+        value_name = "NS=OWNER/REPO"
+    )]
+    pub allowed_repositories: Vec<String>,
 
     /// The GitHub App.
     #[command(flatten)]
@@ -113,6 +173,79 @@ pub struct BotArgs {
 }
 
 impl BotArgs {
+    /// The HTTP options: gate pages, sign-in, and the policy API's limits (its evaluations
+    /// run in worker processes of this very binary).
+    pub fn http_options(&self) -> anyhow::Result<crate::server::HttpOptions> {
+        let oauth = match (
+            &self.github_oauth_client_id,
+            &self.github_oauth_client_secret_file,
+        ) {
+            (Some(id), Some(file)) => {
+                let secret = std::fs::read_to_string(file).with_context(|| {
+                    format!("Cannot read the OAuth client secret {}", file.display())
+                })?;
+                let secret = secret.trim_end_matches(['\r', '\n']);
+                anyhow::ensure!(
+                    !secret.is_empty(),
+                    "The OAuth client secret {} is empty",
+                    file.display()
+                );
+                anyhow::ensure!(
+                    self.public_url.is_some(),
+                    "--github-oauth-client-id needs --public-url (the sign-in callback lives there)"
+                );
+                Some(countersign_github::oauth::OAuthClient {
+                    client_id: id.clone(),
+                    client_secret: secrecy::SecretString::from(secret.to_owned()),
+                })
+            }
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "--github-oauth-client-id and --github-oauth-client-secret-file must be given together"
+            ),
+        };
+        anyhow::ensure!(
+            self.policy_api_concurrency > 0,
+            "--policy-api-concurrency must be at least 1"
+        );
+        anyhow::ensure!(
+            self.policy_api_memory_mib >= 32,
+            "--policy-api-memory-mib must be at least 32"
+        );
+        let program = std::env::current_exe()
+            .context("Cannot find this program to run policy API workers")?;
+        Ok(crate::server::HttpOptions {
+            gate_pages: self.gate_pages,
+            public_url: self.public_url.as_ref().map(ToString::to_string),
+            oauth,
+            public_repositories_open: self.gate_pages_public_repos,
+            policy: crate::api::PolicyLimits {
+                concurrency: self.policy_api_concurrency,
+                timeout: self.policy_api_timeout.0,
+                isolation: crate::api::Isolation::Process {
+                    program,
+                    memory_limit: self.policy_api_memory_mib * 1024 * 1024,
+                },
+            },
+        })
+    }
+
+    /// The operator's allow-list, when given.
+    pub fn allowed_repositories(
+        &self,
+    ) -> anyhow::Result<Option<countersign_policies::ownership::RepositoryAllowList>> {
+        if self
+            .allowed_repositories
+            .iter()
+            .all(|e| e.trim().is_empty())
+        {
+            return Ok(None);
+        }
+        countersign_policies::ownership::RepositoryAllowList::parse(&self.allowed_repositories)
+            .map(Some)
+            .context("Invalid --allowed-repositories")
+    }
+
     /// The certificate and key files when HTTPS is configured; one without the other is an
     /// error (clap enforces it too, this guards programmatic construction).
     pub fn tls_files(&self) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {

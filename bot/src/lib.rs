@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod handlers;
+pub mod login;
 pub mod metrics;
 pub mod objects;
 pub mod pages;

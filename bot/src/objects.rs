@@ -21,7 +21,7 @@ use countersign_webhooks::github::event::{Account, DeliveryId, Issue, PullReques
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-use crate::sanitize;
+use countersign_policies::visible::{visible_markdown, visible_title};
 
 /// Prefix of branches agents push (`countersign/<run>`); pull requests from such a branch of
 /// the same repository are AI-generated.
@@ -72,11 +72,11 @@ pub fn desired_run(request: &RunRequest<'_>, name: &str) -> AgentRun {
     let body = issue
         .body
         .as_deref()
-        .map(|b| sanitize::sanitize_body(b, MAX_TASK_BODY_BYTES).text)
+        .map(|b| visible_markdown(b, MAX_TASK_BODY_BYTES).text)
         .filter(|b| !b.trim().is_empty());
     let instructions = request
         .instructions
-        .map(|i| sanitize::sanitize_body(i, MAX_INSTRUCTIONS_BYTES).text)
+        .map(|i| visible_markdown(i, MAX_INSTRUCTIONS_BYTES).text)
         .filter(|i| !i.trim().is_empty());
     let mut labels = BTreeMap::new();
     labels.insert(PROJECT_LABEL.to_owned(), label_value(&project.name_any()));
@@ -97,10 +97,11 @@ pub fn desired_run(request: &RunRequest<'_>, name: &str) -> AgentRun {
             agent_ref: LocalRef::new(request.agent),
             task: Task {
                 issue_number: Some(issue.number),
-                title: sanitize::sanitize_title(&issue.title),
+                title: visible_title(&issue.title),
                 body,
                 instructions,
                 requested_by: Some(github_user(request.requested_by)),
+                requesters: Vec::new(),
                 source: request.source,
             },
             mode: request.mode,
@@ -122,17 +123,29 @@ pub fn desired_run(request: &RunRequest<'_>, name: &str) -> AgentRun {
 }
 
 /// A copy of `previous`'s spec for `/retry`: same Agent, task and mode, a new name and the
-/// retrying delivery.
+/// retrying delivery. Whoever asked for the retry becomes a requester too (they cannot
+/// approve the result, like whoever asked first).
 pub fn retried_run(
     previous: &AgentRun,
     project: &Project,
     name: &str,
     delivery: &DeliveryId,
     comment_id: u64,
+    asked_by: &Account,
 ) -> AgentRun {
     let mut run = AgentRun::new(name, previous.spec.clone());
     run.spec.cancel_requested = false;
     run.spec.task.source = TaskSource::Comment;
+    let retrier = github_user(asked_by);
+    let task = &mut run.spec.task;
+    let known = task
+        .requested_by
+        .iter()
+        .chain(&task.requesters)
+        .any(|u| countersign_policies::approvals::same_person(u, &retrier));
+    if !known && task.requesters.len() < countersign_crds::agent_run::MAX_REQUESTERS {
+        task.requesters.push(retrier);
+    }
     let mut annotations = BTreeMap::new();
     annotations.insert(
         CREATED_BY_DELIVERY_ANNOTATION.to_owned(),
@@ -215,6 +228,7 @@ pub fn desired_gate(
             author: github_user(&pr.user),
             ai_generated,
             agent_run_ref,
+            requesters: Vec::new(),
         },
     );
     let mut labels = BTreeMap::new();

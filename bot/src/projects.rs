@@ -1,10 +1,13 @@
-//! Which Projects manage a repository: an in-memory index of every Project the bot may see,
+//! Which Project manages a repository: an in-memory index of every Project the bot may see,
 //! kept current by a Kubernetes watch (a reflector), so handling a webhook costs no list call.
+//! Exactly one Project manages a repository (`countersign_policies::ownership`): the oldest
+//! one in a namespace the operator allowed; every other Project naming it gets nothing.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use countersign_crds::Project;
+use countersign_policies::ownership::{self, RepositoryAllowList};
 use futures::StreamExt;
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
@@ -14,6 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 #[derive(Clone)]
 pub struct Projects {
     store: Store<Project>,
+    allowed: Arc<RepositoryAllowList>,
 }
 
 impl Projects {
@@ -22,6 +26,7 @@ impl Projects {
     pub fn watch(
         client: kube::Client,
         namespace: Option<&str>,
+        allowed: RepositoryAllowList,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let api: Api<Project> = match namespace {
             Some(ns) => Api::namespaced(client, ns),
@@ -39,7 +44,13 @@ impl Projects {
                 }
             }
         };
-        (Self { store }, driver)
+        (
+            Self {
+                store,
+                allowed: Arc::new(allowed),
+            },
+            driver,
+        )
     }
 
     /// Completes once the first full list of Projects has arrived.
@@ -53,27 +64,21 @@ impl Projects {
         futures::FutureExt::now_or_never(self.store.wait_until_ready()).is_some_and(|r| r.is_ok())
     }
 
-    /// Every Project managing `owner/name` (GitHub compares names case-insensitively),
-    /// oldest first so answers are stable.
-    pub fn for_repository(&self, owner: &str, name: &str) -> Vec<Arc<Project>> {
-        let mut found = self.store.state_filter(|p| {
-            p.metadata.deletion_timestamp.is_none()
-                && p.spec.repository.owner.eq_ignore_ascii_case(owner)
+    /// The one Project managing `owner/name` (GitHub compares names case-insensitively):
+    /// the oldest live Project naming it in a namespace allowed to manage it. Every other
+    /// Project naming the repository is ignored.
+    pub fn for_repository(&self, owner: &str, name: &str) -> Option<Arc<Project>> {
+        let candidates = self.store.state_filter(|p| {
+            p.spec.repository.owner.eq_ignore_ascii_case(owner)
                 && p.spec.repository.name.eq_ignore_ascii_case(name)
         });
-        found.sort_by(|a, b| {
-            (
-                &a.metadata.creation_timestamp,
-                &a.metadata.namespace,
-                &a.metadata.name,
-            )
-                .cmp(&(
-                    &b.metadata.creation_timestamp,
-                    &b.metadata.namespace,
-                    &b.metadata.name,
-                ))
-        });
-        found
+        let found =
+            ownership::owner_of(candidates.iter().map(|p| &**p), owner, name, &self.allowed)
+                .map(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
+        let (ns, n) = found?;
+        candidates
+            .into_iter()
+            .find(|p| p.metadata.namespace == ns && p.metadata.name == n)
     }
 
     /// Every Project whose repository is one of `full_names` (`owner/name`), or, when
@@ -83,6 +88,8 @@ impl Projects {
         full_names: &[String],
         account: Option<&str>,
     ) -> Vec<Arc<Project>> {
+        // Installation changes only nudge Projects so the controller re-checks them; losers
+        // of a claim are nudged too, so their status shows the change.
         self.store.state_filter(|p| {
             let repo = &p.spec.repository;
             let full = format!("{}/{}", repo.owner, repo.name);

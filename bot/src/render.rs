@@ -83,6 +83,7 @@ mod tests {
                 },
                 ai_generated: false,
                 agent_run_ref: None,
+                requesters: Vec::new(),
             },
         );
         gate.status = Some(ApprovalGateStatus {

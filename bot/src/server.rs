@@ -1,13 +1,19 @@
-//! `countersign bot`: the HTTP server (`/webhook`, `/healthz`, `/readyz`, `/metrics`, the gate
-//! pages, `/api/v1`, `/admission/riskpolicies`), over HTTP or HTTPS, the Project index and
-//! the delivery workers, wired together.
+//! `countersign bot`: two HTTP listeners, the Project index and the delivery workers, wired
+//! together.
 //!
-//! Shutdown is graceful: on SIGTERM the server stops accepting requests, the queue closes,
+//! - The **public** listener carries what GitHub and people's browsers need: `POST /webhook`,
+//!   and the gate pages with GitHub sign-in (`/gates/*`, `/login`, `/oauth/callback`,
+//!   `/logout`) when they are on.
+//! - The **internal** listener carries what only the cluster needs: `/healthz`, `/readyz`,
+//!   `/metrics`, the policy API (`/api/v1/*`) and the RiskPolicy admission webhook.
+//!
+//! Shutdown is graceful: on SIGTERM the servers stop accepting requests, the queue closes,
 //! and the workers finish every delivery already accepted (each one was answered 202, so
 //! GitHub will not send it again) before the process exits.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,14 +22,17 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use countersign_github::oauth::OAuthClient;
 use countersign_webhooks::github::deliveries::Deliveries;
 use countersign_webhooks::github::event::Delivery;
 use countersign_webhooks::github::ingress::{self, Ingress};
 use countersign_webhooks::github::signature::Verifier;
 use tokio::sync::mpsc;
 
+use crate::api::{PolicyLimits, PolicyRunner};
 use crate::config::BotArgs;
 use crate::handlers::Handler;
+use crate::login::Login;
 use crate::metrics::Metrics;
 use crate::pages::PagesState;
 use crate::projects::Projects;
@@ -31,6 +40,7 @@ use crate::replies::ReplyLimiter;
 use crate::worker;
 use countersign_github::GitHubApp;
 use countersign_github::authz::Authorizer;
+use countersign_policies::ownership::RepositoryAllowList;
 
 /// How long a webhook request waits for room in a full queue before answering 503.
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -56,8 +66,14 @@ pub const RISK_POLICY_ADMISSION_ROUTE: &str = "/admission/riskpolicies";
 pub struct HttpOptions {
     /// Serve `/gates/{namespace}/{name}` (404 there when false).
     pub gate_pages: bool,
-    /// The public base URL, for the pages' canonical links.
+    /// The public base URL, for the pages' canonical links and the sign-in callback.
     pub public_url: Option<String>,
+    /// The App's OAuth client, for signing in to see gates of private repositories.
+    pub oauth: Option<OAuthClient>,
+    /// Serve gate pages of public repositories without sign-in.
+    pub public_repositories_open: bool,
+    /// Where and how the policy API evaluates.
+    pub policy: PolicyLimits,
 }
 
 impl Default for HttpOptions {
@@ -65,20 +81,22 @@ impl Default for HttpOptions {
         Self {
             gate_pages: true,
             public_url: None,
+            oauth: None,
+            public_repositories_open: true,
+            policy: PolicyLimits::default(),
         }
     }
 }
 
-/// The bot's whole HTTP surface without the gate pages (which need a kube client).
-pub fn router(ingress: Arc<Ingress>, probes: Probes) -> Router {
+/// The internal routes: probes, metrics, the policy API and admission.
+pub fn internal_router(probes: Probes, runner: PolicyRunner) -> Router {
     let probes_routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(probes);
-    ingress::router(ingress)
-        .merge(probes_routes)
-        .merge(crate::api::router())
+    probes_routes
+        .merge(crate::api::router(runner))
         .merge(countersign_webhooks::app())
         .route(
             RISK_POLICY_ADMISSION_ROUTE,
@@ -136,12 +154,20 @@ pub struct BotSettings {
     pub delivery_ttl: Duration,
     /// The App's bot login.
     pub bot_login: String,
+    /// Which namespaces may manage which repositories (`--allowed-repositories`); `None`
+    /// applies the default (`countersign_policies::ownership::RepositoryAllowList::effective`).
+    pub allowed_repositories: Option<RepositoryAllowList>,
 }
 
 impl Bot {
     /// Assembles the bot; nothing runs until [`Bot::run`].
     pub fn new(client: kube::Client, github: GitHubApp, settings: BotSettings) -> Self {
-        let (projects, driver) = Projects::watch(client.clone(), settings.namespace.as_deref());
+        let allowed = RepositoryAllowList::effective(
+            settings.allowed_repositories,
+            settings.namespace.as_deref(),
+        );
+        let (projects, driver) =
+            Projects::watch(client.clone(), settings.namespace.as_deref(), allowed);
         let mut metrics = Metrics::default();
         metrics.register_github(github.metrics());
         let metrics = Arc::new(metrics);
@@ -171,18 +197,50 @@ impl Bot {
         }
     }
 
-    /// The HTTP router of this bot, gate pages on.
+    /// Every route of this bot on one router, gate pages on: for in-process tests, which
+    /// reach the webhook and the probes through one handle. `countersign bot` never serves
+    /// this: it serves [`Bot::public_router`] and [`Bot::internal_router`] apart.
     pub fn router(&self) -> Router {
         self.router_with(&HttpOptions::default())
     }
 
-    /// The HTTP router of this bot with `options`.
+    /// Every route of this bot with `options`, on one router (see [`Bot::router`]).
     pub fn router_with(&self, options: &HttpOptions) -> Router {
-        router(self.ingress.clone(), self.probes.clone()).merge(crate::pages::router(PagesState {
+        self.public_router(options)
+            .merge(self.internal_router(options))
+    }
+
+    /// The public listener's routes: `POST /webhook`, and the gate pages with sign-in.
+    pub fn public_router(&self, options: &HttpOptions) -> Router {
+        let login = match (&options.oauth, &options.public_url) {
+            (Some(client), Some(url)) => {
+                Some(Login::new(self.handler.github.clone(), client.clone(), url))
+            }
+            _ => None,
+        };
+        let mut router = ingress::router(self.ingress.clone());
+        if options.gate_pages
+            && let Some(login) = &login
+        {
+            router = router.merge(crate::login::router(login.clone()));
+        }
+        router.merge(crate::pages::router(PagesState {
             client: self.client.clone(),
             enabled: options.gate_pages,
             public_url: options.public_url.clone(),
+            github: self.handler.github.clone(),
+            login,
+            public_repositories_open: options.public_repositories_open,
+            visibility: Arc::new(Mutex::new(HashMap::new())),
         }))
+    }
+
+    /// The internal listener's routes: probes, metrics, the policy API, admission.
+    pub fn internal_router(&self, options: &HttpOptions) -> Router {
+        internal_router(
+            self.probes.clone(),
+            PolicyRunner::new(options.policy.clone()),
+        )
     }
 
     /// Runs the Project watch and `workers` delivery workers until every sender of the queue
@@ -227,9 +285,17 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("Cannot listen on {}", args.listen))?;
+    let internal = tokio::net::TcpListener::bind(args.internal_listen)
+        .await
+        .with_context(|| format!("Cannot listen on {}", args.internal_listen))?;
     let addr = listener
         .local_addr()
         .context("Cannot read the bound address")?;
+    let internal_addr = internal
+        .local_addr()
+        .context("Cannot read the bound internal address")?;
+    let allowed = args.allowed_repositories()?;
+    let options = args.http_options()?;
     let bot = Bot::new(
         client,
         github,
@@ -240,22 +306,32 @@ pub async fn serve(
             delivery_memory: args.delivery_memory,
             delivery_ttl: args.delivery_ttl.0,
             bot_login: bot_login.clone(),
+            allowed_repositories: allowed.clone(),
         },
     );
+    let effective = RepositoryAllowList::effective(allowed, args.namespace.as_deref());
+    if effective.is_empty() {
+        tracing::warn!(
+            "no namespace may manage any repository: the bot serves every namespace and \
+             --allowed-repositories is unset, so every delivery is ignored (set e.g. \
+             --allowed-repositories 'team-a=acme/*', or '*=*/*' for a one-team cluster)"
+        );
+    }
     tracing::info!(
-        %addr,
+        addr = %addr,
+        internal = %internal_addr,
         bot = %bot_login,
         namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        allowed = %effective,
         secrets = args.webhook_secret_files.len(),
         https = tls.is_some(),
         gate_pages = args.gate_pages,
-        "starting countersign bot (POST /webhook, /api/v1/*, /admission/riskpolicies; \
-         GET /gates/*, /healthz, /readyz, /metrics)"
+        sign_in = options.oauth.is_some(),
+        "starting countersign bot (public: POST /webhook, GET /gates/*; internal: /healthz, \
+         /readyz, /metrics, /api/v1/*, /admission/riskpolicies)"
     );
-    let app = bot.router_with(&HttpOptions {
-        gate_pages: args.gate_pages,
-        public_url: args.public_url.as_ref().map(ToString::to_string),
-    });
+    let public_app = bot.public_router(&options);
+    let internal_app = bot.internal_router(&options);
     // Rotated webhook secrets and renewed certificates are picked up while running.
     let mut reloads = vec![tokio::spawn(crate::reload::watch(
         "webhook secrets",
@@ -275,23 +351,45 @@ pub async fn serve(
             args.reload_interval.0,
         )));
     }
+    let tls = tls.map(|(config, _)| config);
     let workers = tokio::spawn(bot.run(args.workers));
-    let served = match tls {
-        Some((config, _)) => crate::tls::serve(listener, config, app, shutdown)
-            .await
-            .context("The HTTPS server failed"),
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("The HTTP server failed"),
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopping = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
     };
+    let public = serve_one(listener, public_app, tls.clone(), stopping());
+    let private = serve_one(internal, internal_app, tls, stopping());
+    let watcher = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let (public, private, ()) = tokio::join!(public, private, watcher);
     for reload in reloads {
         reload.abort();
     }
-    served?;
+    public.context("The public HTTP server failed")?;
+    private.context("The internal HTTP server failed")?;
     tracing::info!("no longer accepting deliveries; finishing the accepted ones");
     workers.await.context("The delivery workers panicked")?;
     Ok(())
+}
+
+async fn serve_one(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    match tls {
+        Some(config) => crate::tls::serve(listener, config, app, shutdown).await,
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(Into::into),
+    }
 }
 
 /// The Kubernetes client: `--kubeconfig` when given, otherwise the usual inference

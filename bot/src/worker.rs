@@ -113,6 +113,7 @@ fn shard(event: &Event, workers: usize) -> usize {
         Event::IssueComment(e) => (e.repository.id, e.issue.number),
         Event::PullRequest(e) => (e.repository.id, e.pull_request.number),
         Event::PullRequestReview(e) => (e.repository.id, e.pull_request.number),
+        Event::PullRequestReviewComment(e) => (e.repository.id, e.pull_request.number),
         Event::MergeGroup(e) => (
             e.repository.id,
             e.pull_requests.first().copied().unwrap_or(0),

@@ -58,7 +58,7 @@ async fn missing_gates_and_bad_names_are_404() {
 async fn pages_can_be_turned_off() {
     let served = serve_bot(HttpOptions {
         gate_pages: false,
-        public_url: None,
+        ..HttpOptions::default()
     })
     .await;
     store_gate(served.api.client(), full_status()).await;

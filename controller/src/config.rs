@@ -85,6 +85,20 @@ pub struct ControllerArgs {
     #[arg(long, env = "GITHUB_GIT_URL", value_name = "URL")]
     pub github_git_url: Option<String>,
 
+    /// Which namespaces' Projects may manage which GitHub repositories, as comma-separated
+    /// `NAMESPACE=OWNER/REPOSITORY` entries where `*` matches any run of characters (e.g.
+    /// `team-a=acme/*,team-b=acme/billing-*,platform=*/*`). A Project outside its
+    /// namespace's allowance manages nothing. Unset: with `--namespace`, that namespace may
+    /// manage any repository; cluster-wide, no namespace may (a shared cluster must say who
+    /// may manage what). `*=*/*` trusts every namespace. Give the bot the same.
+    #[arg(
+        long = "allowed-repositories",
+        env = "COUNTERSIGN_ALLOWED_REPOSITORIES",
+        value_delimiter = ',',
+        value_name = "NS=OWNER/REPO"
+    )]
+    pub allowed_repositories: Vec<String>,
+
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "COUNTERSIGN_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -207,6 +221,9 @@ pub enum ConfigError {
     /// An empty Lease holder identity.
     #[error("--lease-identity must not be empty")]
     EmptyIdentity,
+    /// An `--allowed-repositories` entry that does not parse.
+    #[error("--allowed-repositories: {0}")]
+    AllowedRepositories(#[from] countersign_policies::ownership::AllowListError),
 }
 
 impl ControllerArgs {
@@ -279,6 +296,16 @@ impl ControllerArgs {
             }
             None => crate::settings::git_url_for_api(&self.github.github_api_url),
         };
+        if self
+            .allowed_repositories
+            .iter()
+            .any(|e| !e.trim().is_empty())
+        {
+            settings.allowed_repositories =
+                Some(countersign_policies::ownership::RepositoryAllowList::parse(
+                    &self.allowed_repositories,
+                )?);
+        }
         Ok(settings)
     }
 

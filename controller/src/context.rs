@@ -44,6 +44,8 @@ pub struct Context {
     pub bot_account: tokio::sync::OnceCell<countersign_github::BotAccount>,
     /// Consecutive failures per object: the error requeue backs off per object.
     pub error_backoff: ErrorBackoff,
+    /// Which Project manages each repository.
+    pub claims: crate::claims::Claims,
 }
 
 impl Context {
@@ -59,7 +61,14 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         let recorder = Recorder::new(client.clone(), reporter.clone());
+        let claims = crate::claims::Claims::new(
+            countersign_policies::ownership::RepositoryAllowList::effective(
+                settings.allowed_repositories.clone(),
+                settings.namespace.as_deref(),
+            ),
+        );
         Self {
+            claims,
             client,
             settings,
             metrics,

@@ -13,6 +13,9 @@ pub enum Error {
     /// GitHub could not mint a token right now.
     #[error("cannot obtain GitHub credentials: {0}")]
     Token(#[source] countersign_github::tokens::MintError),
+    /// The Project may not act for its repository (or who owns it is not known yet).
+    #[error("the Project may not act for its repository: {0}")]
+    NotOwner(String),
     /// A GitHub call for a run (its pull request, its progress comment) failed.
     #[error("GitHub call failed: {0}")]
     GitHub(#[from] countersign_github::GitHubError),
@@ -34,6 +37,7 @@ impl Error {
             Self::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
             Self::Kube(_) => "kube_api",
             Self::Token(_) => "github_token",
+            Self::NotOwner(_) => "not_owner",
             Self::GitHub(_) => "github_api",
             Self::Serialize { .. } => "serialize",
         }
@@ -50,6 +54,7 @@ impl Error {
                 retry_after_secs,
             }) => Duration::from_secs((*retry_after_secs).clamp(1, 3600)),
             Self::Token(_) => Duration::from_secs(15),
+            Self::NotOwner(_) => Duration::from_secs(30),
             Self::GitHub(countersign_github::GitHubError::RateLimited { retry_after }) => {
                 (*retry_after).clamp(Duration::from_secs(1), Duration::from_secs(3600))
             }

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod agent_run;
 pub mod backoff;
+pub mod claims;
 pub mod clock;
 pub mod config;
 pub mod context;
@@ -31,10 +32,11 @@ pub use settings::Settings;
 /// process ends or the returned future is dropped, e.g. when leadership is lost).
 pub async fn run_controllers(ctx: Arc<Context>) {
     tokio::join!(
+        claims::Claims::run(&ctx),
         agent_run::run(ctx.clone()),
         agent::run(ctx.clone()),
         gate::run(ctx.clone()),
         risk_policy::run(ctx.clone()),
-        project::run(ctx),
+        project::run(ctx.clone()),
     );
 }

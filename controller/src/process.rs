@@ -279,6 +279,19 @@ fn log_startup(
             "leader election off: this process reconciles unconditionally; never run two replicas like this"
         ),
     }
+    let allowed = countersign_policies::ownership::RepositoryAllowList::effective(
+        settings.allowed_repositories.clone(),
+        settings.namespace.as_deref(),
+    );
+    if allowed.is_empty() {
+        tracing::warn!(
+            "no namespace may manage any repository: this controller watches every namespace \
+             and --allowed-repositories is unset; every Project will say RepositoryNotAllowed \
+             (set e.g. --allowed-repositories 'team-a=acme/*' or '*=*/*' for a one-team cluster)"
+        );
+    } else {
+        tracing::info!(allowed = %allowed, "repositories namespaces may manage");
+    }
     if !minter.is_configured() {
         tracing::warn!(
             "GitHub is not configured: agent runs that need a repository token will wait with \

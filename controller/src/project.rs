@@ -1,6 +1,8 @@
-//! Project reconciliation: readiness (the RiskPolicy exists; the GitHub App installation is
-//! reachable when GitHub is configured) and the counts platform teams watch: active and
-//! queued runs, runs and spend today, open approval gates.
+//! Project reconciliation: readiness (the Project manages its repository — it is the oldest
+//! Project naming it in a namespace allowed to; the RiskPolicy exists; the GitHub App
+//! installation GitHub reports for the repository is reachable and is the one the spec names,
+//! if any) and the counts platform teams watch: active and queued runs, runs and spend
+//! today, open approval gates.
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use countersign_crds::{
     AgentRun, ApprovalGate, GatePhase, Project, ProjectStatus, RiskPolicy, RunPhase, Usd,
 };
 use countersign_github::tokens::{MintError, RepoRef};
+use countersign_policies::ownership::Claim;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -73,6 +76,8 @@ fn error_policy(project: Arc<Project>, err: &Error, ctx: Arc<Context>) -> Action
 
 /// What the Project reconciler learned from the API and GitHub.
 pub struct Observed {
+    /// Whether it manages its repository.
+    pub claim: Claim,
     /// Whether the referenced RiskPolicy exists.
     pub policy_found: bool,
     /// The installation lookup, when GitHub is configured.
@@ -92,11 +97,19 @@ async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
         .get_opt(&project.spec.risk_policy_ref.name)
         .await?
         .is_some();
-    let installation = if ctx.minter.is_configured() {
+    let claim = match ctx.claims.claim_of(&project).await {
+        Ok(claim) => claim,
+        Err(not_listed) => {
+            tracing::debug!(error = %not_listed, "cannot tell who owns the repository yet");
+            return Ok(Action::requeue(ctx.settings.wait_requeue));
+        }
+    };
+    // A Project that does not own its repository asks GitHub nothing.
+    let installation = if ctx.minter.is_configured() && claim.owns() {
         let repo = RepoRef {
             owner: project.spec.repository.owner.clone(),
             name: project.spec.repository.name.clone(),
-            installation_id: project.spec.installation.as_ref().map(|i| i.id),
+            expected_installation: project.spec.installation.as_ref().map(|i| i.id),
         };
         Some(ctx.minter.installation_for(&repo).await)
     } else {
@@ -111,6 +124,7 @@ async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
         .await?
         .items;
     let observed = Observed {
+        claim,
         policy_found,
         installation,
         runs: runs
@@ -184,7 +198,13 @@ pub fn desired_status(project: &Project, observed: &Observed, now: Timestamp) ->
     }));
     status.last_sync_time = Some(Time(now));
 
-    let readiness = if !observed.policy_found {
+    let readiness = if !observed.claim.owns() {
+        status.installation_id = None;
+        Readiness::Stalled {
+            reason: observed.claim.reason().into(),
+            message: observed.claim.message(project),
+        }
+    } else if !observed.policy_found {
         Readiness::Stalled {
             reason: "RiskPolicyNotFound".into(),
             message: format!(
@@ -205,10 +225,13 @@ pub fn desired_status(project: &Project, observed: &Observed, now: Timestamp) ->
                 reason: "GitHubUnavailable".into(),
                 message: err.to_string(),
             },
-            Some(Err(err)) => Readiness::Stalled {
-                reason: "InstallationNotFound".into(),
-                message: err.to_string(),
-            },
+            Some(Err(err)) => {
+                status.installation_id = None;
+                Readiness::Stalled {
+                    reason: err.reason().into(),
+                    message: err.to_string(),
+                }
+            }
             None => Readiness::Ready {
                 reason: "Ready".into(),
                 message: "RiskPolicy found; no GitHub credentials are configured, so runs wait"

@@ -47,7 +47,17 @@ pub struct Settings {
     /// Who agent commits are made as when no GitHub App is configured (with an App, its bot
     /// account is used).
     pub commit_identity: (String, String),
+    /// Which namespaces may manage which repositories (`--allowed-repositories`); `None`
+    /// applies the default: with `namespace`, that namespace may manage any repository;
+    /// cluster-wide, none may.
+    pub allowed_repositories: Option<countersign_policies::ownership::RepositoryAllowList>,
+    /// The longest reading a pull request's change with git may take (when GitHub's file
+    /// listing stops at 3000 files).
+    pub git_read_timeout: Duration,
 }
+
+/// How long reading a pull request's change with git may take by default.
+pub const GIT_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -66,6 +76,8 @@ impl Default for Settings {
                 "countersign[bot]".to_owned(),
                 "countersign[bot]@users.noreply.github.com".to_owned(),
             ),
+            allowed_repositories: None,
+            git_read_timeout: GIT_READ_TIMEOUT,
         }
     }
 }

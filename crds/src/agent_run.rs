@@ -98,10 +98,18 @@ pub struct Task {
     /// Who asked for the run. That person cannot approve the resulting pull request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<GitHubUser>,
+    /// Everyone else who asked for this run, e.g. whoever said `/retry`. Like `requestedBy`,
+    /// none of them can approve the resulting pull request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub requesters: Vec<GitHubUser>,
     /// How the run was started.
     #[serde(default)]
     pub source: TaskSource,
 }
+
+/// Most entries of `task.requesters` (the schema's `maxItems`).
+pub const MAX_REQUESTERS: usize = 20;
 
 /// How a run was started.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
@@ -240,7 +248,9 @@ pub const MAX_PLAN_CHARS: usize = 4096;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunPlan {
-    /// The plan, in Markdown, as posted on the issue.
+    /// The plan, in Markdown, exactly as posted on the issue and, once approved, handed to
+    /// the coding attempt: only what a reader of the comment sees (hidden Markdown, HTML
+    /// comments and invisible characters are removed when the plan is recorded).
     #[schemars(length(max = 4096))]
     pub text: String,
     /// The attempt that wrote it.

@@ -55,6 +55,12 @@ pub struct ApprovalGateSpec {
     /// The AgentRun that produced the change, when `aiGenerated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_run_ref: Option<LocalRef>,
+    /// Everyone who asked for the AI run that produced the change (who started it, and
+    /// whoever asked for a retry). Written by the controller when it opens the pull request,
+    /// so they stay unable to approve even if the AgentRun is deleted or pruned later.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub requesters: Vec<GitHubUser>,
 }
 
 /// Where a gate stands.
@@ -153,8 +159,10 @@ pub struct ApprovalRecord {
     pub roles: Vec<RoleName>,
     /// Approve or reject.
     pub decision: Decision,
-    /// The head commit the decision was made on.
-    #[schemars(pattern(r"^[0-9a-f]{40}([0-9a-f]{24})?$"))]
+    /// The head commit the decision was made on; empty when nobody recorded it (a comment
+    /// the bot never received, which then counts for no head).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(pattern(r"^([0-9a-f]{40}([0-9a-f]{24})?)?$"))]
     pub sha: String,
     /// When.
     pub time: Time,
@@ -193,7 +201,8 @@ pub enum ApprovalVia {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum InvalidReason {
-    /// Given on an older head whose tree differs from the current one.
+    /// Given on an older head whose change (`changeId`: the diff from the merge base) differs
+    /// from the current one.
     Stale,
     /// The pull request's author approved their own change.
     #[serde(rename = "self")]
@@ -206,10 +215,29 @@ pub enum InvalidReason {
     Agent,
     /// The person holds none of the roles still required.
     NotInRole,
-    /// The approval comment was edited by someone else.
+    /// The approval comment (issue comment, inline review comment or review body) was
+    /// edited by someone other than its author.
     Tampered,
+    /// Someone who pushed commits to the pull request's branch approved it (recorded from
+    /// GitHub's `synchronize` events, whatever name the commits carry).
+    Pusher,
+    /// The comment's head commit is unknown: the bot never received the comment, so it
+    /// never recorded which head it was written on. Say the command again.
+    HeadUnknown,
     /// The same person decided again later; only their latest decision counts.
     Superseded,
+}
+
+/// The change fingerprint of one head of the pull request.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeadChange {
+    /// The head commit.
+    #[schemars(pattern(r"^[0-9a-f]{40}([0-9a-f]{24})?$"))]
+    pub sha: String,
+    /// The fingerprint of the pull request's change at that head (see `changeId`).
+    #[schemars(length(max = 80))]
+    pub change_id: String,
 }
 
 /// A reminder, escalation or expiry that happened at a deadline.
@@ -242,9 +270,33 @@ pub struct ApprovalGateStatus {
     /// The head commit the status was evaluated on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_sha: Option<String>,
-    /// The tree of that commit; approvals survive a new head with the same tree (clean rebase).
+    /// The tree of that commit (for the audit; approvals follow `changeId`, not the tree).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree_sha: Option<String>,
+    /// A fingerprint of the pull request's change at `headSha`: its diff from the merge
+    /// base, file by file, without line numbers (a patch id). Approvals given on an older
+    /// head still count when that head's change had the same fingerprint (a clean rebase);
+    /// any other change, including a same-tree push onto a newer base, makes them stale.
+    /// Absent when the change could not be read completely.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 80))]
+    pub change_id: Option<String>,
+    /// The change fingerprint of each head this gate evaluated (newest last, at most 50),
+    /// so approvals on those heads can be compared with the current change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub changes: Vec<HeadChange>,
+    /// Everyone who asked for the AI run (from the spec and the AgentRun, kept once seen):
+    /// none of them can approve.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub requesters: Vec<GitHubUser>,
+    /// Everyone who pushed to the pull request's branch, as GitHub reported the pushes:
+    /// none of them can approve (on AI pull requests always, on others as the RiskPolicy's
+    /// `separationOfDuties.excludePushers` says).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 200))]
+    pub pushers: Vec<GitHubUser>,
     /// The risk of the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub risk: Option<RiskAssessment>,
@@ -280,9 +332,13 @@ pub struct ApprovalGateStatus {
     /// The commit `checkRunId` belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_run_sha: Option<String>,
-    /// The last merge-queue commit that got a `countersign/approval` conclusion.
+    /// The last merge-queue commit that got a `countersign/approval` check run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_group_sha: Option<String>,
+    /// The id of the check run on `mergeGroupSha`, kept in step with the gate (a hold or a
+    /// rejection after the pull request entered the queue turns it back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_group_check_run_id: Option<u64>,
     /// Why the gate could not be evaluated last time (GitHub unreachable, policy invalid …),
     /// cleared by the next successful evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -31,8 +31,10 @@ use crate::common::{GitHubTeam, GitHubUser, LocalRef, RoleName, RunMode, Usd};
 pub struct ProjectSpec {
     /// The GitHub repository this Project manages.
     pub repository: Repository,
-    /// The GitHub App installation that grants Countersign access to the repository. Leave
-    /// empty to let the controller discover it from the repository.
+    /// The GitHub App installation that grants Countersign access to the repository. The
+    /// installation used is always the one GitHub reports for the repository; a value here
+    /// is only checked against it (a mismatch stops the Project with `InstallationMismatch`).
+    /// Leave empty to use whatever GitHub reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installation: Option<Installation>,
     /// What starts agent runs on this repository and who may start them.
@@ -188,6 +190,38 @@ pub struct Triggers {
     /// how loops and drive-by costs start. Countersign never reacts to its own events.
     #[serde(default)]
     pub allow_bots: bool,
+    /// Agents (same namespace) that `/countersign run <agent>` may start on this repository,
+    /// besides the Agents the trigger labels map. No other Agent of the namespace can be
+    /// started from a comment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub agents: Vec<LocalRef>,
+}
+
+impl Triggers {
+    /// Whether `/countersign run <agent>` may start `agent`: a trigger label maps it or
+    /// `agents` lists it.
+    pub fn maps_agent(&self, agent: &str) -> bool {
+        self.labels.iter().any(|t| t.agent.name == agent)
+            || self.agents.iter().any(|a| a.name == agent)
+    }
+
+    /// The Agents comments may start, in the order the spec names them, without repeats.
+    pub fn mapped_agents(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for name in self
+            .labels
+            .iter()
+            .map(|t| t.agent.name.as_str())
+            .chain(self.agents.iter().map(|a| a.name.as_str()))
+        {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
 }
 
 /// One issue label that starts a run of one Agent.

@@ -109,6 +109,12 @@ pub struct RuleMatch {
     /// Matches when any changed path is under the Project's GitOps paths.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gitops_paths: Option<bool>,
+    /// Match `paths`, `exceptPaths` and `onlyPaths` with case taken into account. Off by
+    /// default: paths match whatever their case (`Migrations/0042_drop.SQL` is a migration
+    /// for `migrations/**` and `**/*.sql`), as on the case-insensitive file systems many
+    /// developers and build tools use.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub case_sensitive: bool,
 }
 
 /// Who wrote a change.
@@ -344,9 +350,14 @@ pub struct SeparationOfDuties {
     /// For AI pull requests, whoever asked for the run cannot approve it.
     #[serde(default = "yes")]
     pub exclude_requester: bool,
-    /// Anyone who committed to the pull request cannot approve it.
+    /// Anyone who authored or committed a commit of the pull request cannot approve it
+    /// (always on for AI pull requests).
     #[serde(default = "yes")]
     pub exclude_committers: bool,
+    /// Anyone who pushed to the pull request's branch cannot approve it, whatever name and
+    /// email the pushed commits carry (always on for AI pull requests).
+    #[serde(default = "yes")]
+    pub exclude_pushers: bool,
 }
 
 impl Default for SeparationOfDuties {
@@ -355,6 +366,7 @@ impl Default for SeparationOfDuties {
             exclude_author: true,
             exclude_requester: true,
             exclude_committers: true,
+            exclude_pushers: true,
         }
     }
 }

@@ -62,6 +62,8 @@ pub(crate) struct Inner {
     slug: tokio::sync::OnceCell<String>,
     pub(crate) etags: Mutex<HashMap<String, (HeaderValue, Bytes)>>,
     pub(crate) metrics: crate::metrics::ClientMetrics,
+    /// The installation GitHub reported per repository (lower-case `owner/name`), and when.
+    installations: Mutex<HashMap<String, (std::time::Instant, u64)>>,
 }
 
 #[derive(Clone)]
@@ -81,6 +83,9 @@ impl fmt::Debug for GitHubApp {
 
 /// Installation tokens are re-minted this long before GitHub says they expire.
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// How long the installation GitHub reported for a repository is trusted before it is
+/// asked again (an uninstall or a transfer takes effect within this time).
+pub const INSTALLATION_CACHE_TTL: Duration = Duration::from_secs(60);
 
 impl GitHubApp {
     /// The client's metrics (answers by status, rate limit left, conditional hits), for the
@@ -120,6 +125,7 @@ impl GitHubApp {
                 slug: tokio::sync::OnceCell::new(),
                 etags: Mutex::new(HashMap::new()),
                 metrics: crate::metrics::ClientMetrics::default(),
+                installations: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -145,11 +151,63 @@ impl GitHubApp {
             .cloned()
     }
 
-    /// The installation serving `owner/repo` (`GET /repos/{owner}/{repo}/installation`).
+    /// The installation serving `owner/repo` (`GET /repos/{owner}/{repo}/installation`),
+    /// remembered for [`INSTALLATION_CACHE_TTL`]. This, never a number from a spec, is the
+    /// installation Countersign acts through for a repository.
     pub async fn installation_for_repo(&self, owner: &str, repo: &str) -> Result<u64, GitHubError> {
+        let key = format!(
+            "{}/{}",
+            owner.to_ascii_lowercase(),
+            repo.to_ascii_lowercase()
+        );
+        if let Some((at, id)) = lock(&self.inner.installations).get(&key)
+            && at.elapsed() < INSTALLATION_CACHE_TTL
+        {
+            return Ok(*id);
+        }
         let path = format!("/repos/{}/{}/installation", seg(owner), seg(repo));
-        let answer = self.send(Method::GET, &path, Auth::App, None).await?;
-        Ok(answer.json::<Id>("installation")?.id)
+        let answer = self.send(Method::GET, &path, Auth::App, None).await;
+        let id = match answer {
+            Ok(answer) => answer.json::<Id>("installation")?.id,
+            Err(e) => {
+                lock(&self.inner.installations).remove(&key);
+                return Err(e);
+            }
+        };
+        let mut cache = lock(&self.inner.installations);
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(key, (std::time::Instant::now(), id));
+        Ok(id)
+    }
+
+    /// The installation GitHub reports for `owner/repo`, checked against `expected` (a
+    /// number a Project's spec names): a different installation is an error, never used.
+    pub async fn verified_installation(
+        &self,
+        owner: &str,
+        repo: &str,
+        expected: Option<u64>,
+    ) -> Result<u64, MintError> {
+        let repo_ref = RepoRef {
+            owner: owner.to_owned(),
+            name: repo.to_owned(),
+            expected_installation: expected,
+        };
+        let actual = self
+            .installation_for_repo(owner, repo)
+            .await
+            .map_err(|e| mint_error(e, &repo_ref))?;
+        match expected {
+            Some(expected) if expected != actual => Err(MintError::InstallationMismatch {
+                owner: owner.to_owned(),
+                name: repo.to_owned(),
+                expected,
+                actual,
+            }),
+            _ => Ok(actual),
+        }
     }
 
     /// A client acting as installation `id` (token minted on first use, cached, refreshed
@@ -276,13 +334,8 @@ impl TokenMinter for GitHubApp {
     }
 
     async fn installation_for(&self, repo: &RepoRef) -> Result<u64, MintError> {
-        match repo.installation_id {
-            Some(id) => Ok(id),
-            None => self
-                .installation_for_repo(&repo.owner, &repo.name)
-                .await
-                .map_err(|e| mint_error(e, repo)),
-        }
+        self.verified_installation(&repo.owner, &repo.name, repo.expected_installation)
+            .await
     }
 }
 

@@ -22,6 +22,9 @@ pub struct CommentInfo {
     pub created_at: Timestamp,
     /// Last edit (equal to `created_at` when never edited).
     pub updated_at: Timestamp,
+    /// For inline review comments: the commit the comment was written on, as GitHub
+    /// recorded it (`original_commit_id`); `None` for issue comments.
+    pub commit_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -34,6 +37,8 @@ struct WireComment {
     created_at: Timestamp,
     #[serde(default)]
     updated_at: Option<Timestamp>,
+    #[serde(default)]
+    original_commit_id: Option<String>,
 }
 
 impl From<WireComment> for CommentInfo {
@@ -44,6 +49,7 @@ impl From<WireComment> for CommentInfo {
             body: c.body.unwrap_or_default(),
             created_at: c.created_at,
             updated_at: c.updated_at.unwrap_or(c.created_at),
+            commit_id: c.original_commit_id,
         }
     }
 }

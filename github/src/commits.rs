@@ -45,7 +45,7 @@ struct WireGitCommit {
 }
 
 #[derive(Deserialize)]
-struct WireCommit {
+pub(crate) struct WireCommit {
     sha: String,
     commit: WireGitCommit,
     #[serde(default)]

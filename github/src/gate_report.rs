@@ -411,20 +411,30 @@ pub fn invalid_word(reason: InvalidReason) -> &'static str {
         InvalidReason::NotInRole => "not-in-role",
         InvalidReason::Tampered => "tampered",
         InvalidReason::Superseded => "superseded",
+        InvalidReason::Pusher => "pusher",
+        InvalidReason::HeadUnknown => "head-unknown",
     }
 }
 
 /// Why an approval with this reason does not count, in plain words.
 pub fn invalid_why(reason: InvalidReason) -> &'static str {
     match reason {
-        InvalidReason::Stale => "given on an older head whose tree differs from the current one",
+        InvalidReason::Stale => {
+            "given on an older head whose change (the diff from the merge base) differs from the current one"
+        }
         InvalidReason::SelfApproval => "the author cannot approve their own pull request",
         InvalidReason::Requester => "the person who asked for the AI run cannot approve its result",
         InvalidReason::Committer => "someone who committed to the pull request cannot approve it",
         InvalidReason::Agent => "the agent's own identity cannot approve",
         InvalidReason::NotInRole => "holds none of the roles still required",
-        InvalidReason::Tampered => "the approval comment was edited by someone else",
+        InvalidReason::Tampered => "the comment or review was edited by someone else",
         InvalidReason::Superseded => "the same person decided again later; only the latest counts",
+        InvalidReason::Pusher => {
+            "someone who pushed to the pull request's branch cannot approve it"
+        }
+        InvalidReason::HeadUnknown => {
+            "Countersign never received this comment, so it does not know which head it approved; say it again"
+        }
     }
 }
 

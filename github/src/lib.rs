@@ -16,15 +16,19 @@
 pub mod app;
 pub mod args;
 pub mod authz;
+pub mod change;
 pub mod checks;
 pub mod comments;
 pub mod commits;
+pub mod compare;
 pub mod error;
 pub mod gate_report;
+pub mod git_read;
 pub mod installation;
 pub mod jwt;
 pub mod labels;
 pub mod metrics;
+pub mod oauth;
 pub mod parse;
 pub mod permissions;
 pub mod pulls;
@@ -37,11 +41,13 @@ pub mod transport;
 pub mod users;
 
 pub use app::{AppConfig, GitHubApp, TOKEN_REFRESH_MARGIN, USER_AGENT};
+pub use change::{body_digest, change_id};
 pub use checks::{
     CHECK_NAME, CHECK_SUMMARY_LIMIT, CheckRunInfo, CheckRunRequest, CheckStatus, TRUNCATION_MARKER,
 };
 pub use comments::CommentInfo;
 pub use commits::PullCommit;
+pub use compare::Comparison;
 pub use error::GitHubError;
 pub use installation::InstallationClient;
 pub use permissions::Permission;

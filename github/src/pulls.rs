@@ -43,6 +43,13 @@ pub struct PullInfo {
     pub head_repo: Option<String>,
     /// Base branch name.
     pub base_ref: String,
+    /// The base branch's commit when the pull request was last updated.
+    pub base_sha: String,
+    /// How many files the pull request changes, as GitHub counts them (its file listing
+    /// stops at 3000).
+    pub changed_files: Option<u64>,
+    /// How many commits the pull request has (its commit listing stops at 250).
+    pub commits: Option<u64>,
     /// Who opened it (GitHub's `ghost` account, id 10137, when the account was deleted).
     pub author: Actor,
     /// Label names.
@@ -62,6 +69,11 @@ pub struct PullFile {
     pub deletions: u32,
     /// `added`, `removed`, `modified`, `renamed`, `copied`, `changed` or `unchanged`.
     pub status: String,
+    /// The blob SHA GitHub lists for the file (after the change; the removed blob for a
+    /// deletion).
+    pub sha: Option<String>,
+    /// The file's unified diff (hunks only); absent for binary and very large files.
+    pub patch: Option<String>,
 }
 
 /// A pull request to open.
@@ -159,6 +171,10 @@ struct WirePull {
     user: Option<WireUser>,
     #[serde(default)]
     labels: Vec<WireLabel>,
+    #[serde(default)]
+    changed_files: Option<u64>,
+    #[serde(default)]
+    commits: Option<u64>,
 }
 
 fn pull_info(wire: WirePull) -> Result<PullInfo, GitHubError> {
@@ -182,6 +198,9 @@ fn pull_info(wire: WirePull) -> Result<PullInfo, GitHubError> {
         head_ref: wire.head.branch,
         head_repo: wire.head.repo.map(|r| r.full_name),
         base_ref: wire.base.branch,
+        base_sha: wire.base.sha,
+        changed_files: wire.changed_files,
+        commits: wire.commits,
         author: actor(wire.user).unwrap_or_else(|| Actor {
             id: GHOST_ID,
             login: "ghost".to_owned(),
@@ -211,7 +230,7 @@ impl From<WireOpenedPull> for OpenedPullRequest {
 }
 
 #[derive(Deserialize)]
-struct WireFile {
+pub(crate) struct WireFile {
     filename: String,
     #[serde(default)]
     previous_filename: Option<String>,
@@ -220,6 +239,10 @@ struct WireFile {
     #[serde(default)]
     deletions: u32,
     status: String,
+    #[serde(default)]
+    sha: Option<String>,
+    #[serde(default)]
+    patch: Option<String>,
 }
 
 impl From<WireFile> for PullFile {
@@ -230,8 +253,15 @@ impl From<WireFile> for PullFile {
             additions: f.additions,
             deletions: f.deletions,
             status: f.status,
+            sha: f.sha,
+            patch: f.patch,
         }
     }
+}
+
+/// Files as GitHub lists them (pull request files and the compare API share the shape).
+pub(crate) fn files_of(wire: Vec<WireFile>) -> Vec<PullFile> {
+    wire.into_iter().map(PullFile::from).collect()
 }
 
 #[derive(Deserialize)]
@@ -267,7 +297,8 @@ impl InstallationClient {
         pull_info(answer.json("pull request")?)
     }
 
-    /// Every changed file of pull request `number`, all pages (GitHub lists at most 3000).
+    /// Every changed file of pull request `number` GitHub lists, all pages (at most 3000;
+    /// compare with [`PullInfo::changed_files`] to know whether that is all of them).
     pub async fn pull_request_files(
         &self,
         owner: &str,

@@ -55,6 +55,8 @@ pub struct ReviewInfo {
     pub commit_id: Option<String>,
     /// When it was submitted (`None` while pending).
     pub submitted_at: Option<Timestamp>,
+    /// The review's text (Markdown; commands in it count like comment commands).
+    pub body: String,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +69,8 @@ struct WireReview {
     commit_id: Option<String>,
     #[serde(default)]
     submitted_at: Option<Timestamp>,
+    #[serde(default)]
+    body: Option<String>,
 }
 
 impl From<WireReview> for ReviewInfo {
@@ -77,6 +81,7 @@ impl From<WireReview> for ReviewInfo {
             state: ReviewState::from_github(&r.state),
             commit_id: r.commit_id,
             submitted_at: r.submitted_at,
+            body: r.body.unwrap_or_default(),
         }
     }
 }

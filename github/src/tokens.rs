@@ -17,8 +17,10 @@ pub struct RepoRef {
     pub owner: String,
     /// Repository name.
     pub name: String,
-    /// The App installation to use, when the Project names one.
-    pub installation_id: Option<u64>,
+    /// The installation the Project's spec names, if any. Never used to act: the
+    /// installation is always the one GitHub reports for the repository, and a different
+    /// number here is an error ([`MintError::InstallationMismatch`]).
+    pub expected_installation: Option<u64>,
 }
 
 /// A token that can clone and push to exactly one repository.
@@ -47,6 +49,22 @@ pub enum MintError {
         /// Repository name.
         name: String,
     },
+    /// The Project names an installation, but GitHub reports another one for the
+    /// repository.
+    #[error(
+        "the Project names GitHub App installation {expected}, but GitHub reports installation \
+         {actual} for {owner}/{name}"
+    )]
+    InstallationMismatch {
+        /// Repository owner.
+        owner: String,
+        /// Repository name.
+        name: String,
+        /// The installation the spec names.
+        expected: u64,
+        /// The installation GitHub reports.
+        actual: u64,
+    },
     /// GitHub rate-limited the request; try again after the given number of seconds.
     #[error("GitHub rate-limited the token request; retry in {retry_after_secs}s")]
     RateLimited {
@@ -62,6 +80,16 @@ impl MintError {
     /// Whether trying again later may succeed without anyone changing anything.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::RateLimited { .. } | Self::Unavailable(_))
+    }
+
+    /// The `Ready` condition reason for a Project or run stopped by this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotConfigured => "NoCredentials",
+            Self::InstallationNotFound { .. } => "InstallationNotFound",
+            Self::InstallationMismatch { .. } => "InstallationMismatch",
+            Self::RateLimited { .. } | Self::Unavailable(_) => "GitHubUnavailable",
+        }
     }
 }
 

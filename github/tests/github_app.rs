@@ -214,7 +214,7 @@ async fn repo_tokens_are_scoped_to_one_repository_and_contents() {
     let repo = RepoRef {
         owner: "octo-org".into(),
         name: "widgets".into(),
-        installation_id: None,
+        expected_installation: None,
     };
     let token = within(app.repo_token(&repo)).await.expect("token");
     assert_eq!(token.installation_id, INSTALLATION);
@@ -236,21 +236,35 @@ async fn repo_tokens_are_scoped_to_one_repository_and_contents() {
 }
 
 #[tokio::test]
-async fn each_repo_token_is_fresh() {
+async fn each_repo_token_is_fresh_and_the_installation_is_the_one_github_reports() {
     let (fake, app) = setup().await;
     let repo = RepoRef {
         owner: "octo-org".into(),
         name: "gadgets".into(),
-        installation_id: Some(INSTALLATION),
+        expected_installation: Some(INSTALLATION),
     };
     let a = within(app.repo_token(&repo)).await.expect("token");
     let b = within(app.repo_token(&repo)).await.expect("token");
     assert_ne!(a.token.expose_secret(), b.token.expose_secret());
-    assert!(
-        fake.calls_to("/repos/octo-org/gadgets/installation")
-            .is_empty(),
-        "the Project's installation id is used as is"
+    assert_eq!(
+        fake.calls_to("/repos/octo-org/gadgets/installation").len(),
+        1,
+        "GitHub is asked which installation serves the repository, once per TTL"
     );
+
+    // A spec naming another installation is refused, never used.
+    let wrong = RepoRef {
+        expected_installation: Some(INSTALLATION + 1),
+        ..repo
+    };
+    let err = within(app.repo_token(&wrong)).await.expect_err("mismatch");
+    assert!(
+        matches!(err, MintError::InstallationMismatch { expected, actual, .. }
+            if expected == INSTALLATION + 1 && actual == INSTALLATION),
+        "{err:?}"
+    );
+    assert!(!err.is_transient());
+    assert_eq!(err.reason(), "InstallationMismatch");
 }
 
 #[tokio::test]
@@ -259,7 +273,7 @@ async fn a_repository_without_the_app_is_installation_not_found() {
     let repo = RepoRef {
         owner: "elsewhere".into(),
         name: "thing".into(),
-        installation_id: None,
+        expected_installation: None,
     };
     let err = within(app.repo_token(&repo))
         .await

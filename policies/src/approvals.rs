@@ -1,28 +1,36 @@
 //! The approval rules (ARCHITECTURE.md §4) as a pure function: from the facts about a pull
-//! request (its head, its tree, who wrote and committed it, every review and comment
-//! decision, who holds which role) and the RiskPolicy's assessment to the gate's phase, the
-//! requirements per role, and every decision with why it counts or not.
+//! request (its head and its change, who wrote, pushed and asked for it, every review and
+//! comment decision, who holds which role) and the RiskPolicy's assessment to the gate's
+//! phase, the requirements per role, and every decision with why it counts or not.
 //!
 //! The controller gathers the facts from GitHub; `POST /api/v1/simulate` builds them from
 //! hypothetical reviewers. Both call [`evaluate_approvals`], so a simulation says exactly what
 //! the gate will say.
 //!
 //! The rules, in the order they are applied to each decision:
-//! 1. A person's latest decision (review or `/approve`/`/reject` comment) replaces their
+//! 1. A person's latest decision (review or `/approve`/`/reject` command) replaces their
 //!    earlier ones ([`InvalidReason::Superseded`]).
-//! 2. An approval comment edited by someone else does not count ([`InvalidReason::Tampered`]).
-//! 3. Separation of duties: the author (unless switched off), for AI pull requests the person
-//!    who asked for the run, the agent's own accounts, and every committer (unless switched
-//!    off) cannot approve.
+//! 2. A command someone else edited into a person's comment, inline review comment or review
+//!    body does not count ([`InvalidReason::Tampered`]).
+//! 3. Separation of duties: the agent's own accounts never approve; the author (unless
+//!    switched off); for AI pull requests everyone who asked for the run (unless switched
+//!    off); everyone who authored or committed a commit and everyone who pushed to the branch
+//!    (always on AI pull requests, else as the switches say).
 //! 4. Approvals are bound to content: one given on an older head counts only when that
-//!    head's tree equals the current tree (a clean rebase) ([`InvalidReason::Stale`]).
+//!    head's change (the diff from its merge base, as a fingerprint) is the current change —
+//!    a clean rebase keeps approvals, any other push makes them stale
+//!    ([`InvalidReason::Stale`]). A comment command whose head the bot never recorded counts
+//!    for no head ([`InvalidReason::HeadUnknown`]).
 //! 5. An approval counts only for a role the person holds; each person fills at most one
 //!    required slot, assigned so that as many slots as possible are filled.
 //!
-//! A rejection by anyone holding a role rejects, whatever the head; `/hold` blocks until a
-//! later `/unhold`. Low-risk workflows auto-approve with the reason recorded, unless a
-//! never-auto-approve path changed (the assessment already decided that) or an escalation
-//! added a role.
+//! A rejection by anyone holding a role rejects, whatever the head. `/hold` blocks until it
+//! is lifted: `/unhold` lifts the holds of the same person and of people ranked no higher
+//! ([`role_rank`]: developer < tech_lead < manager < security_team < cto, other roles and
+//! no role lowest), and a security hold (one by a `security_team` member) is never lifted by
+//! the pull request's author. Low-risk workflows auto-approve with the reason recorded,
+//! unless a never-auto-approve path changed (the assessment already decided that) or an
+//! escalation added a role.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -61,8 +69,9 @@ pub struct Signal {
     pub kind: SignalKind,
     /// Where.
     pub via: ApprovalVia,
-    /// The head commit it was given on.
-    pub sha: String,
+    /// The head commit it was given on; `None` when nobody recorded it (a comment the bot
+    /// never received): an approval then counts for no head.
+    pub sha: Option<String>,
     /// When.
     pub time: Timestamp,
     /// The comment was edited by someone other than its author.
@@ -74,27 +83,33 @@ pub struct Signal {
 pub struct PullFacts {
     /// The current head commit.
     pub head_sha: String,
-    /// The current head's tree.
-    pub tree_sha: String,
+    /// The fingerprint of the current change (its diff from the merge base); `None` when it
+    /// could not be read completely: then only approvals on the current head count.
+    pub change_id: Option<String>,
     /// Who opened the pull request.
     pub author: Option<GitHubUser>,
     /// Whether an agent wrote the change.
     pub ai_generated: bool,
-    /// Who asked for the AI run, when known.
-    pub requester: Option<GitHubUser>,
+    /// Everyone who asked for the AI run: who started it and whoever asked for a retry.
+    pub requesters: Vec<GitHubUser>,
     /// The agent's own accounts (Countersign's bot user), which never approve.
     pub agent_accounts: Vec<GitHubUser>,
     /// Everyone who authored or committed a commit of the pull request.
     pub committers: Vec<GitHubUser>,
-    /// Tree of each known commit, for the clean-rebase check; commits missing here are
-    /// treated as having a different tree.
-    pub trees: BTreeMap<String, String>,
+    /// Everyone who pushed to the pull request's branch.
+    pub pushers: Vec<GitHubUser>,
+    /// The change fingerprint of each known head, for approvals given on older heads;
+    /// heads missing here count as a different change.
+    pub changes: BTreeMap<String, String>,
     /// Every decision, hold and unhold, in any order (sorted by time here).
     pub signals: Vec<Signal>,
     /// The Project roles of each person who said something, by user id.
     pub roles: HashMap<u64, BTreeSet<RoleName>>,
     /// Roles added by escalations, each needing one approval on top of the workflow's.
     pub escalated_roles: Vec<RoleName>,
+    /// GitHub shows a head whose push event has not been received yet: who pushed it is not
+    /// known, so nothing approves (not even automatically) until it is.
+    pub awaiting_push: bool,
 }
 
 /// What the rules concluded.
@@ -131,7 +146,7 @@ pub fn evaluate_approvals(
     let mut signals: Vec<&Signal> = facts.signals.iter().collect();
     signals.sort_by_key(|s| s.time);
 
-    let held_by = hold_state(&signals);
+    let held_by = hold_state(&signals, facts);
 
     // Each person's latest approve/reject is the one that counts.
     let decisions: Vec<&Signal> = signals
@@ -192,7 +207,7 @@ pub fn evaluate_approvals(
             user: s.user.clone(),
             roles: roles.into_iter().collect(),
             decision,
-            sha: s.sha.clone(),
+            sha: s.sha.clone().unwrap_or_default(),
             time: Time(s.time),
             via: s.via,
             valid: invalid.is_none(),
@@ -212,6 +227,8 @@ pub fn evaluate_approvals(
         GatePhase::Held
     } else if !rejected_by.is_empty() {
         GatePhase::Rejected
+    } else if facts.awaiting_push {
+        GatePhase::Pending
     } else if auto_approved.is_some() || (satisfied && !requirements.is_empty()) {
         GatePhase::Approved
     } else {
@@ -230,17 +247,67 @@ pub fn evaluate_approvals(
     }
 }
 
-/// Who holds the pull request: the latest `/hold` not followed by an `/unhold`.
-fn hold_state(sorted: &[&Signal]) -> Option<GitHubUser> {
-    let mut held = None;
-    for s in sorted {
+/// How senior a role is for lifting holds: developer 1, tech_lead 2, manager 3,
+/// security_team 4, cto 5; any other role 0 (as is having no role).
+pub fn role_rank(role: &RoleName) -> u8 {
+    match role.0.as_str() {
+        "developer" => 1,
+        "tech_lead" => 2,
+        "manager" => 3,
+        SECURITY_ROLE => 4,
+        "cto" => 5,
+        _ => 0,
+    }
+}
+
+/// The role whose holds are security holds.
+pub const SECURITY_ROLE: &str = "security_team";
+
+/// A hold in force.
+struct Hold {
+    by: GitHubUser,
+    rank: u8,
+    security: bool,
+}
+
+/// Who holds the pull request: holds stack (one per person); `/unhold` lifts the unholder's
+/// own hold and every hold by someone ranked no higher, except that the author never lifts a
+/// security hold. The highest-ranked remaining holder (the latest among equals) is reported.
+fn hold_state(sorted: &[&Signal], facts: &PullFacts) -> Option<GitHubUser> {
+    let roles_of = |u: &GitHubUser| {
+        u.id.and_then(|id| facts.roles.get(&id))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let rank = |u: &GitHubUser| roles_of(u).iter().map(role_rank).max().unwrap_or(0);
+    let is_author = |u: &GitHubUser| facts.author.as_ref().is_some_and(|a| same_person(a, u));
+    let mut holds: Vec<Hold> = Vec::new();
+    for s in sorted.iter().filter(|s| !s.tampered) {
         match s.kind {
-            SignalKind::Hold if !s.tampered => held = Some(s.user.clone()),
-            SignalKind::Unhold if !s.tampered => held = None,
+            SignalKind::Hold => {
+                holds.retain(|h| !same_person(&h.by, &s.user));
+                holds.push(Hold {
+                    by: s.user.clone(),
+                    rank: rank(&s.user),
+                    security: roles_of(&s.user).iter().any(|r| r.0 == SECURITY_ROLE),
+                });
+            }
+            SignalKind::Unhold => {
+                let (lifter, author) = (rank(&s.user), is_author(&s.user));
+                holds.retain(|h| {
+                    let own = same_person(&h.by, &s.user);
+                    let may = own || (h.rank <= lifter && !(h.security && author));
+                    !may
+                });
+            }
             _ => {}
         }
     }
-    held
+    holds
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, h)| (h.rank, *i))
+        .map(|(_, h)| h.by.clone())
 }
 
 /// Why an approval cannot count, before roles are considered.
@@ -259,19 +326,23 @@ fn approval_problem(
     if duties.exclude_author && facts.author.as_ref().is_some_and(same) {
         return Some(InvalidReason::SelfApproval);
     }
-    if facts.ai_generated && duties.exclude_requester && facts.requester.as_ref().is_some_and(same)
-    {
+    if facts.ai_generated && duties.exclude_requester && facts.requesters.iter().any(same) {
         return Some(InvalidReason::Requester);
     }
-    if duties.exclude_committers && facts.committers.iter().any(same) {
+    if (facts.ai_generated || duties.exclude_committers) && facts.committers.iter().any(same) {
         return Some(InvalidReason::Committer);
     }
-    let fresh = s.sha == facts.head_sha
-        || (!facts.tree_sha.is_empty()
-            && facts
-                .trees
-                .get(&s.sha)
-                .is_some_and(|t| *t == facts.tree_sha));
+    if (facts.ai_generated || duties.exclude_pushers) && facts.pushers.iter().any(same) {
+        return Some(InvalidReason::Pusher);
+    }
+    let Some(sha) = s.sha.as_deref() else {
+        return Some(InvalidReason::HeadUnknown);
+    };
+    let fresh = sha == facts.head_sha
+        || facts
+            .change_id
+            .as_ref()
+            .is_some_and(|current| facts.changes.get(sha) == Some(current));
     (!fresh).then_some(InvalidReason::Stale)
 }
 

@@ -59,6 +59,11 @@ pub struct Change {
     /// e.g. `deploy/production/**`. A glob without wildcards also covers everything below it.
     #[serde(default)]
     pub gitops_paths: Vec<String>,
+    /// Why `files` is not the whole change, when it is not (GitHub listed fewer files than
+    /// the pull request changes and git could not read them either). The policy then fails
+    /// closed: every factor scores 10 with this reason, and nothing approves itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
 }
 
 fn default_author_kind() -> AuthorKind {
@@ -73,6 +78,7 @@ impl Default for Change {
             author_kind: default_author_kind(),
             base_branch: None,
             gitops_paths: Vec::new(),
+            incomplete: None,
         }
     }
 }
@@ -121,6 +127,12 @@ impl Change {
     /// Adds a GitOps path glob.
     pub fn with_gitops_path(mut self, glob: impl Into<String>) -> Self {
         self.gitops_paths.push(glob.into());
+        self
+    }
+
+    /// Marks the file list as incomplete, saying why.
+    pub fn incomplete_because(mut self, why: impl Into<String>) -> Self {
+        self.incomplete = Some(why.into());
         self
     }
 

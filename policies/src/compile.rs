@@ -28,6 +28,11 @@ pub struct CompiledPolicy {
     pub(crate) index: PathIndex,
     /// `owners[g]`: the rules (and lists) that use distinct glob `g` of the index.
     pub(crate) owners: Vec<Vec<GlobOwner>>,
+    /// `case_sensitive[g]`: glob `g` matches paths as written; every other glob is stored
+    /// lower-cased and matches the lower-cased path (the default).
+    pub(crate) case_sensitive: Vec<bool>,
+    /// Whether any glob is case-sensitive (a second pass over each path is needed).
+    pub(crate) any_case_sensitive: bool,
     pub(crate) combine: Combiner,
     pub(crate) thresholds: Thresholds,
     pub(crate) workflows: Workflows,
@@ -107,9 +112,11 @@ pub(crate) fn parse_glob(glob: &str) -> Result<Glob, globset::Error> {
 
 struct Compiler {
     errors: Vec<PolicyError>,
-    distinct: HashMap<String, usize>,
+    /// Distinct globs by (case-sensitive, text as matched).
+    distinct: HashMap<(bool, String), usize>,
     globs: Vec<(String, Glob)>,
     owners: Vec<Vec<GlobOwner>>,
+    case_sensitive: Vec<bool>,
 }
 
 impl Compiler {
@@ -127,18 +134,37 @@ impl Compiler {
         }
     }
 
-    /// Adds the path globs of one list to the shared index.
-    fn index_list(&mut self, field: &str, globs: &[String], rule: u32, role: GlobRole) {
+    /// Adds the path globs of one list to the shared index: lower-cased unless
+    /// `case_sensitive` (paths are lower-cased before they meet those globs).
+    fn index_list(
+        &mut self,
+        field: &str,
+        globs: &[String],
+        rule: u32,
+        role: GlobRole,
+        case_sensitive: bool,
+    ) {
         for (position, text) in globs.iter().enumerate() {
-            let Some(glob) = self.glob(format!("{field}[{position}]"), text) else {
+            let Some(written) = self.glob(format!("{field}[{position}]"), text) else {
                 continue;
             };
-            let slot = match self.distinct.get(text) {
+            let (matched, glob) = if case_sensitive {
+                (text.clone(), written)
+            } else {
+                let lower = text.to_lowercase();
+                match parse_glob(&lower) {
+                    Ok(g) => (lower, g),
+                    Err(_) => (text.clone(), written),
+                }
+            };
+            let key = (case_sensitive, matched.clone());
+            let slot = match self.distinct.get(&key) {
                 Some(&slot) => slot,
                 None => {
-                    self.globs.push((text.clone(), glob));
+                    self.globs.push((matched, glob));
                     self.owners.push(Vec::new());
-                    self.distinct.insert(text.clone(), self.globs.len() - 1);
+                    self.case_sensitive.push(case_sensitive);
+                    self.distinct.insert(key, self.globs.len() - 1);
                     self.globs.len() - 1
                 }
             };
@@ -182,6 +208,7 @@ impl CompiledPolicy {
             distinct: HashMap::new(),
             globs: Vec::new(),
             owners: Vec::new(),
+            case_sensitive: Vec::new(),
         };
         let mut rules = Vec::with_capacity(spec.rules.len());
         let mut names = HashSet::new();
@@ -204,11 +231,13 @@ impl CompiledPolicy {
                 set,
             ));
         }
+        // Never case-sensitive: a path must not escape a human by its case.
         c.index_list(
             "spec.neverAutoApprovePaths",
             &spec.never_auto_approve_paths,
             0,
             GlobRole::NeverAutoApprove,
+            false,
         );
         let combine = check_combine(&mut c, spec);
         check_thresholds(&mut c, &spec.thresholds);
@@ -240,6 +269,8 @@ impl CompiledPolicy {
             rules,
             index,
             owners: c.owners,
+            any_case_sensitive: c.case_sensitive.iter().any(|s| *s),
+            case_sensitive: c.case_sensitive,
             combine,
             thresholds: spec.thresholds.clone(),
             workflows: spec.workflows.clone(),
@@ -298,18 +329,27 @@ fn compile_rule(
     } else {
         m.paths.clone()
     };
-    c.index_list(&format!("{field}.paths"), &paths, index, GlobRole::Paths);
+    let exact = m.case_sensitive;
+    c.index_list(
+        &format!("{field}.paths"),
+        &paths,
+        index,
+        GlobRole::Paths,
+        exact,
+    );
     c.index_list(
         &format!("{field}.exceptPaths"),
         &m.except_paths,
         index,
         GlobRole::Except,
+        exact,
     );
     c.index_list(
         &format!("{field}.onlyPaths"),
         &m.only_paths,
         index,
         GlobRole::Only,
+        exact,
     );
     let base_branches = if m.base_branches.is_empty() {
         None

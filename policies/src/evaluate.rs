@@ -55,15 +55,17 @@ impl GitOpsGlobs {
         let mut builder = GlobSetBuilder::new();
         let mut globs = Vec::new();
         for p in paths {
+            // Matched against lower-cased paths, like every path glob by default.
+            let lower = p.to_lowercase();
             // A bad glob from a Project is read literally rather than dropped: dropping it
             // would silently take deploy paths out of scoring.
-            let glob = parse_glob(p).or_else(|_| parse_glob(&globset::escape(p)));
+            let glob = parse_glob(&lower).or_else(|_| parse_glob(&globset::escape(&lower)));
             if let Ok(g) = glob {
                 builder.add(g);
                 globs.push(p.clone());
             }
             let plain = !p.contains(['*', '?', '[', '{']);
-            if plain && let Ok(g) = parse_glob(&format!("{}/**", p.trim_end_matches('/'))) {
+            if plain && let Ok(g) = parse_glob(&format!("{}/**", lower.trim_end_matches('/'))) {
                 builder.add(g);
                 globs.push(p.clone());
             }
@@ -122,7 +124,12 @@ impl CompiledPolicy {
             };
             apply_rego(&mut factors, verdict)
         });
-        let rego_failed = matches!(rego, Some(RegoVerdict::Failed { .. }));
+        let mut rego_failed = matches!(rego, Some(RegoVerdict::Failed { .. }));
+        if let Some(why) = &change.incomplete {
+            fail_closed(&mut factors, why);
+            // Like a failing Rego module: nothing about this change may approve itself.
+            rego_failed = true;
+        }
         let score = self.combine_scores(&factors);
         let level = self.level_of(score);
         let workflow = self.decide_workflow(score, level, &scan.never, rego_failed);
@@ -148,32 +155,49 @@ impl CompiledPolicy {
         let mut gitops_matches = Vec::new();
         let (mut gitops_first, mut gitops_count) = (None, 0u32);
         for (fi, file) in change.files.iter().enumerate() {
-            let candidate = Candidate::new(&file.path);
+            let lower = file.path.to_lowercase();
+            let candidate = Candidate::new(&lower);
+            let mut hit = |g: usize| {
+                for owner in &self.owners[g] {
+                    if owner.role == GlobRole::NeverAutoApprove {
+                        never.push(NeverAutoApproveHit {
+                            path: file.path.clone(),
+                            glob: self.never_auto_approve[owner.position as usize].clone(),
+                            source: HitSource::Policy,
+                        });
+                        continue;
+                    }
+                    let r = owner.rule as usize;
+                    let f = &mut flags[r];
+                    if !f.touched {
+                        f.touched = true;
+                        touched.push(r);
+                    }
+                    match owner.role {
+                        GlobRole::Paths => f.path_glob = min_some(f.path_glob, owner.position),
+                        GlobRole::Only => f.only_glob = min_some(f.only_glob, owner.position),
+                        GlobRole::Except => f.except = true,
+                        GlobRole::NeverAutoApprove => {}
+                    }
+                }
+            };
+            // Globs are lower-cased unless their rule is case-sensitive; those see the path
+            // as written in a second pass.
             self.index
-                .for_each_match(&file.path, &candidate, &mut scratch, |g| {
-                    for owner in &self.owners[g] {
-                        if owner.role == GlobRole::NeverAutoApprove {
-                            never.push(NeverAutoApproveHit {
-                                path: file.path.clone(),
-                                glob: self.never_auto_approve[owner.position as usize].clone(),
-                                source: HitSource::Policy,
-                            });
-                            continue;
-                        }
-                        let r = owner.rule as usize;
-                        let f = &mut flags[r];
-                        if !f.touched {
-                            f.touched = true;
-                            touched.push(r);
-                        }
-                        match owner.role {
-                            GlobRole::Paths => f.path_glob = min_some(f.path_glob, owner.position),
-                            GlobRole::Only => f.only_glob = min_some(f.only_glob, owner.position),
-                            GlobRole::Except => f.except = true,
-                            GlobRole::NeverAutoApprove => {}
-                        }
+                .for_each_match(&lower, &candidate, &mut scratch, |g| {
+                    if !self.case_sensitive[g] {
+                        hit(g);
                     }
                 });
+            if self.any_case_sensitive {
+                let exact = Candidate::new(&file.path);
+                self.index
+                    .for_each_match(&file.path, &exact, &mut scratch, |g| {
+                        if self.case_sensitive[g] {
+                            hit(g);
+                        }
+                    });
+            }
             for &r in &touched {
                 let f = std::mem::take(&mut flags[r]);
                 let rs = &mut rules[r];
@@ -268,7 +292,7 @@ impl CompiledPolicy {
             };
             Some(format!("{} matched {what} {}{more}", hit.path, hit.glob))
         } else if rego_failed {
-            Some("the Rego module failed".to_owned())
+            Some("the Rego module failed or the change could not be read completely".to_owned())
         } else {
             None
         };
@@ -472,6 +496,21 @@ fn render_evidence(rule: &str, evidence: &[Evidence]) -> String {
                 .collect();
             format!("{} matched rule {rule}", parts.join(" and "))
         }
+    }
+}
+
+/// The rule name quoted when an incomplete change fails closed.
+pub const INCOMPLETE_RULE: &str = "incomplete-change";
+
+/// Every factor to 10: the change could not be read completely, so it scores the maximum.
+fn fail_closed(factors: &mut [FactorResult; 3], why: &str) {
+    for slot in factors.iter_mut() {
+        slot.score = MAX_SCORE;
+        slot.rule = Some(INCOMPLETE_RULE.to_owned());
+        slot.reason = format!(
+            "{} {MAX_SCORE}: the changed-file list is incomplete, so the policy fails closed: {why}",
+            factor_name(slot.factor)
+        );
     }
 }
 

@@ -21,8 +21,10 @@ mod compile;
 mod error;
 mod evaluate;
 mod manifest;
+pub mod ownership;
 mod path_index;
 mod rego;
+pub mod visible;
 
 pub use assessment::{
     Assessment, AutoApprove, FACTORS, FactorResult, HitSource, MAX_REASON_LEN, MatchedRule,
@@ -31,6 +33,7 @@ pub use assessment::{
 pub use change::{AuthorKind, Change, ChangedFile, author_kind_name};
 pub use compile::{CompiledPolicy, MAX_SCORE, level_name};
 pub use error::{FieldPath, PolicyError, PolicyErrors, SpecProblem};
+pub use evaluate::INCOMPLETE_RULE;
 pub use manifest::{
     ManifestError, PolicyDocument, PolicyReport, default_policy, parse_policies, validate_policies,
 };

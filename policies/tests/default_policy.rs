@@ -74,6 +74,81 @@ fn cases() -> Vec<Case> {
             "docs-only",
         ),
         case(
+            "an image under docs",
+            Change::touching(["docs/img/flow.svg", "docs/flow.md"]),
+            Low,
+            1,
+            "standard",
+            "docs-only",
+        ),
+        case(
+            "a Python script under docs is code",
+            Change::touching(["docs/tools/build.py"]),
+            Medium,
+            5,
+            "supervised",
+            "code-change",
+        ),
+        case(
+            "shell, JavaScript and TypeScript under docs are code",
+            Change::touching([
+                "docs/serve.sh",
+                "docs/theme/site.js",
+                "docs/theme/plugin.cjs",
+                "docs/theme/plugin.mjs",
+                "docs/theme/nav.ts",
+            ]),
+            Medium,
+            5,
+            "supervised",
+            "code-change",
+        ),
+        case(
+            "build configs under docs are code",
+            Change::touching([
+                "docs/conf.py",
+                "docs/package.json",
+                "docs/Makefile",
+                "docs/mkdocs.yml",
+            ]),
+            Medium,
+            5,
+            "supervised",
+            "code-change",
+        ),
+        case(
+            "a prettier config that executes is code",
+            Change::touching([".prettierrc.js", "web/.prettierrc.cjs"]),
+            Medium,
+            5,
+            "supervised",
+            "code-change",
+        ),
+        case(
+            "agent instructions",
+            Change::touching(["CLAUDE.md"]),
+            High,
+            8,
+            "managed",
+            "agent-instructions",
+        ),
+        case(
+            "agent instructions in any directory and any case",
+            Change::touching(["services/api/Agents.md", ".cursorrules"]),
+            High,
+            8,
+            "managed",
+            "agent-instructions",
+        ),
+        case(
+            "Copilot instructions",
+            Change::touching([".github/copilot-instructions.md"]),
+            High,
+            8,
+            "managed",
+            "agent-instructions",
+        ),
+        case(
             "formatter settings only",
             Change::touching([".editorconfig", "rustfmt.toml"]),
             Low,
@@ -183,6 +258,30 @@ fn cases() -> Vec<Case> {
             "data-migration",
         ),
         case(
+            "a migration whatever its case",
+            Change::touching(["Migrations/0042_drop.SQL"]),
+            Critical,
+            9,
+            "executive",
+            "data-migration",
+        ),
+        case(
+            "deploy script",
+            Change::touching(["scripts/deploy-prod.sh"]),
+            Critical,
+            9,
+            "executive",
+            "deploy-scripts",
+        ),
+        case(
+            "release script in a subdirectory",
+            Change::touching(["tools/ci/release.py"]),
+            Critical,
+            9,
+            "executive",
+            "deploy-scripts",
+        ),
+        case(
             "rails migration",
             Change::touching(["db/migrate/20240101_add_users.rb"]),
             Critical,
@@ -209,6 +308,30 @@ fn cases() -> Vec<Case> {
         case(
             "the policy itself",
             Change::touching(["policies/manifests/default-riskpolicy.yaml"]),
+            Critical,
+            10,
+            "executive",
+            "codeowners-and-policy",
+        ),
+        case(
+            "a RiskPolicy under any name",
+            Change::touching(["ops/team-risk_policy.yml"]),
+            Critical,
+            10,
+            "executive",
+            "codeowners-and-policy",
+        ),
+        case(
+            "a Countersign Project manifest",
+            Change::touching(["examples/project.yaml"]),
+            Critical,
+            10,
+            "executive",
+            "codeowners-and-policy",
+        ),
+        case(
+            "anything under .countersign",
+            Change::touching([".countersign/notes.md"]),
             Critical,
             10,
             "executive",
@@ -412,7 +535,7 @@ fn docs_only_auto_approves_with_the_reason_recorded() {
     }
     assert_eq!(
         a.factor(RiskFactor::Impact).reason,
-        "impact 1: docs/guide/install.md matched rule docs-only (only docs/**)"
+        "impact 1: docs/guide/install.md matched rule docs-only (only **/*.md)"
     );
 }
 
@@ -514,4 +637,46 @@ fn line_counts_come_from_the_files() {
         a.factor(RiskFactor::Complexity).reason,
         "complexity 7: 800 changed lines matched rule large-change (≥ 800)"
     );
+}
+
+#[test]
+fn paths_match_whatever_their_case_unless_a_rule_says_otherwise() {
+    let mut spec = countersign_policies::default_policy().spec;
+    let rule = spec
+        .rules
+        .iter_mut()
+        .find(|r| r.name == "data-migration")
+        .expect("data-migration");
+    rule.matches.case_sensitive = true;
+    let exact = CompiledPolicy::compile(&spec).expect("compiles");
+    let a = exact.evaluate(&Change::touching(["Migrations/0042_drop.SQL"]));
+    let rules: Vec<&str> = a.matched_rules.iter().map(|r| r.name.as_str()).collect();
+    assert!(!rules.contains(&"data-migration"), "{rules:?}");
+    // Never-auto-approve paths are never case-sensitive.
+    assert!(
+        a.never_auto_approve
+            .iter()
+            .any(|h| h.glob == "**/*.sql" && h.path == "Migrations/0042_drop.SQL"),
+        "{:?}",
+        a.never_auto_approve
+    );
+    let a = exact.evaluate(&Change::touching(["migrations/0042_drop.sql"]));
+    assert_eq!(a.level, RiskLevel::Critical);
+}
+
+#[test]
+fn an_incomplete_change_fails_closed_at_the_highest_level() {
+    let policy = default_policy();
+    let change = Change::touching(["docs/a.md"])
+        .incomplete_because("GitHub listed 3000 of 3002 changed files");
+    let a = policy.evaluate(&change);
+    assert_eq!((a.level, a.score), (RiskLevel::Critical, 10));
+    assert!(!a.workflow.auto_approves());
+    for f in &a.factors {
+        assert_eq!(
+            f.rule.as_deref(),
+            Some(countersign_policies::INCOMPLETE_RULE)
+        );
+        assert!(f.reason.contains("3000 of 3002"), "{}", f.reason);
+    }
 }

@@ -86,7 +86,17 @@ pub async fn risk_policy_handler(Json(review): Json<AdmissionReview<DynamicObjec
                 .into_response();
         }
     };
-    Json(respond(&request).into_review()).into_response()
+    // Compiling a policy (and probing its Rego module) is CPU work: off the threads that
+    // answer requests, so a slow module cannot delay webhook deliveries (docs/security.md,
+    // item 12). A panic in it is an internal error, never a crashed server.
+    let uid = request.uid.clone();
+    match tokio::task::spawn_blocking(move || respond(&request)).await {
+        Ok(response) => Json(response.into_review()).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, %uid, "RiskPolicy admission review failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the review failed").into_response()
+        }
+    }
 }
 
 fn respond(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {

@@ -3,7 +3,6 @@
 //! and runs the same engine (`CompiledPolicy::evaluate`, then
 //! [`evaluate_approvals`]), so the answer is what the gate and its check run would say.
 
-use axum::body::Bytes;
 use countersign_crds::approval_gate::{ApprovalVia, InvalidReason};
 use countersign_crds::{ApprovalGate, ApprovalGateSpec, ApprovalGateStatus, GitHubUser, RoleName};
 use countersign_crds::{LocalRef, RiskPolicySpec};
@@ -18,8 +17,8 @@ use countersign_github::gate_report::{check_output, invalid_why, invalid_word};
 
 /// The head commit simulated decisions are given on.
 const SIMULATED_HEAD: &str = "5151515151515151515151515151515151515151";
-/// Its tree.
-const SIMULATED_TREE: &str = "7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e";
+/// The fingerprint of its change.
+const SIMULATED_CHANGE: &str = "p1-simulated";
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -52,9 +51,15 @@ pub struct PullRequestInput {
     /// Who asked for the AI run.
     #[serde(default)]
     pub requester: Option<GitHubUser>,
+    /// Everyone else who asked for the AI run (e.g. with `/retry`).
+    #[serde(default)]
+    pub requesters: Vec<GitHubUser>,
     /// Everyone who committed.
     #[serde(default)]
     pub committers: Vec<GitHubUser>,
+    /// Everyone who pushed to the branch.
+    #[serde(default)]
+    pub pushers: Vec<GitHubUser>,
     /// The agent's own accounts.
     #[serde(default)]
     pub agent_accounts: Vec<GitHubUser>,
@@ -79,7 +84,7 @@ pub struct ReviewerInput {
     /// Where (default `review`).
     #[serde(default = "default_via")]
     pub via: ApprovalVia,
-    /// Given on an older head (with a different tree): the approval is stale.
+    /// Given on an older head (with a different change): the approval is stale.
     #[serde(default)]
     pub stale: bool,
     /// Their approval comment was edited by someone else.
@@ -103,12 +108,6 @@ pub enum ReviewerDecision {
     Hold,
     /// `/unhold`.
     Unhold,
-}
-
-pub(super) async fn handler(body: Bytes) -> Result<axum::Json<Value>, ApiError> {
-    let request: SimulateRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("cannot parse the body: {e}")))?;
-    simulate(request).map(axum::Json)
 }
 
 /// Runs the simulation; the JSON answer of `POST /api/v1/simulate`.
@@ -138,12 +137,13 @@ pub fn simulate(request: SimulateRequest) -> Result<Value, ApiError> {
     let start = Timestamp::now();
     let mut facts = PullFacts {
         head_sha: SIMULATED_HEAD.to_owned(),
-        tree_sha: SIMULATED_TREE.to_owned(),
+        change_id: Some(SIMULATED_CHANGE.to_owned()),
         author: pr.author.clone(),
         ai_generated: pr.ai_generated,
-        requester: pr.requester,
+        requesters: pr.requester.into_iter().chain(pr.requesters).collect(),
         agent_accounts: pr.agent_accounts,
         committers: pr.committers,
+        pushers: pr.pushers,
         escalated_roles: pr.escalated_roles,
         ..PullFacts::default()
     };
@@ -158,7 +158,7 @@ pub fn simulate(request: SimulateRequest) -> Result<Value, ApiError> {
             .or_default()
             .extend(r.roles.iter().cloned());
         let sha = if r.stale {
-            // An older head whose tree is unknown, so it differs.
+            // An older head whose change is unknown, so it differs.
             format!("{:040x}", i + 1)
         } else {
             SIMULATED_HEAD.to_owned()
@@ -172,7 +172,7 @@ pub fn simulate(request: SimulateRequest) -> Result<Value, ApiError> {
                 ReviewerDecision::Unhold => SignalKind::Unhold,
             },
             via: r.via,
-            sha,
+            sha: Some(sha),
             time: start
                 .checked_add(SignedDuration::from_secs(
                     i64::try_from(i).unwrap_or(i64::MAX),
@@ -199,6 +199,7 @@ pub fn simulate(request: SimulateRequest) -> Result<Value, ApiError> {
             }),
             ai_generated: pr.ai_generated,
             agent_run_ref: None,
+            requesters: Vec::new(),
         },
         status: Some(ApprovalGateStatus {
             phase: verdict.phase,

@@ -2,14 +2,17 @@
 //! `/approve`, `/reject`, `/hold`, `/unhold` nudge the pull request's gate or a run's plan;
 //! `/risk`, `/help` answer). Commands are parsed as Markdown by [`crate::commands`]; on an
 //! edit only commands the edit added run, and only when the author edited their own comment.
+//!
+//! A comment with a decision command on a pull request is bound to the head the pull request
+//! had when the bot received it: the bot reads the head right away and records it on the gate
+//! ([`COMMAND_HEADS_ANNOTATION`]). GitHub records no head for issue comments, and commit dates
+//! can be forged, so the gate counts a comment the bot never received for no head.
 
 use countersign_crds::keys::{
-    BOT_FIELD_MANAGER, LAST_COMMAND_ANNOTATION, LAST_DELIVERY_ANNOTATION, MAX_TAMPERED_COMMENTS,
-    TAMPERED_COMMENTS_ANNOTATION, tampered_comment_ids,
+    COMMAND_HEADS_ANNOTATION, CommentRef, LAST_COMMAND_ANNOTATION, command_heads_value,
 };
 use countersign_crds::{Agent, AgentRun, ApprovalGate, Project, RunPhase, TaskSource};
 use countersign_webhooks::github::event::{CommentAction, DeliveryId, IssueCommentEvent};
-use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 use super::runs::Asker;
@@ -17,7 +20,7 @@ use super::{HandleError, Handled, Handler, Ignored, Outcome, nudge};
 use countersign_github::authz::{self, Denial};
 use countersign_github::{InstallationClient, Reaction};
 use countersign_policies::commands::MAX_COMMANDS_PER_COMMENT;
-use countersign_policies::commands::{self, Command, Parsed};
+use countersign_policies::commands::{self, Command, CommandKind, Parsed};
 
 use crate::objects::RunRequest;
 
@@ -29,29 +32,36 @@ impl Handler {
         {
             return Ok(vec![Outcome::Ignored(Ignored::OwnBot)]);
         }
-        let projects = self
-            .projects
-            .for_repository(&e.repository.owner, &e.repository.name);
-        // Commands go to the oldest Project managing the repository; gates of every Project
-        // are nudged when an approval comment changes.
-        let Some(project) = projects.first() else {
+        // Commands go to the one Project managing the repository.
+        let Some(project) = self.owner_of(&e.repository) else {
             return Ok(vec![Outcome::Ignored(Ignored::NoProject)]);
         };
+        let project = &project;
         let parsed = match &e.action {
             CommentAction::Created => commands::parse_comment(&e.comment.body),
             CommentAction::Edited { previous_body } => {
                 if e.sender.id != e.comment.user.id {
                     // Someone edited another person's comment: never run what they wrote,
                     // but let the gate re-read the comments and record the tampering.
-                    let mut outcomes = self.mark_tampered(&projects, e, delivery).await?;
+                    let mut outcomes = if e.issue.is_pull_request {
+                        self.mark_tampered(
+                            &e.repository,
+                            e.issue.number,
+                            CommentRef::issue(e.comment.id),
+                            delivery,
+                        )
+                        .await?
+                    } else {
+                        Vec::new()
+                    };
                     outcomes.push(Outcome::Ignored(Ignored::EditedBySomeoneElse));
                     return Ok(outcomes);
                 }
                 commands::new_commands(previous_body.as_deref(), &e.comment.body)
             }
             CommentAction::Deleted => {
-                // A deleted approval comment no longer counts: let the gates look again.
-                return self.nudge_gates(&projects, e, delivery).await;
+                // A deleted approval comment no longer counts: let the gate look again.
+                return self.nudge_gate(project, e, delivery).await;
             }
         };
         if parsed.is_empty() {
@@ -64,11 +74,18 @@ impl Handler {
         let Some(github) = self.installation(e.installation_id, project).await? else {
             return Ok(vec![Outcome::Ignored(Ignored::NoInstallation)]);
         };
+        let decides = parsed
+            .iter()
+            .any(|p| matches!(p, Parsed::Command(c) if c.kind() == CommandKind::Approval));
+        if decides && e.issue.is_pull_request && e.action == CommentAction::Created {
+            // Bound to the head now, before anything else happens.
+            self.record_receipt(&github, project, e, delivery).await?;
+        }
         let mut outcomes = Vec::new();
         for parsed in parsed.into_iter().take(MAX_COMMANDS_PER_COMMENT) {
             let outcome = match parsed {
                 Parsed::Command(command) => {
-                    self.run_command(&github, project, &projects, e, delivery, command)
+                    self.run_command(&github, project, e, delivery, command)
                         .await?
                 }
                 Parsed::Invalid { text, problem } => {
@@ -85,11 +102,41 @@ impl Handler {
         Ok(outcomes)
     }
 
+    /// Records on the pull request's gate the head it has now, as the head comment
+    /// `e.comment` was received at.
+    async fn record_receipt(
+        &self,
+        github: &InstallationClient,
+        project: &Project,
+        e: &IssueCommentEvent,
+        delivery: &DeliveryId,
+    ) -> Result<(), HandleError> {
+        let repo = &e.repository;
+        let pr = github
+            .pull_request(&repo.owner, &repo.name, e.issue.number)
+            .await?;
+        let (id, sha) = (e.comment.id, pr.head_sha);
+        let recorded = self
+            .update_gate_annotations(project, e.issue.number, delivery, |a| {
+                Some(vec![(
+                    COMMAND_HEADS_ANNOTATION,
+                    command_heads_value(a, id, &sha),
+                )])
+            })
+            .await?;
+        if !recorded {
+            tracing::info!(
+                number = e.issue.number,
+                "no gate yet to record the comment's head on; its decision will not count"
+            );
+        }
+        Ok(())
+    }
+
     async fn run_command(
         &self,
         github: &InstallationClient,
         project: &Project,
-        projects: &[super::ProjectRef],
         e: &IssueCommentEvent,
         delivery: &DeliveryId,
         command: Command,
@@ -113,6 +160,17 @@ impl Handler {
                 }
                 if let Err(denial) = self.authorize_trigger(project, &asker).await? {
                     return Ok(Outcome::Denied(denial));
+                }
+                if !project.spec.triggers.maps_agent(agent.as_str()) {
+                    let text = format!(
+                        "This repository's Project does not let comments start the Agent `{}`. {}",
+                        agent.as_str(),
+                        mapped_agents_sentence(project)
+                    );
+                    self.answer(github, e, "unmapped-agent", &text).await;
+                    return Ok(Outcome::Ignored(Ignored::UnmappedAgent(
+                        agent.as_str().to_owned(),
+                    )));
                 }
                 let agents: Api<Agent> = self.api(project);
                 if agents.get_opt(agent.as_str()).await?.is_none() {
@@ -149,7 +207,7 @@ impl Handler {
                 if let Err(denial) = self.authorize_trigger(project, &asker).await? {
                     return Ok(Outcome::Denied(denial));
                 }
-                self.retry_run(project, e.issue.number, delivery, e.comment.id)
+                self.retry_run(project, e.issue.number, delivery, e.comment.id, &e.sender)
                     .await?
             }
             Command::Approve | Command::Reject { .. } | Command::Hold | Command::Unhold => {
@@ -161,7 +219,7 @@ impl Handler {
                 }
                 if e.issue.is_pull_request {
                     let mut last = Outcome::Ignored(Ignored::NoGate);
-                    for outcome in self.nudge_gates(projects, e, delivery).await? {
+                    for outcome in self.nudge_gate(project, e, delivery).await? {
                         last = outcome;
                     }
                     last
@@ -174,15 +232,8 @@ impl Handler {
                 self.answer(github, e, "risk", &text).await
             }
             Command::Help => {
-                let agents: Vec<String> = project
-                    .spec
-                    .triggers
-                    .labels
-                    .iter()
-                    .map(|t| t.agent.name.clone())
-                    .collect();
-                let refs: Vec<&str> = agents.iter().map(String::as_str).collect();
-                self.answer(github, e, "help", &commands::help_text(&refs))
+                let agents = project.spec.triggers.mapped_agents();
+                self.answer(github, e, "help", &commands::help_text(&agents))
                     .await
             }
         };
@@ -248,10 +299,17 @@ impl Handler {
         let Some(run) = waiting else {
             return Ok(Outcome::Ignored(Ignored::NothingToDo("plan approval")));
         };
+        // The decision answers the plan on the issue now: that attempt's plan, and no later one.
+        let plan_attempt = run
+            .status
+            .as_ref()
+            .and_then(|s| s.plan.as_ref())
+            .map_or(0, |p| p.attempt);
         let value = countersign_crds::keys::steering_value(
             command.name(),
             &delivery.to_string(),
             &e.sender.login,
+            plan_attempt,
         );
         let api: Api<AgentRun> = self.api(project);
         nudge(
@@ -267,72 +325,20 @@ impl Handler {
         })
     }
 
-    /// Nudges the gate of the commented pull request in every Project managing the repo.
-    async fn nudge_gates(
+    /// Nudges the gate of the commented pull request.
+    async fn nudge_gate(
         &self,
-        projects: &[super::ProjectRef],
+        project: &Project,
         e: &IssueCommentEvent,
         delivery: &DeliveryId,
     ) -> Handled {
         if !e.issue.is_pull_request {
             return Ok(vec![Outcome::Ignored(Ignored::NoGate)]);
         }
-        let mut outcomes = Vec::new();
-        for project in projects {
-            let api: Api<ApprovalGate> = self.api(project);
-            let name = countersign_crds::names::gate_name(&project.name_any(), e.issue.number);
-            let nudged = nudge(&api, &name, delivery, &[]).await?;
-            outcomes.push(gate_outcome(nudged, name));
-        }
-        Ok(outcomes)
-    }
-
-    /// Records on each gate that comment `e.comment.id` was edited by someone other than its
-    /// author (read-modify-write with the resourceVersion, retried on conflicts), which also
-    /// nudges the gate to look again.
-    async fn mark_tampered(
-        &self,
-        projects: &[super::ProjectRef],
-        e: &IssueCommentEvent,
-        delivery: &DeliveryId,
-    ) -> Handled {
-        if !e.issue.is_pull_request {
-            return Ok(vec![Outcome::Ignored(Ignored::NoGate)]);
-        }
-        let mut outcomes = Vec::new();
-        for project in projects {
-            let api: Api<ApprovalGate> = self.api(project);
-            let name = countersign_crds::names::gate_name(&project.name_any(), e.issue.number);
-            let mut marked = false;
-            for _ in 0..5 {
-                let Some(gate) = api.get_opt(&name).await? else {
-                    break;
-                };
-                let value = tampered_value(&gate, e.comment.id);
-                let patch = serde_json::json!({ "metadata": {
-                    "resourceVersion": gate.resource_version(),
-                    "annotations": {
-                        TAMPERED_COMMENTS_ANNOTATION: value,
-                        LAST_DELIVERY_ANNOTATION: delivery.as_str(),
-                    }
-                }});
-                let params = PatchParams {
-                    field_manager: Some(BOT_FIELD_MANAGER.to_owned()),
-                    ..PatchParams::default()
-                };
-                match api.patch(&name, &params, &Patch::Merge(&patch)).await {
-                    Ok(_) => {
-                        marked = true;
-                        break;
-                    }
-                    Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                    Err(kube::Error::Api(status)) if status.code == 404 => break,
-                    Err(err) => return Err(err.into()),
-                }
-            }
-            outcomes.push(gate_outcome(marked, name));
-        }
-        Ok(outcomes)
+        let api: Api<ApprovalGate> = self.api(project);
+        let name = countersign_crds::names::gate_name(&project.name_any(), e.issue.number);
+        let nudged = nudge(&api, &name, delivery, &[]).await?;
+        Ok(vec![gate_outcome(nudged, name)])
     }
 
     async fn risk_answer(
@@ -350,27 +356,7 @@ impl Handler {
     }
 
     async fn available_agents(&self, project: &Project) -> Result<String, HandleError> {
-        let api: Api<Agent> = self.api(project);
-        let mut names: Vec<String> = api
-            .list(&Default::default())
-            .await?
-            .items
-            .iter()
-            .map(ResourceExt::name_any)
-            .collect();
-        names.sort();
-        Ok(if names.is_empty() {
-            "No Agents are defined in this Project's namespace yet.".to_owned()
-        } else {
-            format!(
-                "Available: {}.",
-                names
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
+        Ok(mapped_agents_sentence(project))
     }
 
     /// Posts an answer (rate-limited per person, issue and topic).
@@ -405,13 +391,19 @@ fn gate_outcome(touched: bool, name: String) -> Outcome {
     }
 }
 
-/// The tampered-comments annotation with `comment_id` added (kept sorted, newest ids last,
-/// at most [`MAX_TAMPERED_COMMENTS`]).
-fn tampered_value(gate: &ApprovalGate, comment_id: u64) -> String {
-    let mut ids = tampered_comment_ids(gate.annotations());
-    ids.insert(comment_id);
-    while ids.len() > MAX_TAMPERED_COMMENTS {
-        ids.pop_first();
+/// The Agents comments may start here, as a sentence.
+fn mapped_agents_sentence(project: &Project) -> String {
+    let names = project.spec.triggers.mapped_agents();
+    if names.is_empty() {
+        "No Agents can be started from comments on this repository.".to_owned()
+    } else {
+        format!(
+            "Available: {}.",
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     }
-    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }

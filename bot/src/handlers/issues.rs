@@ -15,12 +15,10 @@ impl Handler {
         if e.issue.is_pull_request {
             return Ok(vec![Outcome::Ignored(Ignored::PullRequestLabel)]);
         }
-        let projects = self
-            .projects
-            .for_repository(&e.repository.owner, &e.repository.name);
-        if projects.is_empty() {
+        let Some(project) = self.owner_of(&e.repository) else {
             return Ok(vec![Outcome::Ignored(Ignored::NoProject)]);
-        }
+        };
+        let projects = [project];
         let (label, adding) = match &e.action {
             IssuesAction::Labeled(label) => (label, true),
             IssuesAction::Unlabeled(label) => (label, false),

@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use crate::projects::Projects;
 use crate::replies::{ReplyKey, ReplyLimiter};
 use countersign_github::authz::{Authorizer, Denial};
+use countersign_github::tokens::MintError;
 use countersign_github::{GitHubApp, GitHubError, InstallationClient, Reaction};
 
 /// Everything handlers need. Shared by all workers.
@@ -119,6 +120,9 @@ pub enum Ignored {
     NoInstallation,
     /// The Agent a command names does not exist in the Project's namespace.
     UnknownAgent(String),
+    /// The Agent a command names is not one the Project maps (trigger labels or
+    /// `triggers.agents`).
+    UnmappedAgent(String),
 }
 
 impl Outcome {
@@ -171,6 +175,12 @@ pub enum HandleError {
         /// The issue.
         issue: u64,
     },
+    /// Concurrent writers kept changing an ApprovalGate's annotations.
+    #[error("ApprovalGate {name} kept changing while its annotations were written")]
+    Conflict {
+        /// The gate.
+        name: String,
+    },
 }
 
 impl HandleError {
@@ -179,7 +189,7 @@ impl HandleError {
         match self {
             Self::GitHub(e) => e.is_transient(),
             Self::Kube(kube::Error::Api(status)) => status.code >= 500 || status.code == 429,
-            Self::Kube(_) | Self::NoFreeName { .. } => true,
+            Self::Kube(_) | Self::NoFreeName { .. } | Self::Conflict { .. } => true,
         }
     }
 
@@ -188,7 +198,7 @@ impl HandleError {
         match self {
             Self::Kube(_) => "kube",
             Self::GitHub(_) => "github",
-            Self::NoFreeName { .. } => "name_conflict",
+            Self::NoFreeName { .. } | Self::Conflict { .. } => "name_conflict",
         }
     }
 }
@@ -206,6 +216,7 @@ impl Handler {
             Event::IssueComment(e) => self.on_comment(id, e).await,
             Event::PullRequest(e) => self.on_pull_request(id, e).await,
             Event::PullRequestReview(e) => self.on_review(id, e).await,
+            Event::PullRequestReviewComment(e) => self.on_review_comment(id, e).await,
             Event::MergeGroup(e) => self.on_merge_group(id, e).await,
             Event::CheckRun(e) => self.on_check_run(id, e).await,
             Event::Installation(e) => self.on_installation(id, e).await,
@@ -213,25 +224,33 @@ impl Handler {
         }
     }
 
-    /// The client for the installation a delivery came through, else the Project's, else the
-    /// one GitHub says serves the repository.
+    /// The client for the installation GitHub reports for the Project's repository (cached
+    /// by the App client). A number in the Project's spec is only checked against it: a
+    /// Project naming another installation gets nothing done (`None`), like a repository
+    /// the App is not installed on. The installation a delivery names is not needed: the
+    /// repository decides.
     pub(crate) async fn installation(
         &self,
-        delivered: Option<u64>,
+        _delivered: Option<u64>,
         project: &Project,
     ) -> Result<Option<InstallationClient>, HandleError> {
-        if let Some(id) = delivered.or(project.spec.installation.as_ref().map(|i| i.id)) {
-            return Ok(Some(self.github.installation(id)));
-        }
         let repo = &project.spec.repository;
+        let expected = project.spec.installation.as_ref().map(|i| i.id);
         match self
             .github
-            .installation_for_repo(&repo.owner, &repo.name)
+            .verified_installation(&repo.owner, &repo.name, expected)
             .await
         {
             Ok(id) => Ok(Some(self.github.installation(id))),
-            Err(GitHubError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(
+                MintError::InstallationNotFound { .. } | MintError::InstallationMismatch { .. },
+            ) => Ok(None),
+            Err(MintError::RateLimited { retry_after_secs }) => {
+                Err(HandleError::GitHub(GitHubError::RateLimited {
+                    retry_after: std::time::Duration::from_secs(retry_after_secs),
+                }))
+            }
+            Err(e) => Err(HandleError::GitHub(GitHubError::Transport(e.to_string()))),
         }
     }
 

@@ -179,6 +179,7 @@ impl Handler {
         number: u64,
         delivery: &DeliveryId,
         comment: u64,
+        asked_by: &Account,
     ) -> Result<Outcome, HandleError> {
         let api: Api<AgentRun> = self.api(project);
         let mut taken = Vec::new();
@@ -202,7 +203,7 @@ impl Handler {
             };
             let agent = previous.spec.agent_ref.name.clone();
             let name = free_name(&runs, &taken, &project.name_any(), number, &agent);
-            let run = objects::retried_run(previous, project, &name, delivery, comment);
+            let run = objects::retried_run(previous, project, &name, delivery, comment, asked_by);
             match api.create(&PostParams::default(), &run).await {
                 Ok(created) => {
                     return Ok(Outcome::RunCreated {

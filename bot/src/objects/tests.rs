@@ -223,6 +223,7 @@ fn retried_run_keeps_the_task_and_records_the_new_delivery() {
         "payments-api-issue-42-backend-2",
         &DeliveryId("d-9".to_owned()),
         888,
+        &account(12, "carol", AccountKind::User),
     );
     assert_eq!(
         retry.metadata.name.as_deref(),
@@ -232,6 +233,16 @@ fn retried_run_keeps_the_task_and_records_the_new_delivery() {
     assert_eq!(retry.spec.agent_ref, previous.spec.agent_ref);
     assert!(!retry.spec.cancel_requested);
     assert_eq!(retry.spec.task.source, TaskSource::Comment);
+    assert!(
+        retry
+            .spec
+            .task
+            .requesters
+            .iter()
+            .any(|u| u.login == "carol"),
+        "whoever asks for the retry is a requester: {:?}",
+        retry.spec.task.requesters
+    );
     assert_eq!(retry.metadata.labels, previous.metadata.labels);
     let annotations = retry.metadata.annotations.expect("annotations");
     assert_eq!(annotations[CREATED_BY_DELIVERY_ANNOTATION], "d-9");

@@ -44,6 +44,9 @@ pub fn start_bot(client: kube::Client, github: &FakeGitHub, secrets: &[&str]) ->
             delivery_memory: 10_000,
             delivery_ttl: Duration::from_secs(3600),
             bot_login: bot_login(),
+            allowed_repositories: Some(
+                countersign_policies::ownership::RepositoryAllowList::everything(),
+            ),
         },
     );
     let router = bot.router();

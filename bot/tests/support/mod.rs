@@ -29,14 +29,43 @@ pub const GATE: &str = "widgets-pr-42";
 /// A head commit.
 pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
+/// The App installation on `octo-org/widgets` in the fake GitHub.
+pub const INSTALLATION: u64 = 77;
+
 /// A bot served over HTTP, with the fake apiserver it reads.
 pub struct Served {
-    /// Where it listens.
+    /// Where it listens (every route).
     pub addr: SocketAddr,
+    /// Where its public routes listen.
+    pub public: SocketAddr,
+    /// Where its internal routes listen.
+    pub internal: SocketAddr,
     /// The apiserver.
     pub api: TestCluster,
-    _github: FakeGitHub,
+    /// The fake GitHub (the App is installed on `octo-org/widgets`, a public repository).
+    pub github: FakeGitHub,
     _workers: tokio::task::JoinHandle<()>,
+}
+
+async fn serve_router(
+    router: axum::Router,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        match tls {
+            Some(config) => {
+                countersign_bot::tls::serve(listener, config, router, std::future::pending())
+                    .await
+                    .expect("serve HTTPS")
+            }
+            None => axum::serve(listener, router).await.expect("serve"),
+        }
+    });
+    addr
 }
 
 /// Starts a Kubernetes for this test (CRDs and namespace installed) and a bot with `options`,
@@ -72,6 +101,9 @@ async fn serve_bot_on(
         .await
         .expect("namespace");
     let github = FakeGitHub::start().await.expect("fake GitHub");
+    github
+        .world()
+        .install(INSTALLATION, "octo-org", &["widgets"]);
     let app = GitHubApp::new(AppConfig {
         max_retries: 0,
         max_retry_wait: Duration::from_secs(1),
@@ -88,28 +120,24 @@ async fn serve_bot_on(
             delivery_memory: 100,
             delivery_ttl: Duration::from_secs(60),
             bot_login: "countersign[bot]".to_owned(),
+            allowed_repositories: Some(
+                countersign_policies::ownership::RepositoryAllowList::everything(),
+            ),
         },
     );
     let router = bot.router_with(&options);
+    let public = bot.public_router(&options);
+    let internal = bot.internal_router(&options);
     let workers = tokio::spawn(bot.run(1));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move {
-        match tls {
-            Some(config) => {
-                countersign_bot::tls::serve(listener, config, router, std::future::pending())
-                    .await
-                    .expect("serve HTTPS")
-            }
-            None => axum::serve(listener, router).await.expect("serve"),
-        }
-    });
+    let addr = serve_router(router, tls.clone()).await;
+    let public = serve_router(public, tls.clone()).await;
+    let internal = serve_router(internal, tls).await;
     Served {
         addr,
+        public,
+        internal,
         api,
-        _github: github,
+        github,
         _workers: workers,
     }
 }
@@ -290,8 +318,32 @@ pub fn full_status() -> Value {
     })
 }
 
-/// Stores gate `GATE` with `status` in `NS`.
+/// Stores Project `widgets` (managing `octo-org/widgets`) in `NS`, unless it exists.
+pub async fn store_project(client: kube::Client) {
+    let project: countersign_crds::Project = serde_json::from_value(json!({
+        "apiVersion": "countersign.dev/v1alpha1",
+        "kind": "Project",
+        "metadata": {"name": "widgets", "namespace": NS},
+        "spec": {"repository": {"owner": "octo-org", "name": "widgets"}}
+    }))
+    .expect("project");
+    let projects: Api<countersign_crds::Project> = Api::namespaced(client, NS);
+    if projects
+        .get_opt("widgets")
+        .await
+        .expect("get project")
+        .is_none()
+    {
+        projects
+            .create(&PostParams::default(), &project)
+            .await
+            .expect("create project");
+    }
+}
+
+/// Stores gate `GATE` (of Project `widgets`, which is stored too) with `status` in `NS`.
 pub async fn store_gate(client: kube::Client, status: Value) -> ApprovalGate {
+    store_project(client.clone()).await;
     let gate: ApprovalGate = serde_json::from_value(json!({
         "apiVersion": "countersign.dev/v1alpha1",
         "kind": "ApprovalGate",

@@ -115,6 +115,15 @@ pub enum Blocker {
     AgentNotReady(String),
     /// No credentials for the repository can be had, and none will without a human.
     NoCredentials(String),
+    /// The Project may not act for its repository: another Project claimed it, the
+    /// operator did not allow the namespace, or the installation is not GitHub's.
+    Repository {
+        /// `RepositoryClaimed`, `RepositoryNotAllowed`, `InstallationNotFound` or
+        /// `InstallationMismatch`.
+        reason: &'static str,
+        /// Who owns it, or what GitHub said.
+        message: String,
+    },
 }
 
 impl Blocker {
@@ -124,6 +133,7 @@ impl Blocker {
             Self::ProjectMissing => "ProjectNotFound",
             Self::AgentNotReady(_) => "AgentNotReady",
             Self::NoCredentials(_) => "NoCredentials",
+            Self::Repository { reason, .. } => reason,
         }
     }
 
@@ -134,6 +144,7 @@ impl Blocker {
                 format!("Project {:?} does not exist", run.spec.project_ref.name)
             }
             Self::AgentNotReady(why) | Self::NoCredentials(why) => why.clone(),
+            Self::Repository { message, .. } => message.clone(),
         }
     }
 }

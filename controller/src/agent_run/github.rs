@@ -22,22 +22,56 @@ use super::report::{self, RunFacts};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
 
-/// The installation client for the Project's repository, when a GitHub App is configured.
+/// The installation client for the Project's repository, when a GitHub App is configured
+/// and the Project manages the repository (a Project that does not gets no GitHub calls).
 pub async fn installation(ctx: &Context, project: &Project) -> Result<Option<InstallationClient>> {
     let Some(app) = &ctx.github else {
         return Ok(None);
     };
-    let repo = RepoRef {
-        owner: project.spec.repository.owner.clone(),
-        name: project.spec.repository.name.clone(),
-        installation_id: project.known_installation_id(),
-    };
+    if repository_problem(ctx, project).await?.is_some() {
+        return Ok(None);
+    }
     let id = ctx
         .minter
-        .installation_for(&repo)
+        .installation_for(&repo_ref(project))
         .await
         .map_err(Error::Token)?;
     Ok(Some(app.installation(id)))
+}
+
+/// The repository of `project` as the token minter takes it: the installation is GitHub's,
+/// the spec's number only checked against it.
+pub fn repo_ref(project: &Project) -> RepoRef {
+    RepoRef {
+        owner: project.spec.repository.owner.clone(),
+        name: project.spec.repository.name.clone(),
+        expected_installation: project.spec.installation.as_ref().map(|i| i.id),
+    }
+}
+
+/// Why the Project may not act for its repository (`Ready` reason, message), if it may not:
+/// it does not own the repository, or (with GitHub configured) the installation GitHub
+/// reports is missing or not the one the spec names. Transient GitHub trouble is an error.
+pub async fn repository_problem(
+    ctx: &Context,
+    project: &Project,
+) -> Result<Option<(&'static str, String)>> {
+    let claim = ctx
+        .claims
+        .claim_of(project)
+        .await
+        .map_err(|e| Error::NotOwner(e.to_string()))?;
+    if !claim.owns() {
+        return Ok(Some((claim.reason(), claim.message(project))));
+    }
+    if !ctx.minter.is_configured() {
+        return Ok(None);
+    }
+    match ctx.minter.installation_for(&repo_ref(project)).await {
+        Ok(_) => Ok(None),
+        Err(e) if e.is_transient() => Err(Error::Token(e)),
+        Err(e) => Ok(Some((e.reason(), e.to_string()))),
+    }
 }
 
 /// Who agent commits are made as: the App's bot account (looked up once), else the
@@ -115,8 +149,25 @@ pub fn pull_request_ref(opened: &OpenedPullRequest) -> PullRequestRef {
     }
 }
 
-/// Creates the pull request's ApprovalGate unless it exists. Created (not applied) so the
-/// bot's server-side apply of the same fields later takes them over without a conflict.
+/// Everyone who asked for `run`: who started it and whoever asked for a retry.
+fn requesters_of(run: &AgentRun) -> Vec<GitHubUser> {
+    let task = &run.spec.task;
+    let mut all: Vec<GitHubUser> = Vec::new();
+    for u in task.requested_by.iter().chain(&task.requesters) {
+        if !all
+            .iter()
+            .any(|k| countersign_policies::approvals::same_person(k, u))
+        {
+            all.push(u.clone());
+        }
+    }
+    all
+}
+
+/// Creates the pull request's ApprovalGate unless it exists, recording who asked for the run
+/// on it (`spec.requesters`), so they stay unable to approve even after the run is deleted.
+/// Created (not applied) so the bot's server-side apply of its fields later takes them over
+/// without a conflict; the bot never sets `requesters`.
 async fn ensure_gate(
     ctx: &Context,
     project: &Project,
@@ -126,7 +177,27 @@ async fn ensure_gate(
     let ns = run.namespace().unwrap_or_default();
     let name = countersign_crds::names::gate_name(&project.name_any(), opened.number);
     let gates = Api::<ApprovalGate>::namespaced(ctx.client.clone(), &ns);
-    if gates.get_opt(&name).await?.is_some() {
+    let requesters = requesters_of(run);
+    if let Some(existing) = gates.get_opt(&name).await? {
+        let missing = requesters.iter().any(|r| {
+            !existing
+                .spec
+                .requesters
+                .iter()
+                .any(|k| countersign_policies::approvals::same_person(k, r))
+        });
+        if missing {
+            let mut all = existing.spec.requesters.clone();
+            all.extend(requesters);
+            let patch = serde_json::json!({"spec": {"requesters": all}});
+            let params = kube::api::PatchParams {
+                field_manager: Some(MANAGER.into()),
+                ..kube::api::PatchParams::default()
+            };
+            gates
+                .patch(&name, &params, &kube::api::Patch::Merge(&patch))
+                .await?;
+        }
         return Ok(());
     }
     let author = match ctx.bot_account.get() {
@@ -148,6 +219,7 @@ async fn ensure_gate(
             author,
             ai_generated: true,
             agent_run_ref: Some(LocalRef::new(run.name_any())),
+            requesters,
         },
     );
     gate.metadata.namespace = Some(ns);

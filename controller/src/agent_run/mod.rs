@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use countersign_crds::result::AgentResult;
 use countersign_crds::{Agent, AgentRun, ApprovalGate, Project};
-use countersign_github::tokens::{MintError, RepoRef};
+use countersign_github::tokens::MintError;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -308,6 +308,11 @@ async fn blocker(
     if let Some(missing) = missing_secret(ctx, run, agent).await? {
         return Ok(Some(Blocker::AgentNotReady(missing)));
     }
+    if let Some(project) = project
+        && let Some((reason, message)) = github::repository_problem(ctx, project).await?
+    {
+        return Ok(Some(Blocker::Repository { reason, message }));
+    }
     if !ctx.minter.is_configured() {
         return Ok(Some(Blocker::NoCredentials(
             "no GitHub credentials are configured for the controller, so the agent cannot clone the repository".into(),
@@ -526,14 +531,13 @@ async fn start_attempt(
     if pods.get_opt(&pod.name_any()).await?.is_some() {
         return Ok(());
     }
-    let repo = RepoRef {
-        owner: project.spec.repository.owner.clone(),
-        name: project.spec.repository.name.clone(),
-        installation_id: project.spec.installation.as_ref().map(|i| i.id),
-    };
+    // Tokens only for a repository the Project owns, from the installation GitHub reports.
+    if let Some((_, why)) = github::repository_problem(ctx, project).await? {
+        return Err(Error::NotOwner(why));
+    }
     let token = ctx
         .minter
-        .repo_token(&repo)
+        .repo_token(&github::repo_ref(project))
         .await
         .map_err(|e: MintError| Error::Token(e))?;
     create_if_absent(

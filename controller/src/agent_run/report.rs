@@ -169,6 +169,9 @@ pub fn progress_comment(f: &RunFacts<'_>) -> String {
         ));
     }
     if let Some(plan) = &status.plan {
+        // The plan's bytes as recorded: already reduced to what a reader sees and
+        // neutralised when recorded (neutralising again changes nothing), so the approved
+        // text, the shown text and the text the coding attempt gets are the same.
         body.push_str("<details open><summary>Plan</summary>\n\n");
         body.push_str(&neutralise(&plan.text));
         body.push_str("\n\n</details>\n\n");

@@ -1,18 +1,18 @@
 //! The pure half of gate reconciliation: from the facts read from GitHub, the RiskPolicy's
 //! assessment and the previous status to the next status and the side effects to perform.
 //!
-//! Deadlines: the current content (tree) starts waiting when first seen; the workflow's
+//! Deadlines: the current content (the change's fingerprint) starts waiting when first seen; the workflow's
 //! timeout counts from there, or from the last reminder or escalation. At the deadline the
 //! workflow reminds (and waits another timeout), escalates (asks `escalateTo` as well, once;
 //! later deadlines remind) or expires (the check fails until new content is pushed). A new
-//! tree starts over: approvals on the old one are stale anyway.
+//! change starts over: approvals on the old one are stale anyway.
 
 use std::time::Duration;
 
-use countersign_crds::approval_gate::Escalation;
+use countersign_crds::approval_gate::{Escalation, HeadChange};
 use countersign_crds::conditions;
 use countersign_crds::risk_policy::{SeparationOfDuties, TimeoutAction};
-use countersign_crds::{ApprovalGate, ApprovalGateStatus, GatePhase, RoleName};
+use countersign_crds::{ApprovalGate, ApprovalGateStatus, GatePhase, GitHubUser, RoleName};
 use countersign_policies::Assessment;
 use countersign_policies::approvals::{PullFacts, Verdict, evaluate_approvals};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -39,6 +39,8 @@ pub struct Inputs<'a> {
     pub duties: &'a SeparationOfDuties,
     /// The facts about the pull request (escalated roles are filled in here).
     pub facts: PullFacts,
+    /// What the status records besides the verdict.
+    pub audit: Audit,
     /// Open, merged or closed.
     pub state: PullState,
     /// Whether the pull request is a draft (never auto-merged).
@@ -49,6 +51,19 @@ pub struct Inputs<'a> {
     pub auto_merge: bool,
     /// The time now.
     pub now: Timestamp,
+}
+
+/// What the status records for the audit besides the verdict.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// The head's tree.
+    pub tree_sha: String,
+    /// The change fingerprints of the heads the gate knows, newest last.
+    pub changes: Vec<HeadChange>,
+    /// Everyone who asked for the AI run.
+    pub requesters: Vec<GitHubUser>,
+    /// Everyone who pushed to the branch.
+    pub pushers: Vec<GitHubUser>,
 }
 
 /// A message for the pull request's conversation at a deadline.
@@ -83,8 +98,15 @@ pub struct Plan {
 pub fn decide(mut inputs: Inputs<'_>) -> Plan {
     let prev = inputs.gate.status.clone().unwrap_or_default();
     let now = inputs.now;
-    let same_content = prev.tree_sha.as_deref() == Some(inputs.facts.tree_sha.as_str())
-        && !inputs.facts.tree_sha.is_empty();
+    // The same change keeps its clock (a clean rebase); when the change could not be read,
+    // only the same head does.
+    let same_content = match inputs.facts.change_id.as_deref() {
+        Some(id) => prev.change_id.as_deref() == Some(id),
+        None => {
+            prev.change_id.is_none()
+                && prev.head_sha.as_deref() == Some(inputs.facts.head_sha.as_str())
+        }
+    };
     let (waiting_since, mut escalations) = if same_content {
         (
             prev.waiting_since.as_ref().map_or(now, |t| t.0),
@@ -182,7 +204,13 @@ pub fn decide(mut inputs: Inputs<'_>) -> Plan {
     let mut requested_roles = prev.requested_roles.clone();
     requested_roles.extend(request_roles.iter().cloned());
 
-    let message = summary_line(phase, &verdict, inputs.assessment);
+    let mut message = summary_line(phase, &verdict, inputs.assessment);
+    if inputs.facts.awaiting_push && phase == GatePhase::Pending {
+        message = format!(
+            "Waiting for GitHub's event for the push of {}: who pushed it is not known yet",
+            &inputs.facts.head_sha[..inputs.facts.head_sha.len().min(12)]
+        );
+    }
     let mut conditions = prev.conditions.clone();
     conditions::apply_readiness(
         &mut conditions,
@@ -201,7 +229,11 @@ pub fn decide(mut inputs: Inputs<'_>) -> Plan {
         conditions,
         phase,
         head_sha: Some(inputs.facts.head_sha.clone()),
-        tree_sha: Some(inputs.facts.tree_sha.clone()).filter(|t| !t.is_empty()),
+        tree_sha: Some(inputs.audit.tree_sha.clone()).filter(|t| !t.is_empty()),
+        change_id: inputs.facts.change_id.clone(),
+        changes: inputs.audit.changes.clone(),
+        requesters: inputs.audit.requesters.clone(),
+        pushers: inputs.audit.pushers.clone(),
         risk: Some(inputs.assessment.to_risk_assessment()),
         requirements: verdict.requirements.clone(),
         approvals: verdict.records.clone(),
@@ -217,6 +249,7 @@ pub fn decide(mut inputs: Inputs<'_>) -> Plan {
         check_run_id: prev.check_run_id,
         check_run_sha: prev.check_run_sha.clone(),
         merge_group_sha: prev.merge_group_sha.clone(),
+        merge_group_check_run_id: prev.merge_group_check_run_id,
         last_error: None,
         decision_time,
     };

@@ -77,20 +77,38 @@ pub(super) async fn publish_checks(
             plan.status.check_run_sha = Some(head.clone());
         }
     }
-    let merge_group = gate
-        .annotations()
-        .get(MERGE_GROUP_SHA_ANNOTATION)
-        .filter(|sha| Some(sha.as_str()) != prev.merge_group_sha.as_deref())
-        .cloned();
-    if let Some(sha) = merge_group {
-        let request = CheckRunRequest {
-            head_sha: &sha,
-            ..request
-        };
-        github.create_check_run(owner, name, &request).await?;
-        plan.status.merge_group_sha = Some(sha);
+    // The merge-queue commit's check follows the gate for as long as the pull request is
+    // queued: a hold or a rejection after it entered the queue takes the queue's green away.
+    let Some(sha) = gate.annotations().get(MERGE_GROUP_SHA_ANNOTATION).cloned() else {
+        return Ok(());
+    };
+    let request = CheckRunRequest {
+        head_sha: &sha,
+        ..request
+    };
+    let same_group = prev.merge_group_sha.as_deref() == Some(sha.as_str());
+    let known = prev.merge_group_check_run_id.filter(|_| same_group);
+    match known {
+        Some(_) if unchanged_output(&before, &out) => {}
+        Some(id) if !reopened => match github.update_check_run(owner, name, id, &request).await {
+            Ok(()) => {}
+            Err(GitHubError::NotFound(_)) => {
+                let id = github.create_check_run(owner, name, &request).await?;
+                plan.status.merge_group_check_run_id = Some(id);
+            }
+            Err(e) => return Err(e.into()),
+        },
+        _ => {
+            let id = github.create_check_run(owner, name, &request).await?;
+            plan.status.merge_group_sha = Some(sha);
+            plan.status.merge_group_check_run_id = Some(id);
+        }
     }
     Ok(())
+}
+
+fn unchanged_output(before: &gate_report::CheckOutput, after: &gate_report::CheckOutput) -> bool {
+    before == after
 }
 
 /// Logins and team slugs bound to `roles`, without the author and the bot (GitHub refuses

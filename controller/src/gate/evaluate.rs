@@ -19,14 +19,20 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 
-use super::decide::{self, Inputs, PullState};
-use super::facts::{self, CommentContext};
+use super::decide::{self, Audit, Inputs, PullState};
+use super::facts::{self, CommentPlace, SignalContext};
+use super::read::{change_ids, read_pull};
 use crate::context::Context;
 use crate::error::Result;
 
 use super::effects::{MergeStep, notice_text, publish_checks, reviewers_for, try_merge};
 use super::status::{publish, write_status};
-use super::{Failure, MAX_TREE_LOOKUPS, MERGE_POLL, problem};
+use super::{Failure, MERGE_POLL, problem};
+
+/// Most requesters a gate keeps (its schema's `maxItems`).
+const MAX_REQUESTERS: usize = 50;
+/// Most pushers a gate keeps (its schema's `maxItems`).
+const MAX_PUSHERS: usize = 200;
 
 pub(super) async fn evaluate(
     gate: &ApprovalGate,
@@ -45,6 +51,19 @@ pub(super) async fn evaluate(
             wait,
         ));
     };
+    // A Project that does not manage its repository publishes nothing for it.
+    let claim = ctx
+        .claims
+        .claim_of(&project)
+        .await
+        .map_err(|e| problem("ClaimUnknown", e.to_string(), wait))?;
+    if !claim.owns() {
+        return Err(problem(
+            claim.reason(),
+            claim.message(&project),
+            Duration::from_secs(300),
+        ));
+    }
     let Some(app) = ctx.github.clone() else {
         return Err(problem(
             "NoGitHubCredentials",
@@ -71,47 +90,62 @@ pub(super) async fn evaluate(
         }
         Err(e) => return Err(e.into()),
     };
-    let (files, commits, reviews, issue_comments, review_comments) = tokio::try_join!(
-        github.pull_request_files(owner, repo_name, number),
-        github.pull_request_commits(owner, repo_name, number),
-        github.pull_request_reviews(owner, repo_name, number),
-        github.issue_comments(owner, repo_name, number),
-        github.review_comments(owner, repo_name, number),
-    )?;
+    let Some(read) = read_pull(ctx, &github, (owner, repo_name), pr).await? else {
+        return Err(Failure::Problem(super::Problem {
+            reason: "PullRequestMoving",
+            message: "the pull request's head kept moving while it was read; trying again"
+                .to_owned(),
+            retry: wait,
+            transient: true,
+        }));
+    };
+    let pr = &read.pr;
     let now = ctx.clock.now();
     let bot_login = format!("{}[bot]", app.slug().await?);
     let prev = gate.status.clone().unwrap_or_default();
 
-    let mut trees = facts::trees_of(&commits);
-    let tree_sha = match trees.get(&pr.head_sha) {
-        Some(tree) => tree.clone(),
+    let tree_sha = match read.commits.iter().find(|c| c.sha == pr.head_sha) {
+        Some(c) => c.tree_sha.clone(),
         None => github
             .commit_tree(owner, repo_name, &pr.head_sha)
             .await?
             .unwrap_or_default(),
     };
-    let tampered = facts::tampered_ids(gate);
-    let mut signals = facts::review_signals(&reviews, &pr.head_sha, now);
-    let comments: Vec<_> = issue_comments.into_iter().chain(review_comments).collect();
+    let tampered = facts::tampered_comments(gate);
+    let heads = facts::command_heads(gate);
+    let review_bodies = facts::review_bodies(gate);
+    let cx = SignalContext {
+        bot_login: &bot_login,
+        head_sha: &pr.head_sha,
+        previous: &prev.approvals,
+        tampered: &tampered,
+        heads: &heads,
+        review_bodies: &review_bodies,
+        now,
+    };
+    let mut signals = facts::review_signals(&read.reviews, &cx);
     signals.extend(facts::comment_signals(
-        &comments,
-        &CommentContext {
-            bot_login: &bot_login,
-            head_sha: &pr.head_sha,
-            commits: &commits,
-            previous: &prev.approvals,
-            tampered: &tampered,
-        },
+        &read.issue_comments,
+        CommentPlace::Issue,
+        &cx,
     ));
-    let mut lookups = 0;
-    for s in &signals {
-        if !trees.contains_key(&s.sha) && lookups < MAX_TREE_LOOKUPS {
-            lookups += 1;
-            if let Some(tree) = github.commit_tree(owner, repo_name, &s.sha).await? {
-                trees.insert(s.sha.clone(), tree);
-            }
-        }
-    }
+    signals.extend(facts::comment_signals(
+        &read.review_comments,
+        CommentPlace::Review,
+        &cx,
+    ));
+    let (changes, remembered) = change_ids(
+        &github,
+        (owner, repo_name),
+        &pr.base_ref,
+        &prev.changes,
+        (&pr.head_sha, read.change_id.as_deref()),
+        signals
+            .iter()
+            .filter(|s| s.kind == SignalKind::Approve)
+            .filter_map(|s| s.sha.as_deref()),
+    )
+    .await?;
 
     // Roles of everyone who said something; holds count only from role holders or people
     // who can write to the repository (like Prow's /hold).
@@ -156,22 +190,31 @@ pub(super) async fn evaluate(
             || s.user.id.and_then(|id| may_hold.get(&id).copied()) == Some(true)
     });
 
-    let requester = requester(ctx, &ns, gate).await?;
-    let change = facts::change_of(gate, &project, &pr, &files);
+    let requesters = requesters(ctx, &ns, gate, &prev).await?;
+    let pushers = facts::unique_users(facts::pushers_of(gate), MAX_PUSHERS);
+    let change = facts::change_of(gate, &project, pr, &read.files, read.incomplete.clone());
     let assessment = policy.evaluate(&change);
     let agent = GitHubUser {
         login: bot_login.clone(),
         id: None,
     };
+    // Once the bot has seen pushes of this pull request, a head it has not seen yet is one
+    // whose pusher is not known: nothing approves until its event arrives (moments later;
+    // the gate is looked at again soon).
+    let pushed_heads = countersign_crds::keys::pushed_heads(gate.annotations());
+    let awaiting_push =
+        !pushed_heads.is_empty() && !pushed_heads.contains(&pr.head_sha.to_ascii_lowercase());
     let pull_facts = PullFacts {
+        awaiting_push,
         head_sha: pr.head_sha.clone(),
-        tree_sha,
+        change_id: read.change_id.clone(),
         author: Some(facts::user_of(&pr.author)),
         ai_generated: gate.spec.ai_generated,
-        requester,
+        requesters: requesters.clone(),
         agent_accounts: vec![agent],
-        committers: facts::committers_of(&commits),
-        trees,
+        committers: facts::committers_of(&read.commits),
+        pushers: pushers.clone(),
+        changes,
         signals,
         roles,
         escalated_roles: Vec::new(),
@@ -189,6 +232,12 @@ pub(super) async fn evaluate(
         assessment: &assessment,
         duties: policy.separation_of_duties(),
         facts: pull_facts,
+        audit: Audit {
+            tree_sha,
+            changes: remembered,
+            requesters,
+            pushers,
+        },
         state,
         draft: pr.draft,
         request_reviewers: settings.request_reviewers,
@@ -197,6 +246,9 @@ pub(super) async fn evaluate(
     });
 
     let mut requeue = plan.requeue_after;
+    if awaiting_push {
+        requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
+    }
     publish_checks(ctx, gate, &github, &project, &mut plan).await?;
     if !plan.request_roles.is_empty() {
         let (users, teams) =
@@ -337,46 +389,42 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The client of the installation GitHub reports for the Project's repository; a number
+/// in the Project's spec is only checked against it.
 pub(super) async fn installation(
     app: &GitHubApp,
     project: &Project,
 ) -> Result<InstallationClient, Failure> {
     let repo = &project.spec.repository;
-    let id = match project.known_installation_id() {
-        Some(id) => id,
-        None => match app.installation_for_repo(&repo.owner, &repo.name).await {
-            Ok(id) => id,
-            Err(GitHubError::NotFound(_)) => {
-                return Err(problem(
-                    "InstallationNotFound",
-                    format!(
-                        "the GitHub App is not installed on {}/{}",
-                        repo.owner, repo.name
-                    ),
-                    Duration::from_secs(300),
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        },
-    };
-    Ok(app.installation(id))
+    let expected = project.spec.installation.as_ref().map(|i| i.id);
+    match app
+        .verified_installation(&repo.owner, &repo.name, expected)
+        .await
+    {
+        Ok(id) => Ok(app.installation(id)),
+        Err(e) if e.is_transient() => Err(Failure::GitHub(GitHubError::Transport(e.to_string()))),
+        Err(e) => Err(problem(e.reason(), e.to_string(), Duration::from_secs(300))),
+    }
 }
 
-pub(super) async fn requester(
+/// Everyone who asked for the AI run: the gate's own record (its spec, written when the
+/// pull request was opened, and its status, kept once seen) and the AgentRun while it
+/// exists. Deleting the run takes nobody off the list.
+pub(super) async fn requesters(
     ctx: &Context,
     ns: &str,
     gate: &ApprovalGate,
-) -> Result<Option<GitHubUser>, Failure> {
-    let Some(run) = gate
-        .spec
-        .agent_run_ref
-        .as_ref()
-        .filter(|_| gate.spec.ai_generated)
-    else {
-        return Ok(None);
-    };
-    Ok(Api::<AgentRun>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&run.name)
-        .await?
-        .and_then(|r| r.spec.task.requested_by))
+    prev: &ApprovalGateStatus,
+) -> Result<Vec<GitHubUser>, Failure> {
+    let mut all: Vec<GitHubUser> = gate.spec.requesters.clone();
+    all.extend(prev.requesters.iter().cloned());
+    if let Some(run) = gate.spec.agent_run_ref.as_ref()
+        && let Some(run) = Api::<AgentRun>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&run.name)
+            .await?
+    {
+        all.extend(run.spec.task.requested_by);
+        all.extend(run.spec.task.requesters);
+    }
+    Ok(facts::unique_users(all, MAX_REQUESTERS))
 }

@@ -16,6 +16,7 @@ pub mod decide;
 mod effects;
 mod evaluate;
 pub mod facts;
+mod read;
 mod status;
 
 use std::collections::HashMap;
@@ -41,8 +42,6 @@ use crate::error::{Error, Result};
 
 /// How often an approved gate waiting for other checks before auto-merging looks again.
 pub const MERGE_POLL: Duration = Duration::from_secs(30);
-/// Most old commits whose tree is looked up per reconcile (approvals on force-pushed heads).
-const MAX_TREE_LOOKUPS: usize = 10;
 
 /// Per-process state of the gate reconciler: team memberships (TTL cache) and compiled
 /// RiskPolicies (by uid and generation).

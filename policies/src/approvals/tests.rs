@@ -3,7 +3,7 @@ use crate::{Change, CompiledPolicy, default_policy};
 
 const HEAD: &str = "2222222222222222222222222222222222222222";
 const OLD: &str = "1111111111111111111111111111111111111111";
-const TREE: &str = "aaaa";
+const CHANGE: &str = "change-1";
 
 fn policy() -> CompiledPolicy {
     CompiledPolicy::compile(&default_policy().spec).expect("default policy compiles")
@@ -29,7 +29,7 @@ fn signal(u: &GitHubUser, kind: SignalKind, sha: &str, secs: i64) -> Signal {
         user: u.clone(),
         kind,
         via: ApprovalVia::Review,
-        sha: sha.to_owned(),
+        sha: Some(sha.to_owned()),
         time: at(secs),
         tampered: false,
     }
@@ -60,9 +60,9 @@ fn world() -> World {
     roles.insert(4, BTreeSet::from([RoleName::from("manager")]));
     let facts = PullFacts {
         head_sha: HEAD.to_owned(),
-        tree_sha: TREE.to_owned(),
+        change_id: Some(CHANGE.to_owned()),
         author: Some(user(5, "erin")),
-        trees: BTreeMap::from([(HEAD.to_owned(), TREE.to_owned())]),
+        changes: BTreeMap::from([(HEAD.to_owned(), CHANGE.to_owned())]),
         roles,
         ..PullFacts::default()
     };
@@ -136,12 +136,14 @@ fn one_person_fills_one_slot_even_with_two_roles() {
 }
 
 #[test]
-fn approval_on_an_older_head_is_stale_unless_the_tree_is_unchanged() {
+fn approval_on_an_older_head_is_stale_unless_the_change_is_the_same() {
     let mut w = world();
     let a = feature();
     w.facts.signals.push(approve(&w.alice, OLD, 1));
     w.facts.signals.push(approve(&w.bob, OLD, 2));
-    w.facts.trees.insert(OLD.to_owned(), "different".to_owned());
+    w.facts
+        .changes
+        .insert(OLD.to_owned(), "another change".to_owned());
     let v = verdict(&a, &w.facts);
     assert_eq!(v.phase, GatePhase::Pending);
     assert!(
@@ -150,13 +152,67 @@ fn approval_on_an_older_head_is_stale_unless_the_tree_is_unchanged() {
             .all(|r| r.invalid_reason == Some(InvalidReason::Stale))
     );
 
-    // A clean rebase: the old head had the same tree.
-    w.facts.trees.insert(OLD.to_owned(), TREE.to_owned());
+    // A clean rebase: the old head's change was the same.
+    w.facts.changes.insert(OLD.to_owned(), CHANGE.to_owned());
     assert_eq!(verdict(&a, &w.facts).phase, GatePhase::Approved);
 
-    // An unknown commit never counts as the same tree.
-    w.facts.trees.remove(OLD);
+    // When the current change could not be read, only the current head counts.
+    let mut unknown = w.facts.clone();
+    unknown.change_id = None;
+    assert_eq!(verdict(&a, &unknown).phase, GatePhase::Pending);
+
+    // An unknown commit never counts as the same change.
+    w.facts.changes.remove(OLD);
     assert_eq!(verdict(&a, &w.facts).phase, GatePhase::Pending);
+}
+
+#[test]
+fn a_command_whose_head_was_never_recorded_counts_for_no_head() {
+    let mut w = world();
+    let a = feature();
+    let mut unrecorded = approve(&w.bob, HEAD, 2);
+    unrecorded.via = ApprovalVia::Comment;
+    unrecorded.sha = None;
+    w.facts.signals = vec![approve(&w.alice, HEAD, 1), unrecorded.clone()];
+    let v = verdict(&a, &w.facts);
+    assert_eq!(v.phase, GatePhase::Pending);
+    assert_eq!(
+        v.records[1].invalid_reason,
+        Some(InvalidReason::HeadUnknown)
+    );
+    assert_eq!(v.records[1].sha, "");
+    // A rejection still rejects: blocking is always safe.
+    unrecorded.kind = SignalKind::Reject;
+    w.facts.signals = vec![unrecorded];
+    assert_eq!(verdict(&a, &w.facts).phase, GatePhase::Rejected);
+}
+
+#[test]
+fn pushers_never_approve_and_the_switch_covers_human_pull_requests_only() {
+    let mut w = world();
+    let a = feature();
+    w.facts.pushers = vec![w.alice.clone()];
+    w.facts.signals = vec![approve(&w.alice, HEAD, 1), approve(&w.bob, HEAD, 2)];
+    let v = verdict(&a, &w.facts);
+    assert_eq!(v.records[0].invalid_reason, Some(InvalidReason::Pusher));
+    let off = SeparationOfDuties {
+        exclude_pushers: false,
+        exclude_committers: false,
+        ..SeparationOfDuties::default()
+    };
+    assert!(evaluate_approvals(&a, &off, &w.facts).records[0].valid);
+    // On an AI pull request the switches cannot let a pusher or committer approve.
+    w.facts.ai_generated = true;
+    assert_eq!(
+        evaluate_approvals(&a, &off, &w.facts).records[0].invalid_reason,
+        Some(InvalidReason::Pusher)
+    );
+    w.facts.pushers.clear();
+    w.facts.committers = vec![w.alice.clone()];
+    assert_eq!(
+        evaluate_approvals(&a, &off, &w.facts).records[0].invalid_reason,
+        Some(InvalidReason::Committer)
+    );
 }
 
 #[test]
@@ -167,7 +223,7 @@ fn separation_of_duties_on_ai_pull_requests() {
     w.facts.ai_generated = true;
     w.facts.author = Some(agent.clone());
     w.facts.agent_accounts = vec![agent.clone()];
-    w.facts.requester = Some(w.alice.clone());
+    w.facts.requesters = vec![user(6, "rita"), w.alice.clone()];
     w.facts.committers = vec![agent.clone(), w.bob.clone()];
     w.facts
         .roles
@@ -283,10 +339,89 @@ fn hold_blocks_until_unhold_in_time_order() {
     // Given out of order: the unhold is later, so it releases.
     w.facts
         .signals
-        .insert(0, signal(&w.alice, SignalKind::Unhold, HEAD, 4));
+        .insert(0, signal(&w.dave, SignalKind::Unhold, HEAD, 4));
     let v = verdict(&a, &w.facts);
     assert_eq!(v.phase, GatePhase::Approved);
     assert_eq!(v.held_by, None);
+}
+
+#[test]
+fn unhold_lifts_only_holds_of_the_same_or_lower_rank() {
+    let mut w = world();
+    let a = feature();
+    let base = vec![
+        approve(&w.alice, HEAD, 1),
+        approve(&w.bob, HEAD, 2),
+        signal(&w.dave, SignalKind::Hold, HEAD, 3),
+    ];
+    // A developer cannot lift a manager's hold; a tech lead neither.
+    for (who, at) in [(&w.alice, 4), (&w.bob, 5)] {
+        let mut facts = w.facts.clone();
+        facts.signals = base.clone();
+        facts
+            .signals
+            .push(signal(who, SignalKind::Unhold, HEAD, at));
+        let v = verdict(&a, &facts);
+        assert_eq!(v.phase, GatePhase::Held, "{} lifted it", who.login);
+        assert_eq!(v.held_by, Some(w.dave.clone()));
+    }
+    // A cto can.
+    w.facts
+        .roles
+        .insert(9, BTreeSet::from([RoleName::from("cto")]));
+    w.facts.signals = base.clone();
+    w.facts
+        .signals
+        .push(signal(&user(9, "cto"), SignalKind::Unhold, HEAD, 4));
+    assert_eq!(verdict(&a, &w.facts).phase, GatePhase::Approved);
+
+    // Holds stack: a developer's own hold goes, the manager's stays.
+    w.facts.signals = base.clone();
+    w.facts
+        .signals
+        .push(signal(&w.alice, SignalKind::Hold, HEAD, 4));
+    w.facts
+        .signals
+        .push(signal(&w.alice, SignalKind::Unhold, HEAD, 5));
+    let v = verdict(&a, &w.facts);
+    assert_eq!(v.held_by, Some(w.dave.clone()));
+    assert_eq!(role_rank(&RoleName::from("platform_owner")), 0);
+}
+
+#[test]
+fn the_author_never_lifts_a_security_hold() {
+    let mut w = world();
+    let a = feature();
+    let sam = user(8, "sam");
+    let cto = user(9, "cto");
+    w.facts
+        .roles
+        .insert(8, BTreeSet::from([RoleName::from("security_team")]));
+    w.facts
+        .roles
+        .insert(9, BTreeSet::from([RoleName::from("cto")]));
+    w.facts.author = Some(cto.clone());
+    w.facts.signals = vec![
+        approve(&w.alice, HEAD, 1),
+        approve(&w.bob, HEAD, 2),
+        signal(&sam, SignalKind::Hold, HEAD, 3),
+        signal(&cto, SignalKind::Unhold, HEAD, 4),
+    ];
+    let v = verdict(&a, &w.facts);
+    assert_eq!(
+        v.phase,
+        GatePhase::Held,
+        "the author outranks but must not lift it"
+    );
+    assert_eq!(v.held_by, Some(sam.clone()));
+    // Someone else of rank cto can; so can the holder.
+    w.facts.author = Some(user(5, "erin"));
+    assert_eq!(verdict(&a, &w.facts).phase, GatePhase::Approved);
+    w.facts.author = Some(cto);
+    w.facts
+        .signals
+        .push(signal(&sam, SignalKind::Unhold, HEAD, 5));
+    assert_eq!(verdict(&a, &w.facts).phase, GatePhase::Approved);
 }
 
 #[test]
@@ -345,4 +480,17 @@ fn records_are_capped_at_the_schema_limit_keeping_the_newest() {
         v.records.last().map(|r| r.user.login.as_str()),
         Some("u249")
     );
+}
+
+#[test]
+fn nothing_approves_while_the_heads_push_is_unaccounted_for() {
+    let mut w = world();
+    let a = feature();
+    w.facts.signals = vec![approve(&w.alice, HEAD, 1), approve(&w.bob, HEAD, 2)];
+    w.facts.awaiting_push = true;
+    assert_eq!(verdict(&a, &w.facts).phase, GatePhase::Pending);
+    let docs = policy().evaluate(&Change::touching(["docs/guide.md"]));
+    assert_eq!(verdict(&docs, &w.facts).phase, GatePhase::Pending);
+    w.facts.awaiting_push = false;
+    assert_eq!(verdict(&a, &w.facts).phase, GatePhase::Approved);
 }

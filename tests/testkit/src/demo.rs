@@ -256,6 +256,8 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
             "bot",
             "--listen",
             "127.0.0.1:0",
+            "--internal-listen",
+            "127.0.0.1:0",
             "--namespace",
             NAMESPACE,
             "--webhook-secret-file",
@@ -303,7 +305,8 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
         controller.addr,
         options.dir.join("controller.log").display()
     ));
-    processes::wait_ready(bot.addr, options.step_timeout).await?;
+    // Probes are on the bot's internal listener.
+    processes::wait_ready(bot.internal.unwrap_or(bot.addr), options.step_timeout).await?;
     n.line(&format!(
         "✔ countersign bot serving webhooks on {}, log {}",
         bot.addr,

@@ -49,6 +49,8 @@ pub enum Event {
     PullRequest(PullRequestEvent),
     /// `pull_request_review` (submitted, dismissed, edited).
     PullRequestReview(PullRequestReviewEvent),
+    /// `pull_request_review_comment` (created, edited, deleted): inline comments on the diff.
+    PullRequestReviewComment(ReviewCommentEvent),
     /// `merge_group` (checks_requested, destroyed).
     MergeGroup(MergeGroupEvent),
     /// `check_run` (rerequested, requested_action).
@@ -68,6 +70,7 @@ impl Event {
             Self::IssueComment(_) => "issue_comment",
             Self::PullRequest(_) => "pull_request",
             Self::PullRequestReview(_) => "pull_request_review",
+            Self::PullRequestReviewComment(_) => "pull_request_review_comment",
             Self::MergeGroup(_) => "merge_group",
             Self::CheckRun(_) => "check_run",
             Self::Installation(_) => "installation",
@@ -83,6 +86,7 @@ impl Event {
             Self::IssueComment(e) => Some(&e.repository),
             Self::PullRequest(e) => Some(&e.repository),
             Self::PullRequestReview(e) => Some(&e.repository),
+            Self::PullRequestReviewComment(e) => Some(&e.repository),
             Self::MergeGroup(e) => Some(&e.repository),
             Self::CheckRun(e) => Some(&e.repository),
             Self::Installation(_) | Self::InstallationRepositories(_) => None,
@@ -97,6 +101,7 @@ impl Event {
             Self::IssueComment(e) => e.installation_id,
             Self::PullRequest(e) => e.installation_id,
             Self::PullRequestReview(e) => e.installation_id,
+            Self::PullRequestReviewComment(e) => e.installation_id,
             Self::MergeGroup(e) => e.installation_id,
             Self::CheckRun(e) => e.installation_id,
             Self::Installation(e) => Some(e.installation_id),
@@ -112,6 +117,7 @@ impl Event {
             Self::IssueComment(e) => Some(&e.sender),
             Self::PullRequest(e) => Some(&e.sender),
             Self::PullRequestReview(e) => Some(&e.sender),
+            Self::PullRequestReviewComment(e) => Some(&e.sender),
             Self::MergeGroup(e) => e.sender.as_ref(),
             Self::CheckRun(e) => Some(&e.sender),
             Self::Installation(e) => Some(&e.sender),
@@ -333,6 +339,8 @@ pub struct Review {
     pub state: ReviewState,
     /// The head commit the review was given on.
     pub commit_id: Option<String>,
+    /// The review's text (untrusted; commands in it count like comment commands).
+    pub body: Option<String>,
 }
 
 /// `pull_request_review` actions Countersign handles.
@@ -353,11 +361,43 @@ pub struct PullRequestReviewEvent {
     pub action: ReviewAction,
     /// The review.
     pub review: Review,
+    /// For `edited`: the body before the edit, when GitHub sent it (`changes.body.from`).
+    pub previous_body: Option<String>,
     /// The pull request reviewed.
     pub pull_request: PullRequest,
     /// Where.
     pub repository: Repository,
     /// Who.
+    pub sender: Account,
+    /// Through which installation.
+    pub installation_id: Option<u64>,
+}
+
+/// An inline review comment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReviewComment {
+    /// The comment id (its own id space, distinct from issue comments').
+    pub id: u64,
+    /// The body as it is now (untrusted).
+    pub body: String,
+    /// Who wrote it.
+    pub user: Account,
+    /// The commit it was written on (`original_commit_id`).
+    pub commit_id: Option<String>,
+}
+
+/// `pull_request_review_comment`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReviewCommentEvent {
+    /// What happened (`Edited` carries the body before the edit).
+    pub action: CommentAction,
+    /// The comment.
+    pub comment: ReviewComment,
+    /// The pull request commented on.
+    pub pull_request: PullRequest,
+    /// Where.
+    pub repository: Repository,
+    /// Who (for edits, the editor, who may differ from the author).
     pub sender: Account,
     /// Through which installation.
     pub installation_id: Option<u64>,

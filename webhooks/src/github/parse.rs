@@ -66,6 +66,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Parsed, ParseError> {
         "issue_comment" => parse_issue_comment(act, body).map_err(err)?,
         "pull_request" => parse_pull_request(act, body).map_err(err)?,
         "pull_request_review" => parse_review(act, body).map_err(err)?,
+        "pull_request_review_comment" => parse_review_comment(act, body).map_err(err)?,
         "merge_group" => parse_merge_group(act, body).map_err(err)?,
         "check_run" => parse_check_run(act, body).map_err(err)?,
         "installation" => parse_installation(act, body).map_err(err)?,
@@ -260,6 +261,35 @@ fn parse_review(act: &str, body: &[u8]) -> R {
             state: review_state(&v.review.state)?,
             user: account(v.review.user),
             commit_id: v.review.commit_id.map(own),
+            body: v.review.body.map(own),
+        },
+        previous_body: v.changes.and_then(|c| c.body).and_then(|b| b.from).map(own),
+        pull_request: pull_request(v.pull_request),
+        repository: repo(v.repository),
+        sender: account(v.sender),
+        installation_id: v.installation.map(|i| i.id),
+    })))
+}
+
+fn parse_review_comment(act: &str, body: &[u8]) -> R {
+    if !matches!(act, "created" | "edited" | "deleted") {
+        return Ok(None);
+    }
+    let v: p::ReviewCommentEventPayload<'_> = serde_json::from_slice(body)?;
+    let action = match act {
+        "created" => CommentAction::Created,
+        "edited" => CommentAction::Edited {
+            previous_body: v.changes.and_then(|c| c.body).and_then(|b| b.from).map(own),
+        },
+        _ => CommentAction::Deleted,
+    };
+    Ok(Some(Event::PullRequestReviewComment(ReviewCommentEvent {
+        action,
+        comment: ReviewComment {
+            id: v.comment.id,
+            body: v.comment.body.map(own).unwrap_or_default(),
+            user: account(v.comment.user),
+            commit_id: v.comment.original_commit_id.map(own),
         },
         pull_request: pull_request(v.pull_request),
         repository: repo(v.repository),

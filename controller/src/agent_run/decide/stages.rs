@@ -122,7 +122,11 @@ pub(super) fn after_success(i: &Inputs<'_>, d: &mut Decision, last: &Attempt) {
 /// coding (through admission) or end the run.
 fn follow_plan(i: &Inputs<'_>, d: &mut Decision, mut plan: RunPlan, last: &Attempt) {
     if plan.decision.is_none() {
-        let Some(command) = steering_command(i.run.annotations()) else {
+        // A decision answers the plan that was on the issue when it was given; one about an
+        // earlier plan (or one recorded without the attempt) decides nothing here.
+        let command = steering_command(i.run.annotations())
+            .filter(|c| c.plan_attempt.is_none_or(|a| a == plan.attempt));
+        let Some(command) = command else {
             d.status.phase = RunPhase::AwaitingPlanApproval;
             d.status.message = Some(
                 "The plan is posted on the issue; an approver answers /approve or /reject".into(),

@@ -26,6 +26,7 @@ fn gate(status: Option<ApprovalGateStatus>) -> ApprovalGate {
             },
             ai_generated: false,
             agent_run_ref: None,
+            requesters: Vec::new(),
         },
     );
     g.metadata.generation = Some(1);
@@ -39,15 +40,15 @@ fn assess(path: &str) -> Assessment {
         .evaluate(&Change::touching([path]))
 }
 
-fn facts(tree: &str) -> PullFacts {
+fn facts(change: &str) -> PullFacts {
     let mut roles = HashMap::new();
     roles.insert(1, BTreeSet::from([RoleName::from("developer")]));
     roles.insert(2, BTreeSet::from([RoleName::from("tech_lead")]));
     roles.insert(4, BTreeSet::from([RoleName::from("cto")]));
     PullFacts {
         head_sha: HEAD.into(),
-        tree_sha: tree.into(),
-        trees: BTreeMap::from([(HEAD.to_owned(), tree.to_owned())]),
+        change_id: Some(change.into()),
+        changes: BTreeMap::from([(HEAD.to_owned(), change.to_owned())]),
         roles,
         ..PullFacts::default()
     }
@@ -59,6 +60,7 @@ fn run(g: &ApprovalGate, a: &Assessment, facts: PullFacts, now: Timestamp) -> Pl
         assessment: a,
         duties: &SeparationOfDuties::default(),
         facts,
+        audit: Audit::default(),
         state: PullState::Open,
         draft: false,
         request_reviewers: true,
@@ -147,7 +149,7 @@ fn critical_risk_expires_and_a_new_tree_starts_over() {
         },
         kind: SignalKind::Approve,
         via: ApprovalVia::Review,
-        sha: HEAD.into(),
+        sha: Some(HEAD.into()),
         time: at(73),
         tampered: false,
     });
@@ -161,7 +163,7 @@ fn critical_risk_expires_and_a_new_tree_starts_over() {
             },
             kind: SignalKind::Approve,
             via: ApprovalVia::Review,
-            sha: HEAD.into(),
+            sha: Some(HEAD.into()),
             time: at(73),
             tampered: false,
         });
@@ -187,6 +189,7 @@ fn low_risk_auto_approves_and_merges_when_asked() {
         assessment: &a,
         duties: &SeparationOfDuties::default(),
         facts: facts("t1"),
+        audit: Audit::default(),
         state: PullState::Open,
         draft: false,
         request_reviewers: true,
@@ -214,6 +217,7 @@ fn merged_and_closed_pull_requests_end_the_gate() {
             assessment: &a,
             duties: &SeparationOfDuties::default(),
             facts: facts("t1"),
+            audit: Audit::default(),
             state,
             draft: false,
             request_reviewers: true,
@@ -226,4 +230,63 @@ fn merged_and_closed_pull_requests_end_the_gate() {
         assert_eq!(plan.requeue_after, None);
         assert_eq!(plan.status.deadline, None);
     }
+}
+
+#[test]
+fn a_head_whose_push_is_unaccounted_for_waits_and_says_why() {
+    let a = assess("docs/guide.md");
+    let mut f = facts("t1");
+    f.awaiting_push = true;
+    let plan = run(&gate(None), &a, f, at(0));
+    assert_eq!(plan.status.phase, GatePhase::Pending);
+    assert!(!plan.merge);
+    let ready = conditions::find(&plan.status.conditions, "Ready").expect("Ready");
+    assert!(
+        ready.message.contains("push of 222222222222"),
+        "{}",
+        ready.message
+    );
+}
+
+#[test]
+fn the_audit_record_and_the_change_go_into_the_status() {
+    let a = assess("src/orders.rs");
+    let audit = Audit {
+        tree_sha: "tree".into(),
+        changes: vec![countersign_crds::approval_gate::HeadChange {
+            sha: HEAD.into(),
+            change_id: "c1".into(),
+        }],
+        requesters: vec![GitHubUser {
+            login: "rita".into(),
+            id: Some(11),
+        }],
+        pushers: vec![GitHubUser {
+            login: "carol".into(),
+            id: Some(2),
+        }],
+    };
+    let plan = decide(Inputs {
+        gate: &gate(None),
+        assessment: &a,
+        duties: &SeparationOfDuties::default(),
+        facts: facts("c1"),
+        audit: audit.clone(),
+        state: PullState::Open,
+        draft: false,
+        request_reviewers: true,
+        auto_merge: false,
+        now: at(0),
+    });
+    let s = &plan.status;
+    assert_eq!(s.change_id.as_deref(), Some("c1"));
+    assert_eq!(s.tree_sha.as_deref(), Some("tree"));
+    assert_eq!(s.changes, audit.changes);
+    assert_eq!(s.requesters, audit.requesters);
+    assert_eq!(s.pushers, audit.pushers);
+    // The same change after a clean rebase keeps its clock; another change restarts it.
+    let later = run(&gate(Some(plan.status.clone())), &a, facts("c1"), at(1));
+    assert_eq!(later.status.waiting_since, Some(Time(at(0))));
+    let changed = run(&gate(Some(plan.status)), &a, facts("c2"), at(1));
+    assert_eq!(changed.status.waiting_since, Some(Time(at(1))));
 }

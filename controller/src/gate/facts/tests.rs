@@ -1,4 +1,4 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use countersign_crds::project::{GitOps, Repository};
 use countersign_crds::{ApprovalGateSpec, LocalRef, ProjectSpec};
@@ -28,6 +28,18 @@ fn comment(id: u64, who: &Actor, body: &str, secs: i64) -> CommentInfo {
         body: body.to_owned(),
         created_at: at(secs),
         updated_at: at(secs),
+        commit_id: None,
+    }
+}
+
+fn review(id: u64, who: &Actor, state: ReviewState, body: &str, sha: &str) -> ReviewInfo {
+    ReviewInfo {
+        id,
+        user: Some(who.clone()),
+        state,
+        commit_id: Some(sha.to_owned()),
+        submitted_at: Some(at(id as i64)),
+        body: body.to_owned(),
     }
 }
 
@@ -50,17 +62,26 @@ fn commits() -> Vec<PullCommit> {
     ]
 }
 
-fn cx<'a>(
-    commits: &'a [PullCommit],
-    previous: &'a [ApprovalRecord],
-    tampered: &'a BTreeSet<u64>,
-) -> CommentContext<'a> {
-    CommentContext {
-        bot_login: "countersign[bot]",
-        head_sha: HEAD,
-        commits,
-        previous,
-        tampered,
+/// Everything the signals read, owned, so tests can tweak it.
+#[derive(Default)]
+struct Known {
+    previous: Vec<ApprovalRecord>,
+    tampered: BTreeSet<CommentRef>,
+    heads: BTreeMap<u64, String>,
+    bodies: BTreeMap<u64, String>,
+}
+
+impl Known {
+    fn cx(&self) -> SignalContext<'_> {
+        SignalContext {
+            bot_login: "countersign[bot]",
+            head_sha: HEAD,
+            previous: &self.previous,
+            tampered: &self.tampered,
+            heads: &self.heads,
+            review_bodies: &self.bodies,
+            now: at(1000),
+        }
     }
 }
 
@@ -76,9 +97,11 @@ fn comment_commands_are_read_as_markdown_and_the_bot_is_ignored() {
         comment(5, &alice, "/hold\n/unhold", 204),
         comment(6, &alice, "/countersign run backend", 205),
     ];
-    let commits = commits();
-    let tampered = BTreeSet::new();
-    let signals = comment_signals(&comments, &cx(&commits, &[], &tampered));
+    let known = Known {
+        heads: BTreeMap::from([(1, HEAD.to_owned()), (5, HEAD.to_owned())]),
+        ..Known::default()
+    };
+    let signals = comment_signals(&comments, CommentPlace::Issue, &known.cx());
     let kinds: Vec<SignalKind> = signals.iter().map(|s| s.kind).collect();
     assert_eq!(
         kinds,
@@ -87,46 +110,166 @@ fn comment_commands_are_read_as_markdown_and_the_bot_is_ignored() {
     assert!(
         signals
             .iter()
-            .all(|s| s.via == ApprovalVia::Comment && s.sha == HEAD)
+            .all(|s| s.via == ApprovalVia::Comment && s.sha.as_deref() == Some(HEAD))
     );
 }
 
 #[test]
-fn a_comment_older_than_the_head_commit_approves_the_commit_it_saw() {
+fn an_issue_comment_counts_for_the_head_it_was_received_at_and_no_git_date_decides() {
     let alice = actor(1, "alice");
-    let commits = commits();
-    let tampered = BTreeSet::new();
+    // Received at the older head: bound to it, whatever the commits' dates say.
+    let known = Known {
+        heads: BTreeMap::from([(1, OLD.to_owned())]),
+        ..Known::default()
+    };
     let signals = comment_signals(
-        &[comment(1, &alice, "/approve", 50)],
-        &cx(&commits, &[], &tampered),
+        &[
+            comment(1, &alice, "/approve", 50),
+            comment(2, &alice, "/approve", 500),
+        ],
+        CommentPlace::Issue,
+        &known.cx(),
     );
-    assert_eq!(signals[0].sha, OLD);
+    assert_eq!(signals[0].sha.as_deref(), Some(OLD));
+    // Never received (a lost webhook): no head at all.
+    assert_eq!(signals[1].sha, None);
 }
 
 #[test]
 fn the_recorded_head_of_a_comment_is_kept_and_tampering_is_marked() {
     let alice = actor(1, "alice");
-    let commits = commits();
-    let previous = vec![ApprovalRecord {
-        user: user_of(&alice),
-        roles: Vec::new(),
-        decision: countersign_crds::approval_gate::Decision::Approve,
-        sha: OLD.into(),
-        time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(300)),
-        via: ApprovalVia::Comment,
-        valid: true,
-        invalid_reason: None,
-    }];
-    let tampered = BTreeSet::from([7]);
+    let mut known = Known {
+        previous: vec![ApprovalRecord {
+            user: user_of(&alice),
+            roles: Vec::new(),
+            decision: Decision::Approve,
+            sha: OLD.into(),
+            time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(300)),
+            via: ApprovalVia::Comment,
+            valid: true,
+            invalid_reason: None,
+        }],
+        ..Known::default()
+    };
+    known.tampered = BTreeSet::from([CommentRef::issue(7)]);
     let signals = comment_signals(
         &[comment(7, &alice, "/approve", 300)],
-        &cx(&commits, &previous, &tampered),
+        CommentPlace::Issue,
+        &known.cx(),
     );
     assert_eq!(
-        signals[0].sha, OLD,
-        "recorded head wins over the current one"
+        signals[0].sha.as_deref(),
+        Some(OLD),
+        "the recorded head stays"
     );
     assert!(signals[0].tampered);
+    // The same id of an inline review comment is another comment.
+    let signals = comment_signals(
+        &[comment(7, &alice, "/approve", 300)],
+        CommentPlace::Review,
+        &known.cx(),
+    );
+    assert!(!signals[0].tampered);
+}
+
+#[test]
+fn inline_review_comments_are_bound_to_the_commit_github_recorded() {
+    let lead = actor(1010, "lead");
+    let mut inline = comment(3, &lead, "/reject see line 4", 10);
+    inline.commit_id = Some(OLD.to_owned());
+    let known = Known::default();
+    let signals = comment_signals(&[inline], CommentPlace::Review, &known.cx());
+    assert_eq!(signals[0].kind, SignalKind::Reject);
+    assert_eq!(signals[0].sha.as_deref(), Some(OLD));
+}
+
+#[test]
+fn a_decision_changed_by_an_edit_is_unverified_even_without_the_webhook() {
+    let lead = actor(1010, "lead");
+    // Recorded as a rejection before someone turned it into an approval.
+    let known = Known {
+        previous: vec![ApprovalRecord {
+            user: user_of(&lead),
+            roles: Vec::new(),
+            decision: Decision::Reject,
+            sha: HEAD.into(),
+            time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(300)),
+            via: ApprovalVia::Comment,
+            valid: true,
+            invalid_reason: None,
+        }],
+        ..Known::default()
+    };
+    let mut edited = comment(9, &lead, "/approve", 300);
+    edited.updated_at = at(400);
+    edited.commit_id = Some(HEAD.to_owned());
+    let signals = comment_signals(&[edited], CommentPlace::Review, &known.cx());
+    assert!(signals[0].tampered);
+}
+
+#[test]
+fn review_states_and_review_body_commands_count_while_the_body_is_what_was_received() {
+    let lead = actor(1010, "lead");
+    let alice = actor(1, "alice");
+    let reviews = vec![
+        review(1, &alice, ReviewState::Approved, "", HEAD),
+        review(
+            2,
+            &lead,
+            ReviewState::Commented,
+            "Fine now.\n\n/approve",
+            HEAD,
+        ),
+        review(3, &lead, ReviewState::Dismissed, "/approve", HEAD),
+    ];
+    let mut known = Known {
+        bodies: BTreeMap::from([(2, countersign_github::body_digest("Fine now.\n\n/approve"))]),
+        ..Known::default()
+    };
+    let signals = review_signals(&reviews, &known.cx());
+    let got: Vec<(&str, SignalKind, ApprovalVia, bool)> = signals
+        .iter()
+        .map(|s| (s.user.login.as_str(), s.kind, s.via, s.tampered))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("alice", SignalKind::Approve, ApprovalVia::Review, false),
+            ("lead", SignalKind::Approve, ApprovalVia::Comment, false),
+        ]
+    );
+    assert_eq!(signals[1].sha.as_deref(), Some(HEAD));
+
+    // Edited since it was received: tampering. Never received: no head.
+    known
+        .bodies
+        .insert(2, countersign_github::body_digest("Not yet."));
+    assert!(review_signals(&reviews, &known.cx())[1].tampered);
+    known.bodies.clear();
+    assert_eq!(review_signals(&reviews, &known.cx())[1].sha, None);
+
+    // A review body someone else edited takes the whole review with it.
+    known.tampered = BTreeSet::from([CommentRef::review(1)]);
+    assert!(review_signals(&reviews, &known.cx())[0].tampered);
+}
+
+fn pull(changed_files: Option<u64>) -> PullInfo {
+    PullInfo {
+        number: 7,
+        title: "Bump".into(),
+        state: PullState::Open,
+        merged: false,
+        draft: false,
+        head_sha: HEAD.into(),
+        head_ref: "bump".into(),
+        head_repo: Some("acme/web".into()),
+        base_ref: "main".into(),
+        base_sha: OLD.into(),
+        changed_files,
+        commits: Some(2),
+        author: actor(49_699_333, "dependabot[bot]"),
+        labels: vec!["dependencies".into()],
+    }
 }
 
 #[test]
@@ -143,6 +286,7 @@ fn the_change_counts_renames_under_both_names_and_knows_the_author_kind() {
             },
             ai_generated: false,
             agent_run_ref: None,
+            requesters: Vec::new(),
         },
     );
     let project = Project::new(
@@ -168,36 +312,40 @@ fn the_change_counts_renames_under_both_names_and_knows_the_author_kind() {
             pull_requests: Default::default(),
         },
     );
-    let pr = PullInfo {
-        number: 7,
-        title: "Bump".into(),
-        state: PullState::Open,
-        merged: false,
-        draft: false,
-        head_sha: HEAD.into(),
-        head_ref: "bump".into(),
-        head_repo: Some("acme/web".into()),
-        base_ref: "main".into(),
-        author: actor(49_699_333, "dependabot[bot]"),
-        labels: vec!["dependencies".into()],
-    };
+    let pr = pull(Some(1));
     let files = vec![PullFile {
         path: "src/db.rs".into(),
         previous_path: Some("migrations/helper.rs".into()),
         additions: 3,
         deletions: 1,
         status: "renamed".into(),
+        sha: None,
+        patch: None,
     }];
-    let change = change_of(&gate, &project, &pr, &files);
+    let change = change_of(&gate, &project, &pr, &files, None);
     let paths: Vec<&str> = change.files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["src/db.rs", "migrations/helper.rs"]);
     assert_eq!(change.author_kind, AuthorKind::Bot);
     assert_eq!(change.labels, ["dependencies"]);
     assert_eq!(change.gitops_paths, ["deploy/**"]);
+    assert_eq!(change.incomplete, None);
     gate.spec.ai_generated = true;
+    let incomplete = change_of(&gate, &project, &pr, &files, Some("why".into()));
+    assert_eq!(incomplete.author_kind, AuthorKind::Ai);
+    assert_eq!(incomplete.incomplete.as_deref(), Some("why"));
+}
+
+#[test]
+fn a_listing_shorter_than_the_pull_request_is_a_gap() {
+    assert_eq!(listing_gap(&pull(Some(3000)), 3000), None);
     assert_eq!(
-        change_of(&gate, &project, &pr, &files).author_kind,
-        AuthorKind::Ai
+        listing_gap(&pull(Some(3002)), 3000).as_deref(),
+        Some("GitHub listed 3000 of the 3002 changed files")
+    );
+    assert_eq!(
+        listing_gap(&pull(None), 3),
+        None,
+        "unknown total: trust the listing"
     );
 }
 
@@ -213,23 +361,36 @@ fn committers_are_authors_and_committers_once_each() {
 #[test]
 fn a_command_first_seen_in_an_edited_comment_never_counts() {
     let lead = actor(1010, "lead");
-    let commits = commits();
-    let tampered = BTreeSet::new();
     let mut edited = comment(9, &lead, "/approve", 300);
     edited.updated_at = at(400);
-    let signals = comment_signals(&[edited.clone()], &cx(&commits, &[], &tampered));
+    let mut known = Known {
+        heads: BTreeMap::from([(9, HEAD.to_owned())]),
+        ..Known::default()
+    };
+    let signals = comment_signals(&[edited.clone()], CommentPlace::Issue, &known.cx());
     assert!(signals[0].tampered, "unverified edit");
     // Recorded (valid) before the edit: a later edit by its author keeps it.
-    let previous = vec![ApprovalRecord {
+    known.previous = vec![ApprovalRecord {
         user: user_of(&lead),
         roles: Vec::new(),
-        decision: countersign_crds::approval_gate::Decision::Approve,
+        decision: Decision::Approve,
         sha: HEAD.into(),
         time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(300)),
         via: ApprovalVia::Comment,
         valid: true,
         invalid_reason: None,
     }];
-    let signals = comment_signals(&[edited], &cx(&commits, &previous, &tampered));
+    let signals = comment_signals(&[edited], CommentPlace::Issue, &known.cx());
     assert!(!signals[0].tampered);
+}
+
+#[test]
+fn users_are_kept_once_in_order_and_capped() {
+    let u = |id, login: &str| GitHubUser {
+        login: login.into(),
+        id: Some(id),
+    };
+    let all = unique_users([u(1, "a"), u(2, "b"), u(1, "A-renamed"), u(3, "c")], 2);
+    let logins: Vec<&str> = all.iter().map(|u| u.login.as_str()).collect();
+    assert_eq!(logins, ["a", "b"]);
 }

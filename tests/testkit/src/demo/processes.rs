@@ -16,8 +16,10 @@ use crate::github::Delivery;
 
 /// A started process and the address it listens on.
 pub struct Started {
-    /// Where it serves HTTP.
+    /// Where it serves HTTP (the bot's public listener).
     pub addr: SocketAddr,
+    /// The bot's internal listener (probes, metrics, policy API), when it logged one.
+    pub internal: Option<SocketAddr>,
     _child: Child,
 }
 
@@ -49,6 +51,7 @@ pub async fn start(
         if let Some(addr) = logged_addr(&text) {
             return Ok(Started {
                 addr,
+                internal: logged_field(&text, "internal="),
                 _child: child,
             });
         }
@@ -65,11 +68,16 @@ pub async fn start(
 
 /// The `addr=` field of a startup log line.
 fn logged_addr(log: &str) -> Option<SocketAddr> {
+    logged_field(log, "addr=")
+}
+
+/// The address in field `field` (`name=`) of a startup log line.
+fn logged_field(log: &str, field: &str) -> Option<SocketAddr> {
     log.lines()
-        .filter(|l| l.contains("starting countersign") || l.contains("addr="))
+        .filter(|l| l.contains("starting countersign") || l.contains(field))
         .find_map(|l| {
             let clean = strip_ansi(l);
-            let start = clean.find("addr=")? + "addr=".len();
+            let start = clean.find(field)? + field.len();
             clean[start..]
                 .split_whitespace()
                 .next()
@@ -167,10 +175,14 @@ mod tests {
 
     #[test]
     fn addresses_are_read_from_plain_and_coloured_logs() {
-        let plain = "2026-12-05T07:00:00Z  INFO countersign_bot::server: starting countersign bot addr=127.0.0.1:40123 bot=x";
+        let plain = "2026-12-05T07:00:00Z  INFO countersign_bot::server: starting countersign bot addr=127.0.0.1:40123 internal=127.0.0.1:40124 bot=x";
         assert_eq!(
             logged_addr(plain),
             Some("127.0.0.1:40123".parse().expect("addr"))
+        );
+        assert_eq!(
+            logged_field(plain, "internal="),
+            Some("127.0.0.1:40124".parse().expect("addr"))
         );
         let coloured = "\u{1b}[32m INFO\u{1b}[0m \u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:9 starting countersign";
         assert_eq!(

@@ -170,7 +170,7 @@ impl World {
         self.git.dir(repository).filter(|d| d.exists())
     }
 
-    fn open_repository(&self, repository: &str) -> Option<Repository> {
+    pub(super) fn open_repository(&self, repository: &str) -> Option<Repository> {
         Repository::open_bare(self.repository_path(repository)?).ok()
     }
 
@@ -267,7 +267,7 @@ pub(super) fn noreply_email(user: &User) -> String {
 
 /// Writes a commit with `changes` applied to `branch`'s tree (the default branch's when
 /// `branch` does not exist yet; nothing in a new repository) and moves the branch to it.
-fn write_commit(
+pub(super) fn write_commit(
     repo: &Repository,
     branch: &str,
     changes: &[(&str, Option<&str>)],
@@ -377,6 +377,8 @@ pub(super) struct Comparison {
     pub(super) base: RawCommit,
     /// The head branch's tip.
     pub(super) head_sha: String,
+    /// The merge base of the two.
+    pub(super) merge_base: RawCommit,
     /// `merge-base..head`, oldest first.
     pub(super) commits: Vec<RawCommit>,
     /// `git diff base...head` with renames found.
@@ -400,7 +402,7 @@ pub(super) enum CompareError {
     Git(#[from] git2::Error),
 }
 
-fn raw_commit(commit: &git2::Commit<'_>) -> RawCommit {
+pub(super) fn raw_commit(commit: &git2::Commit<'_>) -> RawCommit {
     let identity = |s: git2::Signature<'_>| GitIdentity {
         name: String::from_utf8_lossy(s.name_bytes()).into_owned(),
         email: String::from_utf8_lossy(s.email_bytes()).into_owned(),
@@ -416,13 +418,19 @@ fn raw_commit(commit: &git2::Commit<'_>) -> RawCommit {
     }
 }
 
-/// Compares branches `base` and `head` of the bare repository at `dir` (blocking).
+/// Compares branches (or any revisions: SHAs, `refs/…`) `base` and `head` of the bare
+/// repository at `dir` (blocking).
 pub(super) fn compare(dir: &Path, base: &str, head: &str) -> Result<Comparison, CompareError> {
     let repo = Repository::open_bare(dir)?;
-    let tip = |branch: &str| {
-        repo.find_reference(&format!("refs/heads/{branch}"))
+    let tip = |rev: &str| {
+        repo.find_reference(&format!("refs/heads/{rev}"))
             .ok()
             .and_then(|r| r.peel_to_commit().ok())
+            .or_else(|| {
+                repo.revparse_single(rev)
+                    .ok()
+                    .and_then(|o| o.peel_to_commit().ok())
+            })
     };
     let base_tip = tip(base).ok_or(CompareError::NoBase)?;
     let head_tip = tip(head).ok_or(CompareError::NoHead)?;
@@ -443,6 +451,7 @@ pub(super) fn compare(dir: &Path, base: &str, head: &str) -> Result<Comparison, 
     Ok(Comparison {
         base: raw_commit(&base_tip),
         head_sha: head_tip.id().to_string(),
+        merge_base: raw_commit(&repo.find_commit(merge_base)?),
         commits,
         files,
     })
@@ -474,12 +483,19 @@ fn changed_files(repo: &Repository, from: Oid, to: Oid) -> Result<Vec<ChangedFil
         } else {
             path(delta.new_file())
         };
-        let (additions, deletions) = match git2::Patch::from_diff(&diff, i)? {
-            Some(patch) => {
+        let (additions, deletions, patch) = match git2::Patch::from_diff(&diff, i)? {
+            Some(mut patch) => {
                 let (_, added, deleted) = patch.line_stats()?;
-                (added as u64, deleted as u64)
+                let text = patch.to_buf()?;
+                (added as u64, deleted as u64, hunks_only(&text))
             }
-            None => (0, 0),
+            None => (0, 0, None),
+        };
+        // GitHub lists the blob after the change, and the removed blob for a deletion.
+        let blob = if delta.status() == Delta::Deleted {
+            delta.old_file().id()
+        } else {
+            delta.new_file().id()
         };
         files.push(ChangedFile {
             filename,
@@ -487,9 +503,27 @@ fn changed_files(repo: &Repository, from: Oid, to: Oid) -> Result<Vec<ChangedFil
             deletions,
             status: status.to_owned(),
             previous_filename: previous,
+            sha: Some(blob.to_string()),
+            patch: if delta.new_file().is_binary() || delta.old_file().is_binary() {
+                None
+            } else {
+                patch
+            },
         });
     }
     Ok(files)
+}
+
+/// The hunks of a patch as GitHub's `patch` field shows them: from the first `@@` on, without
+/// the `diff --git`/`index`/`---`/`+++` header; `None` when there are no hunks.
+fn hunks_only(buf: &git2::Buf) -> Option<String> {
+    let text = String::from_utf8_lossy(buf);
+    let start = if text.starts_with("@@") {
+        0
+    } else {
+        text.find("\n@@")? + 1
+    };
+    Some(text[start..].trim_end_matches('\n').to_owned())
 }
 
 #[cfg(test)]

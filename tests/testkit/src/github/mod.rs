@@ -5,16 +5,21 @@
 //! signed-webhook builder ([`Delivery`]), the stateful REST fake ([`FakeGitHub`]) and its git
 //! hosting: bare repositories served over real smart-HTTP by `git http-backend` ([`git`]).
 
+pub mod compare;
 mod credentials;
 pub mod delivery;
 pub mod git;
+pub mod history;
+pub mod oauth;
 pub mod pulls;
 mod pulls_api;
+mod rewrite;
 pub mod server;
 mod smart_http;
 
 pub use delivery::{Delivery, DeliveryError, HOOK_ID, USER_AGENT, deliver_to, wait_until_ready};
 pub use git::Push;
+pub use history::CommitAs;
 pub use pulls::{ChangedFile, CheckRun, GitIdentity, PullRequest, Review};
 pub use server::{
     Call, CallAuth, FakeGitHub, Fault, TEST_APP_BOT_USER_ID, TEST_APP_ID, TEST_APP_SLUG, User,

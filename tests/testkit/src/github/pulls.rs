@@ -40,6 +40,13 @@ pub struct ChangedFile {
     pub status: String,
     /// The path before a rename.
     pub previous_filename: Option<String>,
+    /// The blob SHA of the file after the change (before it, for a removed file), as GitHub
+    /// lists it. Synthetic pushes stamp one from the push's tree and the path when unset, so
+    /// equal content has equal SHAs and new content new ones.
+    pub sha: Option<String>,
+    /// The unified diff of the file (hunks only, no `diff --git` header), as GitHub lists it;
+    /// absent for binary files and for synthetic pushes that give none.
+    pub patch: Option<String>,
 }
 
 impl ChangedFile {
@@ -51,7 +58,15 @@ impl ChangedFile {
             deletions,
             status: "modified".to_owned(),
             previous_filename: None,
+            sha: None,
+            patch: None,
         }
+    }
+
+    /// The same file with this unified diff (`@@ … @@` hunks).
+    pub fn with_patch(mut self, patch: &str) -> Self {
+        self.patch = Some(patch.to_owned());
+        self
     }
 
     /// A file renamed from `from` to `to` without changes.
@@ -62,13 +77,15 @@ impl ChangedFile {
             deletions: 0,
             status: "renamed".to_owned(),
             previous_filename: Some(from.to_owned()),
+            sha: None,
+            patch: None,
         }
     }
 
-    fn json(&self, repository: &str) -> Value {
+    pub(super) fn json(&self, repository: &str) -> Value {
         let raw = format!("https://github.com/{repository}/raw/HEAD/{}", self.filename);
         let mut value = json!({
-            "sha": format!("{:040x}", self.filename.len()),
+            "sha": self.sha.clone().unwrap_or_else(|| fake_sha(&format!("blob\0{}", self.filename))),
             "blob_url": raw.replace("/raw/", "/blob/"),
             "raw_url": raw,
             "contents_url": format!("https://api.github.com/repos/{repository}/contents/{}", self.filename),
@@ -80,6 +97,9 @@ impl ChangedFile {
         });
         if let Some(from) = &self.previous_filename {
             value["previous_filename"] = json!(from);
+        }
+        if let Some(patch) = &self.patch {
+            value["patch"] = json!(patch);
         }
         value
     }
@@ -103,7 +123,7 @@ pub struct Review {
 }
 
 impl Review {
-    fn json(&self, repository: &str, number: u64) -> Value {
+    pub(super) fn json(&self, repository: &str, number: u64) -> Value {
         json!({
             "id": self.id,
             "node_id": format!("PRR_{}", self.id),
@@ -181,7 +201,7 @@ impl Commit {
     }
 
     /// `GET …/pulls/{n}/commits` (and `GET …/commits/{sha}`) form.
-    fn json(&self, repository: &str) -> Value {
+    pub(super) fn json(&self, repository: &str) -> Value {
         let api = format!("https://api.github.com/repos/{repository}");
         json!({
             "sha": self.sha,
@@ -255,7 +275,7 @@ pub struct ReviewComment {
 }
 
 impl ReviewComment {
-    fn json(&self, repository: &str, number: u64) -> Value {
+    pub(super) fn json(&self, repository: &str, number: u64) -> Value {
         json!({
             "id": self.id,
             "node_id": format!("PRRC_{}", self.id),
@@ -404,7 +424,7 @@ pub struct CommitStatus {
 }
 
 /// A deterministic 40-hex id from `seed`.
-fn fake_sha(seed: &str) -> String {
+pub(super) fn fake_sha(seed: &str) -> String {
     let a = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
@@ -414,14 +434,27 @@ fn fake_sha(seed: &str) -> String {
 }
 
 /// A deterministic commit id for the `n`-th push of `branch`.
-fn commit_sha(repository: &str, branch: &str, n: u64) -> String {
+pub(super) fn commit_sha(repository: &str, branch: &str, n: u64) -> String {
     fake_sha(&format!("{repository}\0{branch}\0{n}"))
 }
 
 /// A deterministic tree id for the content of the `n`-th push of `branch`.
-fn tree_sha(repository: &str, branch: &str, n: u64) -> String {
+pub(super) fn tree_sha(repository: &str, branch: &str, n: u64) -> String {
     fake_sha(&format!("tree\0{repository}\0{branch}\0{n}"))
 }
+
+/// Gives every file of a synthetic push without a blob SHA one derived from the push's tree
+/// and the path: a file pushed again gets a new SHA (new content), a rebase keeps it.
+pub(super) fn stamp_blobs(files: &mut [ChangedFile], tree: &str) {
+    for f in files.iter_mut().filter(|f| f.sha.is_none()) {
+        f.sha = Some(fake_sha(&format!("blob\0{tree}\0{}", f.filename)));
+    }
+}
+
+/// Most files GitHub lists for one pull request (`GET …/pulls/{n}/files`).
+pub const MAX_LISTED_FILES: usize = 3000;
+/// Most commits GitHub lists for one pull request (`GET …/pulls/{n}/commits`).
+pub const MAX_LISTED_COMMITS: usize = 250;
 
 impl World {
     /// Opens a pull request from `head_branch` into `main` changing `files`, with one commit
@@ -470,6 +503,10 @@ impl World {
         };
         self.commits
             .insert((repository.to_owned(), head.sha.clone()), head.clone());
+        let mut files = files;
+        stamp_blobs(&mut files, &head.tree_sha);
+        self.head_files
+            .insert((repository.to_owned(), head.sha.clone()), files.clone());
         self.pulls.insert(
             (repository.to_owned(), number),
             PullRequest {
@@ -538,8 +575,12 @@ impl World {
             parent: Some(before.clone()),
         };
         pr.head_sha = commit.sha.clone();
-        pr.files = files;
+        let mut files = files;
+        stamp_blobs(&mut files, &commit.tree_sha);
+        pr.files.clone_from(&files);
         pr.commits.push(commit.clone());
+        self.head_files
+            .insert((repository.to_owned(), commit.sha.clone()), files);
         self.commits
             .insert((repository.to_owned(), commit.sha.clone()), commit);
         self.synchronize_payload(repository, number, before, committer)
@@ -583,6 +624,8 @@ impl World {
         }
         pr.head_sha = rebased.last().map_or(before.clone(), |c| c.sha.clone());
         pr.commits.clone_from(&rebased);
+        let (head, files) = (pr.head_sha.clone(), pr.files.clone());
+        self.head_files.insert((repository.to_owned(), head), files);
         for commit in rebased {
             self.commits
                 .insert((repository.to_owned(), commit.sha.clone()), commit);
@@ -655,7 +698,7 @@ impl World {
         self.review_payload(repository, number, &review, "dismissed", sender)
     }
 
-    fn review_payload(
+    pub(super) fn review_payload(
         &self,
         repository: &str,
         number: u64,
@@ -864,7 +907,7 @@ pub(super) fn paginate(headers: &HeaderMap, path: &str, items: &[Value], page: &
 /// Like [`paginate`] for lists GitHub wraps in an object (`{"total_count", "check_runs"}`,
 /// a combined status): `wrap` builds the body around one page. `path` may carry a query
 /// (e.g. a filter) that the next link keeps.
-fn paginate_with(
+pub(super) fn paginate_with(
     headers: &HeaderMap,
     path: &str,
     items: &[Value],
@@ -924,6 +967,10 @@ pub(super) fn routes() -> Router<Shared> {
         .route(
             "/repos/{owner}/{repo}/commits/{sha}/status",
             get(combined_status),
+        )
+        .route(
+            "/repos/{owner}/{repo}/compare/{basehead}",
+            get(super::compare::compare_commits),
         )
         .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
         .route(
@@ -995,8 +1042,14 @@ async fn list_files(
     Query(page): Query<Page>,
     headers: HeaderMap,
 ) -> Response {
+    // GitHub lists at most 3000 files; `changed_files` on the pull request says how many
+    // there really are.
     pull_list(&world, at, &page, &headers, "files", |pr, repository, _| {
-        pr.files.iter().map(|f| f.json(repository)).collect()
+        pr.files
+            .iter()
+            .take(MAX_LISTED_FILES)
+            .map(|f| f.json(repository))
+            .collect()
     })
 }
 
@@ -1034,7 +1087,14 @@ async fn list_commits(
         &page,
         &headers,
         "commits",
-        |pr, repository, _| pr.commits.iter().map(|c| c.json(repository)).collect(),
+        // GitHub lists at most 250 commits (the oldest); the compare API pages past them.
+        |pr, repository, _| {
+            pr.commits
+                .iter()
+                .take(MAX_LISTED_COMMITS)
+                .map(|c| c.json(repository))
+                .collect()
+        },
     )
 }
 

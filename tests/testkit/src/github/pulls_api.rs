@@ -87,7 +87,7 @@ impl World {
 
     /// A git commit as the pull request model holds it, its identities linked to accounts;
     /// remembered in [`World::commits`].
-    fn remember_commit(&mut self, repository: &str, raw: RawCommit) -> Commit {
+    pub(super) fn remember_commit(&mut self, repository: &str, raw: RawCommit) -> Commit {
         let commit = Commit {
             author: self.account_for(&raw.author),
             committer: self.account_for(&raw.committer),
@@ -107,6 +107,7 @@ impl World {
     fn open_pull_from_git(&mut self, new: NewPull, cmp: Comparison) -> u64 {
         let repository = new.repository;
         let number = self.open_issue(&repository, &new.title, &new.body, &new.author);
+        self.set_pull_ref(&repository, number, &cmp.head_sha);
         let base_sha = self.remember_commit(&repository, cmp.base).sha;
         let commits = cmp
             .commits
@@ -140,6 +141,7 @@ impl World {
     /// Re-reads head, commits and files of pull request `number` after its head branch
     /// moved (GitHub's `synchronize`; the payload is [`World::synchronize_payload`]).
     pub(super) fn refresh_pull(&mut self, repository: &str, number: u64, cmp: Comparison) {
+        self.set_pull_ref(repository, number, &cmp.head_sha);
         let base_sha = self.remember_commit(repository, cmp.base).sha;
         let commits: Vec<Commit> = cmp
             .commits
@@ -153,6 +155,58 @@ impl World {
             pr.files = cmp.files;
             pr.pushes += 1;
         }
+    }
+}
+
+impl World {
+    /// Points `refs/pull/{number}/head` at `sha`, as GitHub keeps a ref for every pull
+    /// request's head in the base repository (what `git fetch origin pull/N/head` reads).
+    fn set_pull_ref(&self, repository: &str, number: u64, sha: &str) {
+        let (Some(repo), Ok(oid)) = (self.open_repository(repository), git2::Oid::from_str(sha))
+        else {
+            return;
+        };
+        if let Err(e) = repo.reference(
+            &format!("refs/pull/{number}/head"),
+            oid,
+            true,
+            "pull request head",
+        ) {
+            tracing::warn!(error = %e, "fake GitHub cannot write refs/pull/{number}/head");
+        }
+    }
+
+    /// Opens a pull request from `head` into `base` of the hosted `repository` as `author`,
+    /// exactly as `POST …/pulls` would (commits and files read from git); returns the
+    /// `pull_request.opened` payload.
+    ///
+    /// # Panics
+    /// When the repository or a branch does not exist, or there is nothing to compare (a
+    /// mistake in the test itself).
+    pub fn open_pull_request_from_branch(
+        &mut self,
+        repository: &str,
+        title: &str,
+        head: &str,
+        base: &str,
+        author: &User,
+    ) -> Value {
+        let dir = self
+            .repository_path(repository)
+            .unwrap_or_else(|| panic!("test bug: no git repository {repository}"));
+        let cmp = compare(&dir, base, head)
+            .unwrap_or_else(|e| panic!("test bug: cannot compare {base}...{head}: {e}"));
+        let new = NewPull {
+            repository: repository.to_owned(),
+            title: title.to_owned(),
+            body: String::new(),
+            head: head.to_owned(),
+            base: base.to_owned(),
+            draft: false,
+            author: author.clone(),
+        };
+        let number = self.open_pull_from_git(new, cmp);
+        self.pull_request_payload(repository, number, "opened", author)
     }
 }
 

@@ -307,6 +307,17 @@ pub struct World {
     /// Every branch update pushed over git smart-HTTP (or by [`World::commit_files`]),
     /// oldest first.
     pub pushes: Vec<super::git::Push>,
+    /// The files of each synthetic pull request head, by (`owner/name`, head SHA): what the
+    /// compare API answers for `base...sha` of a head that is not in a git repository.
+    pub head_files: BTreeMap<(String, String), Vec<super::pulls::ChangedFile>>,
+    /// Repositories that are private (`private: true`; only readers see them).
+    pub private_repositories: std::collections::BTreeSet<String>,
+    /// OAuth clients (the App's client id → secret) people may sign in through.
+    pub oauth_clients: BTreeMap<String, String>,
+    /// Sign-in codes not yet exchanged: code → (who signed in, for which client).
+    pub(super) oauth_codes: HashMap<String, (User, String)>,
+    /// User tokens issued by sign-ins, by token.
+    pub user_tokens: HashMap<String, User>,
     pub(super) git: super::git::GitHosting,
     next_id: u64,
     clock: i64,
@@ -700,6 +711,13 @@ fn router(world: Shared) -> Router {
             "/repos/{owner}/{repo}/issues/{number}/reactions",
             post(react_to_issue),
         )
+        .route("/login/oauth/authorize", get(super::oauth::authorize))
+        .route(
+            "/login/oauth/access_token",
+            post(super::oauth::access_token),
+        )
+        .route("/user", get(super::oauth::current_user))
+        .route("/repos/{owner}/{repo}", get(super::oauth::get_repository))
         .merge(super::pulls::routes())
         .merge(super::pulls_api::routes())
         .merge(super::smart_http::routes())
@@ -808,6 +826,11 @@ struct Claims {
     iss: Value,
     iat: i64,
     exp: i64,
+}
+
+/// How a call authenticates (App, installation, or neither), for other modules.
+pub(super) fn authenticate_call(world: &World, headers: &HeaderMap) -> CallAuth {
+    authenticate(world, headers)
 }
 
 fn authenticate(world: &World, headers: &HeaderMap) -> CallAuth {

@@ -175,12 +175,43 @@ pub(super) struct ReviewPayload<'a> {
     pub state: Cow<'a, str>,
     #[serde(borrow, default)]
     pub commit_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub body: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 pub(super) struct ReviewEventPayload<'a> {
     #[serde(borrow)]
     pub review: ReviewPayload<'a>,
+    #[serde(borrow, default)]
+    pub changes: Option<Changes<'a>>,
+    #[serde(borrow)]
+    pub pull_request: PullRequestPayload<'a>,
+    #[serde(borrow)]
+    pub repository: Repo<'a>,
+    #[serde(borrow)]
+    pub sender: User<'a>,
+    #[serde(default)]
+    pub installation: Option<InstallationRef>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ReviewCommentPayload<'a> {
+    pub id: u64,
+    #[serde(borrow, default)]
+    pub body: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub user: User<'a>,
+    #[serde(borrow, default)]
+    pub original_commit_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ReviewCommentEventPayload<'a> {
+    #[serde(borrow)]
+    pub comment: ReviewCommentPayload<'a>,
+    #[serde(borrow, default)]
+    pub changes: Option<Changes<'a>>,
     #[serde(borrow)]
     pub pull_request: PullRequestPayload<'a>,
     #[serde(borrow)]

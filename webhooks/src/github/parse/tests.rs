@@ -154,3 +154,42 @@ fn unsupported_and_errors() {
         assert!(parse(ev, body.as_bytes()).is_err(), "{ev}: {body}");
     }
 }
+
+#[test]
+fn inline_review_comment_edits_name_the_editor_and_the_old_body() {
+    let json = format!(
+        r#"{{"action":"edited","changes":{{"body":{{"from":"/reject"}}}},"comment":{{"id":77,"body":"/approve","user":{{"id":2,"login":"bob"}},"commit_id":"new","original_commit_id":"abc"}},{PR},{REPO},{SENDER}}}"#
+    );
+    let Event::PullRequestReviewComment(e) = event("pull_request_review_comment", &json) else {
+        panic!("not a review comment")
+    };
+    assert_eq!(
+        e.action,
+        CommentAction::Edited {
+            previous_body: Some("/reject".into())
+        }
+    );
+    assert_eq!(e.comment.id, 77);
+    assert_eq!(e.comment.user.login, "bob");
+    assert_eq!(e.sender.login, "alice");
+    assert_eq!(e.comment.commit_id.as_deref(), Some("abc"));
+    assert_eq!(e.pull_request.number, 5);
+    let deleted = json.replace(r#""action":"edited""#, r#""action":"deleted""#);
+    let Event::PullRequestReviewComment(e) = event("pull_request_review_comment", &deleted) else {
+        panic!("not a review comment")
+    };
+    assert_eq!(e.action, CommentAction::Deleted);
+}
+
+#[test]
+fn review_edits_carry_the_body_before_and_after() {
+    let json = format!(
+        r#"{{"action":"edited","changes":{{"body":{{"from":"fine"}}}},"review":{{"id":8,"state":"commented","body":"/approve","user":{{"id":2,"login":"bob"}}}},{PR},{REPO},{SENDER}}}"#
+    );
+    let Event::PullRequestReview(e) = event("pull_request_review", &json) else {
+        panic!("not a review")
+    };
+    assert_eq!(e.action, ReviewAction::Edited);
+    assert_eq!(e.review.body.as_deref(), Some("/approve"));
+    assert_eq!(e.previous_body.as_deref(), Some("fine"));
+}
