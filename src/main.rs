@@ -30,9 +30,13 @@ enum Command {
     Bot(Box<countersign_bot::config::BotArgs>),
     /// Send recorded webhook deliveries to a running bot, signed with its secret.
     Replay(countersign_bot::replay::ReplayArgs),
-    /// Run one agent attempt (the entry point of agent pods): clone, let the provider work,
-    /// check, commit, push, and write the result to the termination log.
-    Agent(Box<countersign_agent::config::AgentArgs>),
+    /// Run one step of an agent attempt (the entry points of agent pods): `clone`, then
+    /// `work` (the model and verify commands, with no GitHub token or provider key), then
+    /// `push` (re-checks and pushes the change, writes the result to the termination log).
+    Agent {
+        #[command(subcommand)]
+        step: countersign_agent::config::AgentCommand,
+    },
     /// Try a RiskPolicy offline: score a change (`eval`) or check policy files (`validate`).
     Policy {
         #[command(subcommand)]
@@ -78,19 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Replay(args) => runtime()?.block_on(countersign_bot::replay::run(args)),
         Command::Policy { command } => countersign::policy_cmd::run(command),
-        Command::Agent(args) => {
-            let result = countersign_agent::run::run(&args)?;
-            if countersign_agent::run::is_success(result.outcome) {
-                Ok(())
-            } else {
-                // The result (already written) says why; the exit code marks the pod Failed.
-                anyhow::bail!(
-                    "the attempt ended {:?}: {}",
-                    result.outcome,
-                    result.reason.as_deref().unwrap_or("see the result")
-                )
-            }
-        }
+        Command::Agent { step } => countersign::agent_cmd::run(step),
     }
 }
 
