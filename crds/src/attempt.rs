@@ -27,6 +27,27 @@ pub fn attempt_key(namespace: &str, run: &str, attempt: u32) -> String {
     format!("{namespace}/{run}/{attempt}")
 }
 
+/// A gateway token from 32 random bytes: [`GATEWAY_TOKEN_PREFIX`] and their base64url
+/// encoding without padding (43 characters).
+pub fn gateway_token_from(random: &[u8; 32]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(GATEWAY_TOKEN_PREFIX.len() + 43);
+    out.push_str(GATEWAY_TOKEN_PREFIX);
+    for chunk in random.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = 1 + chunk.len();
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 /// Whether `token` has the shape of a gateway token (prefix and 43 base64url characters).
 pub fn is_gateway_token(token: &str) -> bool {
     token
@@ -50,5 +71,9 @@ mod tests {
         assert!(!is_gateway_token(&format!("ghs_{}", "a".repeat(43))));
         assert!(!is_gateway_token(&format!("csgw_{}", "=".repeat(43))));
         assert_eq!(attempt_key("team", "fix-1", 2), "team/fix-1/2");
+        let token = gateway_token_from(&[0xff; 32]);
+        assert!(is_gateway_token(&token), "{token}");
+        assert!(token.ends_with("__8"), "{token}");
+        assert_ne!(gateway_token_from(&[0; 32]), gateway_token_from(&[1; 32]));
     }
 }

@@ -243,7 +243,8 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &str) -
 pub const GATEWAY_ERROR_PREFIX: &str = "countersign_";
 
 /// Whether an error answer is the provider gateway refusing the attempt (`402`, or `401`/`403`
-/// with an error type starting with [`GATEWAY_ERROR_PREFIX`]).
+/// with an error type starting with [`GATEWAY_ERROR_PREFIX`]). Its `429` (busy) is retried
+/// like a provider's.
 fn is_gateway_refusal(status: u16, body: &str) -> bool {
     let kind = serde_json::from_str::<Value>(body).ok().and_then(|v| {
         v.pointer("/error/type")
@@ -251,7 +252,7 @@ fn is_gateway_refusal(status: u16, body: &str) -> bool {
             .map(str::to_owned)
     });
     let ours = kind.is_some_and(|k| k.starts_with(GATEWAY_ERROR_PREFIX));
-    status == 402 || (ours && matches!(status, 401 | 403 | 429))
+    status == 402 || (ours && matches!(status, 401 | 403))
 }
 
 /// The provider's error message from an error body (OpenAI and Anthropic both use
