@@ -28,6 +28,11 @@ enum Command {
     /// Run the GitHub App bot: serve POST /webhook (plus /healthz, /readyz and /metrics),
     /// turn labels, comment commands and pull-request events into Kubernetes objects.
     Bot(Box<countersign_bot::config::BotArgs>),
+    /// Run the provider gateway: the only holder of AI provider keys. Serves the
+    /// OpenAI-compatible `/v1/chat/completions` and Anthropic `/v1/messages` to agent pods
+    /// with per-attempt tokens, enforces budgets, fails over between providers and counts
+    /// usage (plus /metrics, /healthz and /readyz).
+    Gateway(Box<countersign_gateway::config::GatewayArgs>),
     /// Send recorded webhook deliveries to a running bot, signed with its secret.
     Replay(countersign_bot::replay::ReplayArgs),
     /// Run one step of an agent attempt (the entry points of agent pods): `clone`, then
@@ -81,6 +86,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(countersign_bot::server::serve(*args, shutdown_signal()))
         }
         Command::Replay(args) => runtime()?.block_on(countersign_bot::replay::run(args)),
+        Command::Gateway(args) => {
+            runtime()?.block_on(countersign_gateway::server::serve(*args, shutdown_signal()))
+        }
         Command::Policy { command } => countersign::policy_cmd::run(command),
         Command::Agent { step } => countersign::agent_cmd::run(step),
     }

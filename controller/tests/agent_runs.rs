@@ -55,6 +55,14 @@ fn settings() -> Settings {
         retry_backoff_max: Duration::from_millis(400),
         wait_requeue: Duration::from_millis(300),
         timeout_grace: Duration::ZERO,
+        gateway: Some(
+            countersign_controller::settings::GatewaySettings::new(
+                "http://127.0.0.1:9",
+                "default",
+                [("app".to_owned(), "gateway".to_owned())].into(),
+            )
+            .expect("gateway"),
+        ),
         ..Settings::default()
     }
 }
@@ -313,16 +321,20 @@ async fn a_run_succeeds_with_one_pod_secret_and_network_policy_that_are_collecte
     assert_eq!(status.branch.as_deref(), Some("countersign/x"));
     assert!(conditions::is_true(&status.conditions, READY));
     assert_eq!(world.pods_of("happy"), ["happy-1"]);
-    let secrets: Vec<Value> = world
-        .raw_list("secrets")
-        .into_iter()
-        .filter(|s| s["metadata"]["name"] == "happy-1")
+    // The attempt's Secret held the minted tokens, and went once they were revoked (the
+    // attempt ended).
+    let requests = world.server.requests();
+    let deletes: Vec<u16> = requests
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.ends_with("/secrets/happy-1"))
+        .map(|r| r.status)
         .collect();
-    assert_eq!(secrets.len(), 1);
-    assert_eq!(
-        secrets[0]["data"]["token"],
-        json!(base64("ghs_test_token")),
-        "the minted token is in the attempt's Secret"
+    assert_eq!(deletes, [200], "deleted once");
+    assert!(
+        world
+            .raw_list("secrets")
+            .iter()
+            .all(|s| s["metadata"]["name"] != "happy-1")
     );
     let policies = world.server.list_raw(
         "networking.k8s.io",
@@ -399,26 +411,6 @@ async fn a_run_succeeds_with_one_pod_secret_and_network_policy_that_are_collecte
     );
 }
 
-fn base64(text: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn a_provider_error_retries_on_the_fallback_provider() {
     let script: Script = Arc::new(|pod: &Pod| {
@@ -454,8 +446,8 @@ async fn a_provider_error_retries_on_the_fallback_provider() {
         ]
     );
     assert_eq!(
-        status.usage.input_tokens, 2000,
-        "usage records both attempts"
+        status.usage.input_tokens, 0,
+        "usage is what the gateway counted (nothing here), never what the pod reports"
     );
     assert_eq!(world.pods_of("fallback"), ["fallback-1", "fallback-2"]);
 }
@@ -828,5 +820,88 @@ async fn the_resync_deletes_orphaned_run_children() {
     assert!(
         secrets.get_opt("unrelated").await.expect("get").is_some(),
         "unlabelled objects are left alone"
+    );
+}
+
+#[tokio::test]
+async fn usage_is_folded_from_the_gateways_ledger_and_tokens_are_revoked_at_the_end() {
+    use countersign_crds::agent_run::TokenKind;
+    use countersign_crds::usage::{LEDGER_KEY, Spend, UsageLedger, ledger_name};
+    let world = World::start(Arc::new(|_: &Pod| None)).await;
+    world.create_run("counted", json!({})).await;
+    let run = world.wait_phase("counted", RunPhase::Running).await;
+    // The gateway recorded the attempt's requests in the Project's ledger.
+    let mut ledger = UsageLedger::new();
+    let day = countersign_crds::usage::day_of(&jiff::Timestamp::now());
+    let spend = Spend {
+        input_tokens: 4000,
+        output_tokens: 400,
+        cost_micro_cents: 1_800_000,
+        requests: 4,
+    };
+    ledger.record(
+        "default/counted/1",
+        run.metadata.uid.as_deref().expect("uid"),
+        "backend",
+        &day,
+        &spend,
+    );
+    let project = run.spec.project_ref.name.clone();
+    let map: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": ledger_name(&project), "namespace": "default"},
+        "data": {LEDGER_KEY: ledger.render()}
+    }))
+    .expect("config map");
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::default_namespaced(world.client.clone())
+        .create(&Default::default(), &map)
+        .await
+        .expect("ledger");
+    world
+        .server
+        .terminate_pod(
+            "default",
+            "counted-1",
+            0,
+            &result(ResultOutcome::Succeeded, "primary", 77),
+        )
+        .await
+        .expect("finish pod");
+    let done = world.wait_phase("counted", RunPhase::Succeeded).await;
+    let status = done.status.expect("status");
+    assert_eq!(
+        (
+            status.usage.input_tokens,
+            status.usage.output_tokens,
+            status.usage.cost.cents
+        ),
+        (4000, 400, 2)
+    );
+    // A static token is not revocable, so nothing is revoked with GitHub; the attempt is
+    // still marked done and its Secret goes.
+    let revoked = world
+        .wait_run("counted", "its tokens handled", |r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.attempts
+                    .first()
+                    .is_some_and(|a| a.revoked_tokens == [TokenKind::Clone, TokenKind::Push])
+            })
+        })
+        .await;
+    assert!(revoked.status.is_some());
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::default_namespaced(world.client.clone());
+    let gone = tokio::time::timeout(WAIT, async {
+        loop {
+            if secrets.get_opt("counted-1").await.expect("get").is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "the attempt's Secret is deleted once its tokens are revoked"
     );
 }
