@@ -364,7 +364,8 @@ pub struct ProjectStatus {
     /// Agent runs started today (UTC), counted against `limits.maxRunsPerDay`.
     #[serde(default)]
     pub runs_today: u32,
-    /// Provider spend today (UTC) in US dollars, counted against `limits.maxSpendPerDay`.
+    /// Provider spend today (UTC) in US dollars, as the provider gateway counted it (its usage
+    /// ledger, which outlives deleted runs), counted against `limits.maxSpendPerDay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spend_today: Option<Usd>,
     /// When the controller last compared this Project with GitHub.
