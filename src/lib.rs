@@ -4,5 +4,6 @@
 //! each subcommand's work lives in a module here (or in the crate that owns it) so tests can
 //! call it directly.
 
+pub mod agent_cmd;
 pub mod crds_cmd;
 pub mod policy_cmd;

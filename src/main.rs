@@ -51,11 +51,20 @@ enum Command {
     /// /readyz, /metrics, /api/v1 and admission on the internal listener), turn labels,
     /// comment commands and pull-request events into Kubernetes objects.
     Bot(Box<countersign_bot::config::BotArgs>),
+    /// Run the provider gateway: the only holder of AI provider keys. Serves the
+    /// OpenAI-compatible `/v1/chat/completions` and Anthropic `/v1/messages` to agent pods
+    /// with per-attempt tokens, enforces budgets, fails over between providers and counts
+    /// usage (plus /metrics, /healthz and /readyz).
+    Gateway(Box<countersign_gateway::config::GatewayArgs>),
     /// Send recorded webhook deliveries to a running bot, signed with its secret.
     Replay(countersign_bot::replay::ReplayArgs),
-    /// Run one agent attempt (the entry point of agent pods): clone, let the provider work,
-    /// check, commit, push, and write the result to the termination log.
-    Agent(Box<countersign_agent::config::AgentArgs>),
+    /// Run one step of an agent attempt (the entry points of agent pods): `clone`, then
+    /// `work` (the model and verify commands, with no GitHub token or provider key), then
+    /// `push` (re-checks and pushes the change, writes the result to the termination log).
+    Agent {
+        #[command(subcommand)]
+        step: countersign_agent::config::AgentCommand,
+    },
     /// Try a RiskPolicy offline: score a change (`eval`) or check policy files (`validate`).
     Policy {
         #[command(subcommand)]
@@ -132,23 +141,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(countersign_bot::server::serve(*args, shutdown_signal()))
         }
         Command::Replay(args) => runtime()?.block_on(countersign_bot::replay::run(args)),
-        Command::Policy { command } => countersign::policy_cmd::run(command),
         Command::PolicyApiWorker { endpoint } => {
             countersign_bot::api::runner::run_worker(&endpoint)
         }
-        Command::Agent(args) => {
-            let result = countersign_agent::run::run(&args)?;
-            if countersign_agent::run::is_success(result.outcome) {
-                Ok(())
-            } else {
-                // The result (already written) says why; the exit code marks the pod Failed.
-                anyhow::bail!(
-                    "the attempt ended {:?}: {}",
-                    result.outcome,
-                    result.reason.as_deref().unwrap_or("see the result")
-                )
-            }
+        Command::Gateway(args) => {
+            runtime()?.block_on(countersign_gateway::server::serve(*args, shutdown_signal()))
         }
+        Command::Policy { command } => countersign::policy_cmd::run(command),
+        Command::Agent { step } => countersign::agent_cmd::run(step),
     }
 }
 

@@ -108,6 +108,7 @@ fn project_fixtures() -> Vec<Fixture> {
             project,
             &project::Observed {
                 claim: countersign_policies::ownership::Claim::Owner,
+                ledger: None,
                 policy_found: found,
                 installation,
                 runs: Vec::new(),

@@ -1,8 +1,10 @@
-//! The program inside agent pods (`countersign agent`).
+//! The program inside agent pods (`countersign agent clone|work|push`).
 //!
-//! It reads the attempt's task file and repository token from the mounted Secret, clones the
-//! repository, lets the attempt's provider do the job, checks the change against the
-//! guardrails and verify commands, commits as the GitHub App's bot account, pushes the
+//! An attempt's pod runs three steps in order, each its own container from the same image
+//! (see [`steps`]): `clone` clones the repository with a read-only token; `work` lets the
+//! attempt's provider do the job through the provider gateway, checks the change against the
+//! guardrails and verify commands and commits it locally, holding no GitHub token and no
+//! provider key; `push` re-checks that commit in a repository of its own, pushes the
 //! `countersign/<run>` branch and writes the result (the crds contract) to the termination
 //! message. See `docs/agent.md`.
 
@@ -12,9 +14,11 @@ pub mod guardrails;
 pub mod process;
 pub mod prompt;
 pub mod provider;
-pub mod run;
+pub mod publish;
+pub mod report;
 pub mod secret_scan;
 pub mod session;
+pub mod steps;
 pub mod tools;
 pub mod verify;
 pub mod workspace;

@@ -1,12 +1,12 @@
-//! The git workspace of one attempt: clone the repository, branch, describe the change,
-//! commit it as the GitHub App's bot and push the branch. All git work is done with git2,
-//! so the agent image needs no `git` binary.
+//! The git workspace of one attempt: the `clone` step clones the repository; the `work` step
+//! opens it, branches, describes the change and commits it as the GitHub App's bot. All git
+//! work is done with git2, so the agent image needs no `git` binary.
 //!
-//! The repository token comes from the attempt's Secret. It reaches libgit2 only through a
+//! The clone token comes from the attempt's Secret. It reaches libgit2 only through a
 //! credentials callback, for the clone URL's own host, and is never written into the remote
 //! URL, `.git/config`, any other file, a log line or an error message. The workspace's
-//! `.git/` is writable by the coding agent, so nothing it says is trusted for the push: the
-//! push goes to the clone URL held in memory, and refuses a config that rewrites it.
+//! `.git/` is writable by the coding agent, so nothing in it is trusted by the `push` step,
+//! which reads only objects from it (see [`crate::publish`]).
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use countersign_crds::task_file::CommitIdentity;
 use git2::build::RepoBuilder;
 use git2::{
     DiffFindOptions, DiffOptions, ErrorClass, ErrorCode, FetchOptions, IndexAddOption, Oid, Patch,
-    PushOptions, RemoteRedirect, Repository, Signature,
+    PushOptions, RemoteRedirect, Repository, RepositoryOpenFlags, Signature, Tree,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -23,7 +23,8 @@ mod changes;
 mod credentials;
 
 pub use changes::{AddedLine, ChangeSet, ChangeStatus, FileChange};
-use credentials::{Credentials, redact_url, scrub};
+use credentials::redact_url;
+use credentials::{Credentials, scrub};
 
 /// A cloned repository the agent works in.
 pub struct Workspace {
@@ -231,6 +232,35 @@ impl Workspace {
         })
     }
 
+    /// Opens the checkout the `clone` step left at `dir` (and nothing above it): the commit
+    /// checked out is the base of the change. The push URL is not needed here (the `work`
+    /// step never pushes), so none is kept.
+    pub fn open(dir: &Path) -> Result<Workspace, WorkspaceError> {
+        let repo = Repository::open_ext(
+            dir,
+            RepositoryOpenFlags::NO_SEARCH,
+            std::iter::empty::<&std::ffi::OsStr>(),
+        )
+        .map_err(|e| git_error("open the checkout", &e))?;
+        let head = repo
+            .head()
+            .map_err(|e| git_error("read the checkout's branch", &e))?;
+        let base_branch = head.shorthand().unwrap_or_default().to_owned();
+        let base = head
+            .peel_to_commit()
+            .map_err(|e| git_error("read the checkout's commit", &e))?
+            .id();
+        drop(head);
+        Ok(Workspace {
+            repo,
+            dir: dir.to_owned(),
+            clone_url: String::new(),
+            base_branch,
+            base,
+            branch: None,
+        })
+    }
+
     /// The working tree.
     pub fn path(&self) -> &Path {
         &self.dir
@@ -288,22 +318,7 @@ impl Workspace {
             .and_then(|c| c.tree())
             .map_err(describe)?;
         let tree = self.repo.find_tree(tree_id).map_err(describe)?;
-        let mut options = DiffOptions::new();
-        options.include_typechange(true);
-        let mut diff = self
-            .repo
-            .diff_tree_to_tree(Some(&base_tree), Some(&tree), Some(&mut options))
-            .map_err(describe)?;
-        diff.find_similar(Some(DiffFindOptions::new().renames(true)))
-            .map_err(describe)?;
-
-        let mut files = Vec::with_capacity(diff.deltas().len());
-        for i in 0..diff.deltas().len() {
-            if let Some(patch) = Patch::from_diff(&diff, i).map_err(describe)? {
-                files.push(changes::file_change(&patch).map_err(describe)?);
-            }
-        }
-        Ok(ChangeSet::from_tree(files, tree_id.to_string()))
+        diff_trees(&self.repo, &base_tree, &tree).map_err(describe)
     }
 
     /// Commits the tree `changes` describes on the branch, with the base commit as its only
@@ -343,78 +358,102 @@ impl Workspace {
         tracing::info!(%commit, branch, "committed");
         Ok(commit.to_string())
     }
-
-    /// Pushes `refs/heads/<branch>` to the clone URL, replacing the remote branch if it
-    /// exists.
-    pub fn push(&self, branch: &str, token: &SecretString) -> Result<(), WorkspaceError> {
-        let url = redact_url(&self.clone_url);
-        let reference = branch_ref(branch).map_err(|e| git_error("push", &e))?;
-        // An anonymous remote of the URL held in memory, not `origin` from the config
-        // the coding agent could edit. libgit2 still applies `insteadOf` rules from the
-        // config, so check that the URL it will use is ours.
-        let mut remote = self
-            .repo
-            .remote_anonymous(&self.clone_url)
-            .map_err(|e| git_error("push", &e))?;
-        let push_url = remote
-            .pushurl()
-            .ok()
-            .flatten()
-            .unwrap_or(remote.url().unwrap_or(""));
-        if push_url != self.clone_url {
-            return Err(WorkspaceError::Unsafe(format!(
-                "refusing to push: the workspace's git configuration rewrites {url} to {} \
-                 (url.*.insteadOf)",
-                redact_url(push_url)
-            )));
-        }
-
-        let auth = Credentials::new(&self.clone_url, token);
-        let rejected = RefCell::new(Vec::<(String, String)>::new());
-        let remote_said = RefCell::new(String::new());
-        let mut callbacks = auth.callbacks();
-        callbacks
-            .push_update_reference(|name, status| {
-                if let Some(status) = status {
-                    rejected
-                        .borrow_mut()
-                        .push((name.to_owned(), status.to_owned()));
-                }
-                Ok(())
-            })
-            .sideband_progress(|text| {
-                let mut said = remote_said.borrow_mut();
-                if said.len() < 4096 {
-                    said.push_str(&String::from_utf8_lossy(text));
-                }
-                true
-            });
-        let mut options = PushOptions::new();
-        options
-            .remote_callbacks(callbacks)
-            .follow_redirects(RemoteRedirect::None);
-        // Forced: the branch belongs to this run. A retried attempt starts again from the
-        // base and must replace what an earlier attempt pushed.
-        remote
-            .push(&[format!("+{reference}:{reference}")], Some(&mut options))
-            .map_err(|e| auth.classify(&e, "push", url.clone()))?;
-        drop(options);
-
-        if let Some((reference, status)) = rejected.into_inner().into_iter().next() {
-            let said = scrub(remote_said.into_inner().trim(), token);
-            let message = if said.is_empty() {
-                status
-            } else {
-                format!("{status}\n{said}")
-            };
-            return Err(WorkspaceError::PushRejected { reference, message });
-        }
-        tracing::info!(repository = %url, branch, "pushed");
-        Ok(())
-    }
 }
 
-fn git_error(action: &str, e: &git2::Error) -> WorkspaceError {
+/// Everything that differs between `base` and `tree`: edits, additions, deletions and
+/// renames, with line counts and added lines, as the guardrails and the secret scan read it.
+pub(crate) fn diff_trees(
+    repo: &Repository,
+    base: &Tree<'_>,
+    tree: &Tree<'_>,
+) -> Result<ChangeSet, git2::Error> {
+    let mut options = DiffOptions::new();
+    options.include_typechange(true);
+    let mut diff = repo.diff_tree_to_tree(Some(base), Some(tree), Some(&mut options))?;
+    diff.find_similar(Some(DiffFindOptions::new().renames(true)))?;
+    let mut files = Vec::with_capacity(diff.deltas().len());
+    for i in 0..diff.deltas().len() {
+        if let Some(patch) = Patch::from_diff(&diff, i)? {
+            files.push(changes::file_change(&patch)?);
+        }
+    }
+    Ok(ChangeSet::from_tree(files, tree.id().to_string()))
+}
+
+/// Pushes `refs/heads/<branch>` of `repo` to `url` (replacing the remote branch if it
+/// exists) with `token`, sent only to `url`'s host. Refuses when `repo`'s configuration
+/// would send the push anywhere else (`url.*.insteadOf`).
+pub(crate) fn push_branch(
+    repo: &Repository,
+    url: &str,
+    branch: &str,
+    token: &SecretString,
+) -> Result<(), WorkspaceError> {
+    let clean_url = redact_url(url);
+    let reference = branch_ref(branch).map_err(|e| git_error("push", &e))?;
+    // An anonymous remote of the URL given, never a configured remote. libgit2 still applies
+    // `insteadOf` rules from the configuration, so check that the URL it will use is ours.
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| git_error("push", &e))?;
+    let push_url = remote
+        .pushurl()
+        .ok()
+        .flatten()
+        .unwrap_or(remote.url().unwrap_or(""));
+    if push_url != url {
+        return Err(WorkspaceError::Unsafe(format!(
+            "refusing to push: the git configuration rewrites {clean_url} to {} \
+             (url.*.insteadOf)",
+            redact_url(push_url)
+        )));
+    }
+
+    let auth = Credentials::new(url, token);
+    let rejected = RefCell::new(Vec::<(String, String)>::new());
+    let remote_said = RefCell::new(String::new());
+    let mut callbacks = auth.callbacks();
+    callbacks
+        .push_update_reference(|name, status| {
+            if let Some(status) = status {
+                rejected
+                    .borrow_mut()
+                    .push((name.to_owned(), status.to_owned()));
+            }
+            Ok(())
+        })
+        .sideband_progress(|text| {
+            let mut said = remote_said.borrow_mut();
+            if said.len() < 4096 {
+                said.push_str(&String::from_utf8_lossy(text));
+            }
+            true
+        });
+    let mut options = PushOptions::new();
+    options
+        .remote_callbacks(callbacks)
+        .follow_redirects(RemoteRedirect::None);
+    // Forced: the branch belongs to this run. A retried attempt starts again from the base
+    // and must replace what an earlier attempt pushed.
+    remote
+        .push(&[format!("+{reference}:{reference}")], Some(&mut options))
+        .map_err(|e| auth.classify(&e, "push", clean_url.clone()))?;
+    drop(options);
+
+    if let Some((reference, status)) = rejected.into_inner().into_iter().next() {
+        let said = scrub(remote_said.into_inner().trim(), token);
+        let message = if said.is_empty() {
+            status
+        } else {
+            format!("{status}\n{said}")
+        };
+        return Err(WorkspaceError::PushRejected { reference, message });
+    }
+    tracing::info!(repository = %clean_url, branch, "pushed");
+    Ok(())
+}
+
+pub(crate) fn git_error(action: &str, e: &git2::Error) -> WorkspaceError {
     WorkspaceError::Git {
         action: action.to_owned(),
         source: GitError::plain(e),
@@ -422,7 +461,7 @@ fn git_error(action: &str, e: &git2::Error) -> WorkspaceError {
 }
 
 /// `refs/heads/<name>`, if that is a valid reference name.
-fn branch_ref(name: &str) -> Result<String, git2::Error> {
+pub(crate) fn branch_ref(name: &str) -> Result<String, git2::Error> {
     let reference = format!("refs/heads/{name}");
     if git2::Reference::is_valid_name(&reference) {
         Ok(reference)

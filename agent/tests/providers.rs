@@ -101,7 +101,8 @@ impl Attempt {
         blocking(move || {
             let mut budget = Budget::new(self.limits, &self.spec, Instant::now() + self.time);
             let key = self.key.map(SecretString::from);
-            let mut provider = provider_for(&self.spec, key, &self.workspace).expect("a provider");
+            let mut provider =
+                provider_for(&self.spec, key, &[], &self.workspace).expect("a provider");
             let mut results = vec![provider.start(&self.job, &mut budget)];
             for feedback in self.follow_ups {
                 results.push(provider.follow_up(feedback, &mut budget));
@@ -656,7 +657,7 @@ async fn a_follow_up_needs_a_started_job() {
     let path = dir.path().to_path_buf();
     let result = blocking(move || {
         let mut budget = Budget::new(AgentLimits::default(), &spec, Instant::now() + WAIT);
-        let mut provider = provider_for(&spec, None, &path).expect("a provider");
+        let mut provider = provider_for(&spec, None, &[], &path).expect("a provider");
         provider.follow_up("fix it", &mut budget)
     })
     .await;

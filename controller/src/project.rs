@@ -86,6 +86,8 @@ pub struct Observed {
     pub runs: Vec<AgentRun>,
     /// The Project's approval gates.
     pub gates: Vec<ApprovalGate>,
+    /// The provider gateway's usage ledger of the Project, when it has one (it outlives runs).
+    pub ledger: Option<countersign_crds::usage::UsageLedger>,
 }
 
 #[tracing::instrument(skip_all, fields(kind = "Project", namespace = project.namespace().unwrap_or_default(), name = project.name_any()))]
@@ -123,8 +125,15 @@ async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
         .list(&ListParams::default())
         .await?
         .items;
+    let ledger = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&countersign_crds::usage::ledger_name(&name))
+        .await?
+        .and_then(|map| map.data)
+        .and_then(|data| data.get(countersign_crds::usage::LEDGER_KEY).cloned())
+        .and_then(|text| countersign_crds::usage::UsageLedger::parse(&text).ok());
     let observed = Observed {
         claim,
+        ledger,
         policy_found,
         installation,
         runs: runs
@@ -182,14 +191,22 @@ pub fn desired_status(project: &Project, observed: &Observed, now: Timestamp) ->
             .filter(|r| matches!(phase_of(r), RunPhase::Pending | RunPhase::Queued)),
     );
     status.runs_today = count(observed.runs.iter().filter(started_today));
-    let cents: u64 = observed
-        .runs
-        .iter()
-        .filter(started_today)
-        .filter_map(|r| r.status.as_ref())
-        .map(|s| s.usage.cost.cents)
-        .sum();
-    status.spend_today = Some(Usd { cents });
+    // The gateway's ledger counts every request, also of runs deleted since; without one
+    // (no gateway yet), the runs started today are summed.
+    status.spend_today = Some(match &observed.ledger {
+        Some(ledger) => ledger
+            .spend_on(&countersign_crds::usage::day_of(&now))
+            .cost(),
+        None => Usd {
+            cents: observed
+                .runs
+                .iter()
+                .filter(started_today)
+                .filter_map(|r| r.status.as_ref())
+                .map(|s| s.usage.cost.cents)
+                .sum(),
+        },
+    });
     status.open_gates = count(observed.gates.iter().filter(|g| {
         !matches!(
             g.status.as_ref().map(|s| s.phase).unwrap_or_default(),
@@ -250,4 +267,50 @@ pub fn desired_status(project: &Project, observed: &Observed, now: Timestamp) ->
 
 fn count<T>(items: impl Iterator<Item = T>) -> u32 {
     u32::try_from(items.count()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use countersign_crds::usage::{Spend, UsageLedger, day_of};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn spend_today_comes_from_the_gateways_ledger_which_outlives_runs() {
+        let project: Project = serde_json::from_value(json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "Project",
+            "metadata": {"name": "p", "namespace": "team"},
+            "spec": {"repository": {"owner": "acme", "name": "api"}}
+        }))
+        .expect("project");
+        let now = Timestamp::from_second(1_750_000_000).expect("time");
+        let mut ledger = UsageLedger::new();
+        let spend = |micro| Spend {
+            cost_micro_cents: micro,
+            requests: 1,
+            ..Spend::default()
+        };
+        // A deleted run's spend today, and yesterday's, which does not count.
+        ledger.record("team/gone/1", "u1", "a", &day_of(&now), &spend(250_000_000));
+        ledger.record("team/old/1", "u2", "a", "2000-01-01", &spend(900_000_000));
+        let observed = Observed {
+            claim: countersign_policies::ownership::Claim::Owner,
+            policy_found: true,
+            installation: None,
+            runs: Vec::new(),
+            gates: Vec::new(),
+            ledger: Some(ledger),
+        };
+        let status = desired_status(&project, &observed, now);
+        assert_eq!(status.spend_today, Some(Usd { cents: 250 }));
+        let without = Observed {
+            ledger: None,
+            ..observed
+        };
+        assert_eq!(
+            desired_status(&project, &without, now).spend_today,
+            Some(Usd { cents: 0 })
+        );
+    }
 }

@@ -20,6 +20,67 @@ pub fn git_url_for_api(api_url: &str) -> String {
     api.strip_suffix("/api/v3").unwrap_or(api).to_owned()
 }
 
+/// GitHub's published address blocks for git (the `git` list of
+/// `https://api.github.com/meta`, its stable blocks; the list also names single addresses of
+/// regional edges that change, so refresh with
+/// `curl -s https://api.github.com/meta | jq -r '.git[]'` and pass `--git-egress-cidrs`).
+/// GitHub Enterprise Server needs its own addresses.
+pub const GITHUB_GIT_CIDRS: &[&str] = &[
+    "192.30.252.0/22",
+    "185.199.108.0/22",
+    "140.82.112.0/20",
+    "143.55.64.0/20",
+    "2a0a:a440::/29",
+    "2606:50c0::/32",
+];
+
+/// Where agent pods may reach the git host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GitEgress {
+    /// These address blocks, on the git URL's port.
+    Cidrs(Vec<String>),
+    /// Any public address (private, link-local and loopback ranges blocked): for git hosts
+    /// whose addresses are not known in advance.
+    Public,
+}
+
+/// The provider gateway agent pods reach their models through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// Its base URL as agent pods reach it, e.g.
+    /// `http://countersign-gateway.countersign-system.svc:8080`.
+    pub url: String,
+    /// The namespace its pods run in (for the agent pods' NetworkPolicy).
+    pub namespace: String,
+    /// Labels of its pods (for the agent pods' NetworkPolicy).
+    pub pod_labels: std::collections::BTreeMap<String, String>,
+    /// The port agent pods connect to.
+    pub port: u16,
+}
+
+impl GatewaySettings {
+    /// Settings for a gateway at `url` whose pods run in `namespace` with `pod_labels`.
+    pub fn new(
+        url: &str,
+        namespace: &str,
+        pod_labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, String> {
+        let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err("the gateway is reached over http or https".into());
+        }
+        let port = parsed
+            .port_or_known_default()
+            .ok_or_else(|| "the URL has no port".to_owned())?;
+        Ok(Self {
+            url: url.trim_end_matches('/').to_owned(),
+            namespace: namespace.to_owned(),
+            pod_labels,
+            port,
+        })
+    }
+}
+
 /// Everything the reconcilers need to know about how this controller was started.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -54,6 +115,10 @@ pub struct Settings {
     /// The longest reading a pull request's change with git may take (when GitHub's file
     /// listing stops at 3000 files).
     pub git_read_timeout: Duration,
+    /// The provider gateway; without one, agent runs wait with a condition saying so.
+    pub gateway: Option<GatewaySettings>,
+    /// Where agent pods may reach the git host.
+    pub git_egress: GitEgress,
 }
 
 /// How long reading a pull request's change with git may take by default.
@@ -78,6 +143,10 @@ impl Default for Settings {
             ),
             allowed_repositories: None,
             git_read_timeout: GIT_READ_TIMEOUT,
+            gateway: None,
+            git_egress: GitEgress::Cidrs(
+                GITHUB_GIT_CIDRS.iter().map(|c| (*c).to_owned()).collect(),
+            ),
         }
     }
 }

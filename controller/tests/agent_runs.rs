@@ -67,6 +67,14 @@ fn settings() -> Settings {
         retry_backoff_max: Duration::from_millis(400),
         wait_requeue: Duration::from_millis(300),
         timeout_grace: Duration::ZERO,
+        gateway: Some(
+            countersign_controller::settings::GatewaySettings::new(
+                "http://127.0.0.1:9",
+                "default",
+                [("app".to_owned(), "gateway".to_owned())].into(),
+            )
+            .expect("gateway"),
+        ),
         ..Settings::default()
     }
 }
@@ -437,29 +445,62 @@ async fn a_run_gets_one_pod_secret_and_network_policy_a_pull_request_and_is_coll
     assert_eq!(status.branch.as_deref(), Some("countersign/happy"));
     assert_eq!(world.pods_of("happy").await, ["happy-1"]);
 
-    // The attempt's Secret holds a token the App minted for this one repository.
-    let secret = Api::<Secret>::namespaced(world.client.clone(), NS)
-        .get("happy-1")
-        .await
-        .expect("the attempt's Secret");
-    let token = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("token"))
-        .map(|t| String::from_utf8_lossy(&t.0).into_owned())
-        .expect("a token in the Secret");
-    let minted = world
-        .github
-        .world()
-        .tokens
-        .get(&token)
-        .cloned()
-        .expect("the App minted the attempt's token");
-    assert_eq!(minted.installation, INSTALLATION);
-    assert_eq!(
-        minted.repositories,
-        Some(vec!["api".to_owned()]),
-        "the token is scoped to acme/api alone"
+    // The attempt got two tokens the App minted for this one repository: a read-only one for
+    // the clone step and a writing one for the push step; both are revoked once the attempt
+    // ends, and its Secret goes.
+    let (read, write) = tokio::time::timeout(WAIT, async {
+        loop {
+            let minted: Vec<_> = world
+                .github
+                .world()
+                .tokens
+                .values()
+                .filter(|t| t.installation == INSTALLATION && t.repositories.is_some())
+                .cloned()
+                .collect();
+            let contents = |t: &&countersign_testkit::github::server::MintedToken| {
+                t.permissions
+                    .as_ref()
+                    .and_then(|p| p.get("contents"))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let read: Vec<_> = minted
+                .iter()
+                .filter(|t| contents(t) == "read")
+                .cloned()
+                .collect();
+            let write: Vec<_> = minted
+                .iter()
+                .filter(|t| contents(t) == "write")
+                .cloned()
+                .collect();
+            if read.len() == 1 && write.len() == 1 && minted.iter().all(|t| t.revoked_at.is_some())
+            {
+                return (read[0].clone(), write[0].clone());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a read and a push token, both revoked");
+    for token in [&read, &write] {
+        assert_eq!(
+            token.repositories,
+            Some(vec!["api".to_owned()]),
+            "each token is scoped to acme/api alone"
+        );
+    }
+    let secret_gone = tokio::time::timeout(WAIT, async {
+        let secrets = Api::<Secret>::namespaced(world.client.clone(), NS);
+        while secrets.get_opt("happy-1").await.expect("get").is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        secret_gone.is_ok(),
+        "the attempt's Secret is deleted once its tokens are revoked"
     );
 
     // The pushed branch became the pull request, opened by the App.
@@ -582,8 +623,8 @@ async fn a_provider_error_retries_on_the_fallback_provider() {
         ]
     );
     assert_eq!(
-        status.usage.input_tokens, 2000,
-        "usage records both attempts"
+        status.usage.input_tokens, 0,
+        "usage is what the gateway counted (nothing here), never what the pod reports"
     );
     assert_eq!(
         world.pods_of("fallback").await,
@@ -992,5 +1033,84 @@ async fn the_resync_deletes_orphaned_run_children() {
     assert!(
         secrets.get_opt("unrelated").await.expect("get").is_some(),
         "unlabelled objects are left alone"
+    );
+}
+
+#[tokio::test]
+async fn usage_is_folded_from_the_gateways_ledger_and_tokens_are_revoked_at_the_end() {
+    use countersign_crds::agent_run::TokenKind;
+    use countersign_crds::usage::{LEDGER_KEY, Spend, UsageLedger, ledger_name};
+    let world = World::start(never_finish()).await;
+    world.create_run("counted", json!({})).await;
+    let run = world.wait_phase("counted", RunPhase::Running).await;
+    // The gateway recorded the attempt's requests in the Project's ledger.
+    let mut ledger = UsageLedger::new();
+    let day = countersign_crds::usage::day_of(&jiff::Timestamp::now());
+    let spend = Spend {
+        input_tokens: 4000,
+        output_tokens: 400,
+        cost_micro_cents: 1_800_000,
+        requests: 4,
+    };
+    ledger.record(
+        &format!("{NS}/counted/1"),
+        run.metadata.uid.as_deref().expect("uid"),
+        "backend",
+        &day,
+        &spend,
+    );
+    let project = run.spec.project_ref.name.clone();
+    let map: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": ledger_name(&project), "namespace": NS},
+        "data": {LEDGER_KEY: ledger.render()}
+    }))
+    .expect("config map");
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(world.client.clone(), NS)
+        .create(&PostParams::default(), &map)
+        .await
+        .expect("ledger");
+    // The pod reports 77 tokens of its own; only the gateway's count is believed.
+    let pushed = push_branch(&world.github, "counted");
+    pods::finish(
+        world.client.clone(),
+        NS,
+        "counted-1",
+        0,
+        &result(ResultOutcome::Succeeded, "primary", 77, Some(pushed)),
+    )
+    .await
+    .expect("finish pod");
+    let done = world.wait_pull_request("counted").await;
+    let status = done.status.expect("status");
+    assert_eq!(
+        (
+            status.usage.input_tokens,
+            status.usage.output_tokens,
+            status.usage.cost.cents
+        ),
+        (4000, 400, 2)
+    );
+    // Both of the attempt's tokens are revoked with GitHub and recorded; its Secret goes.
+    let revoked = world
+        .wait_run("counted", "its tokens revoked", |r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.attempts
+                    .first()
+                    .is_some_and(|a| a.revoked_tokens == [TokenKind::Clone, TokenKind::Push])
+            })
+        })
+        .await;
+    assert!(revoked.status.is_some());
+    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), NS);
+    let gone = tokio::time::timeout(WAIT, async {
+        while secrets.get_opt("counted-1").await.expect("get").is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "the attempt's Secret is deleted once its tokens are revoked"
     );
 }

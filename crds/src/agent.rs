@@ -78,6 +78,13 @@ pub struct AgentSpec {
     /// Stop starting new runs of this agent. Running runs finish; queued runs wait.
     #[serde(default)]
     pub suspend: bool,
+    /// Extra destinations this agent's pods may reach, besides DNS, the provider gateway and
+    /// the git host (which every attempt's NetworkPolicy allows), e.g. a package registry
+    /// mirror the verify commands need. Model providers are never listed here: they are
+    /// reached through the gateway, which needs the egress instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub egress: Vec<EgressRule>,
     /// How many finished runs of this agent to keep; older ones (with their pods and
     /// Secrets) are deleted. Runs with `ttlSecondsAfterFinished` may go sooner.
     #[serde(default)]
@@ -211,10 +218,41 @@ pub struct CommandProvider {
     /// The task is written to its standard input.
     #[schemars(length(min = 1, max = 64))]
     pub command: Vec<String>,
-    /// Extra environment variables taken from Secrets, e.g. the CLI's own API key.
+    /// The API the command speaks to its model, which the provider gateway forwards to this
+    /// provider's `baseUrl` with the key from `apiKeySecretRef`. The command gets the gateway
+    /// as `OPENAI_BASE_URL`/`ANTHROPIC_BASE_URL` and the attempt's gateway token as
+    /// `OPENAI_API_KEY`/`ANTHROPIC_API_KEY`, never the real key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ProviderApi>,
+    /// No longer supported: values from Secrets never reach the pod, because model-written
+    /// code runs there. Runs of an Agent that sets this wait with a message saying so; give
+    /// the command's upstream key in `apiKeySecretRef` instead.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub env: Vec<SecretEnvVar>,
+}
+
+/// Extra egress of an agent's pods: TCP to these address blocks, on these ports.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressRule {
+    /// Address blocks in CIDR notation, e.g. `10.20.0.0/16` or `2001:db8::/32`.
+    #[schemars(length(min = 1, max = 50))]
+    pub cidrs: Vec<String>,
+    /// TCP ports, e.g. `[443]`. Empty: every port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub ports: Vec<u16>,
+}
+
+/// The wire API a command-line coding agent speaks, which the gateway forwards.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ProviderApi {
+    /// OpenAI-compatible chat completions (`/v1/chat/completions`).
+    Openai,
+    /// Anthropic Messages (`/v1/messages`).
+    Anthropic,
 }
 
 /// An environment variable whose value comes from a Secret.

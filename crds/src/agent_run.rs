@@ -201,7 +201,7 @@ pub enum AttemptOutcome {
 }
 
 /// One attempt (one pod) of a run.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     /// 1 for the first attempt, 2 for the first retry, …
@@ -224,6 +224,27 @@ pub struct Attempt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub reason: Option<String>,
+    /// Tokens and cost of this attempt, as the provider gateway counted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// The attempt's GitHub tokens revoked so far: `clone` once the clone step ended, `push`
+    /// once the attempt ended. The attempt's Secret is deleted when both are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub revoked_tokens: Vec<TokenKind>,
+}
+
+/// One of an attempt's GitHub tokens.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum TokenKind {
+    /// The read-only token of the clone step.
+    Clone,
+    /// The token the push step pushes with.
+    Push,
 }
 
 /// Tokens and money a run used, summed over its attempts.
@@ -326,7 +347,8 @@ pub struct AgentRunStatus {
     /// The ApprovalGate guarding that pull request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate_ref: Option<LocalRef>,
-    /// Tokens and cost used so far.
+    /// Tokens and cost used so far, summed over the attempts (as the provider gateway counted
+    /// them).
     #[serde(default)]
     pub usage: Usage,
     /// In control mode: the plan the agent proposed and what a human decided about it.

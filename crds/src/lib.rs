@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod agent_run;
 pub mod approval_gate;
+pub mod attempt;
 pub mod common;
 pub mod conditions;
 pub mod generate;
@@ -20,6 +21,7 @@ pub mod project;
 pub mod result;
 pub mod risk_policy;
 pub mod task_file;
+pub mod usage;
 
 pub use agent::{Agent, AgentPhase, AgentRole, AgentSpec, AgentStatus, Provider, ProviderKind};
 pub use agent_run::{AgentRun, AgentRunSpec, AgentRunStatus, RunPhase, Task, TaskSource};

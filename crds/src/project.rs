@@ -88,6 +88,32 @@ pub struct PullRequestSettings {
     #[schemars(length(max = 20))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub labels: Vec<String>,
+    /// Fork mode: agents push their branches to this fork (which the GitHub App must be
+    /// installed on) and their pull requests are cross-repository, so the base repository's
+    /// Actions treat them as pull requests from a fork (no secrets, and with "require approval
+    /// for fork pull request workflows" no run before a maintainer approves). Unset: branches
+    /// are pushed to the repository itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_repository: Option<HeadRepository>,
+}
+
+/// The fork agent branches are pushed to in fork mode.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeadRepository {
+    /// Owner of the fork, e.g. `acme-agents`.
+    #[schemars(
+        length(min = 1, max = 39),
+        pattern(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
+    )]
+    pub owner: String,
+    /// Name of the fork, e.g. `payments-api`.
+    #[schemars(length(min = 1, max = 100), pattern(r"^[A-Za-z0-9._-]+$"))]
+    pub name: String,
+    /// The App installation on the fork's owner, when it differs from the repository's and
+    /// should not be discovered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation: Option<Installation>,
 }
 
 impl Project {
@@ -110,6 +136,7 @@ impl Default for PullRequestSettings {
             merge_method: MergeMethod::default(),
             draft: true,
             labels: Vec::new(),
+            head_repository: None,
         }
     }
 }
@@ -371,7 +398,8 @@ pub struct ProjectStatus {
     /// Agent runs started today (UTC), counted against `limits.maxRunsPerDay`.
     #[serde(default)]
     pub runs_today: u32,
-    /// Provider spend today (UTC) in US dollars, counted against `limits.maxSpendPerDay`.
+    /// Provider spend today (UTC) in US dollars, as the provider gateway counted it (its usage
+    /// ledger, which outlives deleted runs), counted against `limits.maxSpendPerDay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spend_today: Option<Usd>,
     /// When the controller last compared this Project with GitHub.

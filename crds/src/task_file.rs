@@ -8,16 +8,67 @@ use crate::agent::{AgentLimits, Guardrails, Provider, VerifyCommand};
 use crate::agent_run::Task;
 use crate::common::RunMode;
 
-/// Format version of the task file.
-pub const TASK_FILE_VERSION: u32 = 1;
-/// Where the attempt's Secret is mounted in the agent pod.
-pub const TASK_DIR: &str = "/var/run/countersign";
-/// Key (and file name) of the task document in the Secret.
+/// Format version of the task file. Version 2 is the three-step pod (clone, work, push).
+pub const TASK_FILE_VERSION: u32 = 2;
+/// Where the task document is mounted in every step of the agent pod (read-only, from the
+/// attempt's Secret; it holds no secret).
+pub const TASK_DIR: &str = "/var/run/countersign/task";
+/// Key (and file name) of the task document in the attempt's Secret.
 pub const TASK_KEY: &str = "task.json";
-/// Key (and file name) of the repository token in the Secret.
-pub const TOKEN_KEY: &str = "token";
-/// Environment variable holding the selected provider's API key, when it has one.
-pub const API_KEY_ENV: &str = "COUNTERSIGN_PROVIDER_API_KEY";
+/// Key in the attempt's Secret of the GitHub token the `clone` step reads with
+/// (`contents: read`). Mounted into `clone` only, and revoked when `clone` ends.
+pub const CLONE_TOKEN_KEY: &str = "clone-token";
+/// Key in the attempt's Secret of the GitHub token the `push` step pushes with
+/// (`contents: write`). Mounted into `push` only.
+pub const PUSH_TOKEN_KEY: &str = "push-token";
+/// Key in the attempt's Secret of the per-attempt gateway token. Mounted into `work` only;
+/// it reaches nothing but the provider gateway, within the attempt's budget, until the
+/// attempt ends.
+pub const GATEWAY_TOKEN_KEY: &str = "gateway-token";
+/// Where the `clone` step finds its repository token (file [`TOKEN_FILE`]).
+pub const CLONE_TOKEN_DIR: &str = "/var/run/countersign/clone";
+/// Where the `push` step finds its repository token (file [`TOKEN_FILE`]).
+pub const PUSH_TOKEN_DIR: &str = "/var/run/countersign/push";
+/// Where the `work` step finds its gateway token (file [`TOKEN_FILE`]).
+pub const GATEWAY_TOKEN_DIR: &str = "/var/run/countersign/gateway";
+/// File name of a token inside its directory.
+pub const TOKEN_FILE: &str = "token";
+/// A small emptyDir shared by `clone` (writes) and `push` (reads) only: what the clone
+/// found (the base commit), out of reach of the `work` step.
+pub const HANDOFF_DIR: &str = "/var/run/countersign/handoff";
+/// The workspace emptyDir: the checkout is `<workspace>/repo`, the work step's report
+/// `<workspace>/`[`WORK_REPORT_FILE`].
+pub const WORKSPACE_DIR: &str = "/workspace";
+/// File (in the workspace, next to the checkout) where the `work` step leaves its report
+/// for the `push` step. Written by model-influenced code: `push` treats it as untrusted.
+pub const WORK_REPORT_FILE: &str = "work-report.json";
+/// Environment variable naming the provider gateway's base URL for the `work` step.
+pub const GATEWAY_URL_ENV: &str = "COUNTERSIGN_GATEWAY_URL";
+
+/// The three steps of an agent pod, in the order they run. The names are the containers'.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum Step {
+    /// Init container: clones the base branch with a read-only token.
+    Clone,
+    /// Init container: the model/tool loop and the verify commands; no GitHub token, no
+    /// provider key.
+    Work,
+    /// Main container: trusted code that re-checks the change, pushes it and writes the
+    /// result the controller reads.
+    Push,
+}
+
+impl Step {
+    /// The container name (and the `countersign agent` subcommand).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Clone => "clone",
+            Step::Work => "work",
+            Step::Push => "push",
+        }
+    }
+}
 
 /// Everything one attempt of an agent run needs to know.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -39,7 +90,8 @@ pub struct TaskFile {
     pub task: Task,
     /// How the run is steered.
     pub mode: RunMode,
-    /// The provider this attempt uses (its API key, if any, is in [`API_KEY_ENV`]).
+    /// The provider this attempt uses. Its key never reaches the pod: the `work` step talks
+    /// to the provider gateway, which holds the key.
     pub provider: Provider,
     /// Limits of this attempt.
     pub limits: AgentLimits,
@@ -89,6 +141,17 @@ pub struct TaskRepository {
     /// HTTPS clone address without credentials, e.g. `https://github.com/acme/api.git`.
     /// The token is handed to git separately and never written into the address.
     pub clone_url: String,
+    /// Where the branch is pushed, when not to `clone_url`: the fork of fork mode
+    /// (`Project.spec.pullRequests.headRepository`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_url: Option<String>,
+}
+
+impl TaskRepository {
+    /// The address the branch is pushed to: the fork in fork mode, else the repository.
+    pub fn push_url(&self) -> &str {
+        self.push_url.as_deref().unwrap_or(&self.clone_url)
+    }
 }
 
 /// The branch an agent run pushes.

@@ -252,6 +252,74 @@ impl GitHubApp {
         Ok((SecretString::from(token.token), token.expires_at))
     }
 
+    /// Revokes an installation token (`DELETE /installation/token`, authenticated with the
+    /// token itself). GitHub answers `204`; a `401` means the token is already revoked or
+    /// expired, which is what the caller wanted. 5xx answers and dropped connections are
+    /// retried like other calls.
+    pub async fn revoke_installation_token(
+        &self,
+        token: &SecretString,
+    ) -> Result<crate::tokens::Revoked, GitHubError> {
+        use crate::tokens::Revoked;
+        let url = format!("{}/installation/token", self.inner.base_url);
+        let config = &self.inner.config;
+        let mut attempt = 0u32;
+        loop {
+            let mut authorization =
+                HeaderValue::from_str(&format!("token {}", token.expose_secret()))
+                    .map_err(|_| GitHubError::Config("the token to revoke is not ASCII".into()))?;
+            authorization.set_sensitive(true);
+            let builder = http::Request::builder()
+                .method(Method::DELETE)
+                .uri(&url)
+                .header(http::header::AUTHORIZATION, authorization)
+                .header(http::header::ACCEPT, "application/vnd.github+json");
+            let request = self
+                .inner
+                .http
+                .build_request::<()>(builder, None)
+                .map_err(|e| GitHubError::Config(format!("bad request {url}: {e}")))?;
+            let sent = tokio::time::timeout(config.request_timeout, async {
+                let response = self.inner.http.execute(request).await?;
+                let status = response.status();
+                let body = http_body_util::BodyExt::collect(response.into_body())
+                    .await?
+                    .to_bytes();
+                Ok::<_, octocrab::Error>((status, body))
+            })
+            .await;
+            let error = match sent {
+                Ok(Ok((status, _))) if status.is_success() => return Ok(Revoked::Now),
+                Ok(Ok((status, _))) if status == http::StatusCode::UNAUTHORIZED => {
+                    return Ok(Revoked::Already);
+                }
+                Ok(Ok((status, body))) if !status.is_server_error() => {
+                    return Err(GitHubError::Status {
+                        status: status.as_u16(),
+                        message: format!(
+                            "DELETE {url}: {}",
+                            String::from_utf8_lossy(&body[..body.len().min(200)])
+                        ),
+                    });
+                }
+                Ok(Ok((status, _))) => GitHubError::Status {
+                    status: status.as_u16(),
+                    message: format!("DELETE {url}"),
+                },
+                Ok(Err(e)) => GitHubError::Transport(format!("DELETE {url}: {e}")),
+                Err(_) => GitHubError::Transport(format!(
+                    "DELETE {url}: no answer within {:?}",
+                    config.request_timeout
+                )),
+            };
+            if attempt >= config.max_retries {
+                return Err(error);
+            }
+            tokio::time::sleep(crate::transport::FIRST_BACKOFF * 2u32.pow(attempt.min(6))).await;
+            attempt += 1;
+        }
+    }
+
     fn app_jwt(&self) -> Result<String, GitHubError> {
         let now = Timestamp::now().as_second();
         let mut cached = lock(&self.inner.jwt);
@@ -317,6 +385,8 @@ impl GitHubApp {
 
 /// Agent pods get tokens for their one repository that can push branches and nothing else.
 const AGENT_TOKEN_PERMISSIONS: &[(&str, &str)] = &[("contents", "write"), ("metadata", "read")];
+/// The clone step of an agent pod gets a token that can only read its repository.
+const CLONE_TOKEN_PERMISSIONS: &[(&str, &str)] = &[("contents", "read"), ("metadata", "read")];
 
 #[async_trait::async_trait]
 impl TokenMinter for GitHubApp {
@@ -331,6 +401,25 @@ impl TokenMinter for GitHubApp {
             expires_at,
             installation_id,
         })
+    }
+
+    async fn read_token(&self, repo: &RepoRef) -> Result<RepoToken, MintError> {
+        let installation_id = self.installation_for(repo).await?;
+        let (token, expires_at) = self
+            .mint_installation_token(installation_id, &[&repo.name], CLONE_TOKEN_PERMISSIONS)
+            .await
+            .map_err(|e| mint_error(e, repo))?;
+        Ok(RepoToken {
+            token,
+            expires_at,
+            installation_id,
+        })
+    }
+
+    async fn revoke(&self, token: &SecretString) -> Result<crate::tokens::Revoked, MintError> {
+        self.revoke_installation_token(token)
+            .await
+            .map_err(|e| MintError::Unavailable(e.to_string()))
     }
 
     async fn installation_for(&self, repo: &RepoRef) -> Result<u64, MintError> {

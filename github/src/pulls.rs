@@ -312,8 +312,8 @@ impl InstallationClient {
         .await
     }
 
-    /// The pull request (any state) whose head is `branch` of `owner/repo` itself, newest
-    /// first (`GET …/pulls?head=owner:branch&state=all`).
+    /// The pull request (any state) whose head is `branch` of `owner/repo` itself, or
+    /// `fork-owner:branch` of a fork, newest first (`GET …/pulls?head=owner:branch&state=all`).
     pub async fn pull_request_for_branch(
         &self,
         owner: &str,
@@ -324,7 +324,12 @@ impl InstallationClient {
             "/repos/{}/{}/pulls?state=all&head={}",
             seg(owner),
             seg(repo),
-            seg(&format!("{owner}:{branch}"))
+            seg(&if branch.contains(':') {
+                // A fork's branch, `fork-owner:branch` (fork mode).
+                branch.to_owned()
+            } else {
+                format!("{owner}:{branch}")
+            })
         );
         let answer = self.send(Method::GET, &path, None).await?;
         let mut pulls: Vec<WireOpenedPull> = answer.json("pull requests")?;

@@ -96,8 +96,15 @@ impl MintError {
 /// Mints short-lived repository tokens and checks installations.
 #[async_trait]
 pub trait TokenMinter: Send + Sync {
-    /// A token scoped to `repo` only, valid for at least the next few minutes.
+    /// A token scoped to `repo` only that can push branches (`contents: write`), valid for
+    /// at least the next few minutes.
     async fn repo_token(&self, repo: &RepoRef) -> Result<RepoToken, MintError>;
+
+    /// A token scoped to `repo` only that can clone it and nothing else (`contents: read`).
+    /// Minters that cannot narrow further hand out their [`TokenMinter::repo_token`].
+    async fn read_token(&self, repo: &RepoRef) -> Result<RepoToken, MintError> {
+        self.repo_token(repo).await
+    }
 
     /// The installation id serving `repo`, to show in the Project's status.
     async fn installation_for(&self, repo: &RepoRef) -> Result<u64, MintError>;
@@ -106,6 +113,26 @@ pub trait TokenMinter: Send + Sync {
     fn is_configured(&self) -> bool {
         true
     }
+
+    /// Revokes `token`, a token this minter handed out (`DELETE /installation/token`,
+    /// authenticated with the token itself). A token GitHub no longer accepts (revoked
+    /// before, or expired) counts as revoked. Minters whose tokens are not theirs to revoke
+    /// (a static token) do nothing.
+    async fn revoke(&self, token: &SecretString) -> Result<Revoked, MintError> {
+        let _ = token;
+        Ok(Revoked::NotApplicable)
+    }
+}
+
+/// What revoking a token did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revoked {
+    /// GitHub revoked it now.
+    Now,
+    /// GitHub did not accept it any more (revoked before, or expired): nothing left to do.
+    Already,
+    /// The minter's tokens are not revocable (a static token, no App).
+    NotApplicable,
 }
 
 /// The minter of a controller started without GitHub App credentials.

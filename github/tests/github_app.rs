@@ -236,6 +236,70 @@ async fn repo_tokens_are_scoped_to_one_repository_and_contents() {
 }
 
 #[tokio::test]
+async fn clone_tokens_can_only_read_and_revoked_tokens_are_refused_everywhere() {
+    use countersign_github::tokens::Revoked;
+    let (fake, app) = setup().await;
+    fake.world()
+        .create_repository("octo-org/widgets", &[("README.md", "hi\n")]);
+    let repo = RepoRef {
+        owner: "octo-org".into(),
+        name: "widgets".into(),
+        expected_installation: Some(INSTALLATION),
+    };
+    let read = within(app.read_token(&repo)).await.expect("read token");
+    {
+        let w = fake.world();
+        let minted = &w.tokens[read.token.expose_secret()];
+        let contents = minted.permissions.as_ref().and_then(|p| p.get("contents"));
+        assert_eq!(contents.map(String::as_str), Some("read"));
+    }
+    let token = within(app.repo_token(&repo)).await.expect("token");
+    let git_url = fake.git_url("octo-org/widgets");
+    let clone = |token: &str| {
+        let url = git_url.replace("://", &format!("://x-access-token:{token}@"));
+        async move {
+            let dir = tempfile::tempdir().expect("dir");
+            // Async: the fake serves on this test's runtime.
+            let status = tokio::process::Command::new("git")
+                .args(["clone", "-q", &url])
+                .arg(dir.path().join("c"))
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .status()
+                .await
+                .expect("git runs");
+            status.success()
+        }
+    };
+    assert!(
+        within(clone(token.token.expose_secret())).await,
+        "a live token clones"
+    );
+    assert_eq!(
+        within(app.revoke(&token.token)).await.expect("revoked"),
+        Revoked::Now
+    );
+    assert_eq!(
+        within(app.revoke(&token.token)).await.expect("idempotent"),
+        Revoked::Already,
+        "a revoked token is already revoked"
+    );
+    assert!(
+        !within(clone(token.token.expose_secret())).await,
+        "git refuses a revoked token"
+    );
+    {
+        let w = fake.world();
+        assert!(w.tokens[token.token.expose_secret()].revoked_at.is_some());
+        assert!(w.tokens[read.token.expose_secret()].revoked_at.is_none());
+    }
+    let revocations = fake.calls_to("/installation/token");
+    assert_eq!(
+        revocations.iter().map(|c| c.status).collect::<Vec<_>>(),
+        [204, 401]
+    );
+}
+
+#[tokio::test]
 async fn each_repo_token_is_fresh_and_the_installation_is_the_one_github_reports() {
     let (fake, app) = setup().await;
     let repo = RepoRef {

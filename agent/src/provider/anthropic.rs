@@ -33,6 +33,7 @@ pub type AnthropicAgent = ChatAgent<AnthropicModel>;
 pub fn chat_provider(
     spec: &countersign_crds::agent::Provider,
     api_key: Option<SecretString>,
+    headers: &[(String, String)],
     workspace: &Path,
 ) -> Result<AnthropicAgent, ProviderError> {
     let model = spec
@@ -43,7 +44,7 @@ pub fn chat_provider(
     let auth = api_key.map_or(Auth::None, |key| Auth::Header("x-api-key", key));
     Ok(ChatAgent::new(
         AnthropicModel {
-            http: HttpClient::new(auth, spec.retries()),
+            http: HttpClient::new(auth, spec.retries()).with_headers(headers),
             url: format!("{}/v1/messages", base.trim_end_matches('/')),
             model,
         },

@@ -211,6 +211,9 @@ pub enum Failure {
     },
     /// Any other 4xx (or an unusable URL): retrying will not help.
     Refused(String),
+    /// The provider gateway refused the attempt itself (its token expired with the attempt,
+    /// or a budget is spent): neither retrying nor another provider will help.
+    Denied(String),
     /// 2xx with a body that is not JSON.
     BadResponse(String),
 }
@@ -219,6 +222,9 @@ pub enum Failure {
 /// `error.message` is used when it has one).
 pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &str) -> Failure {
     let message = format!("HTTP {status}: {}", error_message(body));
+    if is_gateway_refusal(status, body) {
+        return Failure::Denied(error_message(body));
+    }
     match status {
         429 => Failure::RateLimited {
             message,
@@ -231,6 +237,22 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &str) -
         },
         _ => Failure::Refused(message),
     }
+}
+
+/// Error types of the provider gateway's own refusals (see `countersign-gateway`).
+pub const GATEWAY_ERROR_PREFIX: &str = "countersign_";
+
+/// Whether an error answer is the provider gateway refusing the attempt (`402`, or `401`/`403`
+/// with an error type starting with [`GATEWAY_ERROR_PREFIX`]). Its `429` (busy) is retried
+/// like a provider's.
+fn is_gateway_refusal(status: u16, body: &str) -> bool {
+    let kind = serde_json::from_str::<Value>(body).ok().and_then(|v| {
+        v.pointer("/error/type")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    let ours = kind.is_some_and(|k| k.starts_with(GATEWAY_ERROR_PREFIX));
+    status == 402 || (ours && matches!(status, 401 | 403))
 }
 
 /// The provider's error message from an error body (OpenAI and Anthropic both use
@@ -280,6 +302,7 @@ pub fn with_retries<T>(
         };
         let (retry_after, give_up) = match failure {
             Failure::Refused(message) => return Err(ProviderError::Refused(message)),
+            Failure::Denied(message) => return Err(ProviderError::Denied(message)),
             Failure::BadResponse(message) => return Err(ProviderError::BadResponse(message)),
             Failure::Unavailable {
                 timed_out: true, ..
@@ -315,6 +338,7 @@ pub struct HttpClient {
     agent: ureq::Agent,
     auth: Auth,
     retries: u32,
+    headers: Vec<(String, String)>,
 }
 
 impl HttpClient {
@@ -329,7 +353,15 @@ impl HttpClient {
             agent,
             auth,
             retries,
+            headers: Vec::new(),
         }
+    }
+
+    /// The same client, sending `headers` with every request too (e.g. the attempt it works
+    /// for, to the provider gateway).
+    pub fn with_headers(mut self, headers: &[(String, String)]) -> Self {
+        self.headers = headers.to_vec();
+        self
     }
 
     /// POSTs `body` to `url` with `headers` (plus the key) and returns the JSON answer.
@@ -362,6 +394,9 @@ impl HttpClient {
             .build();
         for (name, value) in headers {
             request = request.header(*name, *value);
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
         }
         request = match &self.auth {
             Auth::None => request,
@@ -406,6 +441,7 @@ impl HttpClient {
                 timed_out,
             },
             Failure::Refused(message) => Failure::Refused(clean(message)),
+            Failure::Denied(message) => Failure::Denied(clean(message)),
             Failure::BadResponse(message) => Failure::BadResponse(clean(message)),
         }
     }

@@ -103,6 +103,33 @@ impl CommandAgent {
         })
     }
 
+    /// The command agent of `spec` reaching its model through the provider gateway: its
+    /// environment is [`PASSED_ENV`] from this process plus `gateway_env` (base URLs and the
+    /// attempt's gateway token). `command.env` is not passed on: values from Secrets never
+    /// reach the work step.
+    pub fn with_gateway_env(
+        spec: &ProviderSpec,
+        workspace: &Path,
+        gateway_env: Vec<(String, String)>,
+    ) -> Result<CommandAgent, ProviderError> {
+        let mut spec = spec.clone();
+        if let Some(command) = spec.command.as_mut()
+            && !command.env.is_empty()
+        {
+            tracing::warn!(
+                provider = %spec.name,
+                "command.env is not passed to the coding agent: secrets never reach the work step"
+            );
+            command.env.clear();
+        }
+        let mut agent = Self::new(&spec, workspace)?;
+        for (name, value) in gateway_env {
+            agent.env.retain(|(known, _)| *known != name);
+            agent.env.push((name, value));
+        }
+        Ok(agent)
+    }
+
     /// Runs the command once with `prompt` on its standard input.
     fn run(
         &self,

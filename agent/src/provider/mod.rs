@@ -70,6 +70,10 @@ pub enum ProviderError {
     /// A `command` provider failed (non-zero exit, could not start, timed out).
     #[error("the coding agent command failed: {0}")]
     Command(String),
+    /// The provider gateway refused the attempt: its token ended with the attempt, or a
+    /// budget (the attempt's tokens or cost, the Project's spend per day) is spent.
+    #[error("the provider gateway refused the attempt: {0}")]
+    Denied(String),
 }
 
 /// A limit of [`AgentLimits`] (or the attempt's wall time).
@@ -191,19 +195,98 @@ pub trait Provider {
     fn follow_up(&mut self, feedback: &str, budget: &mut Budget) -> Result<Work, ProviderError>;
 }
 
-/// The provider for `spec`, working in `workspace`. `api_key` is the provider's key from
-/// [`countersign_crds::task_file::API_KEY_ENV`], when it has one.
+/// The provider for `spec`, working in `workspace`, talking to `spec.baseUrl` with
+/// `api_key` (when it has one) and `headers`.
 pub fn provider_for(
     spec: &ProviderSpec,
     api_key: Option<secrecy::SecretString>,
+    headers: &[(String, String)],
     workspace: &Path,
 ) -> Result<Box<dyn Provider>, ProviderError> {
     use countersign_crds::ProviderKind;
     match spec.kind {
-        ProviderKind::Openai => Ok(Box::new(openai::chat_provider(spec, api_key, workspace)?)),
+        ProviderKind::Openai => Ok(Box::new(openai::chat_provider(
+            spec, api_key, headers, workspace,
+        )?)),
         ProviderKind::Anthropic => Ok(Box::new(anthropic::chat_provider(
-            spec, api_key, workspace,
+            spec, api_key, headers, workspace,
         )?)),
         ProviderKind::Command => Ok(Box::new(command::CommandAgent::new(spec, workspace)?)),
+    }
+}
+
+/// Where the `work` step reaches its model: the provider gateway, with the attempt's token.
+#[derive(Clone)]
+pub struct Gateway {
+    /// The gateway's base URL, e.g. `http://countersign-gateway.countersign-system:8080`.
+    pub url: String,
+    /// The attempt's gateway token.
+    pub token: secrecy::SecretString,
+    /// `<namespace>/<run>/<attempt>`, sent as [`countersign_crds::attempt::ATTEMPT_HEADER`].
+    pub attempt: String,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("url", &self.url)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// The gateway's OpenAI-compatible base URL (`<url>/v1`).
+    pub fn openai_base_url(&self) -> String {
+        format!("{}/v1", self.url.trim_end_matches('/'))
+    }
+
+    /// The gateway's Anthropic base URL (`<url>`; clients add `/v1/messages`).
+    pub fn anthropic_base_url(&self) -> String {
+        self.url.trim_end_matches('/').to_owned()
+    }
+}
+
+/// The provider for `spec` through `gateway`: chat providers talk to the gateway's endpoint
+/// of their protocol with the attempt's token as their key; a `command` provider gets the
+/// gateway as `OPENAI_BASE_URL`/`ANTHROPIC_BASE_URL` and the token as
+/// `OPENAI_API_KEY`/`ANTHROPIC_API_KEY`. No real key is ever in this process.
+pub fn provider_via_gateway(
+    spec: &ProviderSpec,
+    gateway: &Gateway,
+    workspace: &Path,
+) -> Result<Box<dyn Provider>, ProviderError> {
+    use countersign_crds::ProviderKind;
+    use secrecy::ExposeSecret as _;
+    let mut spec = spec.clone();
+    spec.api_key_secret_ref = None;
+    let headers = vec![(
+        countersign_crds::attempt::ATTEMPT_HEADER.to_owned(),
+        gateway.attempt.clone(),
+    )];
+    match spec.kind {
+        ProviderKind::Openai => {
+            spec.base_url = Some(gateway.openai_base_url());
+            provider_for(&spec, Some(gateway.token.clone()), &headers, workspace)
+        }
+        ProviderKind::Anthropic => {
+            spec.base_url = Some(gateway.anthropic_base_url());
+            provider_for(&spec, Some(gateway.token.clone()), &headers, workspace)
+        }
+        ProviderKind::Command => {
+            let token = gateway.token.expose_secret().to_owned();
+            let env = vec![
+                ("OPENAI_BASE_URL".to_owned(), gateway.openai_base_url()),
+                ("OPENAI_API_KEY".to_owned(), token.clone()),
+                (
+                    "ANTHROPIC_BASE_URL".to_owned(),
+                    gateway.anthropic_base_url(),
+                ),
+                ("ANTHROPIC_API_KEY".to_owned(), token),
+            ];
+            Ok(Box::new(command::CommandAgent::with_gateway_env(
+                &spec, workspace, env,
+            )?))
+        }
     }
 }

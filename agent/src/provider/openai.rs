@@ -32,6 +32,7 @@ pub type OpenAiAgent = ChatAgent<OpenAiModel>;
 pub fn chat_provider(
     spec: &countersign_crds::agent::Provider,
     api_key: Option<SecretString>,
+    headers: &[(String, String)],
     workspace: &Path,
 ) -> Result<OpenAiAgent, ProviderError> {
     let model = spec
@@ -42,7 +43,7 @@ pub fn chat_provider(
     let auth = api_key.map_or(Auth::None, Auth::Bearer);
     Ok(ChatAgent::new(
         OpenAiModel {
-            http: HttpClient::new(auth, spec.retries()),
+            http: HttpClient::new(auth, spec.retries()).with_headers(headers),
             url: format!("{}/chat/completions", base.trim_end_matches('/')),
             model,
         },

@@ -21,6 +21,7 @@ fn spec(script: &str, env: &[&str]) -> ProviderSpec {
         api_key_secret_ref: None,
         command: Some(CommandProvider {
             command: vec!["sh".into(), "-c".into(), script.into()],
+            api: None,
             env: env
                 .iter()
                 .map(|name| SecretEnvVar {

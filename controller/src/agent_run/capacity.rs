@@ -21,6 +21,9 @@ pub struct Limits {
     pub project_max: u32,
     /// `Project.spec.limits.maxRunsPerDay`.
     pub project_per_day: u32,
+    /// `Project.spec.limits.maxSpendPerDay` and what the Project spent today (UTC) through
+    /// the provider gateway (its usage ledger), when a limit is set.
+    pub spend_today: Option<(countersign_crds::Usd, countersign_crds::Usd)>,
 }
 
 /// The outcome of an admission check.
@@ -160,6 +163,16 @@ fn decide(
     let holding = |e: &Entry| holds_capacity(e.phase) || admitted.contains(&e.uid);
     let same_ns = |e: &&Entry| e.namespace == me.namespace && e.uid != me.uid;
 
+    if let Some((spent, max)) = limits.spend_today
+        && spent.cents >= max.cents
+    {
+        return Admission::Wait(format!(
+            "waiting for tomorrow (UTC): project {} spent ${spent} of its ${max} for today \
+             (limits.maxSpendPerDay)",
+            me.project
+        ));
+    }
+
     let agent_running = entries
         .iter()
         .filter(same_ns)
@@ -240,6 +253,7 @@ mod tests {
             agent_max,
             project_max: 10,
             project_per_day: 100,
+            spend_today: None,
         }
     }
 
@@ -305,6 +319,7 @@ mod tests {
             agent_max: 5,
             project_max: 1,
             project_per_day: 100,
+            spend_today: None,
         };
         assert!(
             matches!(ledger.admit(&runs[1], &runs, &tight, now()), Admission::Wait(w) if w.contains("project p"))
@@ -316,9 +331,26 @@ mod tests {
             agent_max: 5,
             project_max: 5,
             project_per_day: 1,
+            spend_today: None,
         };
         assert!(
             matches!(ledger.admit(&runs[1], &runs, &per_day, now()), Admission::Wait(w) if w.contains("per day"))
+        );
+        let usd = |cents| countersign_crds::Usd { cents };
+        let spent = Limits {
+            spend_today: Some((usd(500), usd(500))),
+            ..limits(5)
+        };
+        assert!(
+            matches!(ledger.admit(&runs[1], &runs, &spent, now()), Admission::Wait(w) if w.contains("spent $5.00 of its $5.00") && w.contains("maxSpendPerDay"))
+        );
+        let left = Limits {
+            spend_today: Some((usd(499), usd(500))),
+            ..limits(5)
+        };
+        assert_eq!(
+            ledger.admit(&runs[1], &runs, &left, now()),
+            Admission::Admit
         );
     }
 

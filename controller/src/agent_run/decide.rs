@@ -23,11 +23,14 @@
 
 use std::time::Duration;
 
-use countersign_crds::agent_run::{Attempt, AttemptOutcome};
+use std::collections::BTreeMap;
+
+use countersign_crds::agent_run::{Attempt, AttemptOutcome, TokenKind, Usage};
 use countersign_crds::conditions::{self, Readiness};
+use countersign_crds::task_file::Step;
 use countersign_crds::{Agent, AgentRun, AgentRunStatus, GatePhase, RunPhase};
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
@@ -48,6 +51,8 @@ pub struct PodView {
     pub deleting: bool,
     /// How far the pod got.
     pub state: PodState,
+    /// Whether its `clone` step ended (its token is no longer needed).
+    pub clone_ended: bool,
 }
 
 /// How far a pod got.
@@ -55,42 +60,80 @@ pub struct PodView {
 pub enum PodState {
     /// Scheduled, pulling or running.
     Active,
-    /// The container ended.
+    /// The pod ended.
     Terminated {
-        /// Exit code of the agent container.
+        /// Exit code of the step that ended it (`push`, or a failed init step).
         exit_code: i32,
-        /// Its termination message.
+        /// The termination message of a trusted step (`push`, or a failed `clone`): the
+        /// attempt's result. Empty when the `work` step failed: what model-written code
+        /// leaves there is never read.
         message: String,
         /// The kubelet stopped it at `activeDeadlineSeconds`.
         deadline_exceeded: bool,
+        /// The init step that failed, when the pod ended before `push` ran.
+        failed_step: Option<Step>,
     },
 }
 
+/// The terminated state of container `name` among `statuses`.
+fn terminated_state<'a>(
+    statuses: Option<&'a Vec<ContainerStatus>>,
+    name: &str,
+) -> Option<&'a ContainerStateTerminated> {
+    statuses?
+        .iter()
+        .find(|c| c.name == name)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+}
+
 impl PodView {
-    /// Reads a pod of this run; `None` for pods without our attempt label.
+    /// Reads a pod of this run; `None` for pods without our attempt label. Only the `push`
+    /// step's termination message (or a failed `clone` step's) is taken as a result.
     pub fn of(pod: &Pod) -> Option<PodView> {
         let labels = pod.labels();
         let attempt = labels.get(ATTEMPT_LABEL)?.parse().ok()?;
         let provider = labels.get(PROVIDER_LABEL).cloned().unwrap_or_default();
         let status = pod.status.as_ref();
-        let terminated = status
-            .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|c| c.iter().find(|c| c.name == "agent").or(c.first()))
-            .and_then(|c| c.state.as_ref())
-            .and_then(|s| s.terminated.as_ref());
+        let main = status.and_then(|s| s.container_statuses.as_ref());
+        let init = status.and_then(|s| s.init_container_statuses.as_ref());
+        // `agent`: the single container of pods made before the three steps.
+        let result =
+            terminated_state(main, Step::Push.as_str()).or_else(|| terminated_state(main, "agent"));
+        let clone = terminated_state(init, Step::Clone.as_str());
+        let failed = |t: &&ContainerStateTerminated| t.exit_code != 0;
+        let failed_init = clone.filter(failed).map(|t| (Step::Clone, t)).or_else(|| {
+            terminated_state(init, Step::Work.as_str())
+                .filter(failed)
+                .map(|t| (Step::Work, t))
+        });
         let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
         let deadline_exceeded =
             status.and_then(|s| s.reason.as_deref()) == Some("DeadlineExceeded");
-        let state = match (phase, terminated) {
-            ("Succeeded" | "Failed", Some(t)) => PodState::Terminated {
+        let state = match (phase, result, failed_init) {
+            ("Succeeded" | "Failed", Some(t), _) => PodState::Terminated {
                 exit_code: t.exit_code,
                 message: t.message.clone().unwrap_or_default(),
                 deadline_exceeded,
+                failed_step: None,
             },
-            ("Succeeded" | "Failed", None) => PodState::Terminated {
+            ("Succeeded" | "Failed", None, Some((step, t))) => PodState::Terminated {
+                exit_code: t.exit_code,
+                message: if step == Step::Clone {
+                    t.message.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                },
+                deadline_exceeded,
+                failed_step: Some(step),
+            },
+            ("Succeeded" | "Failed", None, None) => PodState::Terminated {
                 exit_code: if phase == "Succeeded" { 0 } else { 1 },
                 message: String::new(),
                 deadline_exceeded,
+                failed_step: None,
             },
             _ => PodState::Active,
         };
@@ -100,6 +143,7 @@ impl PodView {
             provider,
             deleting: pod.metadata.deletion_timestamp.is_some(),
             state,
+            clone_ended: clone.is_some(),
         })
     }
 }
@@ -170,6 +214,8 @@ pub struct Inputs<'a> {
     pub can_open_pull_requests: bool,
     /// The phase of the run's ApprovalGate, once it has a pull request and the gate exists.
     pub gate: Option<GatePhase>,
+    /// Each attempt's usage as the provider gateway recorded it (its ledger), by number.
+    pub gateway_usage: &'a BTreeMap<u32, Usage>,
 }
 
 /// Something the shell must do.
@@ -188,6 +234,15 @@ pub enum Action {
     DeleteRun,
     /// Open (or find) the pull request for the pushed branch and record it in the status.
     OpenPullRequest,
+    /// Revoke these GitHub tokens of an attempt (its clone step or the attempt ended),
+    /// record them in `status.attempts[].revokedTokens`, and delete the attempt's Secret
+    /// once none is left.
+    RevokeTokens {
+        /// The attempt.
+        number: u32,
+        /// Its tokens due for revocation.
+        tokens: Vec<TokenKind>,
+    },
 }
 
 /// A Kubernetes Event to record on the run.
@@ -264,6 +319,8 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         follow_attempt(i, &mut d);
     }
 
+    fold_usage(&mut d.status, i.gateway_usage);
+    due_revocations(&mut d, i.pods);
     if d.status.phase != before {
         transition_note(&mut d, before);
     }
@@ -273,6 +330,57 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         set_readiness(&mut d, readiness, i.now);
     }
     d
+}
+
+/// Takes each attempt's usage from the gateway's ledger (it only grows) and sums the run's.
+/// Usage the agent reports is not used: it comes from model-influenced code.
+fn fold_usage(status: &mut AgentRunStatus, gateway: &BTreeMap<u32, Usage>) {
+    for attempt in &mut status.attempts {
+        if let Some(counted) = gateway.get(&attempt.number) {
+            let tokens = |u: &Usage| u.input_tokens + u.output_tokens;
+            let newer = attempt
+                .usage
+                .as_ref()
+                .is_none_or(|known| tokens(counted) >= tokens(known) && counted != known);
+            if newer {
+                attempt.usage = Some(counted.clone());
+            }
+        }
+    }
+    if status.attempts.iter().any(|a| a.usage.is_some()) {
+        let mut total = Usage::default();
+        for usage in status.attempts.iter().filter_map(|a| a.usage.as_ref()) {
+            total.input_tokens += usage.input_tokens;
+            total.output_tokens += usage.output_tokens;
+            total.cost.cents += usage.cost.cents;
+        }
+        status.usage = total;
+    }
+}
+
+/// The GitHub tokens to revoke now: an attempt's clone token once its clone step ended, and
+/// both once the attempt ended (has an outcome), unless already revoked.
+fn due_revocations(d: &mut Decision, pods: &[PodView]) {
+    for attempt in &d.status.attempts {
+        let ended = attempt.outcome.is_some();
+        let cloned = ended
+            || pods
+                .iter()
+                .any(|p| p.attempt == attempt.number && p.clone_ended);
+        let mut tokens = Vec::new();
+        if cloned && !attempt.revoked_tokens.contains(&TokenKind::Clone) {
+            tokens.push(TokenKind::Clone);
+        }
+        if ended && !attempt.revoked_tokens.contains(&TokenKind::Push) {
+            tokens.push(TokenKind::Push);
+        }
+        if !tokens.is_empty() {
+            d.actions.push(Action::RevokeTokens {
+                number: attempt.number,
+                tokens,
+            });
+        }
+    }
 }
 
 fn set_readiness(d: &mut Decision, readiness: Readiness, now: Timestamp) {
@@ -291,9 +399,7 @@ fn adopt_unrecorded_pods(status: &mut AgentRunStatus, pods: &[PodView], now: Tim
                 pod: pod.name.clone(),
                 provider: pod.provider.clone(),
                 start_time: Some(Time(now)),
-                finish_time: None,
-                outcome: None,
-                reason: None,
+                ..Attempt::default()
             });
             status.start_time.get_or_insert(Time(now));
         }
@@ -366,9 +472,7 @@ fn start_attempt(i: &Inputs<'_>, d: &mut Decision, number: u32, provider: usize)
         pod: attempt_name(&i.run.name_any(), number),
         provider: provider_name.clone(),
         start_time: Some(Time(i.now)),
-        finish_time: None,
-        outcome: None,
-        reason: None,
+        ..Attempt::default()
     });
     d.status.start_time.get_or_insert(Time(i.now));
     d.status.phase = working_phase(i, &d.status);
@@ -408,7 +512,13 @@ fn follow_attempt(i: &Inputs<'_>, d: &mut Decision) {
                 exit_code,
                 message,
                 deadline_exceeded,
-            }) => Some(classify(*exit_code, message, *deadline_exceeded)),
+                failed_step,
+            }) => Some(classify(
+                *exit_code,
+                message,
+                *deadline_exceeded,
+                *failed_step,
+            )),
         };
         if let Some((outcome, reason, result)) = outcome {
             record_outcome(d, outcome, &reason, result.as_ref(), i.now);

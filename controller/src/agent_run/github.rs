@@ -111,8 +111,13 @@ pub async fn open_pull_request(
         .clone()
         .unwrap_or_else(|| countersign_crds::task_file::branch_for(&facts.run.name_any()));
     let settings = &project.spec.pull_requests;
+    // Fork mode: the branch lives in the fork, and the pull request is cross-repository.
+    let head = match &settings.head_repository {
+        Some(fork) => format!("{}:{branch}", fork.owner),
+        None => branch.clone(),
+    };
     let opened = match github
-        .pull_request_for_branch(&repo.owner, &repo.name, &branch)
+        .pull_request_for_branch(&repo.owner, &repo.name, &head)
         .await?
     {
         Some(existing) => existing,
@@ -121,7 +126,7 @@ pub async fn open_pull_request(
             let body = report::pull_request_body(facts);
             let pull = NewPullRequest {
                 title: &title,
-                head: &branch,
+                head: &head,
                 base: &repo.default_branch,
                 body: &body,
                 draft: settings.draft,

@@ -17,10 +17,16 @@ pub mod sweep;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use countersign_crds::agent_run::{TokenKind, Usage};
 use countersign_crds::result::AgentResult;
+use countersign_crds::task_file;
+use countersign_crds::usage::{LEDGER_KEY, UsageLedger, day_of, ledger_name};
 use countersign_crds::{Agent, AgentRun, ApprovalGate, Project};
 use countersign_github::tokens::MintError;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -29,7 +35,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -37,7 +43,7 @@ use serde_json::json;
 use self::capacity::{Admission, Limits};
 use self::decide::{Action, Blocker, Decision, Inputs, PodState, PodView, decide, wants_admission};
 use self::report::RunFacts;
-use self::resources::{AttemptSpec, RUN_LABEL};
+use self::resources::{AttemptSpec, AttemptTokens, RUN_LABEL, attempt_name};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
 
@@ -191,12 +197,30 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         _ => None,
     };
     let now = jiff::Timestamp::now();
+    // What the provider gateway counted: each attempt's usage and the Project's spend today.
+    let usage_ledger = match &project {
+        Some(project) if !finished => read_usage_ledger(ctx, &ns, project).await,
+        _ => None,
+    };
+    let gateway_usage = usage_ledger
+        .as_ref()
+        .map(|l| attempts_usage(l, &run))
+        .unwrap_or_default();
     let admission = match (&blocker, &agent, &project) {
         (None, Some(agent), Some(project)) if waiting => {
+            let spent = usage_ledger
+                .as_ref()
+                .map(|l| l.spend_on(&day_of(&now)).cost())
+                .unwrap_or_default();
             let limits = Limits {
                 agent_max: agent.spec.max_concurrent_runs,
                 project_max: project.spec.limits.max_concurrent_runs,
                 project_per_day: project.spec.limits.max_runs_per_day,
+                spend_today: project
+                    .spec
+                    .limits
+                    .max_spend_per_day
+                    .map(|max| (spent, max)),
             };
             Some(ctx.ledger.admit(&run, &rc.runs.state(), &limits, now))
         }
@@ -212,6 +236,7 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         settings: &ctx.settings,
         can_open_pull_requests: ctx.github.is_some(),
         gate,
+        gateway_usage: &gateway_usage,
     });
     if let Some(Admission::Admit) = admission
         && !decision
@@ -285,6 +310,40 @@ async fn owned_pods(ctx: &Context, run: &AgentRun) -> Result<Vec<PodView>> {
         .collect())
 }
 
+/// The Project's usage ledger (written by the provider gateway), when it exists and reads.
+async fn read_usage_ledger(ctx: &Context, ns: &str, project: &Project) -> Option<UsageLedger> {
+    let maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
+    match maps.get_opt(&ledger_name(&project.name_any())).await {
+        Ok(map) => {
+            let text = map?.data?.get(LEDGER_KEY)?.clone();
+            UsageLedger::parse(&text)
+                .map_err(|error| tracing::warn!(%error, "the usage ledger is unreadable"))
+                .ok()
+        }
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the usage ledger");
+            None
+        }
+    }
+}
+
+/// This run's attempts' usage in the ledger, by attempt number (entries of an earlier run
+/// of the same name are not this run's).
+fn attempts_usage(ledger: &UsageLedger, run: &AgentRun) -> BTreeMap<u32, Usage> {
+    let ns = run.namespace().unwrap_or_default();
+    let uid = run.uid().unwrap_or_default();
+    let prefix = format!("{ns}/{}/", run.name_any());
+    ledger
+        .attempts
+        .iter()
+        .filter(|(_, a)| a.run_uid == uid)
+        .filter_map(|(key, a)| {
+            let number = key.strip_prefix(&prefix)?.parse().ok()?;
+            Some((number, a.spend.usage()))
+        })
+        .collect()
+}
+
 /// Finds what stops the run from starting, if anything. Only looked at before the first
 /// attempt; later attempts reuse what the first one had.
 async fn blocker(
@@ -304,6 +363,27 @@ async fn blocker(
             "Agent {} is suspended",
             agent.name_any()
         ))));
+    }
+    if let Some(provider) = agent
+        .spec
+        .providers
+        .iter()
+        .find(|p| p.command.as_ref().is_some_and(|c| !c.env.is_empty()))
+    {
+        return Ok(Some(Blocker::AgentNotReady(format!(
+            "provider {} of Agent {} sets command.env, which is no longer supported: values \
+             from Secrets never reach agent pods; give its upstream in baseUrl, \
+             apiKeySecretRef and command.api instead (the provider gateway holds the key)",
+            provider.name,
+            agent.name_any()
+        ))));
+    }
+    if ctx.settings.gateway.is_none() {
+        return Ok(Some(Blocker::NoCredentials(
+            "no provider gateway is configured for the controller (--gateway-url), so the \
+             agent cannot reach a model"
+                .into(),
+        )));
     }
     if let Some(missing) = missing_secret(ctx, run, agent).await? {
         return Ok(Some(Blocker::AgentNotReady(missing)));
@@ -504,6 +584,16 @@ async fn apply_actions(
                     )?;
                 }
             }
+            Action::RevokeTokens { number, tokens } => {
+                if !revoke_tokens(ctx, &ns, run, *number, tokens, decision).await? {
+                    // A revocation failed: look again soon.
+                    decision.requeue = Some(
+                        decision
+                            .requeue
+                            .map_or(REVOKE_RETRY, |r| r.min(REVOKE_RETRY)),
+                    );
+                }
+            }
             Action::DeleteRun => {
                 let runs = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns);
                 ignore_not_found(
@@ -518,8 +608,35 @@ async fn apply_actions(
     Ok(())
 }
 
+/// How soon a run whose token revocation failed is looked at again.
+const REVOKE_RETRY: Duration = Duration::from_secs(10);
+
+/// The lower-case hex SHA-256 of `token`: what the pod carries for the gateway.
+fn token_hash(token: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A fresh gateway token (32 random bytes).
+fn new_gateway_token() -> Result<String> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| {
+            Error::Token(MintError::Unavailable(
+                "no randomness for a gateway token".into(),
+            ))
+        })?;
+    Ok(countersign_crds::attempt::gateway_token_from(&bytes))
+}
+
 /// Creates the attempt's Secret, NetworkPolicy and Pod. Names are deterministic, so a
-/// repeated call (after a lost status write or a restart) finds them and creates nothing new.
+/// repeated call (after a lost status write or a restart) finds them and creates nothing new;
+/// tokens minted for a Secret that already existed are revoked again at once.
 async fn start_attempt(
     ctx: &Context,
     ns: &str,
@@ -527,35 +644,133 @@ async fn start_attempt(
     spec: &AttemptSpec<'_>,
 ) -> Result<()> {
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns);
-    let pod = spec.pod();
-    if pods.get_opt(&pod.name_any()).await?.is_some() {
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let name = attempt_name(&spec.run.name_any(), spec.number);
+    if pods.get_opt(&name).await?.is_some() {
         return Ok(());
     }
     // Tokens only for a repository the Project owns, from the installation GitHub reports.
     if let Some((_, why)) = github::repository_problem(ctx, project).await? {
         return Err(Error::NotOwner(why));
     }
-    let token = ctx
+    let repo = github::repo_ref(project);
+    // Fork mode pushes to the fork, with a token of the installation GitHub reports for it.
+    let push_repo = match &project.spec.pull_requests.head_repository {
+        Some(fork) => countersign_github::tokens::RepoRef {
+            owner: fork.owner.clone(),
+            name: fork.name.clone(),
+            expected_installation: fork.installation.as_ref().map(|i| i.id),
+        },
+        None => repo.clone(),
+    };
+    let clone = ctx.minter.read_token(&repo).await.map_err(Error::Token)?;
+    let push = ctx
         .minter
-        .repo_token(&github::repo_ref(project))
+        .repo_token(&push_repo)
         .await
-        .map_err(|e: MintError| Error::Token(e))?;
-    create_if_absent(
-        &Api::<Secret>::namespaced(ctx.client.clone(), ns),
-        &spec.secret(token.token.expose_secret()),
-    )
-    .await?;
+        .map_err(Error::Token)?;
+    let gateway = new_gateway_token()?;
+    let secret = spec.secret(&AttemptTokens {
+        clone: clone.token.expose_secret(),
+        push: push.token.expose_secret(),
+        gateway: &gateway,
+    });
+    let gateway = if create_if_absent(&secrets, &secret).await? {
+        gateway
+    } else {
+        // The Secret of an earlier try exists: its tokens are the attempt's; ours go.
+        for token in [&clone.token, &push.token] {
+            if let Err(error) = ctx.minter.revoke(token).await {
+                tracing::warn!(%error, "cannot revoke an unused token; it expires within the hour");
+            }
+        }
+        let existing = secrets.get(&name).await?;
+        existing
+            .data
+            .as_ref()
+            .and_then(|d| d.get(task_file::GATEWAY_TOKEN_KEY))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default()
+    };
     create_if_absent(
         &Api::<NetworkPolicy>::namespaced(ctx.client.clone(), ns),
         &spec.network_policy(),
     )
     .await?;
-    create_if_absent(&pods, &pod).await?;
-    tracing::info!(pod = %pod.name_any(), attempt = spec.number, "started agent attempt");
+    create_if_absent(&pods, &spec.pod(&token_hash(&gateway))).await?;
+    tracing::info!(pod = %name, attempt = spec.number, "started agent attempt");
     Ok(())
 }
 
-async fn create_if_absent<K>(api: &Api<K>, obj: &K) -> Result<()>
+/// Revokes an attempt's tokens of `kinds` (read back from its Secret), records them in the
+/// decision's status, and deletes the Secret once no token in it is live. `false` when a
+/// revocation failed (it is tried again later).
+async fn revoke_tokens(
+    ctx: &Context,
+    ns: &str,
+    run: &AgentRun,
+    number: u32,
+    kinds: &[TokenKind],
+    decision: &mut Decision,
+) -> Result<bool> {
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let name = attempt_name(&run.name_any(), number);
+    let secret = secrets.get_opt(&name).await?;
+    let mut done = Vec::new();
+    let mut all_ok = true;
+    for kind in kinds {
+        let key = match kind {
+            TokenKind::Clone => task_file::CLONE_TOKEN_KEY,
+            TokenKind::Push => task_file::PUSH_TOKEN_KEY,
+        };
+        let token = secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(key))
+            .map(|b| SecretString::from(String::from_utf8_lossy(&b.0).into_owned()));
+        let Some(token) = token else {
+            // No Secret (or an attempt of an older agent): nothing left to revoke.
+            done.push(*kind);
+            continue;
+        };
+        match ctx.minter.revoke(&token).await {
+            Ok(how) => {
+                tracing::info!(attempt = number, token = ?kind, result = ?how, "revoked an attempt's token");
+                done.push(*kind);
+            }
+            Err(error) => {
+                tracing::warn!(attempt = number, token = ?kind, %error, "cannot revoke an attempt's token yet");
+                all_ok = false;
+            }
+        }
+    }
+    let Some(attempt) = decision
+        .status
+        .attempts
+        .iter_mut()
+        .find(|a| a.number == number)
+    else {
+        return Ok(all_ok);
+    };
+    attempt.revoked_tokens.extend(done);
+    attempt.revoked_tokens.sort();
+    attempt.revoked_tokens.dedup();
+    let all_revoked = [TokenKind::Clone, TokenKind::Push]
+        .iter()
+        .all(|k| attempt.revoked_tokens.contains(k));
+    if all_revoked && secret.is_some() {
+        ignore_not_found(
+            secrets
+                .delete(&name, &DeleteParams::background())
+                .await
+                .map(drop),
+        )?;
+    }
+    Ok(all_ok)
+}
+
+/// Creates `obj`; `false` when it already existed.
+async fn create_if_absent<K>(api: &Api<K>, obj: &K) -> Result<bool>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
@@ -569,8 +784,8 @@ where
         )
         .await
     {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(err) => Err(err.into()),
     }
 }

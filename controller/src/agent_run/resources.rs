@@ -1,22 +1,31 @@
 //! Desired state of one attempt: its Secret, Pod and NetworkPolicy, built as pure functions.
 //!
-//! The pod is locked down by default (Pod Security "restricted"): non-root, read-only root
-//! filesystem with emptyDir scratch space, no capabilities, no privilege escalation, the
-//! runtime's default seccomp profile, no service account token, `restartPolicy: Never` and an
-//! `activeDeadlineSeconds` from the timeout. The NetworkPolicy allows DNS and public egress
-//! only: private ranges, link-local (cloud metadata) and loopback are blocked, and no ingress.
-//! Children carry only our own labels, never the run's (so Argo CD, Flux and Helm tracking
-//! labels are not copied), and are owned by the run so garbage collection removes them.
+//! The pod runs the agent's three steps from one image (see `docs/agent.md`): init container
+//! `clone` (the read-only clone token), init container `work` (the model and verify
+//! commands: no GitHub token, no provider key — only the attempt's gateway token), and the
+//! main container `push` (the push token; it writes the result the controller reads). Each
+//! Secret key is mounted only into the step that needs it, through its own volume with
+//! `items`; the base commit goes from `clone` to `push` through a small emptyDir `work` does
+//! not mount, and `push` gets a `/tmp` of its own. Every container is locked down (Pod
+//! Security "restricted"): non-root, read-only root filesystem, no capabilities, no privilege
+//! escalation, the runtime's default seccomp profile; no service account token,
+//! `restartPolicy: Never`, `activeDeadlineSeconds` from the timeout. The pod carries the
+//! SHA-256 of its gateway token, which is how the gateway recognises the attempt.
+//!
+//! The NetworkPolicy allows no ingress and egress only to DNS, the provider gateway's pods,
+//! the git host's address blocks on its port, and the Agent's extra `egress`. Children carry
+//! only our own labels, never the run's (so Argo CD, Flux and Helm tracking labels are not
+//! copied), and are owned by the run so garbage collection removes them.
 
 use std::collections::BTreeMap;
 
-use countersign_crds::task_file::{self, CommitIdentity, TaskFile, TaskRepository};
+use countersign_crds::task_file::{self, CommitIdentity, Step, TaskFile, TaskRepository};
 use countersign_crds::{Agent, AgentRun, Project};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, Pod, PodSecurityContext,
-    PodSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, Pod, PodSecurityContext,
+    PodSpec, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -27,14 +36,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::settings::Settings;
+use crate::settings::{GitEgress, Settings};
 
 /// Label naming the run a child belongs to.
-pub const RUN_LABEL: &str = "countersign.dev/run";
+pub const RUN_LABEL: &str = countersign_crds::attempt::RUN_LABEL;
 /// Label with the attempt number of a child.
-pub const ATTEMPT_LABEL: &str = "countersign.dev/attempt";
+pub const ATTEMPT_LABEL: &str = countersign_crds::attempt::ATTEMPT_LABEL;
 /// Label with the provider entry an attempt uses.
-pub const PROVIDER_LABEL: &str = "countersign.dev/provider";
+pub const PROVIDER_LABEL: &str = countersign_crds::attempt::PROVIDER_LABEL;
 /// Label with the agent of a run's children.
 pub const AGENT_LABEL: &str = countersign_crds::keys::AGENT_LABEL;
 /// Non-root user the agent runs as.
@@ -51,6 +60,17 @@ const BLOCKED_V4: [&str; 6] = [
 ];
 const BLOCKED_V6: [&str; 3] = ["fc00::/7", "fe80::/10", "::1/128"];
 
+/// The tokens of one attempt, as they go into its Secret.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptTokens<'a> {
+    /// The clone step's read-only repository token.
+    pub clone: &'a str,
+    /// The push step's repository token.
+    pub push: &'a str,
+    /// The work step's gateway token.
+    pub gateway: &'a str,
+}
+
 /// Everything needed to build one attempt's objects.
 pub struct AttemptSpec<'a> {
     /// The run.
@@ -63,7 +83,7 @@ pub struct AttemptSpec<'a> {
     pub number: u32,
     /// Index into `agent.spec.providers`.
     pub provider: usize,
-    /// Controller settings (default image and command, git host).
+    /// Controller settings (default image and command, git host, gateway).
     pub settings: &'a Settings,
     /// Who the agent commits as (the GitHub App's bot account).
     pub commit_author: CommitIdentity,
@@ -81,6 +101,18 @@ pub fn attempt_name(run: &str, number: u32) -> String {
 pub(crate) fn label_value(text: &str) -> String {
     countersign_crds::names::label_value(text)
 }
+
+/// `<git url>/<owner>/<name>.git`.
+fn repository_url(settings: &Settings, owner: &str, name: &str) -> String {
+    format!(
+        "{}/{owner}/{name}.git",
+        settings.git_url.trim_end_matches('/')
+    )
+}
+
+/// Mount paths of the pod's volumes.
+const WORKSPACE: &str = task_file::WORKSPACE_DIR;
+const TMP: &str = "/tmp";
 
 impl AttemptSpec<'_> {
     fn name(&self) -> String {
@@ -100,7 +132,10 @@ impl AttemptSpec<'_> {
 
     fn labels(&self) -> BTreeMap<String, String> {
         let mut labels = self.selector_labels();
-        labels.insert("app.kubernetes.io/name".into(), "countersign-agent".into());
+        labels.insert(
+            "app.kubernetes.io/name".into(),
+            countersign_crds::attempt::AGENT_POD_APP.into(),
+        );
         labels.insert("app.kubernetes.io/managed-by".into(), "countersign".into());
         labels.insert(AGENT_LABEL.into(), label_value(&self.agent.name_any()));
         labels.insert(PROVIDER_LABEL.into(), label_value(&self.provider().name));
@@ -121,21 +156,18 @@ impl AttemptSpec<'_> {
     pub fn task_file(&self) -> TaskFile {
         let run = self.run;
         let repository = &self.project.spec.repository;
+        let fork = self.project.spec.pull_requests.head_repository.as_ref();
         TaskFile {
             version: task_file::TASK_FILE_VERSION,
             namespace: run.namespace().unwrap_or_default(),
             run: run.name_any(),
             attempt: self.number,
             repository: TaskRepository {
-                owner: self.project.spec.repository.owner.clone(),
-                name: self.project.spec.repository.name.clone(),
-                default_branch: self.project.spec.repository.default_branch.clone(),
-                clone_url: format!(
-                    "{}/{}/{}.git",
-                    self.settings.git_url.trim_end_matches('/'),
-                    repository.owner,
-                    repository.name
-                ),
+                owner: repository.owner.clone(),
+                name: repository.name.clone(),
+                default_branch: repository.default_branch.clone(),
+                clone_url: repository_url(self.settings, &repository.owner, &repository.name),
+                push_url: fork.map(|f| repository_url(self.settings, &f.owner, &f.name)),
             },
             branch: task_file::branch_for(&run.name_any()),
             task: run.spec.task.clone(),
@@ -149,65 +181,44 @@ impl AttemptSpec<'_> {
         }
     }
 
-    /// The attempt's Secret: the task document and the repository token. Immutable, owned
-    /// by the run, mounted read-only into this attempt's pod only.
-    pub fn secret(&self, token: &str) -> Secret {
+    /// The attempt's Secret: the task document and the three tokens. Immutable, owned by the
+    /// run; each key is mounted only into the step that reads it.
+    pub fn secret(&self, tokens: &AttemptTokens<'_>) -> Secret {
         let task = serde_json::to_vec(&self.task_file()).expect("a task file always serialises");
+        let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
         Secret {
             metadata: self.metadata(),
             immutable: Some(true),
             type_: Some("Opaque".into()),
             data: Some(BTreeMap::from([
                 (task_file::TASK_KEY.to_owned(), ByteString(task)),
+                (task_file::CLONE_TOKEN_KEY.to_owned(), bytes(tokens.clone)),
+                (task_file::PUSH_TOKEN_KEY.to_owned(), bytes(tokens.push)),
                 (
-                    task_file::TOKEN_KEY.to_owned(),
-                    ByteString(token.as_bytes().to_vec()),
+                    task_file::GATEWAY_TOKEN_KEY.to_owned(),
+                    bytes(tokens.gateway),
                 ),
             ])),
             ..Secret::default()
         }
     }
 
-    /// The attempt's restricted Pod.
-    pub fn pod(&self) -> Pod {
+    /// One step's container.
+    fn step(&self, step: Step, env: Vec<EnvVar>, mounts: Vec<VolumeMount>) -> Container {
         let agent = &self.agent.spec;
-        let timeout = self.run.spec.timeout.unwrap_or(agent.limits.timeout);
-        let provider = self.provider();
-        let mut env = vec![
-            env_value("COUNTERSIGN_RUN", &self.run.name_any()),
-            env_value("COUNTERSIGN_ATTEMPT", &self.number.to_string()),
-            env_value(
-                "COUNTERSIGN_TASK_FILE",
-                &format!("{}/{}", task_file::TASK_DIR, task_file::TASK_KEY),
-            ),
-            env_value(
-                "COUNTERSIGN_TOKEN_FILE",
-                &format!("{}/{}", task_file::TASK_DIR, task_file::TOKEN_KEY),
-            ),
-            env_value("COUNTERSIGN_WORKSPACE", "/workspace"),
-            env_value("HOME", "/workspace"),
-        ];
-        if let Some(key) = &provider.api_key_secret_ref {
-            env.push(env_secret(task_file::API_KEY_ENV, &key.name, &key.key));
-        }
-        for var in provider.command.iter().flat_map(|c| &c.env) {
-            env.push(env_secret(
-                &var.name,
-                &var.secret_key_ref.name,
-                &var.secret_key_ref.key,
-            ));
-        }
-        let container = Container {
-            name: "agent".into(),
+        let mut command = self.settings.agent_command.clone();
+        command.push(step.as_str().to_owned());
+        Container {
+            name: step.as_str().into(),
             image: Some(
                 agent
                     .image
                     .clone()
                     .unwrap_or_else(|| self.settings.agent_image.clone()),
             ),
-            command: Some(self.settings.agent_command.clone()),
+            command: Some(command),
             env: Some(env),
-            working_dir: Some("/workspace".into()),
+            working_dir: Some(WORKSPACE.into()),
             resources: Some(agent.resources.clone().unwrap_or_else(default_resources)),
             security_context: Some(SecurityContext {
                 allow_privilege_escalation: Some(false),
@@ -220,17 +231,113 @@ impl AttemptSpec<'_> {
                 seccomp_profile: Some(runtime_default()),
                 ..SecurityContext::default()
             }),
-            volume_mounts: Some(vec![
-                mount("workspace", "/workspace", false),
-                mount("tmp", "/tmp", false),
-                mount("task", task_file::TASK_DIR, true),
-            ]),
+            volume_mounts: Some(mounts),
             termination_message_path: Some("/dev/termination-log".into()),
-            termination_message_policy: Some("FallbackToLogsOnError".into()),
+            // The work step's output is the model's: it never goes into the pod's status.
+            termination_message_policy: Some(
+                if step == Step::Work {
+                    "File"
+                } else {
+                    "FallbackToLogsOnError"
+                }
+                .into(),
+            ),
             ..Container::default()
+        }
+    }
+
+    /// The attempt's restricted Pod, annotated with the SHA-256 of its gateway token.
+    pub fn pod(&self, gateway_token_hash: &str) -> Pod {
+        let agent = &self.agent.spec;
+        let timeout = self.run.spec.timeout.unwrap_or(agent.limits.timeout);
+        let task_file = format!("{}/{}", task_file::TASK_DIR, task_file::TASK_KEY);
+        let token_in = |dir: &str| format!("{dir}/{}", task_file::TOKEN_FILE);
+        let common = || {
+            vec![
+                env_value("COUNTERSIGN_RUN", &self.run.name_any()),
+                env_value("COUNTERSIGN_ATTEMPT", &self.number.to_string()),
+                env_value("COUNTERSIGN_TASK_FILE", &task_file),
+                env_value("COUNTERSIGN_WORKSPACE", WORKSPACE),
+            ]
         };
+        let clone = {
+            let mut env = common();
+            env.extend([
+                env_value(
+                    "COUNTERSIGN_CLONE_TOKEN_FILE",
+                    &token_in(task_file::CLONE_TOKEN_DIR),
+                ),
+                env_value("COUNTERSIGN_HANDOFF_DIR", task_file::HANDOFF_DIR),
+                env_value("HOME", TMP),
+            ]);
+            self.step(
+                Step::Clone,
+                env,
+                vec![
+                    mount("workspace", WORKSPACE, false),
+                    mount("tmp", TMP, false),
+                    mount("task", task_file::TASK_DIR, true),
+                    mount("clone-token", task_file::CLONE_TOKEN_DIR, true),
+                    mount("handoff", task_file::HANDOFF_DIR, false),
+                ],
+            )
+        };
+        let work = {
+            let mut env = common();
+            env.extend([
+                env_value(
+                    "COUNTERSIGN_GATEWAY_TOKEN_FILE",
+                    &token_in(task_file::GATEWAY_TOKEN_DIR),
+                ),
+                env_value(
+                    task_file::GATEWAY_URL_ENV,
+                    self.settings
+                        .gateway
+                        .as_ref()
+                        .map_or("", |g| g.url.as_str()),
+                ),
+                env_value("HOME", WORKSPACE),
+            ]);
+            self.step(
+                Step::Work,
+                env,
+                vec![
+                    mount("workspace", WORKSPACE, false),
+                    mount("tmp", TMP, false),
+                    mount("task", task_file::TASK_DIR, true),
+                    mount("gateway-token", task_file::GATEWAY_TOKEN_DIR, true),
+                ],
+            )
+        };
+        let push = {
+            let mut env = common();
+            env.extend([
+                env_value(
+                    "COUNTERSIGN_PUSH_TOKEN_FILE",
+                    &token_in(task_file::PUSH_TOKEN_DIR),
+                ),
+                env_value("COUNTERSIGN_HANDOFF_DIR", task_file::HANDOFF_DIR),
+                env_value("HOME", TMP),
+            ]);
+            self.step(
+                Step::Push,
+                env,
+                vec![
+                    mount("workspace", WORKSPACE, true),
+                    mount("push-tmp", TMP, false),
+                    mount("task", task_file::TASK_DIR, true),
+                    mount("push-token", task_file::PUSH_TOKEN_DIR, true),
+                    mount("handoff", task_file::HANDOFF_DIR, true),
+                ],
+            )
+        };
+        let mut metadata = self.metadata();
+        metadata.annotations = Some(BTreeMap::from([(
+            countersign_crds::attempt::GATEWAY_TOKEN_HASH_ANNOTATION.to_owned(),
+            gateway_token_hash.to_owned(),
+        )]));
         Pod {
-            metadata: self.metadata(),
+            metadata,
             spec: Some(PodSpec {
                 restart_policy: Some("Never".into()),
                 automount_service_account_token: Some(false),
@@ -248,33 +355,29 @@ impl AttemptSpec<'_> {
                     seccomp_profile: Some(runtime_default()),
                     ..PodSecurityContext::default()
                 }),
-                containers: vec![container],
+                init_containers: Some(vec![clone, work]),
+                containers: vec![push],
                 volumes: Some(vec![
-                    Volume {
-                        name: "workspace".into(),
-                        empty_dir: Some(EmptyDirVolumeSource {
-                            size_limit: Some(Quantity("4Gi".into())),
-                            ..Default::default()
-                        }),
-                        ..Volume::default()
-                    },
-                    Volume {
-                        name: "tmp".into(),
-                        empty_dir: Some(EmptyDirVolumeSource {
-                            size_limit: Some(Quantity("1Gi".into())),
-                            ..Default::default()
-                        }),
-                        ..Volume::default()
-                    },
-                    Volume {
-                        name: "task".into(),
-                        secret: Some(SecretVolumeSource {
-                            secret_name: Some(self.name()),
-                            default_mode: Some(0o440),
-                            ..SecretVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    },
+                    empty_dir("workspace", "4Gi", None),
+                    empty_dir("tmp", "1Gi", None),
+                    empty_dir("push-tmp", "256Mi", None),
+                    empty_dir("handoff", "1Mi", Some("Memory")),
+                    self.secret_volume("task", task_file::TASK_KEY, task_file::TASK_KEY),
+                    self.secret_volume(
+                        "clone-token",
+                        task_file::CLONE_TOKEN_KEY,
+                        task_file::TOKEN_FILE,
+                    ),
+                    self.secret_volume(
+                        "push-token",
+                        task_file::PUSH_TOKEN_KEY,
+                        task_file::TOKEN_FILE,
+                    ),
+                    self.secret_volume(
+                        "gateway-token",
+                        task_file::GATEWAY_TOKEN_KEY,
+                        task_file::TOKEN_FILE,
+                    ),
                 ]),
                 ..PodSpec::default()
             }),
@@ -282,20 +385,95 @@ impl AttemptSpec<'_> {
         }
     }
 
-    /// The attempt's NetworkPolicy: no ingress; egress to DNS and the public internet only.
+    /// A volume showing only `key` of the attempt's Secret, as the file `path`.
+    fn secret_volume(&self, name: &str, key: &str, path: &str) -> Volume {
+        Volume {
+            name: name.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(self.name()),
+                default_mode: Some(0o440),
+                items: Some(vec![KeyToPath {
+                    key: key.into(),
+                    path: path.into(),
+                    ..KeyToPath::default()
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        }
+    }
+
+    /// The attempt's NetworkPolicy: no ingress; egress to DNS, the gateway, the git host and
+    /// the Agent's extra egress only.
     pub fn network_policy(&self) -> NetworkPolicy {
-        let public = |cidr: &str, except: &[&str]| NetworkPolicyPeer {
+        let block = |cidr: &str, except: Vec<String>| NetworkPolicyPeer {
             ip_block: Some(IPBlock {
                 cidr: cidr.into(),
-                except: Some(except.iter().map(|s| (*s).to_owned()).collect()),
+                except: (!except.is_empty()).then_some(except),
             }),
             ..NetworkPolicyPeer::default()
+        };
+        let tcp = |port: u16| NetworkPolicyPort {
+            port: Some(IntOrString::Int(i32::from(port))),
+            protocol: Some("TCP".into()),
+            end_port: None,
         };
         let dns_port = |protocol: &str| NetworkPolicyPort {
             port: Some(IntOrString::Int(53)),
             protocol: Some(protocol.into()),
             end_port: None,
         };
+        let mut egress = vec![
+            // Cluster DNS usually lives in a private range, so it is allowed by port.
+            NetworkPolicyEgressRule {
+                ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
+                to: None,
+            },
+        ];
+        if let Some(gateway) = &self.settings.gateway {
+            egress.push(NetworkPolicyEgressRule {
+                ports: Some(vec![tcp(gateway.port)]),
+                to: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(LabelSelector {
+                        match_labels: Some(BTreeMap::from([(
+                            "kubernetes.io/metadata.name".to_owned(),
+                            gateway.namespace.clone(),
+                        )])),
+                        match_expressions: None,
+                    }),
+                    pod_selector: Some(LabelSelector {
+                        match_labels: Some(gateway.pod_labels.clone()),
+                        match_expressions: None,
+                    }),
+                    ip_block: None,
+                }]),
+            });
+        }
+        let git_port = url::Url::parse(&self.settings.git_url)
+            .ok()
+            .and_then(|u| u.port_or_known_default())
+            .unwrap_or(443);
+        let git_peers = match &self.settings.git_egress {
+            GitEgress::Cidrs(cidrs) => cidrs.iter().map(|c| block(c, Vec::new())).collect(),
+            GitEgress::Public => vec![
+                block(
+                    "0.0.0.0/0",
+                    BLOCKED_V4.iter().map(|s| (*s).to_owned()).collect(),
+                ),
+                block("::/0", BLOCKED_V6.iter().map(|s| (*s).to_owned()).collect()),
+            ],
+        };
+        egress.push(NetworkPolicyEgressRule {
+            ports: Some(vec![tcp(git_port)]),
+            to: Some(git_peers),
+        });
+        for extra in &self.agent.spec.egress {
+            egress.push(NetworkPolicyEgressRule {
+                ports: (!extra.ports.is_empty())
+                    .then(|| extra.ports.iter().map(|p| tcp(*p)).collect()),
+                to: Some(extra.cidrs.iter().map(|c| block(c, Vec::new())).collect()),
+            });
+        }
         NetworkPolicy {
             metadata: self.metadata(),
             spec: Some(NetworkPolicySpec {
@@ -305,22 +483,21 @@ impl AttemptSpec<'_> {
                 }),
                 policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
                 ingress: Some(vec![]),
-                egress: Some(vec![
-                    // Cluster DNS usually lives in a private range, so it is allowed by port.
-                    NetworkPolicyEgressRule {
-                        ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
-                        to: None,
-                    },
-                    NetworkPolicyEgressRule {
-                        ports: None,
-                        to: Some(vec![
-                            public("0.0.0.0/0", &BLOCKED_V4),
-                            public("::/0", &BLOCKED_V6),
-                        ]),
-                    },
-                ]),
+                egress: Some(egress),
             }),
         }
+    }
+}
+
+fn empty_dir(name: &str, size: &str, medium: Option<&str>) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(size.into())),
+            medium: medium.map(str::to_owned),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
     }
 }
 
@@ -329,21 +506,6 @@ fn env_value(name: &str, value: &str) -> EnvVar {
         name: name.into(),
         value: Some(value.into()),
         value_from: None,
-    }
-}
-
-fn env_secret(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
     }
 }
 
@@ -378,302 +540,4 @@ fn default_resources() -> ResourceRequirements {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn fixtures() -> (AgentRun, Agent, Project) {
-        let run: AgentRun = serde_json::from_value(json!({
-            "apiVersion": "countersign.dev/v1alpha1", "kind": "AgentRun",
-            "metadata": {"name": "fix-42", "namespace": "team", "uid": "uid-1",
-                "labels": {"app.kubernetes.io/instance": "argocd-app", "kustomize.toolkit.fluxcd.io/name": "apps", "helm.sh/chart": "x"},
-                "annotations": {"argocd.argoproj.io/tracking-id": "apps:countersign.dev/AgentRun:team/fix-42"}},
-            "spec": {"projectRef": {"name": "p"}, "agentRef": {"name": "backend"}, "task": {"title": "Fix it"}}
-        }))
-        .expect("run");
-        let agent: Agent = serde_json::from_value(json!({
-            "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
-            "metadata": {"name": "backend", "namespace": "team"},
-            "spec": {"role": "backend", "runtimeClassName": "gvisor", "providers": [
-                {"name": "openrouter", "kind": "openai", "model": "m", "apiKeySecretRef": {"name": "openrouter", "key": "api-key"}}
-            ], "limits": {"timeout": "20m"}}
-        }))
-        .expect("agent");
-        let project: Project = serde_json::from_value(json!({
-            "apiVersion": "countersign.dev/v1alpha1", "kind": "Project",
-            "metadata": {"name": "p", "namespace": "team"},
-            "spec": {"repository": {"owner": "acme", "name": "api"}}
-        }))
-        .expect("project");
-        (run, agent, project)
-    }
-
-    /// The Pod Security Standards "restricted" profile, as the admission controller checks it.
-    fn restricted_violations(pod: &Pod) -> Vec<String> {
-        let mut bad = Vec::new();
-        let spec = pod.spec.as_ref().expect("spec");
-        let pod_sc = spec.security_context.clone().unwrap_or_default();
-        if spec.host_network == Some(true)
-            || spec.host_pid == Some(true)
-            || spec.host_ipc == Some(true)
-        {
-            bad.push("host namespaces".to_owned());
-        }
-        for volume in spec.volumes.iter().flatten() {
-            let allowed = volume.config_map.is_some()
-                || volume.csi.is_some()
-                || volume.downward_api.is_some()
-                || volume.empty_dir.is_some()
-                || volume.ephemeral.is_some()
-                || volume.persistent_volume_claim.is_some()
-                || volume.projected.is_some()
-                || volume.secret.is_some();
-            if !allowed {
-                bad.push(format!("volume {} has a restricted type", volume.name));
-            }
-        }
-        let pod_seccomp = pod_sc.seccomp_profile.as_ref().map(|s| s.type_.as_str());
-        if pod_sc.run_as_user == Some(0) {
-            bad.push("pod runAsUser 0".into());
-        }
-        for c in spec
-            .containers
-            .iter()
-            .chain(spec.init_containers.iter().flatten())
-        {
-            let sc = c.security_context.clone().unwrap_or_default();
-            if sc.privileged == Some(true) {
-                bad.push(format!("{} privileged", c.name));
-            }
-            if sc.allow_privilege_escalation != Some(false) {
-                bad.push(format!("{} allowPrivilegeEscalation != false", c.name));
-            }
-            if sc.run_as_non_root.or(pod_sc.run_as_non_root) != Some(true) {
-                bad.push(format!("{} runAsNonRoot != true", c.name));
-            }
-            if sc.run_as_user == Some(0) {
-                bad.push(format!("{} runAsUser 0", c.name));
-            }
-            let seccomp = sc
-                .seccomp_profile
-                .as_ref()
-                .map(|s| s.type_.as_str())
-                .or(pod_seccomp);
-            if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
-                bad.push(format!("{} seccompProfile", c.name));
-            }
-            let caps = sc.capabilities.clone().unwrap_or_default();
-            if !caps.drop.unwrap_or_default().iter().any(|d| d == "ALL") {
-                bad.push(format!("{} does not drop ALL capabilities", c.name));
-            }
-            if caps
-                .add
-                .unwrap_or_default()
-                .iter()
-                .any(|a| a != "NET_BIND_SERVICE")
-            {
-                bad.push(format!("{} adds capabilities", c.name));
-            }
-            if c.ports
-                .iter()
-                .flatten()
-                .any(|p| p.host_port.is_some_and(|h| h != 0))
-            {
-                bad.push(format!("{} uses host ports", c.name));
-            }
-        }
-        bad
-    }
-
-    fn spec<'a>(
-        run: &'a AgentRun,
-        agent: &'a Agent,
-        project: &'a Project,
-        settings: &'a Settings,
-    ) -> AttemptSpec<'a> {
-        AttemptSpec {
-            run,
-            agent,
-            project,
-            number: 2,
-            provider: 0,
-            settings,
-            commit_author: CommitIdentity {
-                name: "countersign-test[bot]".into(),
-                email: "4242000+countersign-test[bot]@users.noreply.github.com".into(),
-            },
-            approved_plan: None,
-        }
-    }
-
-    #[test]
-    fn the_pod_passes_the_restricted_pod_security_profile_and_is_locked_down() {
-        let (run, agent, project) = fixtures();
-        let settings = Settings::default();
-        let pod = spec(&run, &agent, &project, &settings).pod();
-        assert_eq!(restricted_violations(&pod), Vec::<String>::new());
-        let spec = pod.spec.as_ref().unwrap();
-        assert_eq!(spec.automount_service_account_token, Some(false));
-        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
-        assert_eq!(spec.active_deadline_seconds, Some(1200));
-        assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
-        let container = &spec.containers[0];
-        assert_eq!(
-            container
-                .security_context
-                .as_ref()
-                .unwrap()
-                .read_only_root_filesystem,
-            Some(true)
-        );
-        let mounts: Vec<&str> = container
-            .volume_mounts
-            .iter()
-            .flatten()
-            .map(|m| m.mount_path.as_str())
-            .collect();
-        assert_eq!(mounts, ["/workspace", "/tmp", "/var/run/countersign"]);
-        let api_key = container
-            .env
-            .iter()
-            .flatten()
-            .find(|e| e.name == "COUNTERSIGN_PROVIDER_API_KEY")
-            .expect("api key env");
-        let selector = api_key
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
-        assert_eq!(
-            (selector.name.as_str(), selector.key.as_str()),
-            ("openrouter", "api-key")
-        );
-        assert!(
-            container
-                .env
-                .iter()
-                .flatten()
-                .all(|e| e.value.as_deref() != Some("tok")),
-            "no token in env"
-        );
-    }
-
-    #[test]
-    fn a_privileged_pod_would_fail_the_restricted_check() {
-        let (run, agent, project) = fixtures();
-        let settings = Settings::default();
-        let mut pod = spec(&run, &agent, &project, &settings).pod();
-        let sc = pod.spec.as_mut().unwrap().containers[0]
-            .security_context
-            .as_mut()
-            .unwrap();
-        sc.allow_privilege_escalation = Some(true);
-        sc.capabilities = None;
-        assert_eq!(
-            restricted_violations(&pod).len(),
-            2,
-            "the checker itself catches violations"
-        );
-    }
-
-    #[test]
-    fn children_are_owned_by_the_run_and_carry_no_gitops_tracking_metadata() {
-        let (run, agent, project) = fixtures();
-        let settings = Settings::default();
-        let attempt = spec(&run, &agent, &project, &settings);
-        let pod = attempt.pod();
-        let secret = attempt.secret("tok");
-        let policy = attempt.network_policy();
-        for meta in [&pod.metadata, &secret.metadata, &policy.metadata] {
-            assert_eq!(meta.name.as_deref(), Some("fix-42-2"));
-            let owner = &meta.owner_references.as_ref().expect("owner")[0];
-            assert_eq!(
-                (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
-                ("AgentRun", "uid-1", Some(true))
-            );
-            let labels = meta.labels.as_ref().expect("labels");
-            assert!(
-                labels.keys().all(|k| !k.contains("argoproj")
-                    && !k.contains("fluxcd")
-                    && !k.starts_with("helm.sh")
-                    && k != "app.kubernetes.io/instance"),
-                "{labels:?}"
-            );
-            assert!(meta.annotations.is_none());
-        }
-        assert_eq!(secret.immutable, Some(true));
-        let data = secret.data.as_ref().unwrap();
-        assert_eq!(data["token"].0, b"tok");
-        let task: countersign_crds::task_file::TaskFile =
-            serde_json::from_slice(&data["task.json"].0).expect("task file");
-        assert_eq!(
-            (
-                task.repository.owner.as_str(),
-                task.branch.as_str(),
-                task.attempt
-            ),
-            ("acme", "countersign/fix-42", 2)
-        );
-    }
-
-    #[test]
-    fn the_network_policy_allows_dns_and_public_egress_only() {
-        let (run, agent, project) = fixtures();
-        let settings = Settings::default();
-        let policy = spec(&run, &agent, &project, &settings).network_policy();
-        let spec = policy.spec.expect("spec");
-        assert_eq!(
-            spec.policy_types,
-            Some(vec!["Ingress".to_owned(), "Egress".to_owned()])
-        );
-        assert_eq!(spec.ingress, Some(vec![]), "no ingress at all");
-        let selector = spec.pod_selector.unwrap().match_labels.unwrap();
-        assert_eq!(selector.get(ATTEMPT_LABEL).map(String::as_str), Some("2"));
-        let egress = spec.egress.unwrap();
-        let dns = egress[0].ports.as_ref().unwrap();
-        assert!(dns.iter().all(|p| p.port == Some(IntOrString::Int(53))));
-        let blocks: Vec<&IPBlock> = egress[1]
-            .to
-            .as_ref()
-            .unwrap()
-            .iter()
-            .filter_map(|p| p.ip_block.as_ref())
-            .collect();
-        let v4 = blocks
-            .iter()
-            .find(|b| b.cidr == "0.0.0.0/0")
-            .unwrap()
-            .except
-            .clone()
-            .unwrap();
-        for private in [
-            "10.0.0.0/8",
-            "172.16.0.0/12",
-            "192.168.0.0/16",
-            "169.254.0.0/16",
-        ] {
-            assert!(
-                v4.contains(&private.to_owned()),
-                "{private} must be blocked"
-            );
-        }
-    }
-
-    #[test]
-    fn attempt_names_fit_kubernetes_limits() {
-        assert_eq!(attempt_name("short", 3), "short-3");
-        let long = "a".repeat(80);
-        let name = attempt_name(&long, 12);
-        assert!(name.len() <= 63, "{name}");
-        assert!(name.ends_with("-12"));
-        assert_ne!(
-            attempt_name(&format!("{long}x"), 12),
-            name,
-            "different runs get different names"
-        );
-        assert!(label_value(&long).len() <= 63);
-    }
-}
+mod tests;

@@ -2,8 +2,9 @@
 //!
 //! Kubernetes, GitHub and the AI model are simulated in this process (the fake apiserver with
 //! its local kubelet, the fake GitHub with a sample repository and issue, a scripted
-//! OpenAI-compatible model); the controller, the bot and the agent are the real `countersign`
-//! binary, started as processes exactly as in a cluster. The tour labels an issue, follows the
+//! OpenAI-compatible model); the controller, the bot, the provider gateway and the agent's
+//! three steps are the real `countersign` binary, started as processes exactly as in a
+//! cluster. The agent reaches the model only through the gateway, which holds the key. The tour labels an issue, follows the
 //! run (phases, pod, branch, pull request), shows the risk and the approvals it needs,
 //! approves as the required roles and waits for the `countersign/approval` check to turn
 //! green. Every wait has a timeout; any step that fails ends the tour with an error that says
@@ -108,9 +109,10 @@ impl Narrator {
 struct Stage {
     api: FakeApiServer,
     github: FakeGitHub,
-    _model: FakeModel,
+    model: FakeModel,
     bot: Started,
     _controller: Started,
+    gateway: Started,
     kubelet: tokio::task::JoinHandle<()>,
     kubeconfig: PathBuf,
 }
@@ -143,9 +145,10 @@ pub async fn run(
     let stage = set_stage(options, &mut n).await?;
     let report = tour::tour(options, &stage, &mut n).await.map_err(|e| {
         e.context(format!(
-            "the demo stopped; logs: {} and {}",
+            "the demo stopped; logs: {}, {} and {}",
             options.dir.join("controller.log").display(),
-            options.dir.join("bot.log").display()
+            options.dir.join("bot.log").display(),
+            options.dir.join("gateway.log").display()
         ))
     })?;
     n.plain("");
@@ -220,11 +223,11 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
         github.url()
     ));
     n.plain(&format!(
-        "  AI model    a scripted OpenAI-compatible endpoint at {}",
+        "  AI model    a scripted OpenAI-compatible endpoint at {} (only the gateway has its key)",
         model.openai_base_url()
     ));
     n.plain(&format!(
-        "  Countersign the real `{}` binary: controller, bot and agent processes",
+        "  Countersign the real `{}` binary: controller, bot, provider gateway and agent processes",
         options.countersign.display()
     ));
     n.plain("");
@@ -271,6 +274,28 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
         .collect(),
     )
     .await?;
+    let gateway = processes::start(
+        options,
+        "gateway",
+        &kubeconfig,
+        [
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--namespace",
+            NAMESPACE,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await?;
+    processes::wait_ready(gateway.addr, options.step_timeout).await?;
+    n.line(&format!(
+        "✔ countersign gateway serving agents on {} (holds the model key), log {}",
+        gateway.addr,
+        options.dir.join("gateway.log").display()
+    ));
     let agent_command = format!("{},agent", options.countersign.display());
     let controller = processes::start(
         options,
@@ -293,6 +318,10 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
             "1s",
             "--wait-requeue",
             "1s",
+            "--gateway-url",
+            &format!("http://{}", gateway.addr),
+            "--gateway-namespace",
+            NAMESPACE,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -315,9 +344,10 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
     Ok(Stage {
         api,
         github,
-        _model: model,
+        model,
         bot,
         _controller: controller,
+        gateway,
         kubelet,
         kubeconfig,
     })

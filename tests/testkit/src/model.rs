@@ -3,7 +3,11 @@
 //! Anthropic messages (`POST /v1/messages`).
 //!
 //! Both endpoints answer from one queue of [`Step`]s, in the protocol of the request: tool
-//! calls, text, an HTTP error (with `Retry-After`), or any of these after a delay. Every
+//! calls, text, an HTTP error (with `Retry-After`), or any of these after a delay. A request
+//! with `"stream": true` gets the answer as server-sent events in the protocol's streaming
+//! format (OpenAI chunks ending in `data: [DONE]`, with a usage chunk when the request asks
+//! for `stream_options.include_usage`; Anthropic's `message_start` … `message_stop`), and
+//! [`FakeModel::hold_streams`] lets a test hold every stream after its first event. Every
 //! request is recorded with its parsed body and whether its API key matched, so tests check
 //! what the agent sent (tool results, earlier messages, that no key leaked into a body). When
 //! the script runs out the fake answers `500` "fake model: script exhausted", so a test that
@@ -105,6 +109,7 @@ struct Inner {
     api_key: Option<String>,
     usage: Option<(u64, u64)>,
     answers: u64,
+    hold: Option<StreamHold>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -191,6 +196,41 @@ impl FakeModel {
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.inner).requests.clone()
     }
+
+    /// From now on every streamed answer stops after its first event until the returned
+    /// hold is released, so a test can see that a proxy passes the first event on before
+    /// the stream ends.
+    pub fn hold_streams(&self) -> StreamHold {
+        let hold = StreamHold::default();
+        lock(&self.inner).hold = Some(hold.clone());
+        hold
+    }
+}
+
+/// Holds streamed answers after their first event until [`StreamHold::release`].
+#[derive(Clone, Debug, Default)]
+pub struct StreamHold {
+    inner: Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>,
+}
+
+impl StreamHold {
+    /// Lets every held stream (and every later one) go on.
+    pub fn release(&self) {
+        self.inner
+            .0
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.1.notify_waiters();
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.inner.1.notified();
+            if self.inner.0.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 async fn openai(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
@@ -204,7 +244,7 @@ async fn anthropic(State(inner): State<Shared>, headers: HeaderMap, body: Bytes)
 /// What one request gets, decided under the lock.
 enum Decision {
     Unauthorized(Option<String>),
-    Answer(Step, u64, (u64, u64), String),
+    Answer(Step, u64, (u64, u64), String, Option<StreamHold>),
     Exhausted,
 }
 
@@ -221,6 +261,11 @@ async fn handle(protocol: Protocol, inner: &Shared, headers: &HeaderMap, body: &
         Protocol::Anthropic => header_text("x-api-key"),
     };
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true);
     let model = body
         .get("model")
         .and_then(Value::as_str)
@@ -246,7 +291,7 @@ async fn handle(protocol: Protocol, inner: &Shared, headers: &HeaderMap, body: &
             let usage = inner
                 .usage
                 .unwrap_or((DEFAULT_INPUT_TOKENS, DEFAULT_OUTPUT_TOKENS));
-            Decision::Answer(step, inner.answers, usage, model)
+            Decision::Answer(step, inner.answers, usage, model, inner.hold.clone())
         } else {
             Decision::Exhausted
         }
@@ -262,10 +307,14 @@ async fn handle(protocol: Protocol, inner: &Shared, headers: &HeaderMap, body: &
             error(protocol, 401, None, &message)
         }
         Decision::Exhausted => error(protocol, 500, None, SCRIPT_EXHAUSTED),
-        Decision::Answer(mut step, n, usage, model) => {
+        Decision::Answer(mut step, n, usage, model, hold) => {
             while let Step::Delayed(delay, inner) = step {
                 tokio::time::sleep(delay).await;
                 step = *inner;
+            }
+            if stream && !matches!(step, Step::Error { .. }) {
+                let events = stream_events(protocol, step, n, usage, &model, include_usage);
+                return sse(events, hold);
             }
             answer(protocol, step, n, usage, &model)
         }
@@ -338,6 +387,173 @@ fn answer(protocol: Protocol, step: Step, n: u64, usage: (u64, u64), model: &str
         }
     };
     (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// The calls of a tool-calling step as (name, arguments text); text for a text step.
+fn step_content(step: Step) -> (Vec<(String, String)>, Option<String>) {
+    match step {
+        Step::ToolCalls(calls) => (
+            calls
+                .into_iter()
+                .map(|(name, args)| (name, args.to_string()))
+                .collect(),
+            None,
+        ),
+        Step::RawToolCall { name, arguments } => (vec![(name, arguments)], None),
+        Step::Text(text) => (Vec::new(), Some(text)),
+        Step::Delayed(_, step) => step_content(*step),
+        Step::Error { .. } => (Vec::new(), None),
+    }
+}
+
+/// The server-sent events of a streamed answer, in the protocol's format.
+fn stream_events(
+    protocol: Protocol,
+    step: Step,
+    n: u64,
+    (input_tokens, output_tokens): (u64, u64),
+    model: &str,
+    include_usage: bool,
+) -> Vec<String> {
+    let (calls, text) = step_content(step);
+    let data = |v: Value| format!("data: {v}\n\n");
+    match protocol {
+        Protocol::OpenAi => {
+            let id = format!("chatcmpl-fake{n}");
+            let chunk = |delta: Value, finish: Value| {
+                data(json!({
+                    "id": id, "object": "chat.completion.chunk", "created": 1_700_000_000 + n,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+                }))
+            };
+            let mut events = vec![chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+            )];
+            if let Some(text) = &text {
+                for part in text.split_inclusive(' ') {
+                    events.push(chunk(json!({"content": part}), Value::Null));
+                }
+            }
+            for (i, (name, arguments)) in calls.iter().enumerate() {
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": i, "id": format!("call_{n}_{i}"), "type": "function",
+                        "function": {"name": name, "arguments": ""}}]}),
+                    Value::Null,
+                ));
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": i, "function": {"arguments": arguments}}]}),
+                    Value::Null,
+                ));
+            }
+            let finish = if calls.is_empty() {
+                "stop"
+            } else {
+                "tool_calls"
+            };
+            events.push(chunk(json!({}), json!(finish)));
+            if include_usage {
+                events.push(data(json!({
+                    "id": id, "object": "chat.completion.chunk", "created": 1_700_000_000 + n,
+                    "model": model, "choices": [],
+                    "usage": {"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
+                        "total_tokens": input_tokens + output_tokens},
+                })));
+            }
+            events.push("data: [DONE]\n\n".to_owned());
+            events
+        }
+        Protocol::Anthropic => {
+            let event = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+            let mut events = vec![event(
+                "message_start",
+                json!({"type": "message_start", "message": {
+                    "id": format!("msg_fake{n}"), "type": "message", "role": "assistant",
+                    "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
+            )];
+            let mut index = 0;
+            if let Some(text) = &text {
+                events.push(event(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": index,
+                        "content_block": {"type": "text", "text": ""}}),
+                ));
+                for part in text.split_inclusive(' ') {
+                    events.push(event(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": index,
+                            "delta": {"type": "text_delta", "text": part}}),
+                    ));
+                }
+                events.push(event(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": index}),
+                ));
+                index += 1;
+            }
+            for (i, (name, arguments)) in calls.iter().enumerate() {
+                events.push(event(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": index,
+                        "content_block": {"type": "tool_use", "id": format!("toolu_fake{n}_{i}"),
+                            "name": name, "input": {}}}),
+                ));
+                events.push(event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+                ));
+                events.push(event(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": index}),
+                ));
+                index += 1;
+            }
+            let stop = if calls.is_empty() {
+                "end_turn"
+            } else {
+                "tool_use"
+            };
+            events.push(event(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+                    "usage": {"output_tokens": output_tokens}}),
+            ));
+            events.push(event("message_stop", json!({"type": "message_stop"})));
+            events
+        }
+    }
+}
+
+/// A `text/event-stream` answer sending `events` one by one; with `hold`, everything after
+/// the first event waits until `hold` is notified.
+fn sse(events: Vec<String>, hold: Option<StreamHold>) -> Response {
+    let stream = futures::stream::unfold(
+        (events.into_iter(), 0usize, hold),
+        |(mut events, sent, hold)| async move {
+            let event = events.next()?;
+            if sent == 1
+                && let Some(hold) = &hold
+            {
+                hold.wait().await;
+            }
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from(event)),
+                (events, sent + 1, hold),
+            ))
+        },
+    );
+    let mut response = axum::body::Body::from_stream(stream).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 fn text_answer(
@@ -427,6 +643,19 @@ mod tests {
         body: Value,
         key: Option<(&str, &str)>,
     ) -> (u16, Option<String>, Value) {
+        let (status, retry_after, text) = post_raw(url, body, key).await;
+        (
+            status,
+            retry_after,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn post_raw(
+        url: &str,
+        body: Value,
+        key: Option<(&str, &str)>,
+    ) -> (u16, Option<String>, String) {
         let url = url.to_owned();
         let key = key.map(|(name, value)| (name.to_owned(), value.to_owned()));
         tokio::task::spawn_blocking(move || {
@@ -450,10 +679,85 @@ mod tests {
             let retry_after = head
                 .lines()
                 .find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after: ").map(str::to_owned));
-            (status, retry_after, serde_json::from_str(body).unwrap_or(Value::Null))
+            // Streamed answers are chunked: join the chunks' data.
+            let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+            let body = if chunked { unchunk(body) } else { body.to_owned() };
+            (status, retry_after, body)
         })
         .await
         .expect("the request thread")
+    }
+
+    fn unchunk(mut body: &str) -> String {
+        let mut out = String::new();
+        while let Some((size, rest)) = body.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 || rest.len() < size {
+                break;
+            }
+            out.push_str(&rest[..size]);
+            body = rest[size..].trim_start_matches("\r\n");
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn streams_answers_as_server_sent_events_in_both_protocols() {
+        let model = within(FakeModel::start())
+            .await
+            .expect("in time")
+            .expect("start");
+        model.set_usage(7, 3);
+        model.script(vec![
+            Step::Text("hello there".into()),
+            Step::ToolCalls(vec![("finish".into(), json!({"summary": "s"}))]),
+        ]);
+        let chat = format!("{}/chat/completions", model.openai_base_url());
+        let (status, _, text) = within(post_raw(
+            &chat,
+            json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}}),
+            None,
+        ))
+        .await
+        .expect("in time");
+        assert_eq!(status, 200);
+        let events: Vec<&str> = text
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .collect();
+        assert_eq!(events.last(), Some(&"[DONE]"));
+        let content: String = events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(content, "hello there");
+        let usage: Value = serde_json::from_str(events[events.len() - 2]).expect("usage chunk");
+        assert_eq!(usage["usage"]["prompt_tokens"], 7);
+
+        let messages = format!("{}/v1/messages", model.anthropic_base_url());
+        let (status, _, text) = within(post_raw(
+            &messages,
+            json!({"model": "c", "stream": true}),
+            None,
+        ))
+        .await
+        .expect("in time");
+        assert_eq!(status, 200);
+        assert!(text.starts_with("event: message_start"), "{text}");
+        assert!(
+            text.contains("\"partial_json\":\"{\\\"summary\\\":\\\"s\\\"}\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"output_tokens\":3")
+                && text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+            "{text}"
+        );
     }
 
     fn within<F: std::future::Future>(f: F) -> tokio::time::Timeout<F> {

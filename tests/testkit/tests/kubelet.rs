@@ -101,6 +101,7 @@ on_both_backends!(
     a_volume_the_local_kubelet_cannot_provide_fails_the_pod,
     init_containers_run_in_order_before_the_containers,
     a_failing_init_container_fails_the_pod_and_the_containers_never_start,
+    a_secret_volume_is_on_disk_only_for_the_containers_that_mount_it,
 );
 
 fn pod(name: &str, script: &str, extra: serde_json::Value) -> Pod {
@@ -522,4 +523,54 @@ async fn a_failing_init_container_fails_the_pod_and_the_containers_never_start(h
         .join(&h.namespace)
         .join("blocked/volumes/work/order");
     assert_eq!(std::fs::read_to_string(order).expect("order file"), "12");
+}
+
+/// The agent pod's three steps: `clone` and `push` mount the token Secret, `work` does not
+/// (a real pod's mount namespace lacks it). Here, where containers are processes of one user,
+/// the token must not be anywhere on disk while `work` runs: each container gets its own copy
+/// of the Secret volumes it mounts, removed when it ends.
+async fn a_secret_volume_is_on_disk_only_for_the_containers_that_mount_it(h: Harness) {
+    h.secrets
+        .create(&PostParams::default(), &attempt_secret("steps"))
+        .await
+        .expect("create secret");
+    let token_mount = json!([
+        {"name": "work", "mountPath": "/work"},
+        {"name": "token", "mountPath": "/var/run/token", "readOnly": true},
+    ]);
+    let step = |name: &str, script: &str, mounts: serde_json::Value| {
+        json!({"name": name, "image": "ignored", "command": ["sh", "-c", script],
+            "env": [{"name": "WORK", "value": "/work"}, {"name": "TOKEN", "value": "/var/run/token/token"}],
+            "volumeMounts": mounts})
+    };
+    // `work` searches the whole pod directory (its working directory's parents) for the token.
+    let work = r#"cd "$WORK/../.." && if grep -rq ghs_secret . ; then echo found > "$WORK/seen"; else echo none > "$WORK/seen"; fi"#;
+    let extra = json!({
+        "initContainers": [
+            step("clone", r#"grep -q ghs_secret "$TOKEN" && echo read > "$WORK/clone-saw""#, token_mount.clone()),
+            step("work", work, json!([{"name": "work", "mountPath": "/work"}])),
+        ],
+        "container": {
+            "env": [{"name": "WORK", "value": "/work"}, {"name": "TOKEN", "value": "/var/run/token/token"}],
+            "volumeMounts": token_mount,
+        },
+        "volumes": [
+            {"name": "work", "emptyDir": {}},
+            {"name": "token", "secret": {"secretName": "steps", "items": [{"key": "token", "path": "token"}]}},
+        ],
+    });
+    let script = r#"printf '%s|%s|%s' "$(cat "$WORK/clone-saw")" "$(cat "$WORK/seen")" "$(cat "$TOKEN")" > "$COUNTERSIGN_TERMINATION_LOG""#;
+    h.pods
+        .create(&PostParams::default(), &pod("steps", script, extra))
+        .await
+        .expect("create");
+    let done = finished(&h.pods, "steps").await;
+    let t = terminated(&done);
+    assert_eq!(t.exit_code, 0, "{:?}", t.message);
+    assert_eq!(t.message.as_deref(), Some("read|none|ghs_secret"));
+    let containers = h.dir.path().join(&h.namespace).join("steps/containers");
+    assert!(
+        !containers.join("agent").exists() && !containers.join("clone").exists(),
+        "copies are removed when their container ends"
+    );
 }

@@ -194,7 +194,7 @@ fn renders_the_conversation_and_tools() {
 fn a_provider_needs_a_model() {
     let spec: countersign_crds::agent::Provider =
         serde_json::from_value(json!({"name": "local", "kind": "openai"})).expect("spec");
-    let error = chat_provider(&spec, None, std::path::Path::new("."))
+    let error = chat_provider(&spec, None, &[], std::path::Path::new("."))
         .err()
         .expect("refused");
     assert_eq!(

@@ -2,9 +2,10 @@
 //! the status (usage, branch and commit, a plan), and whether the run finishes, retries or
 //! moves on. Part of the pure [`super::decide`].
 
+use countersign_crds::RunPhase;
 use countersign_crds::agent_run::{Attempt, AttemptOutcome, MAX_PLAN_CHARS, RunPlan};
 use countersign_crds::result::{AgentResult, ResultError, ResultOutcome};
-use countersign_crds::{RunPhase, Usd};
+use countersign_crds::task_file::Step;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -21,15 +22,26 @@ pub(super) enum Next {
 }
 
 /// Reads an ended attempt: its outcome, a reason for people and the result when readable.
+/// `message` is a trusted step's termination message; `failed_step` names the init step that
+/// failed when `push` never ran.
 pub(super) fn classify(
     exit_code: i32,
     message: &str,
     deadline_exceeded: bool,
+    failed_step: Option<Step>,
 ) -> (AttemptOutcome, String, Option<AgentResult>) {
     if deadline_exceeded {
         return (
             AttemptOutcome::TimedOut,
             "the attempt ran longer than its timeout".into(),
+            None,
+        );
+    }
+    if failed_step == Some(Step::Work) {
+        // Model-written code ran there: its exit is a fact, its words are not read.
+        return (
+            AttemptOutcome::Failed,
+            format!("the work step exited with code {exit_code} and left no report"),
             None,
         );
     }
@@ -54,7 +66,10 @@ pub(super) fn classify(
         // A crash: the message holds the log tail, which is not worth a status field.
         Err(ResultError::Malformed(_) | ResultError::Empty) if exit_code != 0 => (
             AttemptOutcome::Failed,
-            format!("the agent exited with code {exit_code} without a result"),
+            format!(
+                "the {} step exited with code {exit_code} without a result",
+                failed_step.unwrap_or(Step::Push).as_str()
+            ),
             None,
         ),
         Err(err) => (AttemptOutcome::InvalidResult, err.to_string(), None),
@@ -76,12 +91,7 @@ pub(super) fn record_outcome(
     last.reason = (!reason.is_empty()).then(|| truncate(reason, 1000));
     let (number, provider) = (last.number, last.provider.clone());
     if let Some(result) = result {
-        let usage = &mut d.status.usage;
-        usage.input_tokens += result.usage.input_tokens;
-        usage.output_tokens += result.usage.output_tokens;
-        usage.cost = Usd {
-            cents: usage.cost.cents + result.usage.cost.cents,
-        };
+        // Usage comes from the gateway's ledger (see `fold_usage`), never from the result.
         if outcome == AttemptOutcome::Succeeded {
             if result.outcome == ResultOutcome::PlanReady {
                 let text = result

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::*;
 use crate::agent_run::capacity::Admission;
 use crate::settings::Settings;
+use countersign_crds::task_file::Step;
 
 fn t(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).expect("valid time")
@@ -55,6 +56,7 @@ struct Case {
     settings: Settings,
     can_open_pull_requests: bool,
     gate: Option<GatePhase>,
+    gateway_usage: std::collections::BTreeMap<u32, countersign_crds::agent_run::Usage>,
 }
 
 impl Case {
@@ -68,10 +70,34 @@ impl Case {
             settings: settings(),
             can_open_pull_requests: false,
             gate: None,
+            gateway_usage: Default::default(),
         }
     }
 
+    /// The decision, with token revocations done as the shell does them (recorded in the
+    /// status, not left among the actions the other tests look at).
     fn decide_at(&self, now: Timestamp) -> Decision {
+        let mut d = self.decide_raw(now);
+        let revocations: Vec<Action> = d
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::RevokeTokens { .. }))
+            .cloned()
+            .collect();
+        d.actions
+            .retain(|a| !matches!(a, Action::RevokeTokens { .. }));
+        for action in revocations {
+            if let Action::RevokeTokens { number, tokens } = action
+                && let Some(attempt) = d.status.attempts.iter_mut().find(|a| a.number == number)
+            {
+                attempt.revoked_tokens.extend(tokens);
+                attempt.revoked_tokens.sort();
+            }
+        }
+        d
+    }
+
+    fn decide_raw(&self, now: Timestamp) -> Decision {
         decide(&Inputs {
             run: &self.run,
             agent: Some(&self.agent),
@@ -82,6 +108,7 @@ impl Case {
             settings: &self.settings,
             can_open_pull_requests: self.can_open_pull_requests,
             gate: self.gate,
+            gateway_usage: &self.gateway_usage,
         })
     }
 
@@ -98,7 +125,16 @@ fn pod(attempt: u32, provider: &str, state: PodState) -> PodView {
         attempt,
         provider: provider.into(),
         deleting: false,
+        clone_ended: state != PodState::Active,
         state,
+    }
+}
+
+fn usage(input_tokens: u64, output_tokens: u64, cents: u64) -> countersign_crds::agent_run::Usage {
+    countersign_crds::agent_run::Usage {
+        input_tokens,
+        output_tokens,
+        cost: countersign_crds::Usd { cents },
     }
 }
 
@@ -131,6 +167,7 @@ fn ended(outcome: ResultOutcome, reason: Option<&str>) -> PodState {
         exit_code: code,
         message: result.to_message(),
         deadline_exceeded: false,
+        failed_step: None,
     }
 }
 
@@ -209,6 +246,8 @@ fn a_successful_attempt_finishes_the_run_with_branch_commit_and_usage() {
     );
 
     case.pods = vec![pod(1, "primary", ended(ResultOutcome::Succeeded, None))];
+    // The gateway counted what the attempt used; the result's own usage is not read.
+    case.gateway_usage.insert(1, usage(100, 50, 7));
     let done = case.decide_at(t(120));
     assert_eq!(done.status.phase, RunPhase::Succeeded);
     assert_eq!(done.status.branch.as_deref(), Some("countersign/fix-42"));
@@ -238,6 +277,7 @@ fn a_provider_error_retries_on_the_fallback_provider_after_backoff() {
         "primary",
         ended(ResultOutcome::RateLimited, Some("429 Too Many Requests")),
     )];
+    case.gateway_usage.insert(1, usage(100, 50, 7));
     let waiting = case.decide_at(t(100));
     assert!(waiting.actions.is_empty(), "the backoff has not passed yet");
     assert_eq!(waiting.status.phase, RunPhase::Running);
@@ -292,6 +332,7 @@ fn a_crash_retries_on_the_same_provider_and_exhausted_retries_fail_the_run() {
                 exit_code: 137,
                 message: "OOMKilled\nlast log line".into(),
                 deadline_exceeded: false,
+                failed_step: None,
             },
         )
     };
@@ -355,6 +396,7 @@ fn a_malformed_result_fails_the_run_with_a_readable_reason_and_no_retry() {
             exit_code: 0,
             message: "all good!".into(),
             deadline_exceeded: false,
+            failed_step: None,
         },
     )];
     let d = case.decide_at(t(10));
@@ -399,6 +441,7 @@ fn an_attempt_past_its_timeout_is_stopped_and_the_run_times_out() {
             exit_code: 137,
             message: String::new(),
             deadline_exceeded: true,
+            failed_step: None,
         },
     )];
     assert_eq!(case.decide_at(t(600)).status.phase, RunPhase::TimedOut);
@@ -513,6 +556,7 @@ fn ended_with(result: AgentResult) -> PodState {
         exit_code: 0,
         message: result.to_message(),
         deadline_exceeded: false,
+        failed_step: None,
     }
 }
 
@@ -551,6 +595,7 @@ fn planned_case() -> Case {
     );
     case.persist(&started);
     case.pods = vec![pod(1, "primary", ended_with(plan_result("1. Add a check")))];
+    case.gateway_usage.insert(1, usage(40, 10, 1));
     case
 }
 
@@ -767,4 +812,148 @@ fn nothing_to_change_and_observation_runs_succeed_without_a_pull_request() {
         assert_eq!(d.status.message.as_deref(), Some(expected));
         assert!(d.status.plan.is_none() && d.status.commit.is_none());
     }
+}
+
+#[test]
+fn usage_comes_from_the_gateway_not_from_what_the_agent_reports() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let started = case.decide_at(t(0));
+    case.persist(&started);
+    // The result claims 100 tokens; the gateway counted none yet.
+    case.pods = vec![pod(1, "primary", ended(ResultOutcome::Succeeded, None))];
+    let done = case.decide_at(t(60));
+    assert_eq!(
+        done.status.usage,
+        countersign_crds::agent_run::Usage::default()
+    );
+    assert_eq!(done.status.attempts[0].usage, None);
+    case.persist(&done);
+    // The ledger catches up: the attempt and the run take its numbers; counts never shrink.
+    case.gateway_usage.insert(1, usage(3000, 300, 9));
+    let later = case.decide_raw(t(90));
+    assert_eq!(later.status.attempts[0].usage, Some(usage(3000, 300, 9)));
+    assert_eq!(later.status.usage, usage(3000, 300, 9));
+    case.persist(&later);
+    case.gateway_usage.insert(1, usage(10, 1, 0));
+    let stale = case.decide_raw(t(95));
+    assert_eq!(stale.status.usage, usage(3000, 300, 9));
+}
+
+#[test]
+fn tokens_are_revoked_when_the_clone_step_and_the_attempt_end() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let started = case.decide_raw(t(0));
+    assert!(
+        !started
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::RevokeTokens { .. })),
+        "nothing to revoke before the pod runs"
+    );
+    case.persist(&started);
+    let mut cloning = pod(1, "primary", PodState::Active);
+    cloning.clone_ended = false;
+    case.pods = vec![cloning.clone()];
+    assert!(case.decide_raw(t(5)).actions.is_empty());
+    cloning.clone_ended = true;
+    case.pods = vec![cloning];
+    let cloned = case.decide_raw(t(10));
+    assert_eq!(
+        cloned.actions,
+        vec![Action::RevokeTokens {
+            number: 1,
+            tokens: vec![countersign_crds::agent_run::TokenKind::Clone]
+        }]
+    );
+    let mut applied = cloned.clone();
+    applied.status.attempts[0]
+        .revoked_tokens
+        .push(countersign_crds::agent_run::TokenKind::Clone);
+    case.persist(&applied);
+    case.pods = vec![pod(
+        1,
+        "primary",
+        ended(ResultOutcome::Failed, Some("boom")),
+    )];
+    let ended = case.decide_raw(t(20));
+    assert!(ended.actions.contains(&Action::RevokeTokens {
+        number: 1,
+        tokens: vec![countersign_crds::agent_run::TokenKind::Push]
+    }));
+}
+
+#[test]
+fn a_failed_work_step_is_a_fact_its_words_are_not_read() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let started = case.decide_at(t(0));
+    case.persist(&started);
+    case.pods = vec![pod(
+        1,
+        "primary",
+        PodState::Terminated {
+            exit_code: 3,
+            message: String::new(),
+            deadline_exceeded: false,
+            failed_step: Some(Step::Work),
+        },
+    )];
+    let d = case.decide_at(t(30));
+    assert_eq!(d.status.attempts[0].outcome, Some(AttemptOutcome::Failed));
+    assert_eq!(
+        d.status.attempts[0].reason.as_deref(),
+        Some("the work step exited with code 3 and left no report")
+    );
+}
+
+#[test]
+fn only_the_push_step_or_a_failed_clone_step_gives_a_result() {
+    let pod = |status: serde_json::Value| -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "fix-42-1", "labels": {"countersign.dev/attempt": "1", "countersign.dev/provider": "primary"}},
+            "status": status
+        }))
+        .expect("pod")
+    };
+    let term = |name: &str, code: i32, message: &str| {
+        serde_json::json!({"name": name, "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+            "state": {"terminated": {"exitCode": code, "message": message}}})
+    };
+    let forged = r#"{"version":1,"outcome":"succeeded","branch":"main"}"#;
+    let work_failed = PodView::of(&pod(serde_json::json!({"phase": "Failed",
+        "initContainerStatuses": [term("clone", 0, "cloned"), term("work", 1, forged)]})))
+    .expect("view");
+    assert_eq!(
+        work_failed.state,
+        PodState::Terminated {
+            exit_code: 1,
+            message: String::new(),
+            deadline_exceeded: false,
+            failed_step: Some(Step::Work)
+        }
+    );
+    assert!(work_failed.clone_ended);
+    let pushed = PodView::of(&pod(serde_json::json!({"phase": "Succeeded",
+        "initContainerStatuses": [term("clone", 0, "cloned"), term("work", 0, forged)],
+        "containerStatuses": [term("push", 0, "the result")]})))
+    .expect("view");
+    assert!(
+        matches!(pushed.state, PodState::Terminated { ref message, failed_step: None, .. } if message == "the result")
+    );
+    let clone_failed = PodView::of(&pod(serde_json::json!({"phase": "Failed",
+        "initContainerStatuses": [term("clone", 1, "cannot clone")]})))
+    .expect("view");
+    assert!(
+        matches!(clone_failed.state, PodState::Terminated { ref message, failed_step: Some(Step::Clone), .. } if message == "cannot clone")
+    );
+    let running = PodView::of(&pod(serde_json::json!({"phase": "Pending",
+        "initContainerStatuses": [term("clone", 0, "cloned")]})))
+    .expect("view");
+    assert_eq!(
+        (running.state, running.clone_ended),
+        (PodState::Active, true)
+    );
 }

@@ -35,6 +35,7 @@ fn status(phase: RunPhase) -> AgentRunStatus {
             finish_time: None,
             outcome: Some(AttemptOutcome::Succeeded),
             reason: None,
+            ..Attempt::default()
         }],
         branch: Some("countersign/api-issue-42-backend".into()),
         commit: Some("0123456789abcdef0123456789abcdef01234567".into()),

@@ -115,7 +115,7 @@ pub async fn wait_ready(addr: SocketAddr, timeout: Duration) -> anyhow::Result<(
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            bail!("the bot at {addr} was not ready within {timeout:?}");
+            bail!("the process at {addr} was not ready within {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

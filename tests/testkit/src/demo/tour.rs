@@ -79,9 +79,23 @@ pub(super) async fn tour(
     let status = run.status.clone().unwrap_or_default();
     if let Some(attempt) = status.attempts.last() {
         n.line(&format!(
-            "✔ pod {} ran `countersign agent` on provider {} ({} tokens in, {} out)",
-            attempt.pod, attempt.provider, status.usage.input_tokens, status.usage.output_tokens
+            "✔ pod {} ran `countersign agent clone`, `work` and `push` on provider {}",
+            attempt.pod, attempt.provider
         ));
+        let requests = stage.model.requests();
+        let with_key = requests.iter().filter(|r| r.auth_ok).count();
+        n.line(&format!(
+            "✔ the work step reached the model only through the provider gateway at {}: \
+             {} requests, {with_key} with the key only the gateway holds; {} tokens in, {} out \
+             counted by the gateway",
+            stage.gateway.addr,
+            requests.len(),
+            status.usage.input_tokens,
+            status.usage.output_tokens
+        ));
+        if !attempt.revoked_tokens.is_empty() {
+            n.line("✔ the attempt's GitHub tokens were revoked when it ended");
+        }
     }
     let branch = status.branch.clone().unwrap_or_default();
     let pr = status

@@ -221,6 +221,16 @@ pub struct MintedToken {
     pub permissions: Option<BTreeMap<String, String>>,
     /// Expiry.
     pub expires_at: Timestamp,
+    /// When it was revoked (`DELETE /installation/token`); GitHub refuses it from then on,
+    /// over REST and git alike.
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl MintedToken {
+    /// Whether GitHub still accepts it: not expired, not revoked.
+    pub fn is_live(&self) -> bool {
+        self.revoked_at.is_none() && self.expires_at > Timestamp::now()
+    }
 }
 
 /// A fault to answer instead of the real response.
@@ -690,6 +700,7 @@ fn router(world: Shared) -> Router {
             get(get_repo_installation),
         )
         .route("/app/installations/{id}/access_tokens", post(create_token))
+        .route("/installation/token", axum::routing::delete(revoke_token))
         .route(
             "/repos/{owner}/{repo}/collaborators/{login}/permission",
             get(get_permission),
@@ -848,7 +859,10 @@ fn authenticate(world: &World, headers: &HeaderMap) -> CallAuth {
         return verify_jwt(jwt);
     }
     match world.tokens.get(credential.token()) {
-        Some(t) if t.expires_at > Timestamp::now() => CallAuth::Installation(t.installation),
+        Some(t) if t.is_live() => CallAuth::Installation(t.installation),
+        Some(t) if t.revoked_at.is_some() => {
+            CallAuth::Invalid("the installation token was revoked".into())
+        }
         Some(_) => CallAuth::Invalid("the installation token expired".into()),
         None => CallAuth::Invalid("unknown token".into()),
     }
@@ -1066,6 +1080,7 @@ async fn create_token(
             repositories: request.repositories.clone(),
             permissions: request.permissions.clone(),
             expires_at,
+            revoked_at: None,
         },
     );
     (
@@ -1078,6 +1093,21 @@ async fn create_token(
         })),
     )
         .into_response()
+}
+
+/// `DELETE /installation/token`: revokes the installation token the request authenticates
+/// with (`204`); a token GitHub does not accept (unknown, expired, revoked) gets `401`.
+async fn revoke_token(State(world): State<Shared>, headers: HeaderMap) -> Response {
+    let mut w = lock(&world);
+    let CallAuth::Installation(_) = authenticate(&w, &headers) else {
+        return error(StatusCode::UNAUTHORIZED, "Bad credentials");
+    };
+    let credential = super::credentials::presented(&headers).and_then(Result::ok);
+    let token = credential.as_ref().map_or("", |c| c.token()).to_owned();
+    if let Some(minted) = w.tokens.get_mut(&token) {
+        minted.revoked_at = Some(Timestamp::now());
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn get_permission(

@@ -24,7 +24,6 @@ use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use jiff::Timestamp;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -119,7 +118,7 @@ fn authorize(
     let minted = world
         .tokens
         .get(&password)
-        .filter(|t| t.expires_at > Timestamp::now())
+        .filter(|t| t.is_live())
         .ok_or(Denial::Unauthenticated)?;
     let (owner, name) = split_repository(&format!("{owner}/{repo}"))
         .map(|(o, n)| (o.to_owned(), n.to_owned()))

@@ -125,6 +125,7 @@ impl RunContext {
             let started = match run.start(container, &volumes).await {
                 Ok(started) => started,
                 Err(exit) => {
+                    volumes.release(&container.name).await;
                     run.progress.init[i].2 = State::Terminated(exit);
                     return run.report().await;
                 }
@@ -133,7 +134,9 @@ impl RunContext {
                 started_at: started.started_at.clone(),
             };
             run.report().await?;
-            match run.wait(vec![started], &mut stop).await {
+            let ending = run.wait(vec![started], &mut stop).await;
+            volumes.release(&container.name).await;
+            match ending {
                 Ending::Exited(mut exits) => {
                     let exit = exits.pop().context("one container was waited for")?;
                     let failed = exit.code != 0;
@@ -162,9 +165,16 @@ impl RunContext {
         }
         run.report().await?;
         if started.is_empty() {
+            for container in &spec.containers {
+                volumes.release(&container.name).await;
+            }
             return Ok(());
         }
-        match run.wait(started, &mut stop).await {
+        let ending = run.wait(started, &mut stop).await;
+        for container in &spec.containers {
+            volumes.release(&container.name).await;
+        }
+        match ending {
             Ending::Exited(exits) => {
                 for (i, exit) in which.into_iter().zip(exits) {
                     run.progress.main[i].2 = State::Terminated(exit);

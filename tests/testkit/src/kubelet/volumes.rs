@@ -1,8 +1,13 @@
-//! The local kubelet's volumes: each pod volume becomes a directory
-//! `<pod dir>/volumes/<volume name>/` (emptyDir: empty; Secret and ConfigMap: one file per
-//! key with its decoded bytes and mode; downward API: the pod's metadata; projected: all of
-//! these plus a ServiceAccount token from the TokenRequest API), and each of the container's `volumeMounts` maps its
-//! `mountPath` to that directory (or to its `subPath`).
+//! The local kubelet's volumes: each emptyDir becomes a directory
+//! `<pod dir>/volumes/<volume name>/` shared by the pod's containers; the read-only kinds
+//! (Secret and ConfigMap: one file per key with its decoded bytes and mode; downward API: the
+//! pod's metadata; projected: all of these plus a ServiceAccount token from the TokenRequest
+//! API) are read once when the pod starts and written, for each container that mounts them,
+//! to `<pod dir>/containers/<container>/<volume name>/` just before it starts, and removed when
+//! it ends. A container that does not mount such a volume finds no copy of it on disk (in a
+//! real pod its mount namespace simply lacks it), which is what keeps an agent pod's tokens
+//! out of the steps that must not see them. Each of the container's `volumeMounts` maps its
+//! `mountPath` to its directory (or to its `subPath`).
 //!
 //! There is no mount namespace here: the process sees the host's filesystem. The mapping is
 //! a path rewrite the kubelet applies where paths are handed to the container — its
@@ -86,14 +91,17 @@ impl MountMap {
     }
 }
 
-/// The pod's volumes, set up: each volume's local directory.
+/// The pod's volumes, set up: each emptyDir's local directory, and the files of each
+/// read-only volume (written per container by [`Volumes::mounts`]).
 #[derive(Clone, Debug, Default)]
 pub(super) struct Volumes {
     dirs: BTreeMap<String, PathBuf>,
+    contents: BTreeMap<String, Vec<File>>,
+    pod_dir: PathBuf,
 }
 
-/// Creates `<pod dir>/volumes/<name>/` for every pod volume and fills Secret, ConfigMap,
-/// downward API and projected volumes.
+/// Creates `<pod dir>/volumes/<name>/` for every emptyDir and reads the files of Secret,
+/// ConfigMap, downward API and projected volumes.
 pub(super) async fn set_up(
     client: &kube::Client,
     pod: &Pod,
@@ -101,33 +109,77 @@ pub(super) async fn set_up(
 ) -> Result<Volumes, VolumeError> {
     let volumes_dir = pod_dir.join("volumes");
     let mut dirs = BTreeMap::new();
+    let mut read_only = BTreeMap::new();
     let spec = pod.spec.as_ref();
     for volume in spec.and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
-        let dir = volumes_dir.join(&volume.name);
         let files = contents(client, pod, volume).await?;
-        write_volume(&dir, &files)
-            .await
-            .map_err(|source| VolumeError::Io {
-                volume: volume.name.clone(),
-                source,
-            })?;
-        dirs.insert(volume.name.clone(), dir);
+        if volume.empty_dir.is_some() {
+            let dir = volumes_dir.join(&volume.name);
+            write_volume(&dir, &files)
+                .await
+                .map_err(|source| VolumeError::Io {
+                    volume: volume.name.clone(),
+                    source,
+                })?;
+            dirs.insert(volume.name.clone(), dir);
+        } else {
+            read_only.insert(volume.name.clone(), files);
+        }
     }
-    Ok(Volumes { dirs })
+    Ok(Volumes {
+        dirs,
+        contents: read_only,
+        pod_dir: pod_dir.to_owned(),
+    })
 }
 
 impl Volumes {
+    /// The directory holding `container`'s copies of the read-only volumes it mounts.
+    fn container_dir(&self, container: &str) -> PathBuf {
+        self.pod_dir.join("containers").join(container)
+    }
+
+    /// Removes `container`'s copies of the read-only volumes once it ended.
+    pub(super) async fn release(&self, container: &str) {
+        let dir = self.container_dir(container);
+        if let Err(error) = tokio::fs::remove_dir_all(&dir).await
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), %error, "kubelet could not remove a container's volumes");
+        }
+    }
+
     /// `container`'s mount map: each `volumeMounts` entry's path and its local directory
-    /// (a missing `subPath` is created, as the kubelet does).
+    /// (a missing `subPath` is created, as the kubelet does). Read-only volumes are written
+    /// for this container now.
     pub(super) async fn mounts(&self, container: &Container) -> Result<MountMap, VolumeError> {
         let mut mounts = Vec::new();
+        let mut written = BTreeMap::new();
         for mount in container.volume_mounts.iter().flatten() {
-            let dir = self.dirs.get(&mount.name).ok_or_else(|| {
-                VolumeError::Unsupported(format!(
-                    "volumeMount {:?} names no volume of the pod",
-                    mount.name
-                ))
-            })?;
+            let dir = match (self.dirs.get(&mount.name), self.contents.get(&mount.name)) {
+                (Some(dir), _) => dir.clone(),
+                (None, Some(files)) => match written.get(&mount.name) {
+                    Some(dir) => PathBuf::clone(dir),
+                    None => {
+                        let dir = self.container_dir(&container.name).join(&mount.name);
+                        write_volume(&dir, files)
+                            .await
+                            .map_err(|source| VolumeError::Io {
+                                volume: mount.name.clone(),
+                                source,
+                            })?;
+                        written.insert(mount.name.clone(), dir.clone());
+                        dir
+                    }
+                },
+                (None, None) => {
+                    return Err(VolumeError::Unsupported(format!(
+                        "volumeMount {:?} names no volume of the pod",
+                        mount.name
+                    )));
+                }
+            };
+            let dir = &dir;
             let local = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
                 Some(sub) => dir.join(relative(sub).ok_or_else(|| {
                     VolumeError::Unsupported(format!("subPath {sub:?} leaves the volume"))
