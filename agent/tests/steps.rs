@@ -411,7 +411,7 @@ async fn a_failed_clone_writes_the_attempts_result_and_work_without_a_gateway_re
     let result = failed.expect_err("no repository, no clone");
     assert_eq!(result.outcome, ResultOutcome::Failed);
     let written = fs::read_to_string(&pod.args.termination_log).expect("log");
-    assert_eq!(AgentResult::parse(&written).expect("a result"), result);
+    assert_eq!(AgentResult::parse(&written).expect("a result"), *result);
 
     let mut args = pod.args.clone();
     args.gateway_url = None;

@@ -37,10 +37,13 @@ pub enum KeyError {
     },
 }
 
+/// Cached keys by (namespace, Secret, key), with when each was read.
+type KeyCache = HashMap<(String, String, String), (SecretString, Instant)>;
+
 /// Provider keys by Secret reference, cached for [`KEY_TTL`].
 pub struct Keys {
     client: kube::Client,
-    cache: Mutex<HashMap<(String, String, String), (SecretString, Instant)>>,
+    cache: Mutex<KeyCache>,
 }
 
 impl Keys {
@@ -99,9 +102,7 @@ impl Keys {
         Ok(key)
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), (SecretString, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyCache> {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

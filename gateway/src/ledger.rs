@@ -112,7 +112,7 @@ impl Ledgers {
             }
         }
         let state = lock(&entry.state);
-        let mut ledger = state.known.clone().unwrap_or_else(UsageLedger::new);
+        let mut ledger = state.known.clone().unwrap_or_default();
         for (_, r) in &state.pending {
             ledger.record(&r.attempt, &r.run_uid, &r.agent, &r.day, &r.spend);
         }
@@ -230,9 +230,7 @@ async fn write(
     loop {
         tries += 1;
         let current = read(client, key).await?;
-        let (mut ledger, version) = current
-            .map(|(l, v)| (l, v))
-            .unwrap_or_else(|| (UsageLedger::new(), None));
+        let (mut ledger, version) = current.unwrap_or_else(|| (UsageLedger::new(), None));
         for r in records {
             ledger.record(&r.attempt, &r.run_uid, &r.agent, &r.day, &r.spend);
         }

@@ -92,8 +92,11 @@ pub struct Gateway {
     pub settings: Settings,
     /// Where "now" comes from (the UTC day of spend).
     pub clock: fn() -> jiff::Timestamp,
-    permits: Mutex<HashMap<(String, String), (usize, Arc<Semaphore>)>>,
+    permits: Mutex<Permits>,
 }
+
+/// Concurrency permits per (Agent, provider): the limit they were made for, and the semaphore.
+type Permits = HashMap<(String, String), (usize, Arc<Semaphore>)>;
 
 impl Gateway {
     /// A gateway over `catalog` and `client`.
@@ -576,9 +579,7 @@ fn deliver_stream(done: Done, answer: http::Response<Incoming>) -> Response {
         timeout,
     };
     let stream = futures::stream::unfold(state, |mut state| async move {
-        let Some(done) = state.done.as_ref() else {
-            return None;
-        };
+        let done = state.done.as_ref()?;
         let request_bytes = done.request_bytes;
         match tokio::time::timeout(state.timeout, state.body.frame()).await {
             Ok(Some(Ok(frame))) => {

@@ -42,7 +42,7 @@ impl Handoff {
 
 /// Runs the clone step. `Ok(result)` with the result written to the termination log; the
 /// process exits non-zero when the result is not a success.
-pub fn run(args: &StepArgs) -> anyhow::Result<Result<Handoff, AgentResult>> {
+pub fn run(args: &StepArgs) -> anyhow::Result<Result<Handoff, Box<AgentResult>>> {
     let outcome = clone(args);
     match &outcome {
         Ok(handoff) => write_text(
@@ -54,8 +54,9 @@ pub fn run(args: &StepArgs) -> anyhow::Result<Result<Handoff, AgentResult>> {
     Ok(outcome)
 }
 
-fn clone(args: &StepArgs) -> Result<Handoff, AgentResult> {
-    let fail = |reason: String| ended(ResultOutcome::Failed, reason);
+/// The clone; a failure is the attempt's result (boxed: it is large and rare).
+fn clone(args: &StepArgs) -> Result<Handoff, Box<AgentResult>> {
+    let fail = |reason: String| Box::new(ended(ResultOutcome::Failed, reason));
     let task = read_task(&args.task_file()).map_err(fail)?;
     let token = read_token(&args.clone_token_file(), "clone token").map_err(fail)?;
     set_git_timeouts();
