@@ -94,7 +94,8 @@ fn main() -> ExitCode {
             let service = match cli.command {
                 Command::Controller(_) => "countersign-controller",
                 Command::Bot(_) => "countersign-bot",
-                Command::Agent(_) => "countersign-agent",
+                Command::Gateway(_) => "countersign-gateway",
+                Command::Agent { .. } => "countersign-agent",
                 _ => "countersign",
             };
             match countersign_telemetry::init_logging_with_otlp(cli.log_format, endpoint, service) {
