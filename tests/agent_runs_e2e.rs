@@ -1040,14 +1040,40 @@ async fn a_failing_verify_command_goes_back_to_the_model_before_anything_is_push
     );
 }
 
-/// `countersign-sandbox demo`'s tour, with the real controller, bot and agent processes.
+/// `countersign-sandbox demo`'s tour on the real control plane (as `./scripts/demo` runs it
+/// once `scripts/controlplane` has built it), with the real controller, bot and agent
+/// processes; the fake under `COUNTERSIGN_TEST_CONTROL_PLANE=fake`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sandbox_demo_runs_from_a_labelled_issue_to_a_green_check() {
+    let kubernetes = if TestCluster::real_chosen().await.expect("backend") {
+        countersign_testkit::demo::DemoKubernetes::Real(
+            countersign_testkit::controlplane::Binaries::find_or_build()
+                .await
+                .expect("control plane binaries"),
+        )
+    } else {
+        countersign_testkit::demo::DemoKubernetes::Fake
+    };
+    demo_tour(kubernetes).await;
+}
+
+/// The same tour on the simulated apiserver, which a newcomer without Go gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sandbox_demo_runs_on_the_simulated_apiserver_too() {
+    demo_tour(countersign_testkit::demo::DemoKubernetes::Fake).await;
+}
+
+async fn demo_tour(kubernetes: countersign_testkit::demo::DemoKubernetes) {
+    let real = matches!(
+        kubernetes,
+        countersign_testkit::demo::DemoKubernetes::Real(_)
+    );
     let dir = tempfile::tempdir().expect("demo dir");
     let options = countersign_testkit::demo::DemoOptions {
         countersign: env!("CARGO_BIN_EXE_countersign").into(),
         dir: dir.path().to_path_buf(),
         step_timeout: Duration::from_secs(60),
+        kubernetes,
     };
     let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let sink = lines.clone();
@@ -1062,8 +1088,14 @@ async fn the_sandbox_demo_runs_from_a_labelled_issue_to_a_green_check() {
     assert_eq!(report.risk, "medium");
     assert_eq!(report.approved_roles, ["developer", "tech_lead"]);
     let text = lines.lock().expect("lines").join("\n");
+    let (said, switch) = if real {
+        ("a REAL kube-apiserver", "--control-plane fake")
+    } else {
+        ("a SIMULATED kube-apiserver", "--control-plane real")
+    };
     for expected in [
-        "SIMULATED",
+        said,
+        switch,
         "the bot created AgentRun demo/shop-issue-1-backend",
         "run phase Running",
         "ran `countersign agent clone`, `work` and `push`",
@@ -1093,6 +1125,7 @@ async fn the_demo_explains_a_missing_countersign_binary() {
         countersign: dir.path().join("no-such-binary"),
         dir: dir.path().to_path_buf(),
         step_timeout: Duration::from_secs(5),
+        kubernetes: countersign_testkit::demo::DemoKubernetes::Fake,
     };
     let error = countersign_testkit::demo::run(&options, |_| {}, async {})
         .await

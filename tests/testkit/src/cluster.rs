@@ -97,7 +97,16 @@ impl TestCluster {
     /// namespace names, which tests sharing one apiserver would see from each other. (Under
     /// cargo-nextest every test is its own process, so the shared one is per test anyway.)
     pub async fn start_dedicated() -> anyhow::Result<TestCluster> {
-        let real = match choice()? {
+        if !TestCluster::real_chosen().await? {
+            return TestCluster::start().await;
+        }
+        TestCluster::dedicated_real(None).await
+    }
+
+    /// Whether [`BACKEND_ENV`] (and what is built) chooses the real control plane: `real`,
+    /// or unset with the binaries built. Unset and not built is an error under `CI=true`.
+    pub async fn real_chosen() -> anyhow::Result<bool> {
+        Ok(match choice()? {
             Choice::Fake => false,
             Choice::Real => true,
             Choice::Auto => match Binaries::find().await? {
@@ -105,11 +114,15 @@ impl TestCluster {
                 None if is_ci() => return Err(missing_under_ci()),
                 None => false,
             },
-        };
-        if !real {
-            return TestCluster::start().await;
-        }
+        })
+    }
+
+    /// A real control plane of the caller's alone, with the Countersign CRDs, from `binaries`
+    /// (found, or built, with [`Binaries::find_or_build`] when `None`); stopped when the last
+    /// clone of the cluster is dropped.
+    pub async fn dedicated_real(binaries: Option<Binaries>) -> anyhow::Result<TestCluster> {
         let options = crate::controlplane::StartOptions {
+            binaries,
             crds: countersign_crds()?,
             ..crate::controlplane::StartOptions::default()
         };
@@ -173,7 +186,8 @@ impl TestCluster {
             static NOTE: Once = Once::new();
             NOTE.call_once(|| {
                 loud_note(
-                    "the real Kubernetes control plane is not built, so fidelity tests check the                      fake alone. Build it with ./scripts/controlplane (needs Go).",
+                    "the real Kubernetes control plane is not built, so fidelity tests check the \
+                     fake alone. Build it with ./scripts/controlplane (needs Go).",
                 );
             });
         }

@@ -1,8 +1,11 @@
 //! `countersign-sandbox demo`: the newcomer's one-command tour of Countersign.
 //!
-//! Kubernetes, GitHub and the AI model are simulated in this process (the fake apiserver with
-//! its local kubelet, the fake GitHub with a sample repository and issue, a scripted
-//! OpenAI-compatible model); the controller, the bot, the provider gateway and the agent's
+//! GitHub and the AI model are simulated in this process (the fake GitHub with a sample
+//! repository and issue, a scripted OpenAI-compatible model). Kubernetes is either the real
+//! control plane (kube-apiserver, etcd and kube-controller-manager built from Kubernetes' Go
+//! modules by `scripts/controlplane`: real RBAC, Pod Security admission and CEL validation)
+//! or the test kit's fake apiserver (starts in milliseconds); either way the test kit's
+//! kubelet runs the agent pods as local processes. The controller, the bot, the provider gateway and the agent's
 //! three steps are the real `countersign` binary, started as processes exactly as in a
 //! cluster. The agent reaches the model only through the gateway, which holds the key. The tour labels an issue, follows the
 //! run (phases, pod, branch, pull request), shows the risk and the approvals it needs,
@@ -14,7 +17,7 @@ mod processes;
 mod script;
 mod tour;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,9 +26,9 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
 
-use crate::apiserver::FakeApiServer;
+use crate::cluster::{ClusterKind, TestCluster};
+use crate::controlplane::Binaries;
 use crate::github::{FakeGitHub, TEST_APP_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_SLUG, User};
-use crate::kubelet::Kubelet;
 use crate::model::FakeModel;
 
 use self::processes::Started;
@@ -52,6 +55,33 @@ pub struct DemoOptions {
     pub dir: PathBuf,
     /// Longest wait for any one step.
     pub step_timeout: Duration,
+    /// The Kubernetes the tour runs on.
+    pub kubernetes: DemoKubernetes,
+}
+
+/// The Kubernetes a tour runs on.
+#[derive(Clone, Debug)]
+pub enum DemoKubernetes {
+    /// The real control plane from these binaries (see [`Binaries`]).
+    Real(Binaries),
+    /// The test kit's fake apiserver.
+    Fake,
+}
+
+impl DemoKubernetes {
+    /// What `--control-plane` asks for: `real` (built now when it is not), `fake`, or
+    /// `auto`: real when `scripts/controlplane` has built it, else fake.
+    pub async fn choose(requested: &str) -> anyhow::Result<DemoKubernetes> {
+        match requested {
+            "real" => Ok(DemoKubernetes::Real(Binaries::find_or_build().await?)),
+            "fake" => Ok(DemoKubernetes::Fake),
+            "auto" => Ok(match Binaries::find().await? {
+                Some(binaries) => DemoKubernetes::Real(binaries),
+                None => DemoKubernetes::Fake,
+            }),
+            other => bail!("--control-plane {other:?}: expected real, fake or auto"),
+        }
+    }
 }
 
 /// What the tour did, for its caller (and tests).
@@ -107,7 +137,7 @@ impl Narrator {
 
 /// Everything the tour runs; dropped at the end, which stops the processes and fakes.
 struct Stage {
-    api: FakeApiServer,
+    api: TestCluster,
     github: FakeGitHub,
     model: FakeModel,
     bot: Started,
@@ -142,6 +172,13 @@ pub async fn run(
     }
     std::fs::create_dir_all(&options.dir)
         .with_context(|| format!("Cannot create {}", options.dir.display()))?;
+    // Pods run in directories of their own: a relative path would not reach the binary.
+    let options = &DemoOptions {
+        countersign: std::fs::canonicalize(&options.countersign).with_context(|| {
+            format!("Cannot resolve {}", options.countersign.display())
+        })?,
+        ..options.clone()
+    };
     let stage = set_stage(options, &mut n).await?;
     let report = tour::tour(options, &stage, &mut n).await.map_err(|e| {
         e.context(format!(
@@ -160,7 +197,7 @@ pub async fn run(
         report.conclusion
     ));
     n.plain("");
-    n.plain("Explore the simulated cluster while it runs (with --keep), e.g.:");
+    n.plain("Explore the cluster while it runs (with --keep), e.g.:");
     n.plain(&format!(
         "  export KUBECONFIG={}",
         stage.kubeconfig.display()
@@ -172,6 +209,15 @@ pub async fn run(
         "  open http://{}/gates/{NAMESPACE}/shop-pr-{}",
         report.bot, report.pull_request
     ));
+    n.plain(&match stage.api.kind() {
+        ClusterKind::Real => "This tour ran on the real control plane; `./scripts/demo \
+                              --control-plane fake` runs it on the fast simulated apiserver."
+            .to_owned(),
+        ClusterKind::Fake => "This tour ran on the SIMULATED apiserver; `./scripts/demo \
+                              --control-plane real` runs it on a real kube-apiserver and etcd \
+                              (built on first use, about 10 minutes, needs Go)."
+            .to_owned(),
+    });
     n.plain("Next: install on a real cluster with a real GitHub App (README, \"Install on a real cluster\").");
     keep.await;
     drop(stage);
@@ -180,13 +226,26 @@ pub async fn run(
 
 async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<Stage> {
     let cast = cast();
-    let api = FakeApiServer::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .context("Cannot start the fake kube-apiserver")?;
-    for crd in countersign_crds::all() {
-        api.install_crd(&crd).context("Cannot install the CRDs")?;
-    }
-    api.create_namespace(NAMESPACE)?;
+    let api = match &options.kubernetes {
+        DemoKubernetes::Real(binaries) => TestCluster::dedicated_real(Some(binaries.clone()))
+            .await
+            .context("Cannot start the real Kubernetes control plane")?,
+        DemoKubernetes::Fake => {
+            let api = TestCluster::fake()
+                .await
+                .context("Cannot start the fake kube-apiserver")?;
+            api.install_crds()
+                .await
+                .context("Cannot install the CRDs")?;
+            api
+        }
+    };
+    // Agent pods must pass the "restricted" Pod Security profile (enforced on the real one).
+    api.create_named_namespace(
+        NAMESPACE,
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    )
+    .await?;
     let kubeconfig = options.dir.join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig_yaml())
         .with_context(|| format!("Cannot write {}", kubeconfig.display()))?;
@@ -213,11 +272,21 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
             &cast.rita,
         );
     }
-    n.plain("Countersign demo. Everything except Countersign itself is SIMULATED on this machine:");
-    n.plain(&format!(
-        "  Kubernetes  a fake kube-apiserver at {} (pods run as local processes)",
-        api.url()
-    ));
+    n.plain("Countersign demo, on this machine alone:");
+    match api.as_real() {
+        Some(real) => n.plain(&format!(
+            "  Kubernetes  a REAL kube-apiserver, etcd and kube-controller-manager at {} (ready in \
+             {:.1?}; RBAC, Pod Security \"restricted\" and CEL validation enforced; the test \
+             kit's kubelet runs pods as local processes)",
+            api.url(),
+            real.startup_time()
+        )),
+        None => n.plain(&format!(
+            "  Kubernetes  a SIMULATED kube-apiserver at {} (the test kit's fake; pods run as local \
+             processes)",
+            api.url()
+        )),
+    }
     n.plain(&format!(
         "  GitHub      a fake GitHub at {} holding {REPOSITORY} and its issue #1",
         github.url()
@@ -233,7 +302,7 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
     n.plain("");
 
     apply_manifests(&api, &model).await?;
-    let kubelet = Kubelet::new(api.client(), options.dir.join("pods"));
+    let kubelet = api.kubelet(NAMESPACE, options.dir.join("pods"));
     let kubelet = tokio::spawn(async move {
         if let Err(e) = kubelet.run().await {
             tracing::error!(error = %format!("{e:#}"), "the local kubelet stopped");
@@ -354,7 +423,7 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
 }
 
 /// The RiskPolicy, Project, Agent and model key the tour runs with.
-async fn apply_manifests(api: &FakeApiServer, model: &FakeModel) -> anyhow::Result<()> {
+async fn apply_manifests(api: &TestCluster, model: &FakeModel) -> anyhow::Result<()> {
     let client = api.client();
     let mut policy: Value = serde_yaml::from_str(script::DEFAULT_POLICY)
         .context("The default RiskPolicy does not parse")?;

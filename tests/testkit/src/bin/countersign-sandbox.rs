@@ -50,6 +50,17 @@ enum Command {
         /// interrupted, to look around with kubectl and the gate page.
         #[arg(long)]
         keep: bool,
+        /// Which Kubernetes: `real` (kube-apiserver, etcd and kube-controller-manager built
+        /// by scripts/controlplane, built now if needed: about 10 minutes the first time, needs
+        /// Go), `fake` (the test kit's simulated apiserver, instant), or `auto`: real when
+        /// already built, else fake.
+        #[arg(
+            long,
+            default_value = "auto",
+            value_parser = ["auto", "real", "fake"],
+            env = "COUNTERSIGN_DEMO_CONTROL_PLANE"
+        )]
+        control_plane: String,
     },
     /// Serve a kube-apiserver with the Countersign CRDs installed until interrupted.
     Serve {
@@ -116,7 +127,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
             step_timeout,
             keep,
+            control_plane,
         } => {
+            let kubernetes = demo::DemoKubernetes::choose(&control_plane).await?;
             let countersign = match countersign {
                 Some(path) => path,
                 None => demo::sibling_binary(
@@ -127,6 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 countersign,
                 dir: dir.unwrap_or_else(demo::default_dir),
                 step_timeout: step_timeout.0,
+                kubernetes,
             };
             let hold = async move {
                 if keep {
