@@ -174,9 +174,8 @@ pub async fn run(
         .with_context(|| format!("Cannot create {}", options.dir.display()))?;
     // Pods run in directories of their own: a relative path would not reach the binary.
     let options = &DemoOptions {
-        countersign: std::fs::canonicalize(&options.countersign).with_context(|| {
-            format!("Cannot resolve {}", options.countersign.display())
-        })?,
+        countersign: std::fs::canonicalize(&options.countersign)
+            .with_context(|| format!("Cannot resolve {}", options.countersign.display()))?,
         ..options.clone()
     };
     let stage = set_stage(options, &mut n).await?;
