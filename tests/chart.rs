@@ -2,12 +2,14 @@
 //! `helm lint` and `helm template` pass with the default values and every `ci/*-values.yaml`;
 //! the schema refuses unknown values; every rendered object is accepted by the real
 //! kube-apiserver (`kubectl apply --dry-run=server`); and every rendered workload's pod is
-//! admitted by real Pod Security admission in a namespace that enforces `restricted`.
-//! (The chart's RBAC is proved by running the controller and bot with it:
-//! `tests/chart_rbac.rs`.)
+//! admitted by real Pod Security admission in a namespace that enforces `restricted`; and the
+//! controller is pointed at the provider gateway the chart runs, with the Service, pod labels
+//! and NetworkPolicies of both sides agreeing. (The chart's RBAC is proved by running the
+//! controller, the bot and the gateway with it: `tests/chart_rbac.rs`.)
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -20,6 +22,13 @@ use countersign_testkit::tools::Tool;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether the rendered chart runs the provider gateway itself.
+fn gateway_enabled(rendered: &Rendered) -> bool {
+    rendered
+        .named("Deployment", "countersign-gateway")
+        .is_some()
 }
 
 #[test]
@@ -90,6 +99,16 @@ fn the_values_schema_refuses_unknown_and_invalid_values() {
             "an invalid namespace",
         ),
         ("publicUrl=countersign.example.com", "a URL without scheme"),
+        ("gateway.replica=2", "a misspelt gateway key"),
+        ("gateway.port=0", "a port out of range"),
+        (
+            "gateway.egress[0].cidrs[0]=everywhere",
+            "a provider egress block that is not a CIDR",
+        ),
+        (
+            "gateway.egress[0].hosts[0]=api.openai.com",
+            "egress by host name, which NetworkPolicies cannot express",
+        ),
     ] {
         let err = chart::render(&helm, "countersign-system", None, &[set]).expect_err(why);
         assert!(
@@ -110,7 +129,12 @@ fn every_rendered_workload_is_locked_down() {
         let rendered = chart::render(&helm, "countersign-system", values.as_deref(), &[])
             .expect("helm template");
         let deployments = rendered.of_kind("Deployment");
-        assert!(deployments.len() >= 2, "controller and bot");
+        let gateway = gateway_enabled(&rendered);
+        assert_eq!(
+            deployments.len(),
+            if gateway { 3 } else { 2 },
+            "controller, bot and (unless gateway.enabled is false) the gateway: {values:?}"
+        );
         for deployment in deployments {
             let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
             let pod = &deployment["spec"]["template"]["spec"];
@@ -147,7 +171,7 @@ fn every_rendered_workload_is_locked_down() {
                     .filter_map(Value::as_str)
                     .collect();
                 assert!(
-                    matches!(args.first(), Some(&"controller" | &"bot")),
+                    matches!(args.first(), Some(&"controller" | &"bot" | &"gateway")),
                     "{args:?}"
                 );
             }
@@ -155,8 +179,13 @@ fn every_rendered_workload_is_locked_down() {
         if values.is_none() {
             assert_eq!(
                 rendered.of_kind("PodDisruptionBudget").len(),
-                2,
+                3,
                 "a PDB per component by default"
+            );
+            assert_eq!(
+                rendered.of_kind("NetworkPolicy").len(),
+                3,
+                "a NetworkPolicy per component by default"
             );
         }
     }
@@ -201,7 +230,7 @@ async fn real_pod_security_admission_admits_every_rendered_pod_in_a_restricted_n
         .expect_err("refused");
     assert!(refused.to_string().contains("restricted"), "{refused}");
 
-    let mut checked = 0;
+    let (mut checked, mut gateways) = (0, 0);
     for values in chart::values_files() {
         let rendered = chart::render(&helm, &ns, values.as_deref(), &[]).expect("template");
         // The ServiceAccount admission plugin wants the pods' accounts to exist.
@@ -228,11 +257,16 @@ async fn real_pod_security_admission_admits_every_rendered_pod_in_a_restricted_n
                 panic!("restricted Pod Security refused {name} ({values:?}): {err}")
             });
             checked += 1;
+            gateways += usize::from(name.ends_with("-gateway"));
         }
     }
     assert!(
         checked >= 6,
         "controller and bot of every values file: {checked}"
+    );
+    assert!(
+        gateways >= 3,
+        "the gateway of every values file that runs it: {gateways}"
     );
 }
 
@@ -331,4 +365,228 @@ fn rendered_objects_carry_the_standard_labels() {
             );
         }
     }
+}
+
+#[derive(clap::Parser)]
+#[command(args_override_self = true)]
+struct ControllerCli {
+    #[command(flatten)]
+    args: countersign_controller::config::ControllerArgs,
+}
+
+/// Label selector `matchLabels` as a map.
+fn match_labels(selector: &Value) -> BTreeMap<String, String> {
+    serde_json::from_value(selector["matchLabels"].clone()).unwrap_or_default()
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// What the controller is told about the gateway (parsed by the controller's own flag
+/// parsing) is what the chart runs: its URL is the gateway Service in the release namespace
+/// on the container's port (agent pods' NetworkPolicies allow that port at the gateway's
+/// pods, so Service and container ports must be the same), the pod labels select the
+/// gateway's pods (and only them), and the gateway's NetworkPolicy admits agent pods (the
+/// label the controller gives them) from the namespaces where agents run.
+#[test]
+fn the_controller_is_pointed_at_the_gateway_the_chart_runs() {
+    use clap::Parser as _;
+    let Some(helm) = Tool::Helm.for_test("gateway wiring").expect("helm") else {
+        return;
+    };
+    let release_ns = "cs-release";
+    let mut wired = 0;
+    for values in chart::values_files() {
+        let rendered = chart::render(&helm, release_ns, values.as_deref(), &[]).expect("template");
+        let mut argv = vec!["countersign-controller".to_owned()];
+        argv.extend(rendered.args("countersign-controller").into_iter().skip(1));
+        let settings = ControllerCli::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("the controller's flags parse ({values:?}): {e}"))
+            .args
+            .settings()
+            .unwrap_or_else(|e| panic!("the controller's flags are valid ({values:?}): {e}"));
+        let gateway = settings
+            .gateway
+            .unwrap_or_else(|| panic!("the controller is given a gateway ({values:?})"));
+        if !gateway_enabled(&rendered) {
+            // Run elsewhere: only the controller's extraArgs name it.
+            assert!(rendered.named("Service", "countersign-gateway").is_none());
+            continue;
+        }
+        wired += 1;
+        let service = rendered
+            .named("Service", "countersign-gateway")
+            .expect("gateway Service");
+        let port = &service["spec"]["ports"][0];
+        assert_eq!(
+            gateway.url,
+            format!(
+                "http://countersign-gateway.{release_ns}.svc:{}",
+                port["port"]
+            ),
+            "{values:?}"
+        );
+        assert_eq!(gateway.namespace, release_ns);
+        assert_eq!(port["targetPort"], "http");
+        let deployment = rendered
+            .named("Deployment", "countersign-gateway")
+            .expect("gateway Deployment");
+        let template = &deployment["spec"]["template"];
+        let container = &template["spec"]["containers"][0];
+        let http = container["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .find(|p| p["name"] == "http")
+            .expect("the http port");
+        assert_eq!(
+            http["containerPort"].as_u64(),
+            Some(u64::from(gateway.port)),
+            "Service port and container port differ ({values:?})"
+        );
+        assert!(
+            container["args"]
+                .as_array()
+                .expect("args")
+                .iter()
+                .any(|a| a == &json!(format!("--listen=0.0.0.0:{}", gateway.port))),
+            "{values:?}"
+        );
+        let pod_labels: BTreeMap<String, String> =
+            serde_json::from_value(template["metadata"]["labels"].clone()).expect("labels");
+        assert!(
+            selects(&gateway.pod_labels, &pod_labels),
+            "--gateway-pod-labels {:?} do not select the gateway's pods {pod_labels:?}",
+            gateway.pod_labels
+        );
+        let service_selector: BTreeMap<String, String> =
+            serde_json::from_value(service["spec"]["selector"].clone()).expect("selector");
+        assert!(selects(&service_selector, &pod_labels));
+        // Only the gateway's pods: not the controller's or the bot's.
+        for other in ["countersign-controller", "countersign-bot"] {
+            let labels: BTreeMap<String, String> = serde_json::from_value(
+                rendered.named("Deployment", other).expect("Deployment")["spec"]["template"]
+                    ["metadata"]["labels"]
+                    .clone(),
+            )
+            .expect("labels");
+            assert!(!selects(&gateway.pod_labels, &labels), "{other}");
+        }
+
+        // The gateway's NetworkPolicy: it applies to these pods and admits agent pods.
+        let policy = rendered
+            .named("NetworkPolicy", "countersign-gateway")
+            .expect("the gateway's NetworkPolicy");
+        assert!(selects(
+            &match_labels(&policy["spec"]["podSelector"]),
+            &pod_labels
+        ));
+        let agent_label = BTreeMap::from([(
+            "app.kubernetes.io/name".to_owned(),
+            countersign_crds::attempt::AGENT_POD_APP.to_owned(),
+        )]);
+        let agent_peer = policy["spec"]["ingress"]
+            .as_array()
+            .expect("ingress")
+            .iter()
+            .filter(|rule| rule["ports"][0]["port"] == "http")
+            .flat_map(|rule| rule["from"].as_array().cloned().unwrap_or_default())
+            .find(|peer| selects(&match_labels(&peer["podSelector"]), &agent_label))
+            .unwrap_or_else(|| panic!("no ingress from agent pods ({values:?}): {policy:#}"));
+        // From where the controller runs agents: the namespaces it may create their Secrets
+        // in (its Roles), or any namespace when it has Secrets cluster-wide or none yet.
+        let mut agent_namespaces: Vec<&str> = rendered
+            .of_kind("Role")
+            .into_iter()
+            .filter(|r| {
+                let name = &r["metadata"]["name"];
+                name == "countersign-controller-secrets" || name == "countersign-controller"
+            })
+            .filter_map(|r| r["metadata"]["namespace"].as_str())
+            .collect();
+        agent_namespaces.sort_unstable();
+        let namespaces = &agent_peer["namespaceSelector"];
+        match namespaces["matchExpressions"].as_array() {
+            Some(expressions) => {
+                assert_eq!(expressions.len(), 1);
+                assert_eq!(expressions[0]["key"], "kubernetes.io/metadata.name");
+                assert_eq!(expressions[0]["operator"], "In");
+                let mut listed: Vec<&str> = expressions[0]["values"]
+                    .as_array()
+                    .expect("values")
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
+                listed.sort_unstable();
+                assert_eq!(listed, agent_namespaces, "{values:?}");
+            }
+            None => {
+                assert_eq!(namespaces, &json!({}), "{values:?}");
+                assert!(agent_namespaces.is_empty(), "{values:?}");
+            }
+        }
+        if let Some(ns) = &settings.namespace {
+            assert!(
+                rendered
+                    .args("countersign-gateway")
+                    .contains(&format!("--namespace={ns}")),
+                "the gateway serves the namespace the controller watches"
+            );
+        }
+    }
+    assert!(wired >= 3, "the gateway is wired in {wired} values files");
+}
+
+/// A default install with `controller.agentNamespaces`: the gateway's NetworkPolicy admits
+/// agent pods of exactly those namespaces, and egress is DNS, the API server and TCP 443.
+#[test]
+fn the_gateways_network_policy_by_default() {
+    let Some(helm) = Tool::Helm.for_test("gateway NetworkPolicy").expect("helm") else {
+        return;
+    };
+    let rendered = chart::render(
+        &helm,
+        "countersign-system",
+        None,
+        &["controller.agentNamespaces={team-a,team-b}"],
+    )
+    .expect("template");
+    let policy = rendered
+        .named("NetworkPolicy", "countersign-gateway")
+        .expect("policy");
+    assert_eq!(
+        policy["spec"]["ingress"],
+        json!([{"ports": [{"port": "http", "protocol": "TCP"}], "from": [{
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "countersign-agent"}},
+            "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+                "operator": "In", "values": ["team-a", "team-b"]}]}}]}])
+    );
+    assert_eq!(
+        policy["spec"]["egress"],
+        json!([
+            {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+            {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]},
+            {"ports": [{"port": 443, "protocol": "TCP"}]}
+        ])
+    );
+    // Turned off: no gateway objects at all, and the controller is told about none.
+    let off = chart::render(
+        &helm,
+        "countersign-system",
+        None,
+        &["gateway.enabled=false"],
+    )
+    .expect("template");
+    assert!(
+        off.objects
+            .iter()
+            .all(|o| o["metadata"]["labels"]["app.kubernetes.io/component"] != "gateway"),
+        "gateway objects rendered while gateway.enabled=false"
+    );
+    assert!(
+        !off.args("countersign-controller")
+            .iter()
+            .any(|a| a.starts_with("--gateway-")),
+    );
 }

@@ -1,16 +1,20 @@
 //! The chart's RBAC, proved by use: the ServiceAccounts, Roles, ClusterRoles and bindings
 //! `helm template` renders are applied to the real control plane, and the real controller
 //! (as `countersign controller` runs it: `Process`, with the Deployment's own flags and the
-//! leader-election Lease) and the bot's Kubernetes side run with TokenRequest tokens of
+//! leader-election Lease), the provider gateway (with its Deployment's flags and a kubeconfig
+//! of its ServiceAccount) and the bot's Kubernetes side run with TokenRequest tokens of
 //! those ServiceAccounts, nothing else. A labelled issue then goes all the way: the bot
 //! creates the AgentRun, the controller creates the attempt's Secret, NetworkPolicy and Pod
-//! (in a namespace enforcing Pod Security `restricted`), the agent pushes, the controller
+//! (in a namespace enforcing Pod Security `restricted`), the agent's model calls go through
+//! the gateway (which resolves its token from the pod, reads the provider's key Secret and
+//! writes the usage ledger the controller reads back), the agent pushes, the controller
 //! opens the pull request, the bot applies the ApprovalGate and the controller evaluates it;
 //! RiskPolicy, Project and Agent become Ready with Events. A missing permission fails one of
 //! these steps. Then what must stay impossible is checked (Secrets outside the listed
 //! namespaces, Secrets cluster-wide, spec writes by the controller, anything but its kinds
-//! for the bot), and a namespace the chart does not grant shows up as a `Stalled` Agent
-//! naming the chart value instead of an error loop.
+//! for the bot, anything but reading keys and writing ledgers where agents run for the
+//! gateway), and a namespace the chart does not grant shows up as a `Stalled` Agent naming
+//! the chart value instead of an error loop.
 
 mod support;
 
@@ -27,7 +31,7 @@ use countersign_testkit::cluster::TestCluster;
 use countersign_testkit::github::{FakeGitHub, TEST_APP_ID, TEST_APP_SLUG, User};
 use countersign_testkit::model::{FakeModel, Step};
 use countersign_testkit::tools::Tool;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
@@ -43,6 +47,13 @@ const MODEL_KEY: &str = "sk-model-key";
 struct Cli {
     #[command(flatten)]
     args: ControllerArgs,
+}
+
+#[derive(clap::Parser)]
+#[command(args_override_self = true)]
+struct GatewayCli {
+    #[command(flatten)]
+    args: countersign_gateway::config::GatewayArgs,
 }
 
 fn rita() -> User {
@@ -76,6 +87,21 @@ fn rendered_allow_list(
         "{deployment} gets --allowed-repositories"
     );
     countersign_policies::ownership::RepositoryAllowList::parse(&entries).expect("allow list")
+}
+
+/// The GitHub App's Secret the chart's Deployments mount (in the release namespace).
+fn github_secret_name(rendered: &support::chart::Rendered) -> String {
+    let volumes = rendered
+        .named("Deployment", "countersign-controller")
+        .expect("Deployment")["spec"]["template"]["spec"]["volumes"]
+        .clone();
+    volumes
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find_map(|v| v["secret"]["secretName"].as_str())
+        .expect("the GitHub App Secret")
+        .to_owned()
 }
 
 /// Applies the rendered RBAC objects (and nothing else) as the cluster admin.
@@ -256,10 +282,12 @@ fn ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_controller_and_bot_run_end_to_end_with_exactly_the_charts_rbac() {
+async fn the_controller_bot_and_gateway_run_end_to_end_with_exactly_the_charts_rbac() {
     // A permission the chart lacks shows up in the controller's and bot's warnings.
     let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn,countersign_controller=info,countersign_bot=info")
+        .with_env_filter(
+            "warn,countersign_controller=info,countersign_bot=info,countersign_gateway=info",
+        )
         .with_test_writer()
         .try_init();
     let Some(helm) = Tool::Helm.for_test("chart RBAC end to end").expect("helm") else {
@@ -309,6 +337,27 @@ async fn the_controller_and_bot_run_end_to_end_with_exactly_the_charts_rbac() {
         .service_account_client(&system, "countersign-controller")
         .await
         .expect("controller client");
+    // The gateway as its Deployment runs it: the rendered flags, its ServiceAccount's
+    // kubeconfig, a loopback port.
+    let gateway_kubeconfig =
+        service_account_kubeconfig(&cluster, &system, "countersign-gateway", dir.path()).await;
+    let mut gateway_argv: Vec<String> = vec!["countersign-gateway".into()];
+    gateway_argv.extend(rendered.args("countersign-gateway").into_iter().skip(1));
+    gateway_argv.extend(
+        [
+            "--kubeconfig",
+            gateway_kubeconfig.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+        ]
+        .map(str::to_owned),
+    );
+    let gateway_args = GatewayCli::try_parse_from(gateway_argv)
+        .expect("the chart's gateway flags parse")
+        .args;
+    let gateway_client = countersign_gateway::server::client(&gateway_args)
+        .await
+        .expect("gateway client from its kubeconfig");
     // A new binding takes effect a moment after it is written.
     tokio::time::timeout(WAIT, async {
         while Api::<Project>::all(bot_client.clone())
@@ -319,12 +368,36 @@ async fn the_controller_and_bot_run_end_to_end_with_exactly_the_charts_rbac() {
                 .list(&ListParams::default())
                 .await
                 .is_err()
+            || Api::<Pod>::all(gateway_client.clone())
+                .list(&ListParams::default().limit(1))
+                .await
+                .is_err()
+            || Api::<Secret>::namespaced(gateway_client.clone(), &team)
+                .get_opt("not-yet")
+                .await
+                .is_err()
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await
     .expect("RBAC takes effect");
+    let gateway = tokio::time::timeout(
+        WAIT,
+        countersign_gateway::server::start(
+            gateway_client.clone(),
+            gateway_args.namespace.as_deref(),
+            tokio::net::TcpListener::bind(gateway_args.listen)
+                .await
+                .expect("bind the gateway"),
+            gateway_args
+                .settings()
+                .expect("the chart's gateway flags are valid"),
+        ),
+    )
+    .await
+    .expect("the gateway's watches sync with its ServiceAccount")
+    .expect("the gateway starts");
 
     // What the users apply (as themselves, not as Countersign).
     let model = FakeModel::start().await.expect("model");
@@ -398,6 +471,14 @@ async fn the_controller_and_bot_run_end_to_end_with_exactly_the_charts_rbac() {
             .skip(1) // the `controller` subcommand
             .map(|a| a.as_str().expect("string").to_owned()),
     );
+    // The chart points the controller at its gateway Service; here the gateway listens on
+    // loopback, so only the URL is replaced (namespace and pod labels stay the chart's).
+    let chart_gateway_url = format!("--gateway-url=http://countersign-gateway.{system}.svc:8080");
+    assert!(
+        argv.contains(&chart_gateway_url)
+            && argv.contains(&format!("--gateway-namespace={system}")),
+        "{argv:?}"
+    );
     let agent = format!("{},agent", env!("CARGO_BIN_EXE_countersign"));
     argv.extend(
         [
@@ -427,6 +508,8 @@ async fn the_controller_and_bot_run_end_to_end_with_exactly_the_charts_rbac() {
             "400ms",
             "--wait-requeue",
             "300ms",
+            "--gateway-url",
+            &gateway.url(),
         ]
         .map(str::to_owned),
     );
@@ -595,6 +678,40 @@ async fn the_controller_and_bot_run_end_to_end_with_exactly_the_charts_rbac() {
     })
     .await;
 
+    // The model was reached only through the gateway, with the key it read from the
+    // provider's Secret (the fake model refuses any other), and the usage the gateway wrote
+    // to the Project's ledger (its ServiceAccount creating the ConfigMap) is what the
+    // controller (its ServiceAccount reading it) put into the run's status.
+    let requests = model.requests();
+    assert!(
+        !requests.is_empty()
+            && requests
+                .iter()
+                .all(|r| r.api_key.as_deref() == Some(MODEL_KEY)),
+        "every model request carried the provider's key"
+    );
+    let ledger = wait_for(
+        &Api::<ConfigMap>::namespaced(admin.clone(), &team),
+        &countersign_crds::usage::ledger_name("api"),
+        "was written by the gateway",
+        |_| true,
+    )
+    .await;
+    assert!(
+        ledger
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .all(|f| f.manager.as_deref() == Some(countersign_gateway::ledger::MANAGER)),
+        "written by the gateway only: {:?}",
+        ledger.metadata.managed_fields
+    );
+    wait_for(&runs, &run_name, "showed the gateway's usage", |r| {
+        r.status.as_ref().is_some_and(|s| s.usage.input_tokens > 0)
+    })
+    .await;
+
     // The GitHub App manifest asks for exactly what these calls need.
     let calls = github.calls();
     let needed = support::github_permissions::needed(
@@ -674,6 +791,78 @@ async fn the_controller_and_bot_run_end_to_end_with_exactly_the_charts_rbac() {
         "deleting AgentRuns as the bot",
     );
 
+    // The gateway reads the providers' keys where agents run, by name only, and nothing
+    // else: not other namespaces' Secrets, not the release namespace's (the App key), not a
+    // list; it writes ledgers only where agents run, and nothing but ledgers.
+    let key = Api::<Secret>::namespaced(gateway_client.clone(), &team)
+        .get("model-keys")
+        .await
+        .expect("the gateway reads a provider key Secret in an agent namespace");
+    assert!(key.data.is_some_and(|d| d.contains_key("primary")));
+    forbidden(
+        Api::<Secret>::namespaced(gateway_client.clone(), &other)
+            .get_opt("model-keys")
+            .await,
+        "reading a Secret outside controller.agentNamespaces as the gateway",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(gateway_client.clone(), &system)
+            .get_opt(&github_secret_name(&rendered))
+            .await,
+        "reading the release namespace's Secrets (the App key) as the gateway",
+    );
+    forbidden(
+        Api::<Secret>::namespaced(gateway_client.clone(), &team)
+            .list(&ListParams::default())
+            .await,
+        "listing Secrets as the gateway",
+    );
+    forbidden(
+        Api::<Secret>::all(gateway_client.clone())
+            .list(&ListParams::default())
+            .await,
+        "listing every Secret in the cluster as the gateway",
+    );
+    forbidden(
+        Api::<ConfigMap>::namespaced(gateway_client.clone(), &other)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "countersign-usage-api"}}))
+                .expect("configmap"),
+            )
+            .await,
+        "writing a ConfigMap outside controller.agentNamespaces as the gateway",
+    );
+    forbidden(
+        Api::<ConfigMap>::namespaced(gateway_client.clone(), &team)
+            .delete(
+                &countersign_crds::usage::ledger_name("api"),
+                &Default::default(),
+            )
+            .await,
+        "deleting a usage ledger as the gateway",
+    );
+    forbidden(
+        Api::<Pod>::namespaced(gateway_client.clone(), &team)
+            .delete("anything", &Default::default())
+            .await,
+        "deleting Pods as the gateway",
+    );
+    forbidden(
+        Api::<AgentRun>::namespaced(gateway_client.clone(), &team)
+            .patch_status(
+                &run_name,
+                &PatchParams::apply("countersign-gateway"),
+                &Patch::Apply(
+                    json!({"apiVersion": "countersign.dev/v1alpha1", "kind": "AgentRun",
+                    "status": {"phase": "Failed"}}),
+                ),
+            )
+            .await,
+        "writing an AgentRun's status as the gateway",
+    );
+
     // A namespace the chart does not grant: the Agent says so instead of looping on 403s.
     project_in(&admin, &other, &model).await;
     let stalled = wait_for(
@@ -703,6 +892,9 @@ async fn the_controller_and_bot_run_end_to_end_with_exactly_the_charts_rbac() {
         .expect("controller stops")
         .expect("no panic")
         .expect("clean shutdown");
+    tokio::time::timeout(WAIT, gateway.stop())
+        .await
+        .expect("the gateway stops");
     bot_task.abort();
     kubelet_task.abort();
     drop(router);
@@ -738,7 +930,8 @@ fn the_charts_rules_are_the_reviewed_ones() {
             {"apiGroups": ["countersign.dev"], "resources": ["approvalgates"], "verbs": ["create"]},
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
             {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list", "create", "delete"]},
-            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
         ])
     );
     assert_eq!(
@@ -749,6 +942,60 @@ fn the_charts_rules_are_the_reviewed_ones() {
         rules("Role", "countersign-controller-leader-election"),
         json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}])
     );
+    let gateway_reads = json!([
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["countersign.dev"], "resources": ["agentruns", "agents", "projects"], "verbs": ["get", "list", "watch"]}
+    ]);
+    let gateway_keys_and_ledgers = json!([
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]}
+    ]);
+    assert_eq!(rules("ClusterRole", "countersign-gateway"), gateway_reads);
+    let keys = rendered
+        .named("Role", "countersign-gateway-keys")
+        .expect("the gateway's Role in team-a");
+    assert_eq!(keys["metadata"]["namespace"], "team-a");
+    assert_eq!(keys["rules"], gateway_keys_and_ledgers);
+    assert_eq!(
+        rendered
+            .of_kind("Role")
+            .iter()
+            .filter(|r| r["metadata"]["name"] == "countersign-gateway-keys")
+            .count(),
+        1,
+        "a Role in each agent namespace, nowhere else"
+    );
+    // Secrets cluster-wide only when the chart's switch says so, then for both.
+    let wide = support::chart::render(
+        &helm,
+        "countersign-system",
+        None,
+        &["controller.secretsClusterWide=true"],
+    )
+    .expect("template");
+    let mut expected = gateway_reads.as_array().expect("rules").clone();
+    expected.extend(gateway_keys_and_ledgers.as_array().expect("rules").clone());
+    assert_eq!(
+        wide.named("ClusterRole", "countersign-gateway")
+            .expect("ClusterRole")["rules"],
+        Value::Array(expected)
+    );
+    assert!(wide.named("Role", "countersign-gateway-keys").is_none());
+    // One namespace: Roles only.
+    let one = support::chart::render(
+        &helm,
+        "countersign-system",
+        None,
+        &["controller.watchNamespace=team-a"],
+    )
+    .expect("template");
+    assert!(one.named("ClusterRole", "countersign-gateway").is_none());
+    let role = one.named("Role", "countersign-gateway").expect("Role");
+    assert_eq!(role["metadata"]["namespace"], "team-a");
+    let mut expected = gateway_reads.as_array().expect("rules").clone();
+    expected.extend(gateway_keys_and_ledgers.as_array().expect("rules").clone());
+    assert_eq!(role["rules"], Value::Array(expected));
+
     assert_eq!(
         rules("ClusterRole", "countersign-bot"),
         json!([

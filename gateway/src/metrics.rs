@@ -1,5 +1,7 @@
-//! Prometheus metrics of the gateway, registered once under the `countersign_gateway`
-//! prefix. Labels are bounded: protocols, outcomes and reasons, never names or tokens.
+//! Prometheus metrics of the gateway: its own under the `countersign_gateway` prefix, plus
+//! the unprefixed series every Countersign server exports (`countersign_build_info`,
+//! `process_*`, from `countersign_telemetry`). Labels are bounded: protocols, outcomes and
+//! reasons, never names or tokens.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -44,7 +46,11 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("countersign_gateway");
+        // The root holds what every Countersign server exports without a prefix; the
+        // gateway's own series are prefixed.
+        let mut root = Registry::default();
+        countersign_telemetry::register_common(&mut root, "gateway");
+        let registry = root.sub_registry_with_prefix("countersign_gateway");
         let requests = Family::<RequestLabel, Counter>::default();
         let refused = Family::<ReasonLabel, Counter>::default();
         let upstream = Family::<UpstreamLabel, Counter>::default();
@@ -88,7 +94,7 @@ impl Default for Metrics {
             in_flight.clone(),
         );
         Self {
-            registry,
+            registry: root,
             requests,
             refused,
             upstream,

@@ -129,12 +129,9 @@ pub async fn start(
     })
 }
 
-/// `countersign gateway`: serves until `shutdown` completes, then writes pending usage.
-pub async fn serve(
-    args: GatewayArgs,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let settings = args.settings()?;
+/// The Kubernetes client `args` describe: `--kubeconfig`, else in-cluster, `$KUBECONFIG`,
+/// `~/.kube/config`.
+pub async fn client(args: &GatewayArgs) -> anyhow::Result<kube::Client> {
     let config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -147,7 +144,16 @@ pub async fn serve(
             .await
             .context("Cannot find a Kubernetes configuration; pass --kubeconfig")?,
     };
-    let client = kube::Client::try_from(config).context("Cannot build the Kubernetes client")?;
+    kube::Client::try_from(config).context("Cannot build the Kubernetes client")
+}
+
+/// `countersign gateway`: serves until `shutdown` completes, then writes pending usage.
+pub async fn serve(
+    args: GatewayArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    let client = client(&args).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("Cannot listen on {}", args.listen))?;

@@ -47,6 +47,19 @@ impl Rendered {
             .iter()
             .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
     }
+
+    /// The args of Deployment `name`'s first container (its subcommand first).
+    pub fn args(&self, deployment: &str) -> Vec<String> {
+        let deployment = self
+            .named("Deployment", deployment)
+            .unwrap_or_else(|| panic!("Deployment {deployment}"));
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("string arg").to_owned())
+            .collect()
+    }
 }
 
 /// `helm template countersign charts/countersign -n NAMESPACE [-f VALUES] [--set SET]...`.

@@ -36,6 +36,8 @@ pub fn required(method: &str, path: &str) -> Result<Option<(&'static str, Level)
         (_, ["app"]) | (_, ["app", "installations", ..]) => None,
         ("GET", ["repos", _, _, "installation"]) => None,
         ("GET", ["users", _]) => None,
+        // Revoking an installation token: the token itself is the credential.
+        ("DELETE", ["installation", "token"]) => None,
         // git smart-HTTP.
         // `info/refs?service=git-receive-pack` is a push: see `needed`.
         (_, [_, repo, "info", "refs"]) if repo.ends_with(".git") => Some(("contents", Read)),
@@ -55,6 +57,7 @@ pub fn required(method: &str, path: &str) -> Result<Option<(&'static str, Level)
         ("GET", ["repos", _, _, "commits", _, "statuses"]) => Some(("statuses", Read)),
         ("GET", ["repos", _, _, "commits", ..]) => Some(("contents", Read)),
         ("GET", ["repos", _, _, "git", ..]) => Some(("contents", Read)),
+        ("GET", ["repos", _, _, "compare", ..]) => Some(("contents", Read)),
         _ => {
             return Err(format!(
                 "{method} {path}: no documented permission in the table"

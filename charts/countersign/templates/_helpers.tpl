@@ -1,5 +1,5 @@
-{{/* Names, labels and the pieces every workload shares. A new component (the provider
-gateway) reuses these: one Deployment template plus a values block. */}}
+{{/* Names, labels and the pieces every workload shares (controller, bot, provider gateway).
+A new component reuses these: one Deployment template plus a values block. */}}
 
 {{- define "countersign.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
@@ -128,4 +128,42 @@ affinity:
 topologySpreadConstraints:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/* The one namespace the controller watches, or "" for all. The provider gateway serves
+the attempts the controller creates, so it follows the same scope. */}}
+{{- define "countersign.watchedNamespace" -}}
+{{- .Values.controller.watchNamespace -}}
+{{- end -}}
+
+{{/* Namespaces where agent pods can run: the watched one, else controller.agentNamespaces
+(the controller may create attempt Secrets only there). Empty (as JSON) = any namespace, with
+controller.secretsClusterWide or when none is listed yet. */}}
+{{- define "countersign.agentNamespaces" -}}
+{{- $v := .Values.controller -}}
+{{- if $v.watchNamespace -}}
+{{- list $v.watchNamespace | toJson -}}
+{{- else if $v.secretsClusterWide -}}
+{{- list | toJson -}}
+{{- else -}}
+{{- $v.agentNamespaces | default list | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The provider gateway's URL as agent pods reach it: its Service, whose port is the
+container's (agent pods' NetworkPolicies allow this port at the gateway's pods). */}}
+{{- define "countersign.gatewayUrl" -}}
+{{- $c := dict "root" . "component" "gateway" -}}
+{{- printf "http://%s.%s.svc:%d" (include "countersign.componentName" $c) .Release.Namespace (int .Values.gateway.port) -}}
+{{- end -}}
+
+{{/* The gateway pods' selector labels as `k=v,k=v` (the controller's --gateway-pod-labels,
+which its agent pods' NetworkPolicies select). */}}
+{{- define "countersign.gatewayPodLabels" -}}
+{{- $labels := include "countersign.selectorLabels" (dict "root" . "component" "gateway") | fromYaml -}}
+{{- $pairs := list -}}
+{{- range $key := keys $labels | sortAlpha -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key (get $labels $key)) -}}
+{{- end -}}
+{{- join "," $pairs -}}
 {{- end -}}
