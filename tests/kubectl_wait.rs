@@ -474,6 +474,15 @@ async fn kubectl_waits_on_agent_runs_and_approval_gates_by_their_conditions() {
     ])
     .await;
     assert_eq!(condition_types(&w, &code_gate).await, [READY]);
+    // Its deadline is in the future: `kubectl get -o wide` prints it as written, never
+    // `<invalid>` (what a `date` printer column shows for a future time).
+    let deadline = w.jsonpath(&code_gate, "{.status.deadline}").await;
+    assert!(!deadline.is_empty(), "a pending gate has a deadline");
+    let wide = text(&w.ok(&["get", &code_gate, "-o", "wide"]).await.stdout);
+    assert!(
+        wide.contains(&deadline) && !wide.contains("<invalid>"),
+        "{wide}"
+    );
     let stderr = w
         .fails(&["wait", "--for=condition=Ready", "--timeout=3s", &code_gate])
         .await;

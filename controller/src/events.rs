@@ -27,23 +27,32 @@ pub fn readiness_event(old: &[Condition], new: &[Condition], action: &str) -> Op
             EventType::Normal
         },
         reason: ready.reason.clone(),
-        note: Some(truncate(&ready.message, MAX_NOTE_BYTES)),
+        note: Some(ready.message.clone()),
         action: action.to_owned(),
         secondary: None,
     })
 }
 
-/// Publishes `event` about `object`, best effort: a lost Event must not fail the reconcile.
+/// Publishes `event` about `object`, best effort: a lost Event must not fail the reconcile,
+/// but it is logged as a warning. The note is cut to [`MAX_NOTE_BYTES`] bytes at a character
+/// boundary, whatever built it (the API server refuses the whole Event otherwise).
 pub async fn publish(
     recorder: &Recorder,
     object: &k8s_openapi::api::core::v1::ObjectReference,
-    event: Event,
+    mut event: Event,
 ) {
+    event.note = event.note.map(|note| truncate(&note, MAX_NOTE_BYTES));
     if let Err(err) = recorder.publish(&event, object).await {
-        tracing::debug!(error = %err, "could not publish event");
+        tracing::warn!(
+            error = %err,
+            reason = %event.reason,
+            object = ?object.name,
+            "could not publish an Event"
+        );
     }
 }
 
+/// `text` cut to at most `max` bytes at a character boundary, marked with `...` when cut.
 fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
@@ -98,5 +107,20 @@ mod tests {
             .and_then(|e| e.note)
             .expect("note");
         assert!(note.len() <= MAX_NOTE_BYTES, "{}", note.len());
+    }
+
+    #[test]
+    fn notes_are_cut_by_bytes_at_a_character_boundary() {
+        let long = "é".repeat(1000); // 2000 bytes in 1000 characters
+        let cut = truncate(&format!("Attempt 1 ended Failed: {long}"), MAX_NOTE_BYTES);
+        assert!(cut.len() <= MAX_NOTE_BYTES, "{} bytes", cut.len());
+        assert!(
+            cut.len() >= MAX_NOTE_BYTES - 4,
+            "cut no shorter than needed"
+        );
+        assert!(cut.ends_with("..."));
+        assert_eq!(truncate("short", MAX_NOTE_BYTES), "short");
+        let exact = "x".repeat(MAX_NOTE_BYTES);
+        assert_eq!(truncate(&exact, MAX_NOTE_BYTES), exact);
     }
 }

@@ -1114,3 +1114,61 @@ async fn usage_is_folded_from_the_gateways_ledger_and_tokens_are_revoked_at_the_
         "the attempt's Secret is deleted once its tokens are revoked"
     );
 }
+
+#[tokio::test]
+async fn a_failure_reason_over_the_event_limit_still_becomes_an_event() {
+    // 900 two-byte characters: under the 1,000-character cut of the run's status, over the
+    // 1,024 bytes `events.k8s.io/v1` accepts in a note.
+    let reason = "é".repeat(900);
+    let message = {
+        let reason = reason.clone();
+        move |provider: &str| {
+            AgentResult {
+                version: RESULT_VERSION,
+                outcome: ResultOutcome::Failed,
+                provider: Some(provider.into()),
+                branch: None,
+                commit: None,
+                files_changed: 0,
+                summary: None,
+                reason: Some(reason.clone()),
+                report: None,
+                verification: None,
+                lines_added: 0,
+                lines_removed: 0,
+                usage: countersign_crds::agent_run::Usage::default(),
+            }
+            .to_message()
+        }
+    };
+    let world = World::start(Arc::new(move |pod: &Pod, _: &FakeGitHub| {
+        Some((1, message(&provider_of(pod))))
+    }))
+    .await;
+    world
+        .create_run("verbose", json!({"spec": {"retries": 0}}))
+        .await;
+    world.wait_phase("verbose", RunPhase::Failed).await;
+    let events: Api<Event> = Api::namespaced(world.client.clone(), NS);
+    let note = tokio::time::timeout(WAIT, async {
+        loop {
+            let found = events
+                .list(&ListParams::default())
+                .await
+                .expect("list events")
+                .items
+                .into_iter()
+                .filter(|e| e.involved_object.name.as_deref() == Some("verbose"))
+                .find(|e| e.reason.as_deref() == Some("AttemptFailed"))
+                .and_then(|e| e.message);
+            if let Some(note) = found {
+                return note;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the AttemptFailed Event is published, its note cut to the limit");
+    assert!(note.len() <= 1024, "{} bytes", note.len());
+    assert!(note.contains("éééé") && note.ends_with("..."), "{note}");
+}

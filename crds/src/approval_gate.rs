@@ -31,7 +31,7 @@ use crate::risk_policy::{RiskFactor, RiskLevel, TimeoutAction};
     printcolumn = r#"{"name":"PR","type":"integer","jsonPath":".spec.pullRequestNumber"}"#,
     printcolumn = r#"{"name":"Risk","type":"string","jsonPath":".status.risk.level"}"#,
     printcolumn = r#"{"name":"Score","type":"integer","jsonPath":".status.risk.score"}"#,
-    printcolumn = r#"{"name":"Deadline","type":"date","jsonPath":".status.deadline","priority":1}"#,
+    printcolumn = r#"{"name":"Deadline","type":"string","jsonPath":".status.deadline","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

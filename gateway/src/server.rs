@@ -23,6 +23,9 @@ use crate::proxy::{self, Gateway, Settings};
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 /// How long usage not yet written may take to be written at shutdown.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
+/// How long requests in flight (streams included) may go on after a stop is asked for; with
+/// [`SHUTDOWN_FLUSH`] within the chart's 30-second termination grace period.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(15);
 
 /// The router of a gateway; `ready` says whether `/readyz` answers 200.
 pub fn router(gateway: Arc<Gateway>, ready: Arc<AtomicBool>) -> Router {
@@ -68,6 +71,9 @@ pub struct Running {
     pub addr: std::net::SocketAddr,
     /// Its state (ledgers, metrics).
     pub gateway: Arc<Gateway>,
+    ready: Arc<AtomicBool>,
+    stop: tokio::sync::watch::Sender<bool>,
+    serving: Option<tokio::task::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -77,8 +83,23 @@ impl Running {
         format!("http://{}", self.addr)
     }
 
-    /// Stops serving after writing what usage is not written yet.
-    pub async fn stop(self) {
+    /// Stops accepting requests (and answers `/readyz` with 503), lets the ones in flight
+    /// finish for up to [`SHUTDOWN_DRAIN`] (their usage is counted), then writes what usage
+    /// is not written yet.
+    pub async fn stop(mut self) {
+        self.ready.store(false, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+        if let Some(mut serving) = self.serving.take()
+            && tokio::time::timeout(SHUTDOWN_DRAIN, &mut serving)
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                drain = ?SHUTDOWN_DRAIN,
+                "requests were still in flight when the drain time ran out; they are cut"
+            );
+            serving.abort();
+        }
         self.gateway.ledgers.flush(SHUTDOWN_FLUSH).await;
         for task in &self.tasks {
             task.abort();
@@ -88,7 +109,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.iter().chain(&self.serving) {
             task.abort();
         }
     }
@@ -115,8 +136,15 @@ pub async fn start(
     ));
     let ready = Arc::new(AtomicBool::new(false));
     let app = router(gateway.clone(), ready.clone());
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
+        let stopping = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopping)
+            .await
+        {
             tracing::error!(%error, "the gateway's HTTP server stopped");
         }
     });
@@ -125,7 +153,10 @@ pub async fn start(
     Ok(Running {
         addr,
         gateway,
-        tasks: vec![watching, serving],
+        ready,
+        stop,
+        serving: Some(serving),
+        tasks: vec![watching],
     })
 }
 

@@ -667,3 +667,35 @@ async fn concurrency_is_bounded_per_agent() {
     within(body.collect()).await.expect("rest");
     world.stop_gateway().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_gateway_finishes_the_requests_in_flight_and_counts_them() {
+    let mut world = World::start(json!({}), json!({})).await;
+    let url = world.start_gateway().await;
+    let t = token(9);
+    world.attempt("draining", "primary", &t).await;
+    known(&url, &t).await;
+    // The model takes a second to answer; the stop comes while it thinks.
+    world.primary.script(vec![Step::Delayed(
+        Duration::from_secs(1),
+        Box::new(finish()),
+    )]);
+    let request = {
+        let url = chat(&url);
+        let t = t.clone();
+        tokio::spawn(async move { post(&url, &t, json!({"messages": []}), &[]).await })
+    };
+    eventually("the request reached the model", || async {
+        !world.primary.requests().is_empty()
+    })
+    .await;
+    world.stop_gateway().await;
+    let answer = within(request).await.expect("the request task");
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let ledger = world.ledger().await;
+    let spend = ledger
+        .attempt(&format!("{NS}/draining/1"))
+        .expect("the drained request is in the ledger")
+        .spend;
+    assert_eq!(spend.requests, 1);
+}

@@ -291,18 +291,23 @@ impl World {
         self.deliver("issue_comment", &payload).await;
     }
 
-    /// Asks the controller to look at the gate again, as any later webhook would.
+    /// Asks the controller to look at the gate again, as any later webhook would. The bot
+    /// handles deliveries after answering them, so the gate of a pull request just opened
+    /// may not exist yet: a missing gate is waited for.
     pub async fn nudge(&self, number: u64, why: &str) {
-        Api::<ApprovalGate>::namespaced(self.api.client(), NS)
-            .patch(
-                &format!("widgets-pr-{number}"),
-                &PatchParams::default(),
-                &Patch::Merge(
-                    json!({"metadata": {"annotations": {"countersign.dev/last-delivery": why}}}),
-                ),
-            )
-            .await
-            .expect("nudge");
+        let gates = Api::<ApprovalGate>::namespaced(self.api.client(), NS);
+        let name = format!("widgets-pr-{number}");
+        let patch = Patch::Merge(
+            json!({"metadata": {"annotations": {"countersign.dev/last-delivery": why}}}),
+        );
+        wait_for(&format!("nudge {name}"), || async {
+            match gates.patch(&name, &PatchParams::default(), &patch).await {
+                Ok(_) => Some(()),
+                Err(kube::Error::Api(status)) if status.code == 404 => None,
+                Err(error) => panic!("nudge {name}: {error}"),
+            }
+        })
+        .await;
     }
 
     /// Returns once the controller finished an evaluation of the gate of `number` that

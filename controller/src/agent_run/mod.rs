@@ -833,9 +833,6 @@ async fn publish_notes(rc: &RunContext, run: &AgentRun, decision: &Decision) {
             action: "Reconcile".into(),
             secondary: None,
         };
-        // Events are best effort: a lost event must not fail or repeat the reconcile.
-        if let Err(err) = rc.recorder.publish(&event, &reference).await {
-            tracing::debug!(error = %err, "could not publish event");
-        }
+        crate::events::publish(&rc.recorder, &reference, event).await;
     }
 }

@@ -27,10 +27,7 @@ pub(super) async fn publish(
         action: "Evaluate".into(),
         secondary: None,
     };
-    // Events are best effort: a lost event must not fail or repeat the reconcile.
-    if let Err(err) = recorder.publish(&event, &gate.object_ref(&())).await {
-        tracing::debug!(error = %err, "could not publish event");
-    }
+    crate::events::publish(recorder, &gate.object_ref(&()), event).await;
 }
 
 pub(super) async fn write_status(

@@ -49,6 +49,7 @@ pub(super) struct Label<'a> {
 
 #[derive(Deserialize)]
 pub(super) struct IssuePayload<'a> {
+    #[serde(deserialize_with = "item_number")]
     pub number: u64,
     #[serde(borrow)]
     pub title: Cow<'a, str>,
@@ -133,6 +134,7 @@ pub(super) struct Ref<'a> {
 
 #[derive(Deserialize)]
 pub(super) struct PullRequestPayload<'a> {
+    #[serde(deserialize_with = "item_number")]
     pub number: u64,
     #[serde(borrow)]
     pub title: Cow<'a, str>,
@@ -246,6 +248,7 @@ pub(super) struct MergeGroupEventPayload<'a> {
 
 #[derive(Deserialize)]
 pub(super) struct Number {
+    #[serde(deserialize_with = "item_number")]
     pub number: u64,
 }
 
@@ -321,4 +324,21 @@ pub(super) struct PingPayload<'a> {
     pub hook_id: Option<u64>,
     #[serde(borrow, default)]
     pub repository: Option<Repo<'a>>,
+}
+
+/// The largest issue or pull-request number Kubernetes can store (an `int64` field).
+const MAX_ITEM_NUMBER: u64 = i64::MAX as u64;
+
+/// An issue or pull-request number: GitHub numbers them from 1. A delivery naming 0 or a
+/// number no Kubernetes object can hold is refused when parsed, instead of being accepted and
+/// then failing at every write of the object it would create.
+fn item_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let number = <u64 as Deserialize>::deserialize(deserializer)?;
+    if (1..=MAX_ITEM_NUMBER).contains(&number) {
+        Ok(number)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "number {number} is not an issue or pull request number (1 to {MAX_ITEM_NUMBER})"
+        )))
+    }
 }

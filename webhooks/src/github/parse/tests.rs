@@ -193,3 +193,44 @@ fn review_edits_carry_the_body_before_and_after() {
     assert_eq!(e.review.body.as_deref(), Some("/approve"));
     assert_eq!(e.previous_body.as_deref(), Some("fine"));
 }
+
+#[test]
+fn item_numbers_no_object_could_hold_are_refused_when_parsed() {
+    let labeled = |number: &str| {
+        format!(
+            r#"{{"action":"labeled","label":{{"name":"ai:backend"}},{},{REPO},{SENDER}}}"#,
+            ISSUE.replace("\"number\":42", &format!("\"number\":{number}"))
+        )
+    };
+    let opened = |number: &str| {
+        format!(
+            r#"{{"action":"opened",{},{REPO},{SENDER}}}"#,
+            PR.replace("\"number\":5", &format!("\"number\":{number}"))
+        )
+    };
+    assert!(parse("issues", labeled("-1").as_bytes()).is_err());
+    for number in ["0", "9223372036854775808", "18446744073709551615"] {
+        let err = parse("issues", labeled(number).as_bytes()).expect_err(number);
+        assert!(
+            err.source
+                .to_string()
+                .contains("is not an issue or pull request number"),
+            "{number}: {err}"
+        );
+        assert!(
+            parse("pull_request", opened(number).as_bytes()).is_err(),
+            "{number}"
+        );
+    }
+    // The bounds themselves are fine.
+    for number in ["1", "9223372036854775807"] {
+        let Event::Issues(e) = event("issues", &labeled(number)) else {
+            panic!("not issues")
+        };
+        assert_eq!(e.issue.number.to_string(), number);
+        assert!(matches!(
+            event("pull_request", &opened(number)),
+            Event::PullRequest(_)
+        ));
+    }
+}
