@@ -67,6 +67,16 @@ pub struct ControllerArgs {
     #[arg(long, env = "COUNTERSIGN_TIMEOUT_GRACE", default_value = "60s")]
     pub timeout_grace: GoDuration,
 
+    /// How long an attempt's pod may fail to start (image pull or container configuration
+    /// errors, which the kubelet keeps retrying) before the attempt fails and is retried.
+    #[arg(long, env = "COUNTERSIGN_POD_START_GRACE", default_value = "2m")]
+    pub pod_start_grace: GoDuration,
+
+    /// How long an attempt's pod may stay unschedulable before the attempt fails and is
+    /// retried (long enough for a cluster autoscaler to add a node).
+    #[arg(long, env = "COUNTERSIGN_UNSCHEDULABLE_GRACE", default_value = "5m")]
+    pub unschedulable_grace: GoDuration,
+
     /// Public base URL of `countersign bot` (e.g. `https://countersign.example.com`), the
     /// same value as the bot's `--public-url`. The `countersign/approval` check links each
     /// pull request to its gate page under `/gates/NAMESPACE/NAME` there. No link when unset.
@@ -334,6 +344,8 @@ impl ControllerArgs {
         settings.retry_backoff_max = self.retry_backoff_max.0;
         settings.wait_requeue = self.wait_requeue.0;
         settings.timeout_grace = self.timeout_grace.0;
+        settings.pod_start_grace = self.pod_start_grace.0;
+        settings.unschedulable_grace = self.unschedulable_grace.0;
         if let Some(url) = &self.gates_url {
             let parsed = url::Url::parse(url).map_err(|e| ConfigError::InvalidGatesUrl {
                 url: url.clone(),
@@ -595,6 +607,8 @@ mod tests {
         assert_eq!(settings.retry_backoff_max, defaults.retry_backoff_max);
         assert_eq!(settings.wait_requeue, defaults.wait_requeue);
         assert_eq!(settings.timeout_grace, defaults.timeout_grace);
+        assert_eq!(settings.pod_start_grace, defaults.pod_start_grace);
+        assert_eq!(settings.unschedulable_grace, defaults.unschedulable_grace);
         assert!(settings.agent_image.ends_with(env!("CARGO_PKG_VERSION")));
     }
 

@@ -101,6 +101,12 @@ pub struct Settings {
     pub wait_requeue: Duration,
     /// Extra time after an attempt's timeout before the controller gives up on its pod.
     pub timeout_grace: Duration,
+    /// How long an attempt's pod may fail to start (image pull or container configuration
+    /// errors) before the attempt fails and is retried.
+    pub pod_start_grace: Duration,
+    /// How long an attempt's pod may stay unschedulable (no node fits it) before the attempt
+    /// fails and is retried; longer than `pod_start_grace`, so an autoscaler can add a node.
+    pub unschedulable_grace: Duration,
     /// Public base URL of the bot's gate pages, linked from check runs.
     pub gates_url: Option<String>,
     /// Base URL agent pods clone from and push to: `<git_url>/<owner>/<name>.git`.
@@ -135,6 +141,8 @@ impl Default for Settings {
             retry_backoff_max: Duration::from_secs(300),
             wait_requeue: Duration::from_secs(30),
             timeout_grace: Duration::from_secs(60),
+            pod_start_grace: Duration::from_secs(120),
+            unschedulable_grace: Duration::from_secs(300),
             gates_url: None,
             git_url: "https://github.com".to_owned(),
             commit_identity: (

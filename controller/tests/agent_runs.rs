@@ -26,6 +26,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
+/// The "exit code" of a scripted pod that never starts.
+const NEVER_STARTS: i32 = i32::MIN;
+
 /// Upper bound for any single wait.
 const WAIT: Duration = Duration::from_secs(60);
 /// The namespace every test works in (each test has an apiserver of its own).
@@ -36,7 +39,8 @@ const REPO: &str = "acme/api";
 const INSTALLATION: u64 = 41;
 
 /// What the stand-in kubelet does with a pod: `None` leaves it running, else its exit code
-/// and termination message. It may push to the fake GitHub first.
+/// and termination message ([`NEVER_STARTS`]: it stays Pending, its image not pulled, the
+/// message being the kubelet's). It may push to the fake GitHub first.
 type Script = Arc<dyn Fn(&Pod, &FakeGitHub) -> Option<(i32, String)> + Send + Sync>;
 
 struct World {
@@ -404,6 +408,14 @@ async fn kubelet(
         let client = client.clone();
         let outcome = script(&pod, &github);
         tokio::spawn(async move {
+            if let Some((NEVER_STARTS, message)) = &outcome {
+                // Its image cannot be pulled: the pod never leaves Pending.
+                retry(&name, || {
+                    pods::set_waiting(client.clone(), NS, &name, "ImagePullBackOff", message)
+                })
+                .await;
+                return;
+            }
             retry(&name, || pods::set_running(client.clone(), NS, &name)).await;
             if let Some((code, message)) = outcome {
                 retry(&name, || {
@@ -1171,4 +1183,50 @@ async fn a_failure_reason_over_the_event_limit_still_becomes_an_event() {
     .expect("the AttemptFailed Event is published, its note cut to the limit");
     assert!(note.len() <= 1024, "{} bytes", note.len());
     assert!(note.contains("éééé") && note.ends_with("..."), "{note}");
+}
+
+#[tokio::test]
+async fn a_pod_whose_image_cannot_be_pulled_fails_its_attempt_fast_and_the_retry_succeeds() {
+    // Attempt 1's image cannot be pulled; attempt 2 runs.
+    let script: Script = Arc::new(|pod: &Pod, github: &FakeGitHub| {
+        match pod
+            .labels()
+            .get("countersign.dev/attempt")
+            .map(String::as_str)
+        {
+            Some("1") => Some((
+                NEVER_STARTS,
+                "Back-off pulling image \"ghcr.io/acme/agent:missing\"".to_owned(),
+            )),
+            _ => Some(success(pod, github, 10)),
+        }
+    });
+    let settings = Settings {
+        pod_start_grace: Duration::from_secs(2),
+        ..settings()
+    };
+    let world = World::start_with(script, settings).await;
+    world.create_run("pull", json!({})).await;
+    let run = world.wait_pull_request("pull").await;
+    let status = run.status.expect("status");
+    let first = &status.attempts[0];
+    assert_eq!(first.outcome, Some(AttemptOutcome::NotStarted));
+    let reason = first.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("ImagePullBackOff") && reason.contains("ghcr.io/acme/agent:missing"),
+        "{reason}"
+    );
+    assert_eq!(status.attempts[1].outcome, Some(AttemptOutcome::Succeeded));
+    // Long before the run's 30-minute timeout.
+    let started = first.start_time.as_ref().expect("start").0;
+    let finished = first.finish_time.as_ref().expect("finish").0;
+    assert!(
+        finished.duration_since(started) < jiff::SignedDuration::from_secs(30),
+        "failed fast: {started} → {finished}"
+    );
+    assert_eq!(
+        world.pods_of("pull").await,
+        ["pull-2"],
+        "the stuck pod is gone"
+    );
 }

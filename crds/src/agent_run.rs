@@ -198,6 +198,12 @@ pub enum AttemptOutcome {
     InvalidResult,
     /// The run was cancelled while this attempt ran.
     Cancelled,
+    /// The pod did not start in time: its image could not be pulled, a container could not
+    /// be made from its configuration, or no node could take it. Retried: these often pass.
+    NotStarted,
+    /// The pod can never start as written (an invalid image name, or an image the nodes may
+    /// never pull). Not retried.
+    Unstartable,
 }
 
 /// One attempt (one pod) of a run.

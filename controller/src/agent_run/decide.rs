@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 
 use countersign_crds::agent_run::{Attempt, AttemptOutcome, TokenKind, Usage};
 use countersign_crds::conditions::{self, Readiness};
+use countersign_crds::result::AgentResult;
 use countersign_crds::task_file::Step;
 use countersign_crds::{Agent, AgentRun, AgentRunStatus, GatePhase, RunPhase};
 use jiff::{SignedDuration, Timestamp};
@@ -53,6 +54,76 @@ pub struct PodView {
     pub state: PodState,
     /// Whether its `clone` step ended (its token is no longer needed).
     pub clone_ended: bool,
+    /// Why it cannot start, while it has not started.
+    pub start_problem: Option<StartProblem>,
+}
+
+/// Why a pod that has not started cannot start yet, as its status says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartProblem {
+    /// Kubernetes' reason: `ErrImagePull`, `ImagePullBackOff`, `CreateContainerConfigError`,
+    /// `Unschedulable`, …
+    pub reason: String,
+    /// Kubernetes' message.
+    pub message: String,
+    /// Retrying cannot help (an invalid image name, an image never to be pulled).
+    pub permanent: bool,
+    /// No node fits the pod (waited for longer: an autoscaler may add one).
+    pub unschedulable: bool,
+}
+
+/// Container waiting reasons that mean the container cannot start (the kubelet may keep
+/// retrying), and whether retrying the attempt can help.
+const START_FAILURES: &[(&str, bool)] = &[
+    ("ErrImagePull", false),
+    ("ImagePullBackOff", false),
+    ("CreateContainerConfigError", false),
+    ("CreateContainerError", false),
+    ("RunContainerError", false),
+    ("InvalidImageName", true),
+    ("ErrImageNeverPull", true),
+];
+
+impl StartProblem {
+    /// The problem `pod` reports while it has not started: a container waiting for a reason
+    /// in [`START_FAILURES`] (init containers first), or `PodScheduled=False/Unschedulable`.
+    fn of(pod: &Pod) -> Option<StartProblem> {
+        let status = pod.status.as_ref()?;
+        let containers = status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(status.container_statuses.iter().flatten());
+        for container in containers {
+            let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+                continue;
+            };
+            let reason = waiting.reason.as_deref().unwrap_or_default();
+            if let Some((_, permanent)) = START_FAILURES.iter().find(|(r, _)| *r == reason) {
+                return Some(StartProblem {
+                    reason: reason.to_owned(),
+                    message: format!(
+                        "container {}: {}",
+                        container.name,
+                        waiting.message.as_deref().unwrap_or("no message")
+                    ),
+                    permanent: *permanent,
+                    unschedulable: false,
+                });
+            }
+        }
+        let unscheduled = status.conditions.iter().flatten().find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })?;
+        Some(StartProblem {
+            reason: "Unschedulable".into(),
+            message: unscheduled.message.clone().unwrap_or_default(),
+            permanent: false,
+            unschedulable: true,
+        })
+    }
 }
 
 /// How far a pod got.
@@ -142,6 +213,10 @@ impl PodView {
             attempt,
             provider,
             deleting: pod.metadata.deletion_timestamp.is_some(),
+            start_problem: match state {
+                PodState::Active => StartProblem::of(pod),
+                PodState::Terminated { .. } => None,
+            },
             state,
             clone_ended: clone.is_some(),
         })
@@ -504,10 +579,13 @@ fn follow_attempt(i: &Inputs<'_>, d: &mut Decision) {
                 "the attempt's pod disappeared".to_owned(),
                 None,
             )),
-            Some(PodState::Active) => {
-                watch_timeout(i, d, &last, pod.map(|p| p.name.clone()));
-                return;
-            }
+            Some(PodState::Active) => match pod.and_then(|p| not_starting(i, d, &last, p)) {
+                Some(failed) => Some(failed),
+                None => {
+                    watch_timeout(i, d, &last, pod.map(|p| p.name.clone()));
+                    return;
+                }
+            },
             Some(PodState::Terminated {
                 exit_code,
                 message,
@@ -532,6 +610,52 @@ fn follow_attempt(i: &Inputs<'_>, d: &mut Decision) {
         Next::Retry { next_provider, why } => retry(i, d, &last, next_provider, why),
         Next::Done => after_success(i, d, &last),
     }
+}
+
+/// The attempt's outcome when its pod cannot start: at once when retrying cannot help, else
+/// once the problem outlasted its grace from the attempt's start (the pod is deleted). `None`
+/// while it may still start; a requeue at the end of the grace is asked for.
+fn not_starting(
+    i: &Inputs<'_>,
+    d: &mut Decision,
+    last: &Attempt,
+    pod: &PodView,
+) -> Option<(AttemptOutcome, String, Option<AgentResult>)> {
+    let problem = pod.start_problem.as_ref()?;
+    let grace = if problem.unschedulable {
+        i.settings.unschedulable_grace
+    } else {
+        i.settings.pod_start_grace
+    };
+    let started = last.start_time.as_ref().map_or(i.now, |t| t.0);
+    let give_up = started
+        .saturating_add(SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX);
+    if !problem.permanent && i.now < give_up {
+        let at_grace = until(i.now, give_up);
+        d.requeue = Some(d.requeue.map_or(at_grace, |r| r.min(at_grace)));
+        return None;
+    }
+    d.actions.push(Action::DeletePods(vec![pod.name.clone()]));
+    let (outcome, why) = if problem.permanent {
+        (
+            AttemptOutcome::Unstartable,
+            "the pod cannot start".to_owned(),
+        )
+    } else {
+        (
+            AttemptOutcome::NotStarted,
+            format!(
+                "the pod did not start within {}",
+                countersign_crds::GoDuration(grace)
+            ),
+        )
+    };
+    Some((
+        outcome,
+        format!("{why}: {}: {}", problem.reason, problem.message),
+        None,
+    ))
 }
 
 fn watch_timeout(i: &Inputs<'_>, d: &mut Decision, last: &Attempt, pod: Option<String>) {
@@ -559,7 +683,8 @@ fn watch_timeout(i: &Inputs<'_>, d: &mut Decision, last: &Attempt, pod: Option<S
         finish(d, RunPhase::TimedOut, reason, i.now);
     } else {
         d.status.phase = working_phase(i, &d.status);
-        d.requeue = Some(until(i.now, give_up));
+        let at_timeout = until(i.now, give_up);
+        d.requeue = Some(d.requeue.map_or(at_timeout, |r| r.min(at_timeout)));
     }
 }
 

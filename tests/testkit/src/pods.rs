@@ -44,6 +44,50 @@ pub async fn set_running(client: kube::Client, ns: &str, name: &str) -> anyhow::
     patch_status(&pods, name, &status).await
 }
 
+/// Marks pod `ns/name` as not starting: its first init container (its first container when
+/// it has none) waiting with `reason` and `message` (e.g. `ErrImagePull`), the others waiting
+/// to initialise, the pod Pending, as a kubelet reports a pod whose image cannot be pulled.
+pub async fn set_waiting(
+    client: kube::Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    message: &str,
+) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client, ns);
+    let pod = pods
+        .get(name)
+        .await
+        .with_context(|| format!("Cannot read pod {ns}/{name}"))?;
+    let waiting = |(n, image): (String, String), first: bool| {
+        let state = if first {
+            json!({"waiting": {"reason": reason, "message": message}})
+        } else {
+            json!({"waiting": {"reason": "PodInitializing"}})
+        };
+        json!({"name": n, "image": image, "imageID": "", "ready": false, "started": false,
+               "restartCount": 0, "state": state})
+    };
+    let init = names(&pod, true);
+    let has_init = !init.is_empty();
+    let init: Vec<Value> = init
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| waiting(c, i == 0))
+        .collect();
+    let containers: Vec<Value> = names(&pod, false)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| waiting(c, !has_init && i == 0))
+        .collect();
+    let status = json!({"status": {
+        "phase": "Pending",
+        "initContainerStatuses": init,
+        "containerStatuses": containers,
+    }});
+    patch_status(&pods, name, &status).await
+}
+
 /// Ends pod `ns/name`: its containers terminated with `exit_code` and the termination
 /// `message`; the pod Succeeded (exit 0) or Failed.
 pub async fn finish(

@@ -139,7 +139,10 @@ pub(super) fn next_after(last: &Attempt) -> Next {
         },
         // Unreadable results come from a broken agent image; retrying would only cost money.
         Some(AttemptOutcome::InvalidResult) => Next::Finish(RunPhase::Failed, reason),
-        Some(AttemptOutcome::Failed) | None => Next::Retry {
+        Some(AttemptOutcome::Unstartable) => {
+            Next::Finish(RunPhase::Failed, format!("The pod cannot start: {reason}"))
+        }
+        Some(AttemptOutcome::Failed | AttemptOutcome::NotStarted) | None => Next::Retry {
             next_provider: false,
             why: reason,
         },

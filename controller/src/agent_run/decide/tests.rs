@@ -127,6 +127,19 @@ fn pod(attempt: u32, provider: &str, state: PodState) -> PodView {
         deleting: false,
         clone_ended: state != PodState::Active,
         state,
+        start_problem: None,
+    }
+}
+
+fn stuck(attempt: u32, reason: &str, permanent: bool, unschedulable: bool) -> PodView {
+    PodView {
+        start_problem: Some(StartProblem {
+            reason: reason.into(),
+            message: "container work: back-off pulling image \"ghcr.io/acme/agent:nope\"".into(),
+            permanent,
+            unschedulable,
+        }),
+        ..pod(attempt, "primary", PodState::Active)
     }
 }
 
@@ -956,4 +969,122 @@ fn only_the_push_step_or_a_failed_clone_step_gives_a_result() {
         (running.state, running.clone_ended),
         (PodState::Active, true)
     );
+}
+
+#[test]
+fn a_pod_that_cannot_pull_its_image_fails_its_attempt_after_the_grace_and_is_retried() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let d = case.decide_at(t(0));
+    case.persist(&d);
+    case.pods = vec![stuck(1, "ImagePullBackOff", false, false)];
+    // Within the grace the kubelet keeps trying; the run looks again when it ends.
+    let d = case.decide_at(t(30));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.status.attempts[0].outcome, None);
+    assert_eq!(
+        d.requeue,
+        Some(case.settings.pod_start_grace - Duration::from_secs(30))
+    );
+    // After it: the attempt fails with the reason, its pod goes, a retry is planned.
+    let grace = case.settings.pod_start_grace.as_secs() as i64;
+    let d = case.decide_at(t(grace));
+    assert_eq!(d.actions, vec![Action::DeletePods(vec!["fix-42-1".into()])]);
+    let attempt = &d.status.attempts[0];
+    assert_eq!(attempt.outcome, Some(AttemptOutcome::NotStarted));
+    let reason = attempt.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("did not start within") && reason.contains("ImagePullBackOff"),
+        "{reason}"
+    );
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.reason == "AttemptFailed" && n.warning)
+    );
+    assert!(
+        !matches!(d.status.phase, RunPhase::Failed | RunPhase::TimedOut),
+        "retried, not finished: {:?}",
+        d.status.phase
+    );
+}
+
+#[test]
+fn an_unschedulable_pod_gets_the_longer_grace() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let d = case.decide_at(t(0));
+    case.persist(&d);
+    case.pods = vec![stuck(1, "Unschedulable", false, true)];
+    let past_start_grace = case.settings.pod_start_grace.as_secs() as i64 + 1;
+    assert!(case.decide_at(t(past_start_grace)).actions.is_empty());
+    let grace = case.settings.unschedulable_grace.as_secs() as i64;
+    let d = case.decide_at(t(grace));
+    assert_eq!(
+        d.status.attempts[0].outcome,
+        Some(AttemptOutcome::NotStarted)
+    );
+}
+
+#[test]
+fn an_invalid_image_fails_the_run_at_once_without_a_retry() {
+    let mut case = Case::new();
+    case.admission = Some(Admission::Admit);
+    let d = case.decide_at(t(0));
+    case.persist(&d);
+    case.pods = vec![stuck(1, "InvalidImageName", true, false)];
+    let d = case.decide_at(t(1));
+    assert_eq!(
+        d.status.attempts[0].outcome,
+        Some(AttemptOutcome::Unstartable)
+    );
+    assert_eq!(d.status.phase, RunPhase::Failed);
+    assert!(
+        d.status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("cannot start") && m.contains("InvalidImageName")),
+        "{:?}",
+        d.status.message
+    );
+}
+
+#[test]
+fn start_problems_are_read_from_the_pods_status() {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p", "labels": {"countersign.dev/attempt": "1"}},
+        "status": {"phase": "Pending", "initContainerStatuses": [
+            {"name": "clone", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+             "state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}}]}
+    }))
+    .expect("pod");
+    let view = PodView::of(&pod).expect("ours");
+    let problem = view.start_problem.expect("a problem");
+    assert_eq!(problem.reason, "ErrImagePull");
+    assert!(!problem.permanent && !problem.unschedulable);
+    assert!(problem.message.contains("clone") && problem.message.contains("not found"));
+
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p", "labels": {"countersign.dev/attempt": "1"}},
+        "status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": "0/3 nodes are available: 3 Insufficient memory."}]}
+    }))
+    .expect("pod");
+    let problem = PodView::of(&pod)
+        .expect("ours")
+        .start_problem
+        .expect("a problem");
+    assert!(problem.unschedulable);
+    assert!(problem.message.contains("Insufficient memory"));
+
+    // Waiting to be created, or running: no problem.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p", "labels": {"countersign.dev/attempt": "1"}},
+        "status": {"phase": "Pending", "initContainerStatuses": [
+            {"name": "clone", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+             "state": {"waiting": {"reason": "PodInitializing"}}}]}
+    }))
+    .expect("pod");
+    assert_eq!(PodView::of(&pod).expect("ours").start_problem, None);
 }
