@@ -102,7 +102,7 @@ async fn gateway_overhead_per_request() {
     create(
         json!({"apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
         "metadata": {"name": "a", "namespace": NS},
-        "spec": {"role": "backend", "limits": {"maxTokens": 100_000_000},
+        "spec": {"role": "backend", "limits": {"maxTokens": 100_000_000, "maxCost": "100000"},
             "providers": [{"name": "m", "kind": "openai", "model": "m", "retries": 0,
                 "baseUrl": model.openai_base_url(), "apiKeySecretRef": {"name": "keys", "key": "k"},
                 "inputPricePerMillion": "3", "outputPricePerMillion": "15"}]}}),
