@@ -479,6 +479,16 @@ fn cel_cases() -> Vec<(&'static str, &'static str, Broken)> {
                 "onTimeout escalate needs escalateTo",
             ),
         ),
+        (
+            "riskpolicies.countersign.dev.yaml",
+            "escalationMode applies only to onTimeout escalate",
+            broken(
+                "policies/manifests/default-riskpolicy.yaml",
+                |p| p["spec"]["workflows"]["medium"]["escalationMode"] = json!("additional"),
+                "spec.workflows.medium",
+                "escalationMode applies only to onTimeout escalate",
+            ),
+        ),
     ]
 }
 

@@ -824,9 +824,22 @@ async fn a_migration_needs_three_executives_and_expires_at_its_deadline() {
     assert_eq!(phase(&gate), Some(GatePhase::Expired));
 }
 
-#[tokio::test]
-async fn a_high_risk_change_escalates_to_the_cto_at_its_deadline() {
-    let w = World::start(json!({})).await;
+/// Sets the high-risk workflow's `escalationMode` (the default policy's is `standIn`); the
+/// controller reads the RiskPolicy on every evaluation.
+async fn set_high_risk_escalation_mode(w: &World, mode: &str) {
+    Api::<RiskPolicy>::namespaced(w.api.client(), NS)
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"workflows": {"high": {"escalationMode": mode}}}})),
+        )
+        .await
+        .expect("patch the RiskPolicy");
+}
+
+/// Opens a high-risk pull request, lets its 24h deadline pass and returns the escalated gate
+/// with the comments on the pull request.
+async fn escalate_high_risk_change(w: &World) -> (u64, ApprovalGate, Vec<String>) {
     let n = w.open("login", &["src/auth/session.rs"], &w.p.erin).await;
     let head = w.head(n);
     w.wait_gate(n, "evaluated", |g| evaluated_at(g, &head))
@@ -838,14 +851,6 @@ async fn a_high_risk_change_escalates_to_the_cto_at_its_deadline() {
             g.status.as_ref().is_some_and(|s| !s.escalations.is_empty())
         })
         .await;
-    let status = gate.status.expect("status");
-    let roles: Vec<&str> = status
-        .requirements
-        .iter()
-        .map(|r| r.role.0.as_str())
-        .collect();
-    assert_eq!(roles, ["tech_lead", "manager", "cto"]);
-    assert_eq!(status.phase, GatePhase::Pending);
     let comments: Vec<String> = w
         .github
         .world()
@@ -867,11 +872,110 @@ async fn a_high_risk_change_escalates_to_the_cto_at_its_deadline() {
         .iter()
         .any(|r| r.users.contains(&"cto".to_owned()));
     assert!(asked_cto);
+    (n, gate, comments)
+}
 
-    for who in [&w.p.lead, &w.p.mgr, &w.p.cto] {
+#[tokio::test]
+async fn a_high_risk_change_escalated_in_additional_mode_needs_the_cto_as_well() {
+    use countersign_crds::risk_policy::EscalationMode;
+    let w = World::start(json!({})).await;
+    set_high_risk_escalation_mode(&w, "additional").await;
+    let (n, gate, _) = escalate_high_risk_change(&w).await;
+    let status = gate.status.expect("status");
+    let roles: Vec<&str> = status
+        .requirements
+        .iter()
+        .map(|r| r.role.0.as_str())
+        .collect();
+    assert_eq!(roles, ["tech_lead", "manager", "cto"]);
+    assert_eq!(status.phase, GatePhase::Pending);
+    assert_eq!(status.escalations[0].mode, Some(EscalationMode::Additional));
+
+    // The cto's approval is one more, not a replacement.
+    w.review(n, &w.p.cto, "APPROVED").await;
+    let gate = w
+        .wait_gate(n, "cto counted", |g| {
+            g.status.as_ref().is_some_and(|s| {
+                s.requirements
+                    .iter()
+                    .any(|r| r.role.0 == "cto" && r.satisfied == 1)
+            })
+        })
+        .await;
+    assert_eq!(phase(&gate), Some(GatePhase::Pending));
+    w.wait_check(n, "pending", pending).await;
+
+    for who in [&w.p.lead, &w.p.mgr] {
         w.review(n, who, "APPROVED").await;
     }
     w.wait_gate(n, "approved", |g| phase(g) == Some(GatePhase::Approved))
         .await;
     w.wait_check(n, "success", success).await;
+}
+
+#[tokio::test]
+async fn a_high_risk_change_escalated_in_stand_in_mode_is_approved_by_the_cto_alone() {
+    use countersign_crds::risk_policy::EscalationMode;
+    let w = World::start(json!({})).await;
+    // The default policy's mode, written out.
+    set_high_risk_escalation_mode(&w, "standIn").await;
+    let (n, gate, comments) = escalate_high_risk_change(&w).await;
+    let status = gate.status.expect("status");
+    let roles: Vec<&str> = status
+        .requirements
+        .iter()
+        .map(|r| r.role.0.as_str())
+        .collect();
+    assert_eq!(
+        roles,
+        ["tech_lead", "manager"],
+        "cto is no third requirement"
+    );
+    assert!(
+        status
+            .requirements
+            .iter()
+            .all(|r| r.stand_in.as_ref().map(|s| s.as_str()) == Some("cto")),
+        "{:?}",
+        status.requirements
+    );
+    let escalation = &status.escalations[0];
+    assert_eq!(escalation.mode, Some(EscalationMode::StandIn));
+    let stands_in_for: Vec<&str> = escalation
+        .stands_in_for
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    assert_eq!(stands_in_for, ["tech_lead", "manager"]);
+    assert_eq!(status.phase, GatePhase::Pending);
+    assert!(
+        comments
+            .iter()
+            .any(|c| c.contains("in place of `tech_lead`, `manager`")),
+        "{comments:?}"
+    );
+    let check = w.wait_check(n, "pending", pending).await;
+    let summary = check.summary.unwrap_or_default();
+    assert!(
+        summary.contains("escalated to cto (stands in for tech\\_lead, manager)"),
+        "{summary}"
+    );
+
+    // After the deadline, only the cto approves: that is enough.
+    w.review(n, &w.p.cto, "APPROVED").await;
+    let gate = w
+        .wait_gate(n, "approved", |g| phase(g) == Some(GatePhase::Approved))
+        .await;
+    let status = gate.status.expect("status");
+    for r in &status.requirements {
+        assert_eq!(r.stood_in_by.as_deref(), Some("cto"), "{r:?}");
+        assert_eq!(r.satisfied, r.count, "{r:?}");
+    }
+    let check = w.wait_check(n, "success", success).await;
+    assert!(
+        check
+            .summary
+            .unwrap_or_default()
+            .contains("\\@cto (standing in)")
+    );
 }

@@ -54,15 +54,53 @@ pub struct BotArgs {
     #[arg(long, env = "COUNTERSIGN_WORKERS", default_value_t = 8)]
     pub workers: usize,
 
-    /// Accepted deliveries waiting for a worker; when full, GitHub is answered 503 and
-    /// redelivers later.
+    /// Deliveries accepted and not yet handled, in all. When it is full a delivery is
+    /// answered 503, which GitHub does not redeliver by itself: the controller's periodic
+    /// resync repairs gates, a lost trigger needs the label or command again.
     #[arg(long, env = "COUNTERSIGN_QUEUE", default_value_t = 1024)]
     pub queue: usize,
+
+    /// Of `--queue`, deliveries about one issue or pull request (capped at `--queue`); more
+    /// about it are answered 503, so one busy issue never makes deliveries about the others
+    /// fail.
+    #[arg(long, env = "COUNTERSIGN_QUEUE_PER_ISSUE", default_value_t = 64)]
+    pub queue_per_issue: usize,
+
+    /// Longest a connection may take to send a complete request head (from its start, or on
+    /// HTTP/1.1 from the previous response; also bounds the TLS handshake). Both listeners.
+    #[arg(long, env = "COUNTERSIGN_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: GoDuration,
+
+    /// Longest a request body may take to arrive whole after its head (408 after it).
+    /// Both listeners.
+    #[arg(long, env = "COUNTERSIGN_BODY_READ_TIMEOUT", default_value = "30s")]
+    pub body_read_timeout: GoDuration,
+
+    /// Longest a connection may stay open with no request in flight. Both listeners.
+    #[arg(long, env = "COUNTERSIGN_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: GoDuration,
+
+    /// MiB of webhook bodies held before their signature is checked, over all requests
+    /// together; a body that does not fit is answered 503 with `Retry-After` at once instead
+    /// of buffered. At least 25 (GitHub's largest delivery).
+    #[arg(
+        long,
+        env = "COUNTERSIGN_UNVERIFIED_BODY_BUDGET_MIB",
+        default_value_t = 64
+    )]
+    pub unverified_body_budget_mib: u64,
 
     /// How long a delivery id is remembered in memory to answer redeliveries at once
     /// (objects are named deterministically too, so older redeliveries change nothing).
     #[arg(long, env = "COUNTERSIGN_DELIVERY_TTL", default_value = "1h")]
     pub delivery_ttl: GoDuration,
+
+    /// How often the bot asks GitHub what lost deliveries should have created (open issues
+    /// with a trigger label and no AgentRun, open pull requests with no ApprovalGate) and
+    /// creates it. Each wait varies by ±10%; `0s` turns it off. Reads are conditional, so an
+    /// unchanged repository costs only `304`s.
+    #[arg(long, env = "COUNTERSIGN_RESYNC_INTERVAL", default_value = "5m")]
+    pub resync_interval: GoDuration,
 
     /// Most delivery ids remembered.
     #[arg(long, env = "COUNTERSIGN_DELIVERY_MEMORY", default_value_t = 100_000)]
@@ -230,6 +268,43 @@ impl BotArgs {
         })
     }
 
+    /// The listeners' time limits; each must be above zero.
+    pub fn connection_limits(&self) -> anyhow::Result<crate::listener::ConnectionLimits> {
+        for (flag, value) in [
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--body-read-timeout", self.body_read_timeout),
+            ("--idle-timeout", self.idle_timeout),
+        ] {
+            anyhow::ensure!(!value.0.is_zero(), "{flag} must be above zero");
+        }
+        Ok(crate::listener::ConnectionLimits {
+            header_read: self.header_read_timeout.0,
+            body_read: self.body_read_timeout.0,
+            idle: self.idle_timeout.0,
+        })
+    }
+
+    /// The webhook endpoint's limits beyond the queue length.
+    pub fn delivery_limits(&self) -> anyhow::Result<crate::server::DeliveryLimits> {
+        anyhow::ensure!(self.queue > 0, "--queue must be at least 1");
+        anyhow::ensure!(
+            self.queue_per_issue > 0,
+            "--queue-per-issue must be at least 1"
+        );
+        let largest = countersign_webhooks::github::ingress::MAX_BODY_BYTES as u64;
+        let budget = self.unverified_body_budget_mib.saturating_mul(1024 * 1024);
+        anyhow::ensure!(
+            budget >= largest,
+            "--unverified-body-budget-mib must be at least {} (GitHub's largest delivery)",
+            largest / (1024 * 1024)
+        );
+        Ok(crate::server::DeliveryLimits {
+            per_issue: self.queue_per_issue.min(self.queue),
+            unverified_body_budget: usize::try_from(budget).unwrap_or(usize::MAX),
+            enqueue_timeout: crate::server::ENQUEUE_TIMEOUT,
+        })
+    }
+
     /// The operator's allow-list, when given.
     pub fn allowed_repositories(
         &self,
@@ -280,5 +355,66 @@ pub fn read_webhook_secrets(files: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
                 Ok(secret.as_bytes().to_vec())
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser as _;
+
+    use super::BotArgs;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bot: BotArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<BotArgs, clap::Error> {
+        let required = [
+            "countersign-bot",
+            "--github-app-id=1",
+            "--github-app-private-key-file=app.pem",
+            "--webhook-secret-file=secret",
+        ];
+        Cli::try_parse_from(required.iter().chain(extra)).map(|cli| cli.bot)
+    }
+
+    #[test]
+    fn the_front_door_limits_default_sanely_and_are_checked() {
+        let args = parse(&[]).expect("defaults");
+        let limits = args.connection_limits().expect("default limits");
+        assert_eq!(limits, crate::listener::ConnectionLimits::default());
+        assert_eq!(limits.header_read, Duration::from_secs(10));
+        assert_eq!(limits.body_read, Duration::from_secs(30));
+        assert_eq!(limits.idle, Duration::from_secs(60));
+        let delivery = args.delivery_limits().expect("default delivery limits");
+        assert_eq!(delivery.per_issue, 64);
+        assert_eq!(delivery.unverified_body_budget, 64 * 1024 * 1024);
+
+        let args = parse(&["--queue=8", "--header-read-timeout=500ms"]).expect("flags");
+        assert_eq!(
+            args.delivery_limits().expect("limits").per_issue,
+            8,
+            "capped"
+        );
+        assert_eq!(
+            args.connection_limits().expect("limits").header_read,
+            Duration::from_millis(500)
+        );
+
+        for refused in [
+            &["--idle-timeout=0s"][..],
+            &["--unverified-body-budget-mib=24"],
+            &["--queue-per-issue=0"],
+        ] {
+            let args = parse(refused).expect("parses");
+            assert!(
+                args.connection_limits().is_err() || args.delivery_limits().is_err(),
+                "{refused:?}"
+            );
+        }
     }
 }

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod handlers;
+pub mod listener;
 pub mod login;
 pub mod metrics;
 pub mod objects;
@@ -15,6 +16,7 @@ pub mod reload;
 pub mod render;
 pub mod replay;
 pub mod replies;
+pub mod resync;
 pub mod sanitize;
 pub mod server;
 pub mod tls;

@@ -1,15 +1,19 @@
-//! Prometheus metrics of the bot under the `countersign_bot` prefix: the webhook endpoint's
-//! (deliveries by event and outcome, request latency) and the handlers' (outcomes, failures,
-//! handling latency). Labels are bounded: event names, outcome and error labels only.
+//! Prometheus metrics of the bot under the `countersign_bot` prefix: the listeners' (timeouts),
+//! the webhook endpoint's (deliveries by event and outcome, request latency, the backlog, the
+//! unverified bytes held), the handlers' (outcomes, failures, handling latency) and the
+//! resync's ([`ResyncMetrics`]). Labels are bounded: listener, timeout, event names, kinds,
+//! outcome, reason and error labels only.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use countersign_webhooks::github::ingress::IngressMetrics;
+
+use crate::listener::ConnectionMetrics;
+use crate::resync::ResyncMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -34,11 +38,14 @@ pub struct Metrics {
     registry: Registry,
     /// The webhook endpoint's metrics (registered in the same registry).
     pub ingress: IngressMetrics,
+    /// The listeners' timeouts (registered in the same registry).
+    pub connections: ConnectionMetrics,
+    /// The resync's passes, recoveries and `304`s (registered in the same registry).
+    pub resync: ResyncMetrics,
     outcomes: Family<OutcomeLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     retries: Family<EventLabel, Counter>,
     handling: Family<EventLabel, Histogram>,
-    queued: Gauge,
 }
 
 impl Default for Metrics {
@@ -49,13 +56,14 @@ impl Default for Metrics {
         countersign_telemetry::register_common(&mut root, "bot");
         let registry = root.sub_registry_with_prefix("countersign_bot");
         let ingress = IngressMetrics::register(registry);
+        let connections = ConnectionMetrics::register(registry);
+        let resync = ResyncMetrics::register(registry);
         let outcomes = Family::<OutcomeLabels, Counter>::default();
         let failures = Family::<FailureLabels, Counter>::default();
         let retries = Family::<EventLabel, Counter>::default();
         let handling = Family::<EventLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 16))
         });
-        let queued = Gauge::default();
         registry.register(
             "delivery_outcomes",
             "What handling deliveries did, by event and outcome",
@@ -76,19 +84,15 @@ impl Default for Metrics {
             "Time from dequeuing a delivery to finishing it, by event",
             handling.clone(),
         );
-        registry.register(
-            "deliveries_queued",
-            "Deliveries accepted and waiting for a worker",
-            queued.clone(),
-        );
         Self {
             registry: root,
             ingress,
+            connections,
+            resync,
             outcomes,
             failures,
             retries,
             handling,
-            queued,
         }
     }
 }
@@ -118,11 +122,6 @@ impl Metrics {
         self.handling
             .get_or_create(&EventLabel { event })
             .observe(seconds);
-    }
-
-    /// Follows the number of deliveries waiting for a worker.
-    pub fn queued(&self, delta: i64) {
-        self.queued.inc_by(delta);
     }
 
     /// Registers the GitHub client's metrics (`countersign_bot_github_*`); call before the

@@ -81,6 +81,30 @@ impl Projects {
             .find(|p| p.metadata.namespace == ns && p.metadata.name == n)
     }
 
+    /// Every Project that manages its repository (the one [`Self::for_repository`] answers
+    /// for it), ordered by namespace and name: for work that starts from the Projects rather
+    /// than from a delivery, such as the resync.
+    pub fn managed(&self) -> Vec<Arc<Project>> {
+        let mut managed: Vec<Arc<Project>> = self
+            .store
+            .state()
+            .into_iter()
+            .filter(|p| {
+                let repo = &p.spec.repository;
+                self.for_repository(&repo.owner, &repo.name)
+                    .is_some_and(|owner| {
+                        owner.metadata.namespace == p.metadata.namespace
+                            && owner.metadata.name == p.metadata.name
+                    })
+            })
+            .collect();
+        managed.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        managed
+    }
+
     /// Every Project whose repository is one of `full_names` (`owner/name`), or, when
     /// `account` is given, every Project whose repository belongs to that account.
     pub fn for_installation(

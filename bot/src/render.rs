@@ -103,6 +103,8 @@ mod tests {
                 count: 1,
                 satisfied: 0,
                 approved_by: vec![],
+                stand_in: None,
+                stood_in_by: None,
             }],
             ..ApprovalGateStatus::default()
         });

@@ -7,6 +7,8 @@
 //! - The **internal** listener carries what only the cluster needs: `/healthz`, `/readyz`,
 //!   `/metrics`, the policy API (`/api/v1/*`) and the RiskPolicy admission webhook.
 //!
+//! Both are served by [`crate::listener`], with header-read, body-read and idle time limits.
+//!
 //! Shutdown is graceful: on SIGTERM the servers stop accepting requests, the queue closes,
 //! and the workers finish every delivery already accepted (each one was answered 202, so
 //! GitHub will not send it again) before the process exits.
@@ -23,15 +25,15 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use countersign_github::oauth::OAuthClient;
-use countersign_webhooks::github::deliveries::Deliveries;
-use countersign_webhooks::github::event::Delivery;
-use countersign_webhooks::github::ingress::{self, Ingress};
+use countersign_webhooks::github::deliveries::{Deliveries, Queued};
+use countersign_webhooks::github::ingress::{self, Ingress, IngressLimits};
 use countersign_webhooks::github::signature::Verifier;
 use tokio::sync::mpsc;
 
 use crate::api::{PolicyLimits, PolicyRunner};
 use crate::config::BotArgs;
 use crate::handlers::Handler;
+use crate::listener::ListenerOptions;
 use crate::login::Login;
 use crate::metrics::Metrics;
 use crate::pages::PagesState;
@@ -42,8 +44,8 @@ use countersign_github::GitHubApp;
 use countersign_github::authz::Authorizer;
 use countersign_policies::ownership::RepositoryAllowList;
 
-/// How long a webhook request waits for room in a full queue before answering 503.
-pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a verified delivery waits for room in a full backlog before answering 503.
+pub const ENQUEUE_TIMEOUT: Duration = ingress::DEFAULT_ENQUEUE_TIMEOUT;
 /// Attempts at reading the App's slug at startup.
 const SLUG_ATTEMPTS: u32 = 5;
 
@@ -136,7 +138,7 @@ pub struct Bot {
     /// The handlers.
     pub handler: Arc<Handler>,
     client: kube::Client,
-    queue: mpsc::Receiver<Delivery>,
+    queue: mpsc::Receiver<Queued>,
     projects_driver: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
@@ -146,7 +148,7 @@ pub struct BotSettings {
     pub secrets: Vec<Vec<u8>>,
     /// Projects namespace (`None`: all).
     pub namespace: Option<String>,
-    /// Queue length.
+    /// Deliveries accepted and not yet handled, in all (`--queue`).
     pub queue: usize,
     /// Delivery-id memory.
     pub delivery_memory: usize,
@@ -159,9 +161,43 @@ pub struct BotSettings {
     pub allowed_repositories: Option<RepositoryAllowList>,
 }
 
+/// The webhook endpoint's limits beyond [`BotSettings`]; the default is the flags' defaults.
+#[derive(Clone, Debug)]
+pub struct DeliveryLimits {
+    /// Deliveries about one issue or pull request accepted and not yet handled
+    /// (`--queue-per-issue`); at most [`BotSettings::queue`].
+    pub per_issue: usize,
+    /// Bytes of webhook bodies held before their signature is checked, over all requests
+    /// together (`--unverified-body-budget-mib`).
+    pub unverified_body_budget: usize,
+    /// How long a verified delivery waits for room in a full backlog before 503.
+    pub enqueue_timeout: Duration,
+}
+
+impl Default for DeliveryLimits {
+    fn default() -> Self {
+        let ingress = IngressLimits::default();
+        Self {
+            per_issue: ingress.backlog_per_subject,
+            unverified_body_budget: ingress.unverified_body_budget,
+            enqueue_timeout: ENQUEUE_TIMEOUT,
+        }
+    }
+}
+
 impl Bot {
-    /// Assembles the bot; nothing runs until [`Bot::run`].
+    /// Assembles the bot with the default [`DeliveryLimits`]; nothing runs until [`Bot::run`].
     pub fn new(client: kube::Client, github: GitHubApp, settings: BotSettings) -> Self {
+        Self::with_limits(client, github, settings, DeliveryLimits::default())
+    }
+
+    /// Assembles the bot; nothing runs until [`Bot::run`].
+    pub fn with_limits(
+        client: kube::Client,
+        github: GitHubApp,
+        settings: BotSettings,
+        limits: DeliveryLimits,
+    ) -> Self {
         let allowed = RepositoryAllowList::effective(
             settings.allowed_repositories,
             settings.namespace.as_deref(),
@@ -171,14 +207,18 @@ impl Bot {
         let mut metrics = Metrics::default();
         metrics.register_github(github.metrics());
         let metrics = Arc::new(metrics);
-        let (tx, rx) = mpsc::channel(settings.queue.max(1));
-        let ingress = Arc::new(Ingress {
-            verifier: Verifier::new(settings.secrets),
-            deliveries: Deliveries::new(settings.delivery_memory, settings.delivery_ttl),
-            queue: tx,
-            metrics: metrics.ingress.clone(),
-            enqueue_timeout: ENQUEUE_TIMEOUT,
-        });
+        let (ingress, rx) = Ingress::new(
+            Verifier::new(settings.secrets),
+            Deliveries::new(settings.delivery_memory, settings.delivery_ttl),
+            metrics.ingress.clone(),
+            IngressLimits {
+                backlog: settings.queue,
+                backlog_per_subject: limits.per_issue,
+                unverified_body_budget: limits.unverified_body_budget,
+                enqueue_timeout: limits.enqueue_timeout,
+            },
+        );
+        let ingress = Arc::new(ingress);
         let handler = Arc::new(Handler {
             client: client.clone(),
             github,
@@ -243,8 +283,9 @@ impl Bot {
         )
     }
 
-    /// Runs the Project watch and `workers` delivery workers until every sender of the queue
-    /// (the ingress and its routers) is dropped and the accepted deliveries are handled.
+    /// Runs the Project watch and handles deliveries, up to `workers` at once, until every
+    /// sender of the queue (the ingress and its routers) is dropped and the accepted
+    /// deliveries are handled.
     pub fn run(self, workers: usize) -> impl Future<Output = ()> + Send + 'static {
         let Bot {
             ingress,
@@ -269,11 +310,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let secrets = args.webhook_secrets()?;
+    let limits = args.connection_limits()?;
+    let delivery_limits = args.delivery_limits()?;
     let tls_files = args.tls_files()?;
-    let tls = match &tls_files {
+    let tls_loaded = match &tls_files {
         Some((cert, key)) => Some(crate::tls::load(cert, key)?),
         None => None,
     };
+    let tls = tls_loaded.as_ref().map(|(config, _)| config.clone());
     let github = args.github.app()?.context(
         "The bot needs a GitHub App: set --github-app-id and --github-app-private-key-file",
     )?;
@@ -296,7 +340,7 @@ pub async fn serve(
         .context("Cannot read the bound internal address")?;
     let allowed = args.allowed_repositories()?;
     let options = args.http_options()?;
-    let bot = Bot::new(
+    let bot = Bot::with_limits(
         client,
         github,
         BotSettings {
@@ -308,6 +352,7 @@ pub async fn serve(
             bot_login: bot_login.clone(),
             allowed_repositories: allowed.clone(),
         },
+        delivery_limits,
     );
     let effective = RepositoryAllowList::effective(allowed, args.namespace.as_deref());
     if effective.is_empty() {
@@ -332,6 +377,14 @@ pub async fn serve(
     );
     let public_app = bot.public_router(&options);
     let internal_app = bot.internal_router(&options);
+    let listener_options = |name| ListenerOptions {
+        name,
+        tls: tls.clone(),
+        limits,
+        metrics: bot.probes.metrics.connections.clone(),
+    };
+    let public_options = listener_options("public");
+    let internal_options = listener_options("internal");
     // Rotated webhook secrets and renewed certificates are picked up while running.
     let mut reloads = vec![tokio::spawn(crate::reload::watch(
         "webhook secrets",
@@ -343,7 +396,7 @@ pub async fn serve(
             move |secrets: Vec<Vec<u8>>| ingress.verifier.replace(secrets)
         },
     ))];
-    if let (Some((cert, key)), Some((_, certificates))) = (&tls_files, &tls) {
+    if let (Some((cert, key)), Some((_, certificates))) = (&tls_files, &tls_loaded) {
         reloads.push(tokio::spawn(crate::tls::watch_files(
             cert,
             key,
@@ -351,7 +404,13 @@ pub async fn serve(
             args.reload_interval.0,
         )));
     }
-    let tls = tls.map(|(config, _)| config);
+    // Lost deliveries (never sent, or accepted and lost in a crash) are recovered from GitHub.
+    let resync = tokio::spawn(crate::resync::run(
+        crate::resync::Resync::new(bot.handler.clone(), bot.probes.metrics.clone()),
+        crate::resync::ResyncSettings {
+            interval: args.resync_interval.0,
+        },
+    ));
     let workers = tokio::spawn(bot.run(args.workers));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stopping = move || {
@@ -360,13 +419,14 @@ pub async fn serve(
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
-    let public = serve_one(listener, public_app, tls.clone(), stopping());
-    let private = serve_one(internal, internal_app, tls, stopping());
+    let public = crate::listener::serve(listener, public_app, public_options, stopping());
+    let private = crate::listener::serve(internal, internal_app, internal_options, stopping());
     let watcher = async move {
         shutdown.await;
         let _ = stop.send(true);
     };
     let (public, private, ()) = tokio::join!(public, private, watcher);
+    resync.abort();
     for reload in reloads {
         reload.abort();
     }
@@ -375,21 +435,6 @@ pub async fn serve(
     tracing::info!("no longer accepting deliveries; finishing the accepted ones");
     workers.await.context("The delivery workers panicked")?;
     Ok(())
-}
-
-async fn serve_one(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    match tls {
-        Some(config) => crate::tls::serve(listener, config, app, shutdown).await,
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(Into::into),
-    }
 }
 
 /// The Kubernetes client: `--kubeconfig` when given, otherwise the usual inference

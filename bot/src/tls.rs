@@ -1,7 +1,7 @@
 //! HTTPS for `countersign bot` (`--tls-cert-file`, `--tls-key-file`): Kubernetes calls
 //! admission webhooks over HTTPS only. rustls with the ring provider (the workspace's one
-//! crypto backend), HTTP/1.1 and HTTP/2 through hyper-util, the same axum router as plain
-//! HTTP, and the same graceful shutdown: stop accepting, let open requests finish.
+//! crypto backend), HTTP/1.1 and HTTP/2 (by ALPN), served by [`crate::listener`] like plain
+//! HTTP: the same router, time limits and graceful shutdown.
 //!
 //! The certificate is served through a resolver whose key pair is replaced when the files
 //! change ([`crate::reload`]): a certificate renewed by cert-manager (or rotated in the
@@ -14,24 +14,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
-
-/// Longest a client may take to finish the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open connections may take to finish after shutdown starts.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-/// Pause after a failed `accept` (e.g. too many open files) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The certificate new handshakes get; [`Certificates::replace`] swaps it.
 #[derive(Debug)]
@@ -113,58 +101,17 @@ pub fn watch_files(
     )
 }
 
-/// Serves `app` over HTTPS on `listener` until `shutdown` completes, then waits up to
-/// [`SHUTDOWN_GRACE`] for open connections.
+/// Serves `app` over HTTPS on `listener` with the default time limits until `shutdown`
+/// completes (see [`crate::listener::serve`]).
 pub async fn serve(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let acceptor = TlsAcceptor::from(config);
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot accept a connection");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, %peer, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(error) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%error, %peer, "HTTPS connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-            tracing::warn!("open HTTPS connections did not finish in time; closing them");
-        }
-    }
-    Ok(())
+    let options = crate::listener::ListenerOptions {
+        tls: Some(config),
+        ..crate::listener::ListenerOptions::new("https")
+    };
+    crate::listener::serve(listener, app, options, shutdown).await
 }

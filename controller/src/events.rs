@@ -27,7 +27,7 @@ pub fn readiness_event(old: &[Condition], new: &[Condition], action: &str) -> Op
             EventType::Normal
         },
         reason: ready.reason.clone(),
-        note: Some(ready.message.clone()),
+        note: Some(truncate(&ready.message, MAX_NOTE_BYTES)),
         action: action.to_owned(),
         secondary: None,
     })

@@ -3,6 +3,11 @@
 //! installation GitHub reports for the repository is reachable and is the one the spec names,
 //! if any) and the counts platform teams watch: active and queued runs, runs and spend
 //! today, open approval gates.
+//!
+//! The day's run count (`runsDay`, `runsToday`, `runsTodayUids`) is the one part of the
+//! status written with the Project's resourceVersion as a precondition, by
+//! [`count_admission`] when a run is admitted and here when a day begins: the status apply
+//! leaves it out, so a reconcile working from a stale copy can never undo an admission.
 
 use std::sync::Arc;
 
@@ -22,7 +27,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::agent_run::capacity::{holds_capacity, same_utc_day};
+use crate::agent_run::capacity::{DayAdmission, DayCount, holds_capacity, same_utc_day};
 use crate::agent_run::{scoped, tokio_stream_interval};
 use crate::backoff;
 use crate::context::{Context, MANAGER};
@@ -145,9 +150,31 @@ async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
             .filter(|g| g.spec.project_ref.name == name)
             .collect(),
     };
-    let status = desired_status(&project, &observed, Timestamp::now());
+    let now = Timestamp::now();
+    // A new day starts its count from zero; runs started before the count was kept here
+    // are added to it.
+    let today = DayCount::today(project.status.as_ref(), now).with_started(&observed.runs);
+    let mut requeue = ctx.settings.resync_interval;
+    if !today.is_recorded_in(project.status.as_ref()) {
+        match write_day_count(&ctx.client, &project, &today).await {
+            Ok(()) => {}
+            // Someone counted a run meanwhile: look again with the newer Project.
+            Err(err) if is_conflict(&err) => requeue = ctx.settings.wait_requeue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let status = desired_status(&project, &observed, now);
     if project.status.as_ref().map(without_sync_time) != Some(without_sync_time(&status)) {
-        let patch = json!({"apiVersion": Project::api_version(&()), "kind": Project::kind(&()), "status": status});
+        let mut applied = serde_json::to_value(&status).map_err(|source| Error::Serialize {
+            what: "Project status",
+            source,
+        })?;
+        if let Some(fields) = applied.as_object_mut() {
+            for day_field in ["runsDay", "runsToday", "runsTodayUids"] {
+                fields.remove(day_field);
+            }
+        }
+        let patch = json!({"apiVersion": Project::api_version(&()), "kind": Project::kind(&()), "status": applied});
         Api::<Project>::namespaced(ctx.client.clone(), &ns)
             .patch_status(
                 &name,
@@ -162,7 +189,109 @@ async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
             crate::events::publish(&ctx.recorder, &project.object_ref(&()), event).await;
         }
     }
-    Ok(Action::requeue(ctx.settings.resync_interval))
+    Ok(Action::requeue(requeue))
+}
+
+/// The field manager of the day's run count (a merge patch, not the status apply).
+const DAY_COUNT_MANAGER: &str = "countersign-controller-day-count";
+
+/// How many requests [`count_admission`] tries before it gives up and the run's reconcile
+/// fails (and is retried with the error's backoff).
+const COUNT_ATTEMPTS: usize = 8;
+
+/// Writes `count` into the Project's status if the Project is still the version it was read
+/// from; a conflict (see [`is_conflict`]) when it is not: someone else wrote first.
+async fn write_day_count(
+    client: &kube::Client,
+    project: &Project,
+    count: &DayCount,
+) -> Result<(), kube::Error> {
+    let api = Api::<Project>::namespaced(client.clone(), &project.namespace().unwrap_or_default());
+    let version = project.resource_version().unwrap_or_default();
+    let params = PatchParams {
+        field_manager: Some(DAY_COUNT_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch_status(
+        &project.name_any(),
+        &params,
+        &Patch::Merge(count.status_patch(&version)),
+    )
+    .await
+    .map(|_| ())
+}
+
+fn is_conflict(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 409)
+}
+
+/// Counts the run `uid` among the runs `project` admitted today, before the run's first pod
+/// is created: [`DayAdmission::Counted`] once the Project's status lists it, or
+/// [`DayAdmission::Full`] when the day has no run left. `runs` is what the cache shows (runs
+/// started today that the status does not list yet count too). The write carries the
+/// Project's resourceVersion; when another controller or reconcile wrote first, or the
+/// request failed, the Project is read again and the limit checked again, so the day's last
+/// run is admitted once and no admission is lost.
+pub(crate) async fn count_admission(
+    ctx: &Context,
+    project: &Project,
+    uid: &str,
+    runs: &[Arc<AgentRun>],
+    now: Timestamp,
+) -> Result<DayAdmission> {
+    let ns = project.namespace().unwrap_or_default();
+    let name = project.name_any();
+    let client = &ctx.client;
+    let api = Api::<Project>::namespaced(client.clone(), &ns);
+    let ours = || {
+        runs.iter()
+            .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|r| r.spec.project_ref.name == name)
+            .map(|r| r.as_ref())
+    };
+    // One count at a time in this process: runs admitted together then race each other
+    // only once, not once per run.
+    let _turn = ctx.ledger.counting_turn().await;
+    // First the Project as this reconcile read it; after a lost race or a failed request it
+    // is read again (a write that went through despite an error is then listed: Counted).
+    let mut current = Some(project.clone());
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let last = attempt >= COUNT_ATTEMPTS;
+        let project = match current.take() {
+            Some(project) => project,
+            None => match api.get_opt(&name).await {
+                Ok(Some(project)) => project,
+                Ok(None) => {
+                    return Ok(DayAdmission::Full(format!(
+                        "project {name} no longer exists"
+                    )));
+                }
+                Err(err) if !last && worth_retrying(&err) => continue,
+                Err(err) => return Err(err.into()),
+            },
+        };
+        let today = DayCount::today(project.status.as_ref(), now).with_started(ours());
+        let next = match today.admit(uid, &name, project.spec.limits.max_runs_per_day) {
+            DayAdmission::Add(next) => next,
+            decided => return Ok(decided),
+        };
+        match write_day_count(client, &project, &next).await {
+            Ok(()) => return Ok(DayAdmission::Counted),
+            Err(err) if !last && worth_retrying(&err) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// A conflict, a server error or a broken connection: reading again and retrying may work.
+fn worth_retrying(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => matches!(status.code, 409 | 429 | 500..=599),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
 }
 
 fn without_sync_time(status: &ProjectStatus) -> ProjectStatus {
@@ -190,7 +319,8 @@ pub fn desired_status(project: &Project, observed: &Observed, now: Timestamp) ->
             .iter()
             .filter(|r| matches!(phase_of(r), RunPhase::Pending | RunPhase::Queued)),
     );
-    status.runs_today = count(observed.runs.iter().filter(started_today));
+    // runsDay, runsToday and runsTodayUids stay as read: only `count_admission` and the
+    // day's first reconcile write them, with a precondition.
     // The gateway's ledger counts every request, also of runs deleted since; without one
     // (no gateway yet), the runs started today are summed.
     status.spend_today = Some(match &observed.ledger {

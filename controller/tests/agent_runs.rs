@@ -1230,3 +1230,83 @@ async fn a_pod_whose_image_cannot_be_pulled_fails_its_attempt_fast_and_the_retry
         "the stuck pod is gone"
     );
 }
+
+#[tokio::test]
+async fn the_daily_run_limit_still_counts_runs_deleted_since_and_survives_a_restart() {
+    use countersign_crds::Project;
+    let mut world = World::start(succeed_all()).await;
+    let projects: Api<Project> = Api::namespaced(world.client.clone(), NS);
+    projects
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"limits": {"maxRunsPerDay": 2}}})),
+        )
+        .await
+        .expect("limit the Project to two runs a day");
+
+    let mut uids = Vec::new();
+    for name in ["daily-1", "daily-2"] {
+        world.create_run(name, json!({})).await;
+        let run = world.wait_pull_request(name).await;
+        uids.push(run.uid().expect("uid"));
+    }
+    // Both are counted in the Project's status before their pods were created.
+    let status = projects
+        .get_status("api")
+        .await
+        .expect("get project")
+        .status
+        .expect("project status");
+    let today = countersign_crds::usage::day_of(&jiff::Timestamp::now());
+    assert_eq!(status.runs_day.as_deref(), Some(today.as_str()));
+    assert_eq!(status.runs_today, 2);
+    let mut counted = status.runs_today_uids.clone();
+    counted.sort();
+    uids.sort();
+    assert_eq!(counted, uids);
+
+    // Deleting the runs and restarting the controller gives the day nothing back.
+    for name in ["daily-1", "daily-2"] {
+        let uid = world.runs().get(name).await.expect("get run").uid();
+        let uid = uid.expect("uid");
+        world
+            .runs()
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete run");
+        let gone = kube::runtime::wait::await_condition(
+            world.runs(),
+            name,
+            kube::runtime::conditions::is_deleted(&uid),
+        );
+        tokio::time::timeout(WAIT, gone)
+            .await
+            .expect("deleted in time")
+            .expect("watch the run");
+    }
+    world.stop_controller();
+    world.start_controller();
+
+    world.create_run("daily-3", json!({})).await;
+    let waiting = world
+        .wait_run("daily-3", "waiting for the daily limit", |r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.phase == RunPhase::Queued
+                    && s.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("limit of 2 runs per day"))
+            })
+        })
+        .await;
+    let message = waiting.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(message.contains("maxRunsPerDay"), "{message}");
+    assert!(world.pods_of("daily-3").await.is_empty(), "no pod today");
+    let status = projects
+        .get_status("api")
+        .await
+        .expect("get project")
+        .status
+        .expect("project status");
+    assert_eq!(status.runs_today, 2, "{status:?}");
+}

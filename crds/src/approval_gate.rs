@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{GitHubUser, LocalRef, RoleName};
 use crate::conditions::Readiness;
-use crate::risk_policy::{RiskFactor, RiskLevel, TimeoutAction};
+use crate::risk_policy::{EscalationMode, RiskFactor, RiskLevel, TimeoutAction};
 
 /// The approval state of one pull request: its risk, the roles that must approve, every
 /// approval and rejection, and the check run that tells branch protection whether it may merge.
@@ -146,6 +146,14 @@ pub struct RoleRequirement {
     /// Logins whose approvals counted for this role.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approved_by: Vec<String>,
+    /// After an escalation in `standIn` mode that found this role missing: the escalation
+    /// role, one of whose holders may approve in this role's place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stand_in: Option<RoleName>,
+    /// The login of the `standIn` holder whose approval satisfied this requirement in place
+    /// of the role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stood_in_by: Option<String>,
 }
 
 /// One approval or rejection as recorded for the audit.
@@ -251,6 +259,16 @@ pub struct Escalation {
     /// The role newly asked to approve, for escalations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_role: Option<RoleName>,
+    /// For escalations: whether `toRole` stands in for the missing roles or is required in
+    /// addition (the RiskPolicy workflow's `escalationMode` at the time). Escalations recorded
+    /// without it are `additional`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<EscalationMode>,
+    /// For `standIn` escalations: the roles still missing at the deadline, which one approval
+    /// by a holder of `toRole` now satisfies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub stands_in_for: Vec<RoleName>,
 }
 
 /// What the controller last concluded about this pull request.

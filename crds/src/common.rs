@@ -160,10 +160,58 @@ impl FromStr for GoDuration {
         if !ascii.is_ascii() {
             return Err(err());
         }
-        let nanos = go_parse_duration::parse_duration(&ascii).map_err(|_| err())?;
+        let nanos = parse_go_nanos(&ascii).ok_or_else(err)?;
         let nanos = u64::try_from(nanos).map_err(|_| err())?;
         Ok(GoDuration(Duration::from_nanos(nanos)))
     }
+}
+
+/// Go keeps no more fraction digits than this: past them a fraction adds less than a
+/// nanosecond even to an hour.
+const MAX_FRACTION_DIGITS: usize = 18;
+
+/// The longest duration accepted, in nanoseconds (about 146 years): go-parse-duration's
+/// limit for one segment (it reads Go's `1<<63 - 1` as `1 << 62`), applied to the sum too
+/// so that every accepted duration prints ([`fmt::Display`]) in a form that parses back.
+const MAX_NANOS: i64 = 1 << 62;
+
+/// Go's `time.ParseDuration` of unsigned ASCII text, through go-parse-duration 0.1 one
+/// `<number><unit>` segment at a time. That crate loops forever on a fraction longer than
+/// an i64 holds and adds segments without an overflow check (a panic in debug builds), so
+/// fractions are cut to [`MAX_FRACTION_DIGITS`] and the segments summed here, checked (the
+/// hang was found by the `go_duration` fuzz target, docs/fuzzing.md).
+fn parse_go_nanos(text: &str) -> Option<i64> {
+    if text == "0" {
+        return Some(0);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let is_number = |c: char| c.is_ascii_digit() || c == '.';
+    let mut total = 0i64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let unit_start = rest.find(|c| !is_number(c)).unwrap_or(rest.len());
+        let end = rest[unit_start..]
+            .find(is_number)
+            .map_or(rest.len(), |i| unit_start + i);
+        let (number, unit) = (&rest[..unit_start], &rest[unit_start..end]);
+        if unit.is_empty() {
+            return None; // "1h0": Go wants a unit on every number.
+        }
+        let number = match number.split_once('.') {
+            Some((int, frac)) => {
+                let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+                let kept = digits.min(MAX_FRACTION_DIGITS);
+                format!("{int}.{}{}", &frac[..kept], &frac[digits..])
+            }
+            None => number.to_owned(),
+        };
+        let nanos = go_parse_duration::parse_duration(&format!("{number}{unit}")).ok()?;
+        total = total.checked_add(nanos).filter(|t| *t <= MAX_NANOS)?;
+        rest = &rest[end..];
+    }
+    Some(total)
 }
 
 impl fmt::Display for GoDuration {

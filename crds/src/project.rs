@@ -395,9 +395,25 @@ pub struct ProjectStatus {
     /// Approval gates of this Project whose pull request is still open.
     #[serde(default)]
     pub open_gates: u32,
-    /// Agent runs started today (UTC), counted against `limits.maxRunsPerDay`.
+    /// Agent runs admitted on `runsDay` (UTC), counted against `limits.maxRunsPerDay`. The
+    /// count lives here rather than being derived from the AgentRuns, so deleting runs,
+    /// pruning them (history limits, `ttlSecondsAfterFinished`) and restarting the controller
+    /// do not give a day its runs back.
     #[serde(default)]
     pub runs_today: u32,
+    /// The UTC day (`YYYY-MM-DD`) that `runsToday` and `runsTodayUids` count; the first
+    /// admission or resync of a later day starts again from zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    pub runs_day: Option<String>,
+    /// The uids of the runs admitted on `runsDay`. The controller adds a run here before it
+    /// creates the run's first pod, with the Project's `resourceVersion` as a precondition,
+    /// and admits it only while fewer than `limits.maxRunsPerDay` are listed: two controllers
+    /// (or two reconciles) cannot both take the last run of the day, and none is lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10000))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub runs_today_uids: Vec<String>,
     /// Provider spend today (UTC) in US dollars, as the provider gateway counted it (its usage
     /// ledger, which outlives deleted runs), counted against `limits.maxSpendPerDay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

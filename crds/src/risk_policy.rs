@@ -288,6 +288,7 @@ pub struct Workflows {
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.autoApprove || (has(self.approvers) && size(self.approvers) > 0)", "message": "a workflow without autoApprove needs approvers"},
     {"rule": "self.onTimeout != 'escalate' || has(self.escalateTo)", "message": "onTimeout escalate needs escalateTo"},
+    {"rule": "!has(self.escalationMode) || self.onTimeout == 'escalate'", "message": "escalationMode applies only to onTimeout escalate"},
 ]))]
 pub struct Workflow {
     /// A name shown in checks and the gate page, e.g. `standard`, `supervised`, `managed`, `executive`.
@@ -309,6 +310,14 @@ pub struct Workflow {
     /// The role asked to approve when the workflow escalates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalate_to: Option<RoleName>,
+    /// How the `escalateTo` role's approval counts once the workflow escalated (only with
+    /// `onTimeout: escalate`). `standIn` (the default when unset): one approval by a holder of
+    /// `escalateTo` satisfies every requirement still missing at the deadline, in place of the
+    /// roles that did not approve in time; their own approvals still count as well.
+    /// `additional`: `escalateTo` becomes one more required approval on top of the workflow's
+    /// approvers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation_mode: Option<EscalationMode>,
 }
 
 /// Approvals needed from one role.
@@ -334,10 +343,30 @@ pub enum TimeoutAction {
     /// Remind the missing approvers and keep waiting.
     #[default]
     Remind,
-    /// Ask the `escalateTo` role to approve as well.
+    /// Ask the `escalateTo` role to approve, in place of the missing roles or in addition to
+    /// them, as `escalationMode` says.
     Escalate,
     /// Fail the check; a new push starts over.
     Expire,
+}
+
+/// How the `escalateTo` role's approval counts once a workflow escalated (`onTimeout:
+/// escalate`; a workflow that leaves `escalationMode` unset uses `standIn`). `standIn`: one
+/// approval by a holder of `escalateTo`, who fills no other requirement, satisfies every
+/// requirement still missing at the deadline; the original roles can still approve.
+/// `additional`: `escalateTo` becomes one more required approval on top of the workflow's
+/// approvers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EscalationMode {
+    /// The escalation role stands in for the roles that had not approved by the deadline:
+    /// one approval by one of its holders, who fills no other requirement, satisfies every
+    /// requirement still missing then. The original roles can still approve too.
+    #[default]
+    StandIn,
+    /// The escalation role is required in addition: one more approval, by one of its
+    /// holders, on top of the workflow's approvers.
+    Additional,
 }
 
 /// Who may not approve.

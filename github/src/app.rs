@@ -11,7 +11,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method};
 use jiff::Timestamp;
 use octocrab::Octocrab;
@@ -60,7 +59,7 @@ pub(crate) struct Inner {
     jwt: Mutex<Option<(AppClaims, String)>>,
     tokens: Mutex<HashMap<u64, CachedToken>>,
     slug: tokio::sync::OnceCell<String>,
-    pub(crate) etags: Mutex<HashMap<String, (HeaderValue, Bytes)>>,
+    pub(crate) etags: Mutex<HashMap<String, crate::transport::Cached>>,
     pub(crate) metrics: crate::metrics::ClientMetrics,
     /// The installation GitHub reported per repository (lower-case `owner/name`), and when.
     installations: Mutex<HashMap<String, (std::time::Instant, u64)>>,

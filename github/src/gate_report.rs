@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use countersign_crds::approval_gate::{
     ApprovalRecord, ApprovalVia, Decision, Escalation, GatePhase, InvalidReason, RoleRequirement,
 };
-use countersign_crds::risk_policy::{RiskFactor, RiskLevel, TimeoutAction};
+use countersign_crds::risk_policy::{EscalationMode, RiskFactor, RiskLevel, TimeoutAction};
 use countersign_crds::{ApprovalGate, ApprovalGateStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -124,6 +124,11 @@ pub(crate) struct RequirementRow {
     pub(crate) needed: u32,
     pub(crate) have: u32,
     pub(crate) approved_by: Vec<String>,
+    /// The escalation role that may approve in this role's place, after a `standIn`
+    /// escalation.
+    pub(crate) stand_in: Option<String>,
+    /// Who approved in this role's place.
+    pub(crate) stood_in_by: Option<String>,
 }
 
 impl RequirementRow {
@@ -242,10 +247,15 @@ impl Facts {
                 let waiting: Vec<String> = self
                     .missing()
                     .map(|r| {
+                        let or = r
+                            .stand_in
+                            .as_ref()
+                            .map(|s| format!(" or {s}"))
+                            .unwrap_or_default();
                         if r.have > 0 || r.needed > 1 {
-                            format!("{} ({} of {})", r.role, r.have, r.needed)
+                            format!("{} ({} of {}){or}", r.role, r.have, r.needed)
                         } else {
-                            r.role.clone()
+                            format!("{}{or}", r.role)
                         }
                     })
                     .collect();
@@ -303,8 +313,13 @@ impl Facts {
                     .missing()
                     .map(|r| {
                         let more = r.needed.saturating_sub(r.have);
+                        let or = r
+                            .stand_in
+                            .as_ref()
+                            .map(|s| format!(" (or one from {s}, standing in)"))
+                            .unwrap_or_default();
                         format!(
-                            "{more} more approval{} from {}",
+                            "{more} more approval{} from {}{or}",
                             if more == 1 { "" } else { "s" },
                             r.role
                         )
@@ -365,6 +380,8 @@ fn requirement_row(r: &RoleRequirement) -> RequirementRow {
         needed: r.count,
         have: r.satisfied,
         approved_by: r.approved_by.clone(),
+        stand_in: r.stand_in.as_ref().map(|s| s.as_str().to_owned()),
+        stood_in_by: r.stood_in_by.clone(),
     }
 }
 
@@ -393,7 +410,21 @@ fn approval_row(a: &ApprovalRecord) -> ApprovalRow {
 fn escalation_line(e: &Escalation) -> String {
     let time = format_time(&e.time);
     match (e.action, &e.to_role) {
-        (TimeoutAction::Escalate, Some(role)) => format!("{time}: escalated to {role}"),
+        (TimeoutAction::Escalate, Some(role)) => match e.mode {
+            Some(EscalationMode::StandIn) if e.stands_in_for.is_empty() => {
+                format!("{time}: escalated to {role} (stands in for missing approvers)")
+            }
+            Some(EscalationMode::StandIn) => {
+                let roles: Vec<&str> = e.stands_in_for.iter().map(|r| r.as_str()).collect();
+                format!(
+                    "{time}: escalated to {role} (stands in for {})",
+                    roles.join(", ")
+                )
+            }
+            Some(EscalationMode::Additional) | None => {
+                format!("{time}: escalated to {role} (required in addition)")
+            }
+        },
         (TimeoutAction::Escalate, None) => format!("{time}: escalated"),
         (TimeoutAction::Remind, _) => format!("{time}: reminded the missing approvers"),
         (TimeoutAction::Expire, _) => format!("{time}: expired"),

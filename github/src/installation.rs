@@ -39,20 +39,34 @@ impl InstallationClient {
             .await
     }
 
-    /// Every item of the listing at `path` (no query), following `Link: rel="next"` for at
-    /// most [`MAX_PAGES`] pages of [`PER_PAGE`]; `items` takes one page's body apart (an array,
-    /// or an object wrapping one).
+    /// Every item of the listing at `path`, following `Link: rel="next"` for at most
+    /// [`MAX_PAGES`] pages of [`PER_PAGE`]; `items` takes one page's body apart (an array, or
+    /// an object wrapping one).
     pub(crate) async fn get_all_pages<P: DeserializeOwned, T>(
         &self,
         path: &str,
         what: &str,
-        mut items: impl FnMut(P) -> Vec<T>,
+        items: impl FnMut(P) -> Vec<T>,
     ) -> Result<Vec<T>, GitHubError> {
-        let mut next = Some(format!("{path}?per_page={PER_PAGE}"));
+        Ok(self.list_all_pages(path, what, items).await?.items)
+    }
+
+    /// Like [`Self::get_all_pages`], saying whether every page was answered `304 Not
+    /// Modified` (`path` may carry a query, e.g. filters).
+    pub(crate) async fn list_all_pages<P: DeserializeOwned, T>(
+        &self,
+        path: &str,
+        what: &str,
+        mut items: impl FnMut(P) -> Vec<T>,
+    ) -> Result<Listing<T>, GitHubError> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut next = Some(format!("{path}{separator}per_page={PER_PAGE}"));
         let mut all = Vec::new();
+        let mut not_modified = true;
         let mut pages = 0;
         while let Some(url) = next.take() {
             let answer = self.send(Method::GET, &url, None).await?;
+            not_modified &= answer.not_modified;
             all.extend(items(answer.json::<P>(what)?));
             pages += 1;
             next = answer
@@ -66,8 +80,21 @@ impl InstallationClient {
                 break;
             }
         }
-        Ok(all)
+        Ok(Listing {
+            items: all,
+            not_modified,
+        })
     }
+}
+
+/// Every item of a listing, read with conditional requests.
+#[derive(Clone, Debug)]
+pub struct Listing<T> {
+    /// The items, in GitHub's order.
+    pub items: Vec<T>,
+    /// Every page was answered `304 Not Modified`: nothing changed since the last read, and
+    /// the listing cost no rate limit.
+    pub not_modified: bool,
 }
 
 #[derive(Deserialize)]

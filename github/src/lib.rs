@@ -25,6 +25,7 @@ pub mod error;
 pub mod gate_report;
 pub mod git_read;
 pub mod installation;
+pub mod issues;
 pub mod jwt;
 pub mod labels;
 pub mod metrics;
@@ -33,6 +34,7 @@ pub mod parse;
 pub mod permissions;
 pub mod pulls;
 pub mod reactions;
+pub mod repos;
 pub mod reviews;
 pub mod statuses;
 pub mod teams;
@@ -49,7 +51,8 @@ pub use comments::CommentInfo;
 pub use commits::PullCommit;
 pub use compare::Comparison;
 pub use error::GitHubError;
-pub use installation::InstallationClient;
+pub use installation::{InstallationClient, Listing};
+pub use issues::{IssueEvent, IssueEventKind, IssueInfo};
 pub use permissions::Permission;
 pub use pulls::{
     MergeMethod, MergeOutcome, NewPullRequest, OpenedPullRequest, PullFile, PullInfo, PullState,

@@ -1,4 +1,4 @@
-//! Pull requests: reading one and its changed files, finding or opening the pull request for
+//! Pull requests: reading one and its changed files, listing the open ones, finding or opening the pull request for
 //! an agent's branch (idempotently), and merging.
 //!
 //! GitHub's JSON is parsed into private wire structs holding only the fields used, tolerant of
@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::GitHubError;
 use crate::error::github_message;
-use crate::installation::{InstallationClient, repo_path, seg};
+use crate::installation::{InstallationClient, Listing, repo_path, seg};
 use crate::users::{Actor, GHOST_ID, WireUser, actor};
 
 /// Whether a pull request is open.
@@ -295,6 +295,27 @@ impl InstallationClient {
         let path = format!("{}/pulls/{number}", repo_path(owner, repo));
         let answer = self.send(Method::GET, &path, None).await?;
         pull_info(answer.json("pull request")?)
+    }
+
+    /// Every open pull request of `owner/repo` (`GET …/pulls?state=open`), all pages, newest
+    /// first, read with conditional requests: an unchanged listing costs a `304` per page.
+    pub async fn open_pull_requests(
+        &self,
+        owner: &str,
+        repo: &str,
+    ) -> Result<Listing<PullInfo>, GitHubError> {
+        let path = format!("{}/pulls?state=open", repo_path(owner, repo));
+        let listing = self
+            .list_all_pages(&path, "pull requests", |page: Vec<WirePull>| page)
+            .await?;
+        Ok(Listing {
+            items: listing
+                .items
+                .into_iter()
+                .map(pull_info)
+                .collect::<Result<_, _>>()?,
+            not_modified: listing.not_modified,
+        })
     }
 
     /// Every changed file of pull request `number` GitHub lists, all pages (at most 3000;

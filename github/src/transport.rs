@@ -1,11 +1,12 @@
 //! One call to GitHub: authorisation as the App or an installation, conditional GETs with
-//! remembered `ETag`s, and retries of 5xx answers, dropped connections and rate limits with
+//! remembered `ETag`s (the body and `Link` header of a `304` are the remembered ones, so a
+//! listing pages the same way either answer), and retries of 5xx answers, dropped connections and rate limits with
 //! backoff (honouring `Retry-After` and `X-RateLimit-Reset`) up to the configured limits.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 
@@ -33,6 +34,18 @@ pub(crate) enum Auth {
 pub(crate) struct Answer {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// GitHub answered `304 Not Modified` to our `If-None-Match`: `body` is the remembered
+    /// one, and the call did not count against the rate limit.
+    pub(crate) not_modified: bool,
+}
+
+/// A remembered `GET` answer, for conditional requests.
+#[derive(Clone)]
+pub(crate) struct Cached {
+    etag: HeaderValue,
+    body: Bytes,
+    /// The answer's `Link` header: a `304` need not repeat it, and pagination follows it.
+    link: Option<HeaderValue>,
 }
 
 impl Answer {
@@ -100,8 +113,8 @@ impl GitHubApp {
             .uri(url)
             .header(http::header::AUTHORIZATION, authorization)
             .header(http::header::ACCEPT, "application/vnd.github+json");
-        if let Some((etag, _)) = &conditional {
-            builder = builder.header(http::header::IF_NONE_MATCH, etag.clone());
+        if let Some(cached) = &conditional {
+            builder = builder.header(http::header::IF_NONE_MATCH, cached.etag.clone());
         }
         let request =
             self.inner.http.build_request(builder, body).map_err(|e| {
@@ -138,12 +151,13 @@ impl GitHubApp {
             .metrics
             .record(method, Some(status), Some(&parts.headers));
         if status == StatusCode::NOT_MODIFIED
-            && let Some((_, cached)) = conditional
+            && let Some(cached) = conditional
         {
             self.inner.metrics.conditional_hit();
             return Ok(Answer {
-                headers: parts.headers,
-                body: cached,
+                headers: not_modified_headers(parts.headers, &cached),
+                body: cached.body,
+                not_modified: true,
             });
         }
         if status.is_success() {
@@ -154,15 +168,34 @@ impl GitHubApp {
                 if etags.len() >= ETAG_CAPACITY {
                     etags.clear();
                 }
-                etags.insert(url.to_owned(), (etag.clone(), bytes.clone()));
+                etags.insert(
+                    url.to_owned(),
+                    Cached {
+                        etag: etag.clone(),
+                        body: bytes.clone(),
+                        link: parts.headers.get(http::header::LINK).cloned(),
+                    },
+                );
             }
             return Ok(Answer {
                 headers: parts.headers,
                 body: bytes,
+                not_modified: false,
             });
         }
         Err(classify(status, &parts.headers, &bytes, method, url))
     }
+}
+
+/// The headers of a `304` answer, with the remembered answer's `Link` when the `304` repeats
+/// none (GitHub need not), so a listing read from the cache pages on as the first read did.
+fn not_modified_headers(mut headers: HeaderMap, cached: &Cached) -> HeaderMap {
+    if let Some(link) = &cached.link
+        && !headers.contains_key(http::header::LINK)
+    {
+        headers.insert(http::header::LINK, link.clone());
+    }
+    headers
 }
 
 /// The URL for `path_or_url`: a path is appended to the API root; an absolute URL (a `Link`

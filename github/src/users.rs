@@ -85,6 +85,30 @@ pub(crate) fn actor(user: Option<WireUser>) -> Option<Actor> {
     })
 }
 
+/// The account a user object names, with its kind (`None` for a deleted account's `null`).
+pub(crate) fn account(user: Option<WireUser>) -> Option<Account> {
+    let user = user?;
+    let kind = match user.kind.as_deref() {
+        Some("Bot") => AccountKind::Bot,
+        Some("Organization") => AccountKind::Organization,
+        _ => AccountKind::User,
+    };
+    Some(Account {
+        id: user.id?,
+        login: user.login?,
+        kind,
+    })
+}
+
+/// GitHub's `ghost` account, which REST shows in place of deleted ones.
+pub(crate) fn ghost() -> Account {
+    Account {
+        id: GHOST_ID,
+        login: "ghost".to_owned(),
+        kind: AccountKind::User,
+    }
+}
+
 impl InstallationClient {
     /// The App's bot account (`GET /users/<slug>[bot]`, asked as the installation: an App
     /// JWT may only call `/app` endpoints). A missing user id is not an error: commits then

@@ -23,6 +23,10 @@
 //!    for no head ([`InvalidReason::HeadUnknown`]).
 //! 5. An approval counts only for a role the person holds; each person fills at most one
 //!    required slot, assigned so that as many slots as possible are filled.
+//! 6. After an escalation in `standIn` mode, one approval by a holder of the escalation role
+//!    who fills no other slot satisfies every requirement that was missing at the deadline
+//!    ([`StandIn`]); an escalation in `additional` mode adds one required approval of its role
+//!    instead.
 //!
 //! A rejection by anyone holding a role rejects, whatever the head. `/hold` blocks until it
 //! is lifted: `/unhold` lifts the holds of the same person and of people ranked no higher
@@ -30,7 +34,7 @@
 //! no role lowest), and a security hold (one by a `security_team` member) is never lifted by
 //! the pull request's author. Low-risk workflows auto-approve with the reason recorded,
 //! unless a never-auto-approve path changed (the assessment already decided that) or an
-//! escalation added a role.
+//! escalation happened.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -105,11 +109,25 @@ pub struct PullFacts {
     pub signals: Vec<Signal>,
     /// The Project roles of each person who said something, by user id.
     pub roles: HashMap<u64, BTreeSet<RoleName>>,
-    /// Roles added by escalations, each needing one approval on top of the workflow's.
+    /// Roles added by escalations in `additional` mode, each needing one approval on top of
+    /// the workflow's.
     pub escalated_roles: Vec<RoleName>,
+    /// Escalations in `standIn` mode: roles whose holders may approve in place of the roles
+    /// missing at the deadline.
+    pub stand_ins: Vec<StandIn>,
     /// GitHub shows a head whose push event has not been received yet: who pushed it is not
     /// known, so nothing approves (not even automatically) until it is.
     pub awaiting_push: bool,
+}
+
+/// An escalation in `standIn` mode: one approval by a holder of `role` who fills no other
+/// slot satisfies each requirement of `for_roles` that is still short.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StandIn {
+    /// The escalation role (the workflow's `escalateTo`).
+    pub role: RoleName,
+    /// The roles that were missing at the deadline.
+    pub for_roles: Vec<RoleName>,
 }
 
 /// What the rules concluded.
@@ -133,6 +151,20 @@ impl Verdict {
     /// The roles whose requirement is not met yet.
     pub fn missing_roles(&self) -> impl Iterator<Item = &RoleRequirement> {
         self.requirements.iter().filter(|r| r.satisfied < r.count)
+    }
+
+    /// Who can supply the missing approvals: each missing role, then the role that may
+    /// stand in for it, without repeats.
+    pub fn roles_to_ask(&self) -> Vec<RoleName> {
+        let mut roles: Vec<RoleName> = Vec::new();
+        for r in self.missing_roles() {
+            for role in std::iter::once(&r.role).chain(r.stand_in.as_ref()) {
+                if !roles.contains(role) {
+                    roles.push(role.clone());
+                }
+            }
+        }
+        roles
     }
 }
 
@@ -161,8 +193,7 @@ pub fn evaluate_approvals(
 
     let requirements = required_roles(assessment, facts);
     let mut records = Vec::with_capacity(decisions.len());
-    // (record index, roles that could fill a slot) of every valid approval.
-    let mut candidates: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
     let mut rejected_by = Vec::new();
     for (i, s) in decisions.iter().enumerate() {
         let roles = s
@@ -184,7 +215,10 @@ pub fn evaluate_approvals(
             roles.is_empty().then_some(InvalidReason::NotInRole)
         } else {
             approval_problem(s, duties, facts).or_else(|| {
-                let fits = requirements.iter().any(|r| roles.contains(&r.role));
+                let fits = requirements.iter().any(|r| {
+                    roles.contains(&r.role)
+                        || r.stand_in.as_ref().is_some_and(|s| roles.contains(s))
+                });
                 (!fits).then_some(InvalidReason::NotInRole)
             })
         };
@@ -193,13 +227,20 @@ pub fn evaluate_approvals(
             match decision {
                 Decision::Reject => rejected_by.push(s.user.clone()),
                 Decision::Approve => {
-                    let slots: Vec<usize> = requirements
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, r)| roles.contains(&r.role))
-                        .map(|(j, _)| j)
-                        .collect();
-                    candidates.push((index, slots));
+                    let holds = |role: Option<&RoleName>| role.is_some_and(|r| roles.contains(r));
+                    let fitting = |pred: &dyn Fn(&RoleRequirement) -> bool| -> Vec<usize> {
+                        requirements
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, r)| pred(r))
+                            .map(|(j, _)| j)
+                            .collect()
+                    };
+                    candidates.push(Candidate {
+                        record: index,
+                        roles: fitting(&|r| holds(Some(&r.role))),
+                        stands_in: fitting(&|r| holds(r.stand_in.as_ref())),
+                    });
                 }
             }
         }
@@ -217,7 +258,9 @@ pub fn evaluate_approvals(
 
     let requirements = fill(requirements, &candidates, &records);
     let auto_approved = match &assessment.workflow.auto_approve {
-        AutoApprove::Approved { reason } if facts.escalated_roles.is_empty() => {
+        AutoApprove::Approved { reason }
+            if facts.escalated_roles.is_empty() && facts.stand_ins.is_empty() =>
+        {
             Some(reason.clone())
         }
         _ => None,
@@ -346,78 +389,161 @@ fn approval_problem(
     (!fresh).then_some(InvalidReason::Stale)
 }
 
-/// The workflow's approver requirements plus one approval per escalated role; none when the
-/// change auto-approves.
+/// The workflow's approver requirements plus one approval per role escalated in addition,
+/// each marked with the role that may stand in for it; none when the change auto-approves.
 fn required_roles(assessment: &Assessment, facts: &PullFacts) -> Vec<RoleRequirement> {
     let workflow = &assessment.workflow;
+    let requirement = |role: &RoleName, count: u32| RoleRequirement {
+        role: role.clone(),
+        count: count.max(1),
+        satisfied: 0,
+        approved_by: Vec::new(),
+        stand_in: None,
+        stood_in_by: None,
+    };
     let mut requirements: Vec<RoleRequirement> = if workflow.auto_approves() {
         Vec::new()
     } else {
         workflow
             .approvers
             .iter()
-            .map(|a| RoleRequirement {
-                role: a.role.clone(),
-                count: a.count.max(1),
-                satisfied: 0,
-                approved_by: Vec::new(),
-            })
+            .map(|a| requirement(&a.role, a.count))
             .collect()
     };
     for role in &facts.escalated_roles {
         if !requirements.iter().any(|r| &r.role == role) {
-            requirements.push(RoleRequirement {
-                role: role.clone(),
-                count: 1,
-                satisfied: 0,
-                approved_by: Vec::new(),
-            });
+            requirements.push(requirement(role, 1));
+        }
+    }
+    for stand_in in &facts.stand_ins {
+        for r in requirements.iter_mut().filter(|r| {
+            r.stand_in.is_none() && r.role != stand_in.role && stand_in.for_roles.contains(&r.role)
+        }) {
+            r.stand_in = Some(stand_in.role.clone());
         }
     }
     requirements
 }
 
+/// A valid approval and the requirements its author can fill.
+struct Candidate {
+    /// Its index in the records.
+    record: usize,
+    /// Requirements whose role the person holds.
+    roles: Vec<usize>,
+    /// Requirements the person may stand in for (they hold its `standIn` role).
+    stands_in: Vec<usize>,
+}
+
+/// Who fills what: the candidates filling each requirement's slots, and the candidate
+/// standing in for some requirements.
+struct Assignment {
+    filled: Vec<Vec<usize>>,
+    stood_in: Option<(usize, Vec<usize>)>,
+}
+
+impl Assignment {
+    /// (requirements met, approvals counted): more is better.
+    fn rank(&self, requirements: &[RoleRequirement]) -> (usize, usize) {
+        let stood = |j: usize| self.stood_in.as_ref().is_some_and(|(_, s)| s.contains(&j));
+        let met = requirements
+            .iter()
+            .enumerate()
+            .filter(|(j, r)| stood(*j) || self.filled[*j].len() >= r.count as usize)
+            .count();
+        let counted =
+            self.filled.iter().map(Vec::len).sum::<usize>() + usize::from(self.stood_in.is_some());
+        (met, counted)
+    }
+}
+
 /// Assigns approvers to role slots, one slot per person, filling as many as possible
 /// (augmenting paths; earlier approvals are placed first, so the result is deterministic).
+/// Where someone may stand in (an escalation in `standIn` mode), each such person is tried
+/// as the stand-in, kept out of the other slots; a stand-in is used only when it meets more
+/// requirements, and the earliest approval wins a tie.
 fn fill(
     mut requirements: Vec<RoleRequirement>,
-    candidates: &[(usize, Vec<usize>)],
+    candidates: &[Candidate],
     records: &[ApprovalRecord],
 ) -> Vec<RoleRequirement> {
-    // slot → (requirement index); holder[slot] = candidate index
+    let mut best = Assignment {
+        filled: assign(&requirements, candidates, None),
+        stood_in: None,
+    };
+    for (c, candidate) in candidates.iter().enumerate() {
+        if candidate.stands_in.is_empty() {
+            continue;
+        }
+        let filled = assign(&requirements, candidates, Some(c));
+        let short: Vec<usize> = candidate
+            .stands_in
+            .iter()
+            .copied()
+            .filter(|&j| filled[j].len() < requirements[j].count as usize)
+            .collect();
+        if short.is_empty() {
+            continue;
+        }
+        let option = Assignment {
+            filled,
+            stood_in: Some((c, short)),
+        };
+        if option.rank(&requirements) > best.rank(&requirements) {
+            best = option;
+        }
+    }
+    let login = |c: usize| records[candidates[c].record].user.login.clone();
+    for (j, r) in requirements.iter_mut().enumerate() {
+        r.satisfied = u32::try_from(best.filled[j].len()).unwrap_or(u32::MAX);
+        r.approved_by = best.filled[j].iter().map(|&c| login(c)).collect();
+        r.approved_by.sort();
+        if let Some((c, stood)) = &best.stood_in
+            && stood.contains(&j)
+        {
+            r.satisfied = r.count;
+            r.stood_in_by = Some(login(*c));
+        }
+    }
+    requirements
+}
+
+/// The maximum matching of candidates (all but `skip`) to role slots: for each requirement,
+/// the candidates filling its slots.
+fn assign(
+    requirements: &[RoleRequirement],
+    candidates: &[Candidate],
+    skip: Option<usize>,
+) -> Vec<Vec<usize>> {
+    // slot → requirement index; holder[slot] = candidate index
     let slots: Vec<usize> = requirements
         .iter()
         .enumerate()
         .flat_map(|(j, r)| std::iter::repeat_n(j, r.count as usize))
         .collect();
     let mut holder: Vec<Option<usize>> = vec![None; slots.len()];
-    for c in 0..candidates.len() {
+    for c in (0..candidates.len()).filter(|c| Some(*c) != skip) {
         let mut seen = vec![false; slots.len()];
         augment(c, candidates, &slots, &mut holder, &mut seen);
     }
+    let mut filled = vec![Vec::new(); requirements.len()];
     for (slot, who) in holder.iter().enumerate() {
         if let Some(c) = who {
-            let r = &mut requirements[slots[slot]];
-            r.satisfied += 1;
-            r.approved_by
-                .push(records[candidates[*c].0].user.login.clone());
+            filled[slots[slot]].push(*c);
         }
     }
-    for r in &mut requirements {
-        r.approved_by.sort();
-    }
-    requirements
+    filled
 }
 
 fn augment(
     c: usize,
-    candidates: &[(usize, Vec<usize>)],
+    candidates: &[Candidate],
     slots: &[usize],
     holder: &mut [Option<usize>],
     seen: &mut [bool],
 ) -> bool {
     for slot in 0..slots.len() {
-        if seen[slot] || !candidates[c].1.contains(&slots[slot]) {
+        if seen[slot] || !candidates[c].roles.contains(&slots[slot]) {
             continue;
         }
         seen[slot] = true;

@@ -4,7 +4,7 @@
 
 use countersign_crds::approval_gate::{FactorScore, RiskAssessment};
 use countersign_crds::risk_policy::{
-    ApproverRequirement, FactorScores, RiskFactor, RiskLevel, TimeoutAction,
+    ApproverRequirement, EscalationMode, FactorScores, RiskFactor, RiskLevel, TimeoutAction,
 };
 use countersign_crds::{GoDuration, RoleName};
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,10 @@ pub struct WorkflowDecision {
     /// The role asked to approve when the workflow escalates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalate_to: Option<RoleName>,
+    /// How the escalation role's approval counts (the workflow's `escalationMode`, `standIn`
+    /// when unset); only for workflows that escalate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation_mode: Option<EscalationMode>,
 }
 
 impl WorkflowDecision {

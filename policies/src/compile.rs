@@ -457,6 +457,14 @@ fn check_workflows(c: &mut Compiler, w: &Workflows) {
                 SpecProblem::MissingEscalateTo,
             );
         }
+        if workflow.on_timeout != countersign_crds::risk_policy::TimeoutAction::Escalate
+            && workflow.escalation_mode.is_some()
+        {
+            c.spec_problem(
+                format!("{field}.escalationMode"),
+                SpecProblem::EscalationModeWithoutEscalate,
+            );
+        }
     }
 }
 

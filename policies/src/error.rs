@@ -62,6 +62,8 @@ pub enum SpecProblem {
     NoApprovers,
     /// `onTimeout: escalate` without `escalateTo`.
     MissingEscalateTo,
+    /// `escalationMode` on a workflow that does not escalate.
+    EscalationModeWithoutEscalate,
     /// An approver count outside 1..=10.
     CountOutOfRange(u32),
     /// The same role listed twice in one workflow.
@@ -95,6 +97,9 @@ impl fmt::Display for SpecProblem {
             ),
             Self::NoApprovers => f.write_str("a workflow without autoApprove needs approvers"),
             Self::MissingEscalateTo => f.write_str("onTimeout escalate needs escalateTo"),
+            Self::EscalationModeWithoutEscalate => {
+                f.write_str("escalationMode applies only to onTimeout escalate")
+            }
             Self::CountOutOfRange(c) => write!(f, "count {c} is out of range 1..10"),
             Self::DuplicateRole(role) => write!(f, "role {role:?} is listed twice"),
             Self::BadRegoPackage(p) => {

@@ -3,7 +3,7 @@
 //! module, the combination of factors, the level and the workflow. Pure and infallible: a
 //! failing Rego module fails closed inside the returned [`Assessment`].
 
-use countersign_crds::risk_policy::{FactorScores, RiskLevel};
+use countersign_crds::risk_policy::{FactorScores, RiskLevel, TimeoutAction};
 use globset::{Candidate, GlobSet, GlobSetBuilder};
 
 use crate::assessment::{
@@ -341,6 +341,8 @@ impl CompiledPolicy {
             timeout: applied.timeout,
             on_timeout: applied.on_timeout,
             escalate_to: applied.escalate_to.clone(),
+            escalation_mode: (applied.on_timeout == TimeoutAction::Escalate)
+                .then(|| applied.escalation_mode.unwrap_or_default()),
         }
     }
 

@@ -50,6 +50,17 @@ pub struct RemovedCounts {
     pub invisible_chars: usize,
 }
 
+impl RemovedCounts {
+    fn add(&mut self, other: RemovedCounts) {
+        self.html_comments += other.html_comments;
+        self.html_tags += other.html_tags;
+        self.hidden_elements += other.hidden_elements;
+        self.image_alts_and_titles += other.image_alts_and_titles;
+        self.reference_definitions += other.reference_definitions;
+        self.invisible_chars += other.invisible_chars;
+    }
+}
+
 /// Sanitised text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sanitized {
@@ -61,15 +72,46 @@ pub struct Sanitized {
     pub removed: RemovedCounts,
 }
 
+/// Most rounds of sanitising (see [`visible_markdown`]) before text is taken to be built to
+/// hide something. Ordinary text takes one round and a second that changes nothing.
+const MAX_ROUNDS: usize = 8;
+/// What is left of a body whose markup was still changing after [`MAX_ROUNDS`].
+pub const NESTED_MARKUP: &str = "[markup nested to hide text was removed by Countersign]";
+
 /// The visible Markdown of `text`, capped at `max_bytes` (on a char boundary, with
 /// [`TRUNCATION_MARKER`]).
+///
+/// Removing markup can make new markup (`<sc<b>ript>`, Markdown inside a raw HTML block
+/// becoming Markdown outside one, a code span cut open by the cap), which GitHub would then
+/// hide from whoever reads the result: a plan posted for approval must show everything the
+/// agent later reads. So the text is sanitised until a round changes nothing (found by the
+/// `sanitiser` fuzz target and the properties in `tests/properties.rs`).
 pub fn visible_markdown(text: &str, max_bytes: usize) -> Sanitized {
     let mut removed = RemovedCounts::default();
-    let text = text.replace("\r\n", "\n").replace('\r', "\n");
-    let rendered = render(&text, &mut removed);
-    let stripped = strip_invisible(&rendered, &mut removed, true);
-    let collapsed = collapse_blank_lines(&stripped);
-    let (text, truncated) = cap(collapsed.trim_matches('\n'), max_bytes);
+    let mut text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let mut truncated = false;
+    for round in 0..=MAX_ROUNDS {
+        if round == MAX_ROUNDS {
+            text = cap(NESTED_MARKUP, max_bytes).0;
+            truncated = true;
+            break;
+        }
+        let mut counts = RemovedCounts::default();
+        let rendered = render(&text, &mut counts);
+        let stripped = strip_invisible(&rendered, &mut counts, true);
+        let collapsed = collapse_blank_lines(&stripped);
+        let (next, cut) = cap(collapsed.trim_matches('\n'), max_bytes);
+        if round > 0 {
+            // Used reference definitions come back plain after every round.
+            counts.reference_definitions = 0;
+        }
+        removed.add(counts);
+        truncated |= cut;
+        if next == text {
+            break;
+        }
+        text = next;
+    }
     Sanitized {
         text,
         truncated,
@@ -78,13 +120,27 @@ pub fn visible_markdown(text: &str, max_bytes: usize) -> Sanitized {
 }
 
 /// An issue title as a reader sees it: one line, visible characters only (HTML comments and
-/// tags removed), at most [`MAX_TITLE_BYTES`], never empty ([`UNTITLED`] when nothing is
-/// left).
+/// tags removed, until removing them makes no new ones), at most [`MAX_TITLE_BYTES`], never
+/// empty ([`UNTITLED`] when nothing is left).
 pub fn visible_title(text: &str) -> String {
     let mut removed = RemovedCounts::default();
-    let text = strip_invisible(&text.replace(['\r', '\n', '\t'], " "), &mut removed, false);
-    let text = clean_html(&text, &mut removed);
-    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut one_line = text.to_owned();
+    for round in 0..=MAX_ROUNDS {
+        if round == MAX_ROUNDS {
+            return UNTITLED.to_owned();
+        }
+        let stripped = strip_invisible(
+            &one_line.replace(['\r', '\n', '\t'], " "),
+            &mut removed,
+            false,
+        );
+        let cleaned = clean_html(&stripped, &mut removed);
+        let next = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
+        if next == one_line {
+            break;
+        }
+        one_line = next;
+    }
     let mut end = one_line.len().min(MAX_TITLE_BYTES);
     while !one_line.is_char_boundary(end) {
         end -= 1;
@@ -228,10 +284,18 @@ fn parse(text: &str) -> (Vec<Ev<'_>>, Vec<(String, String)>) {
         | Options::ENABLE_TASKLISTS
         | Options::ENABLE_FOOTNOTES;
     let iter = Parser::new_ext(text, options).into_offset_iter();
-    let defs: Vec<(String, String)> = iter
+    // pulldown-cmark keeps the definitions in a HashMap: put them back in the order they
+    // were written, or the output differs from one call to the next (found by the
+    // `sanitiser` fuzz target).
+    let mut defs: Vec<(usize, String, String)> = iter
         .reference_definitions()
         .iter()
-        .map(|(label, def)| (label.to_owned(), def.dest.to_string()))
+        .map(|(label, def)| (def.span.start, label.to_owned(), def.dest.to_string()))
+        .collect();
+    defs.sort_unstable();
+    let defs = defs
+        .into_iter()
+        .map(|(_, label, dest)| (label, dest))
         .collect();
     let events = iter.map(|(event, range)| Ev { event, range }).collect();
     (events, defs)

@@ -440,6 +440,11 @@ fn workflows_follow_the_seed_matrix() {
         Some("cto")
     );
     assert_eq!(
+        w(RiskLevel::High).escalation_mode,
+        Some(countersign_crds::risk_policy::EscalationMode::StandIn),
+        "the cto stands in for the missing approver"
+    );
+    assert_eq!(
         w(RiskLevel::Critical)
             .timeout
             .map(|d| d.to_string())

@@ -373,7 +373,7 @@ workflows:
   low: { name: standard }
   medium: { name: supervised, approvers: [{ role: developer }, { role: developer, count: 11 }] }
   high: { name: managed, approvers: [{ role: manager }], onTimeout: escalate }
-  critical: { name: executive, approvers: [{ role: cto }] }
+  critical: { name: executive, approvers: [{ role: cto }], escalationMode: additional }
 "#,
     );
     let expected = [
@@ -386,6 +386,7 @@ workflows:
         "spec.workflows.medium.approvers[1].count: count 11 is out of range 1..10",
         "spec.workflows.medium.approvers[1].role: role \"developer\" is listed twice",
         "spec.workflows.high.escalateTo: onTimeout escalate needs escalateTo",
+        "spec.workflows.critical.escalationMode: escalationMode applies only to onTimeout escalate",
     ];
     assert_eq!(errs, expected);
 }

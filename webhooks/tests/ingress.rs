@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use axum::body::Body;
 use countersign_testkit::github::Delivery;
-use countersign_webhooks::github::deliveries::Deliveries;
-use countersign_webhooks::github::event::{Delivery as Parsed, Event};
+use countersign_webhooks::github::deliveries::{Deliveries, Queued};
+use countersign_webhooks::github::event::Event;
 use countersign_webhooks::github::ingress::{
-    Ingress, IngressMetrics, IngressOutcome, MAX_BODY_BYTES, WEBHOOK_PATH, router,
+    Ingress, IngressLimits, IngressMetrics, IngressOutcome, MAX_BODY_BYTES, WEBHOOK_PATH, router,
 };
 use countersign_webhooks::github::signature::Verifier;
 use http::{Request, StatusCode};
@@ -23,19 +23,25 @@ const OLD_SECRET: &str = "previous-secret";
 
 struct Endpoint {
     ingress: Arc<Ingress>,
-    queue: mpsc::Receiver<Parsed>,
+    queue: mpsc::Receiver<Queued>,
 }
 
 fn endpoint(capacity: usize) -> Endpoint {
-    let (tx, rx) = mpsc::channel(capacity);
-    let ingress = Arc::new(Ingress {
-        verifier: Verifier::new([SECRET, OLD_SECRET]),
-        deliveries: Deliveries::new(1000, Duration::from_secs(3600)),
-        queue: tx,
-        metrics: IngressMetrics::register(&mut Registry::default()),
-        enqueue_timeout: Duration::from_millis(50),
-    });
-    Endpoint { ingress, queue: rx }
+    let (ingress, rx) = Ingress::new(
+        Verifier::new([SECRET, OLD_SECRET]),
+        Deliveries::new(1000, Duration::from_secs(3600)),
+        IngressMetrics::register(&mut Registry::default()),
+        IngressLimits {
+            backlog: capacity,
+            backlog_per_subject: capacity,
+            enqueue_timeout: Duration::from_millis(50),
+            ..IngressLimits::default()
+        },
+    );
+    Endpoint {
+        ingress: Arc::new(ingress),
+        queue: rx,
+    }
 }
 
 impl Endpoint {
@@ -103,7 +109,7 @@ async fn a_signed_delivery_is_parsed_and_queued() {
     let delivery = labeled(SECRET);
     let (status, _) = e.deliver(&delivery).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let queued = e.queue.try_recv().expect("queued");
+    let queued = e.queue.try_recv().expect("queued").delivery;
     assert_eq!(queued.id.as_str(), delivery.id);
     let Event::Issues(issues) = queued.event else {
         panic!("not an issues event: {:?}", queued.event)
@@ -257,7 +263,10 @@ async fn a_full_queue_answers_503_and_the_redelivery_is_taken_later() {
     let second = labeled(SECRET);
     assert_eq!(e.deliver(&second).await.0, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(e.count("issues", IngressOutcome::Overloaded), 1);
-    e.queue.try_recv().expect("first");
+    drop(e.queue.try_recv().expect("first")); // handled: its place is given back
     assert_eq!(e.deliver(&second).await.0, StatusCode::ACCEPTED);
-    assert_eq!(e.queue.try_recv().expect("second").id.as_str(), second.id);
+    assert_eq!(
+        e.queue.try_recv().expect("second").delivery.id.as_str(),
+        second.id
+    );
 }

@@ -4,13 +4,21 @@
 //! lags behind our own status writes, so two runs reconciled at once could both see a free
 //! slot; the [`Ledger`] remembers admissions this process made until the cache shows them,
 //! and admission decisions are taken under its lock (never held across an `.await`).
+//!
+//! The daily run limit counts admissions, not AgentRuns: runs are deleted and pruned, and a
+//! count derived from them would hand the day its runs back. The Project's status keeps the
+//! day's count as a [`DayCount`] (`runsDay`, `runsToday`, `runsTodayUids`); a run is added
+//! there, with the Project's resourceVersion as a precondition, before its first pod is
+//! created (`project::count_admission`), and admission reads that set together with the
+//! runs the cache shows started today.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 
-use countersign_crds::{AgentRun, RunPhase};
+use countersign_crds::{AgentRun, ProjectStatus, RunPhase};
 use jiff::Timestamp;
 use kube::ResourceExt;
+use serde_json::json;
 
 /// Limits that apply to one run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +32,8 @@ pub struct Limits {
     /// `Project.spec.limits.maxSpendPerDay` and what the Project spent today (UTC) through
     /// the provider gateway (its usage ledger), when a limit is set.
     pub spend_today: Option<(countersign_crds::Usd, countersign_crds::Usd)>,
+    /// The runs the Project's status counts for today.
+    pub today: DayCount,
 }
 
 /// The outcome of an admission check.
@@ -86,6 +96,11 @@ pub fn holds_capacity(phase: RunPhase) -> bool {
 #[derive(Debug, Default)]
 pub struct Ledger {
     admitted: Mutex<HashSet<String>>,
+    /// Held while one admission is counted in its Project's status (a read and a
+    /// conditional write): admissions of this process then never race each other for the
+    /// Project's resourceVersion, which a burst of runs would otherwise turn into a storm
+    /// of conflicts and backoffs. An async lock, held across those two requests only.
+    counting: tokio::sync::Mutex<()>,
 }
 
 impl Ledger {
@@ -123,6 +138,11 @@ impl Ledger {
             admitted.insert(me.uid.clone());
         }
         decision
+    }
+
+    /// Waits for this process's turn to count an admission in a Project's status.
+    pub async fn counting_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.counting.lock().await
     }
 
     /// Drops a run from the ledger (it finished or was deleted).
@@ -209,19 +229,153 @@ fn decide(
             me.project, limits.project_max
         ));
     }
-    let started_today = entries
-        .iter()
-        .filter(same_ns)
-        .filter(|e| e.project == me.project)
-        .filter(|e| admitted.contains(&e.uid) || e.started.is_some_and(|t| same_utc_day(t, now)))
-        .count();
-    if started_today >= limits.project_per_day as usize {
-        return Admission::Wait(format!(
-            "project {} reached its limit of {} runs per day (UTC)",
-            me.project, limits.project_per_day
-        ));
+    // A run the status already counts for today has its place (its pod was not created
+    // yet, or it waits for a second admission after its plan was approved).
+    if !limits.today.contains(&me.uid) {
+        let mut today: HashSet<&str> = limits.today.uids.iter().map(String::as_str).collect();
+        today.extend(
+            entries
+                .iter()
+                .filter(same_ns)
+                .filter(|e| e.project == me.project)
+                .filter(|e| {
+                    admitted.contains(&e.uid) || e.started.is_some_and(|t| same_utc_day(t, now))
+                })
+                .map(|e| e.uid.as_str()),
+        );
+        if today.len() >= limits.project_per_day as usize {
+            return Admission::Wait(per_day_reason(
+                &me.project,
+                limits.project_per_day,
+                today.len(),
+            ));
+        }
     }
     Admission::Admit
+}
+
+/// Why a run waits for the next day.
+pub fn per_day_reason(project: &str, limit: u32, counted: usize) -> String {
+    format!(
+        "project {project} reached its limit of {limit} runs per day (UTC): {counted} admitted \
+         today (limits.maxRunsPerDay)"
+    )
+}
+
+/// The largest `limits.maxRunsPerDay`, and so the most uids a day's count keeps.
+pub const MAX_RUNS_PER_DAY: usize = 10_000;
+
+/// The runs a Project admitted on one UTC day, as its status keeps them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DayCount {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    /// The uids of the runs admitted that day.
+    pub uids: BTreeSet<String>,
+}
+
+/// Whether a run may be counted for today.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DayAdmission {
+    /// It already is: nothing to write.
+    Counted,
+    /// There is room: write this count.
+    Add(DayCount),
+    /// The day is full; the text says so, for people.
+    Full(String),
+}
+
+impl DayCount {
+    /// Today's count as `status` keeps it: empty when the status counts an earlier day (or
+    /// nothing yet). A status already counting a later day than `now` says (midnight passed
+    /// since `now` was taken, or another controller's clock is ahead) is kept: a count never
+    /// goes back a day.
+    pub fn today(status: Option<&ProjectStatus>, now: Timestamp) -> Self {
+        let day = countersign_crds::usage::day_of(&now);
+        match status.and_then(|s| Some((s.runs_day.as_deref()?, s))) {
+            // `YYYY-MM-DD` sorts by date.
+            Some((counted, s)) if counted >= day.as_str() => Self {
+                day: counted.to_owned(),
+                uids: s.runs_today_uids.iter().cloned().collect(),
+            },
+            _ => Self {
+                day,
+                uids: BTreeSet::new(),
+            },
+        }
+    }
+
+    /// Also counts `runs` that started on the counted day but are not listed (started before
+    /// the count was kept in the status), up to [`MAX_RUNS_PER_DAY`].
+    pub fn with_started<'a>(mut self, runs: impl IntoIterator<Item = &'a AgentRun>) -> Self {
+        for run in runs {
+            let started = run
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .is_some_and(|t| countersign_crds::usage::day_of(&t.0) == self.day);
+            if let Some(uid) = run.uid().filter(|_| started)
+                && self.uids.len() < MAX_RUNS_PER_DAY
+            {
+                self.uids.insert(uid);
+            }
+        }
+        self
+    }
+
+    /// Whether `uid` is counted.
+    pub fn contains(&self, uid: &str) -> bool {
+        self.uids.contains(uid)
+    }
+
+    /// How many runs are counted.
+    pub fn count(&self) -> u32 {
+        u32::try_from(self.uids.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether `uid` may be added under `limit` runs per day of `project`.
+    pub fn admit(&self, uid: &str, project: &str, limit: u32) -> DayAdmission {
+        if self.contains(uid) {
+            return DayAdmission::Counted;
+        }
+        if self.uids.len() >= (limit as usize).min(MAX_RUNS_PER_DAY) {
+            return DayAdmission::Full(per_day_reason(project, limit, self.uids.len()));
+        }
+        let mut next = self.clone();
+        next.uids.insert(uid.to_owned());
+        DayAdmission::Add(next)
+    }
+
+    /// Whether `status` already says exactly this.
+    pub fn is_recorded_in(&self, status: Option<&ProjectStatus>) -> bool {
+        status.is_some_and(|s| {
+            s.runs_day.as_deref() == Some(self.day.as_str())
+                && s.runs_today == self.count()
+                && s.runs_today_uids.len() == self.uids.len()
+                && s.runs_today_uids.iter().all(|u| self.uids.contains(u))
+        })
+    }
+
+    /// The JSON merge patch of the Project's status that records this count, valid only
+    /// against `resource_version` (the version the count was read from): a concurrent
+    /// writer makes it fail with a conflict instead of losing a run.
+    pub fn status_patch(&self, resource_version: &str) -> serde_json::Value {
+        json!({
+            "metadata": {"resourceVersion": resource_version},
+            "status": {
+                "runsDay": self.day,
+                "runsToday": self.count(),
+                "runsTodayUids": self.uids,
+            }
+        })
+    }
+
+    /// Copies this count into `status`.
+    pub fn write_to(&self, status: &mut ProjectStatus) {
+        status.runs_day = Some(self.day.clone());
+        status.runs_today = self.count();
+        status.runs_today_uids = self.uids.iter().cloned().collect();
+    }
 }
 
 #[cfg(test)]
@@ -254,6 +408,7 @@ mod tests {
             project_max: 10,
             project_per_day: 100,
             spend_today: None,
+            today: DayCount::default(),
         }
     }
 
@@ -316,10 +471,8 @@ mod tests {
             run("y", 2, "b", RunPhase::Pending),
         ];
         let tight = Limits {
-            agent_max: 5,
             project_max: 1,
-            project_per_day: 100,
-            spend_today: None,
+            ..limits(5)
         };
         assert!(
             matches!(ledger.admit(&runs[1], &runs, &tight, now()), Admission::Wait(w) if w.contains("project p"))
@@ -328,10 +481,8 @@ mod tests {
         started.status.as_mut().unwrap().start_time = Some(Time(now()));
         let runs = vec![Arc::new(started), run("y", 2, "b", RunPhase::Pending)];
         let per_day = Limits {
-            agent_max: 5,
-            project_max: 5,
             project_per_day: 1,
-            spend_today: None,
+            ..limits(5)
         };
         assert!(
             matches!(ledger.admit(&runs[1], &runs, &per_day, now()), Admission::Wait(w) if w.contains("per day"))
@@ -352,6 +503,108 @@ mod tests {
             ledger.admit(&runs[1], &runs, &left, now()),
             Admission::Admit
         );
+    }
+
+    fn project_status(day: &str, uids: &[&str]) -> ProjectStatus {
+        ProjectStatus {
+            runs_day: Some(day.to_owned()),
+            runs_today: u32::try_from(uids.len()).expect("few"),
+            runs_today_uids: uids.iter().map(|u| (*u).to_owned()).collect(),
+            ..ProjectStatus::default()
+        }
+    }
+
+    #[test]
+    fn the_day_count_outlives_deleted_runs_and_a_new_day_starts_from_zero() {
+        let today = countersign_crds::usage::day_of(&now());
+        let status = project_status(&today, &["uid-gone-1", "uid-gone-2"]);
+        let count = DayCount::today(Some(&status), now());
+        assert_eq!(count.count(), 2);
+        assert!(count.is_recorded_in(Some(&status)));
+        // Both runs are gone from the cache; the day still counts them.
+        let ledger = Ledger::default();
+        let runs = vec![run("third", 3, "a", RunPhase::Pending)];
+        let per_day = |today: DayCount| Limits {
+            project_per_day: 2,
+            today,
+            ..limits(5)
+        };
+        assert!(matches!(
+            ledger.admit(&runs[0], &runs, &per_day(count.clone()), now()),
+            Admission::Wait(w) if w.contains("limit of 2 runs per day") && w.contains("2 admitted today")
+        ));
+        assert!(matches!(
+            count.admit("uid-third", "p", 2),
+            DayAdmission::Full(w) if w.contains("maxRunsPerDay")
+        ));
+        // A run the day already counts keeps its place.
+        assert_eq!(count.admit("uid-gone-1", "p", 2), DayAdmission::Counted);
+
+        // A count of a later day (midnight passed since `now`) is never taken back a day.
+        let tomorrow = project_status("2999-01-01", &["uid-late"]);
+        let kept = DayCount::today(Some(&tomorrow), now());
+        assert_eq!((kept.day.as_str(), kept.count()), ("2999-01-01", 1));
+        assert!(kept.is_recorded_in(Some(&tomorrow)));
+
+        // Yesterday's count is not today's.
+        let yesterday = project_status("1970-01-11", &["uid-gone-1", "uid-gone-2"]);
+        let fresh = DayCount::today(Some(&yesterday), now());
+        assert_eq!((fresh.day.as_str(), fresh.count()), (today.as_str(), 0));
+        assert!(!fresh.is_recorded_in(Some(&yesterday)));
+        assert_eq!(
+            ledger.admit(&runs[0], &runs, &per_day(fresh.clone()), now()),
+            Admission::Admit
+        );
+        let DayAdmission::Add(next) = fresh.admit("uid-third", "p", 2) else {
+            panic!("room for a run");
+        };
+        assert_eq!(next.count(), 1);
+        let patch = next.status_patch("42");
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+        assert_eq!(patch["status"]["runsDay"], today.as_str());
+        assert_eq!(patch["status"]["runsToday"], 1);
+        assert_eq!(
+            patch["status"]["runsTodayUids"],
+            serde_json::json!(["uid-third"])
+        );
+    }
+
+    #[test]
+    fn runs_started_today_count_once_whether_listed_or_not() {
+        let today = countersign_crds::usage::day_of(&now());
+        let mut started = (*run("old", 1, "a", RunPhase::Succeeded)).clone();
+        started.status.as_mut().expect("status").start_time = Some(Time(now()));
+        let mut earlier = (*run("older", 0, "a", RunPhase::Succeeded)).clone();
+        earlier.status.as_mut().expect("status").start_time =
+            Some(Time(Timestamp::from_second(1).expect("ts")));
+        // "old" started today but predates the count; "listed" is counted and deleted.
+        let status = project_status(&today, &["uid-listed", "uid-old"]);
+        let count = DayCount::today(Some(&status), now()).with_started([&started, &earlier]);
+        assert_eq!(count.count(), 2, "{count:?}");
+        let unlisted = DayCount::today(None, now()).with_started([&started, &earlier]);
+        assert_eq!(unlisted.uids, BTreeSet::from(["uid-old".to_owned()]));
+
+        // Admission counts the union once: listed, started today, or admitted by this
+        // process and not yet seen running.
+        let ledger = Ledger::default();
+        let runs = vec![
+            Arc::new(started),
+            run("next", 2, "a", RunPhase::Pending),
+            run("last", 3, "a", RunPhase::Pending),
+        ];
+        let limits = Limits {
+            project_per_day: 3,
+            today: DayCount::today(Some(&status), now()),
+            ..limits(5)
+        };
+        assert_eq!(
+            ledger.admit(&runs[1], &runs, &limits, now()),
+            Admission::Admit
+        );
+        assert!(matches!(
+            ledger.admit(&runs[2], &runs, &limits, now()),
+            Admission::Wait(w) if w.contains("3 admitted today")
+        ));
     }
 
     #[test]

@@ -221,12 +221,13 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
                     .limits
                     .max_spend_per_day
                     .map(|max| (spent, max)),
+                today: capacity::DayCount::today(project.status.as_ref(), now),
             };
             Some(ctx.ledger.admit(&run, &rc.runs.state(), &limits, now))
         }
         _ => None,
     };
-    let mut decision = decide(&Inputs {
+    let mut inputs = Inputs {
         run: &run,
         agent: agent.as_ref(),
         blocker,
@@ -237,14 +238,31 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         can_open_pull_requests: ctx.github.is_some(),
         gate,
         gateway_usage: &gateway_usage,
-    });
-    if let Some(Admission::Admit) = admission
-        && !decision
-            .actions
+    };
+    let mut decision = decide(&inputs);
+    let starts = |d: &Decision| {
+        d.actions
             .iter()
             .any(|a| matches!(a, Action::StartAttempt { .. }))
+    };
+    if let Some(Admission::Admit) = admission
+        && !starts(&decision)
     {
         ctx.ledger.release(&run.uid().unwrap_or_default());
+    }
+    // The day's count in the Project's status takes the run before its pod exists.
+    if let (Some(Admission::Admit), Some(project)) = (&admission, &project)
+        && starts(&decision)
+    {
+        let uid = run.uid().unwrap_or_default();
+        let counted = crate::project::count_admission(ctx, project, &uid, &rc.runs.state(), now)
+            .await
+            .inspect_err(|_| ctx.ledger.release(&uid))?;
+        if let capacity::DayAdmission::Full(reason) = counted {
+            ctx.ledger.release(&uid);
+            inputs.admission = Some(Admission::Wait(reason));
+            decision = decide(&inputs);
+        }
     }
 
     let result = last_result(&decision, &pods);

@@ -3,18 +3,24 @@
 //!
 //! Deadlines: the current content (the change's fingerprint) starts waiting when first seen; the workflow's
 //! timeout counts from there, or from the last reminder or escalation. At the deadline the
-//! workflow reminds (and waits another timeout), escalates (asks `escalateTo` as well, once;
-//! later deadlines remind) or expires (the check fails until new content is pushed). A new
-//! change starts over: approvals on the old one are stale anyway.
+//! workflow reminds (and waits another timeout), escalates (asks `escalateTo`, once; later
+//! deadlines remind) or expires (the check fails until new content is pushed). A new change
+//! starts over: approvals on the old one are stale anyway.
+//!
+//! An escalation's `escalationMode` decides what the `escalateTo` role's approval does:
+//! `standIn` (the default) lets one approval by one of its holders satisfy every requirement
+//! still missing at the deadline (recorded in the escalation as `standsInFor`, so later
+//! evaluations stand in for the same roles); `additional` makes it one more required
+//! approval. Escalations recorded without a mode count as `additional`, as they did.
 
 use std::time::Duration;
 
 use countersign_crds::approval_gate::{Escalation, HeadChange};
 use countersign_crds::conditions;
-use countersign_crds::risk_policy::{SeparationOfDuties, TimeoutAction};
+use countersign_crds::risk_policy::{EscalationMode, SeparationOfDuties, TimeoutAction};
 use countersign_crds::{ApprovalGate, ApprovalGateStatus, GatePhase, GitHubUser, RoleName};
 use countersign_policies::Assessment;
-use countersign_policies::approvals::{PullFacts, Verdict, evaluate_approvals};
+use countersign_policies::approvals::{PullFacts, StandIn, Verdict, evaluate_approvals};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
@@ -71,10 +77,15 @@ pub struct Audit {
 pub struct Notice {
     /// What happened.
     pub action: TimeoutAction,
-    /// The roles still missing (including a newly escalated one).
+    /// The roles still missing (including a newly escalated one); for reminders also the
+    /// roles that may stand in for them.
     pub missing: Vec<RoleName>,
     /// The role newly asked, for escalations.
     pub to_role: Option<RoleName>,
+    /// For escalations: in place of the missing roles or in addition to them.
+    pub mode: Option<EscalationMode>,
+    /// For `standIn` escalations: the roles the escalation role may approve for.
+    pub stands_in_for: Vec<RoleName>,
 }
 
 /// What to write and do.
@@ -115,7 +126,7 @@ pub fn decide(mut inputs: Inputs<'_>) -> Plan {
     } else {
         (now, Vec::new())
     };
-    inputs.facts.escalated_roles = escalated_roles(&escalations);
+    apply_escalations(&mut inputs.facts, &escalations);
     let mut verdict = evaluate_approvals(inputs.assessment, inputs.duties, &inputs.facts);
 
     let workflow = &inputs.assessment.workflow;
@@ -135,12 +146,17 @@ pub fn decide(mut inputs: Inputs<'_>) -> Plan {
         let from = escalations.last().map_or(waiting_since, |e| e.time.0);
         let due = from.saturating_add(timeout).unwrap_or(Timestamp::MAX);
         if now >= due {
+            let escalated_before = |role: &RoleName| {
+                escalations.iter().any(|e| {
+                    e.action == TimeoutAction::Escalate && e.to_role.as_ref() == Some(role)
+                })
+            };
             let action = match workflow.on_timeout {
                 TimeoutAction::Escalate
                     if workflow
                         .escalate_to
                         .as_ref()
-                        .is_some_and(|r| !inputs.facts.escalated_roles.contains(r)) =>
+                        .is_some_and(|r| !escalated_before(r)) =>
                 {
                     TimeoutAction::Escalate
                 }
@@ -150,24 +166,43 @@ pub fn decide(mut inputs: Inputs<'_>) -> Plan {
             let to_role = (action == TimeoutAction::Escalate)
                 .then(|| workflow.escalate_to.clone())
                 .flatten();
+            let mode = (action == TimeoutAction::Escalate)
+                .then(|| workflow.escalation_mode.unwrap_or_default());
+            // A stand-in answers for the roles missing now, not for whoever stops
+            // approving later.
+            let stands_in_for: Vec<RoleName> = if mode == Some(EscalationMode::StandIn) {
+                verdict.missing_roles().map(|r| r.role.clone()).collect()
+            } else {
+                Vec::new()
+            };
             escalations.push(Escalation {
                 time: Time(now),
                 action,
                 to_role: to_role.clone(),
+                mode,
+                stands_in_for: stands_in_for.clone(),
             });
             if action == TimeoutAction::Expire {
                 phase = GatePhase::Expired;
                 deadline = Some(due);
             } else {
-                inputs.facts.escalated_roles = escalated_roles(&escalations);
+                apply_escalations(&mut inputs.facts, &escalations);
                 verdict = evaluate_approvals(inputs.assessment, inputs.duties, &inputs.facts);
                 phase = verdict.phase;
                 deadline = Some(now.saturating_add(timeout).unwrap_or(Timestamp::MAX));
             }
+            // A reminder also pings whoever may stand in for a missing role.
+            let missing = if action == TimeoutAction::Remind {
+                verdict.roles_to_ask()
+            } else {
+                verdict.missing_roles().map(|r| r.role.clone()).collect()
+            };
             notice = Some(Notice {
                 action,
-                missing: verdict.missing_roles().map(|r| r.role.clone()).collect(),
+                missing,
                 to_role,
+                mode,
+                stands_in_for,
             });
         } else {
             deadline = Some(due);
@@ -194,8 +229,8 @@ pub fn decide(mut inputs: Inputs<'_>) -> Plan {
     let request_roles: Vec<RoleName> =
         if open && phase == GatePhase::Pending && inputs.request_reviewers {
             verdict
-                .missing_roles()
-                .map(|r| r.role.clone())
+                .roles_to_ask()
+                .into_iter()
                 .filter(|r| !prev.requested_roles.contains(r))
                 .collect()
         } else {
@@ -263,11 +298,26 @@ pub fn decide(mut inputs: Inputs<'_>) -> Plan {
     }
 }
 
-fn escalated_roles(escalations: &[Escalation]) -> Vec<RoleName> {
-    escalations
+/// Puts the escalations so far into the facts: roles required in addition, and roles that
+/// stand in for the ones missing at their deadline.
+fn apply_escalations(facts: &mut PullFacts, escalations: &[Escalation]) {
+    facts.escalated_roles.clear();
+    facts.stand_ins.clear();
+    for e in escalations
         .iter()
-        .filter_map(|e| e.to_role.clone())
-        .collect()
+        .filter(|e| e.action == TimeoutAction::Escalate)
+    {
+        let Some(role) = e.to_role.clone() else {
+            continue;
+        };
+        match e.mode.unwrap_or(EscalationMode::Additional) {
+            EscalationMode::Additional => facts.escalated_roles.push(role),
+            EscalationMode::StandIn => facts.stand_ins.push(StandIn {
+                role,
+                for_roles: e.stands_in_for.clone(),
+            }),
+        }
+    }
 }
 
 /// The one-line state used as the `Ready` condition's message.
@@ -285,7 +335,14 @@ pub fn summary_line(phase: GatePhase, verdict: &Verdict, assessment: &Assessment
         GatePhase::Pending => {
             let missing: Vec<String> = verdict
                 .missing_roles()
-                .map(|r| format!("{} ({} of {})", r.role, r.count - r.satisfied, r.count))
+                .map(|r| {
+                    let or = r
+                        .stand_in
+                        .as_ref()
+                        .map(|s| format!(" or {s} standing in"))
+                        .unwrap_or_default();
+                    format!("{} ({} of {}){or}", r.role, r.count - r.satisfied, r.count)
+                })
                 .collect();
             format!("Waiting for {}: {risk}", missing.join(", "))
         }

@@ -179,6 +179,27 @@ pub(super) fn notice_text(
             "⏰ **Reminder:** this pull request is still waiting for approval from {missing}. \
              Next reminder: {deadline}."
         ),
+        TimeoutAction::Escalate
+            if notice.mode == Some(countersign_crds::risk_policy::EscalationMode::StandIn) =>
+        {
+            let stands_in_for: Vec<String> = notice
+                .stands_in_for
+                .iter()
+                .map(|r| format!("`{r}`"))
+                .collect();
+            format!(
+                "⏫ **Escalated:** the approvals were not all in before the deadline, so {} is \
+                 now asked and can approve in place of {}. Still needed: {missing}, or one \
+                 approval from `{}`. Next deadline: {deadline}.",
+                notice.to_role.as_ref().map(mentions).unwrap_or_default(),
+                stands_in_for.join(", "),
+                notice
+                    .to_role
+                    .as_ref()
+                    .map(|r| r.as_str())
+                    .unwrap_or_default()
+            )
+        }
         TimeoutAction::Escalate => format!(
             "⏫ **Escalated:** nobody approved before the deadline, so {} is now asked as well. \
              Still needed: {missing}. Next deadline: {deadline}.",

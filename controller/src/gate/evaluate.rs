@@ -217,7 +217,9 @@ pub(super) async fn evaluate(
         changes,
         signals,
         roles,
+        // Filled in from the status's escalations by `decide`.
         escalated_roles: Vec::new(),
+        stand_ins: Vec::new(),
     };
     let state = if pr.merged {
         PullState::Merged

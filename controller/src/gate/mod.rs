@@ -151,6 +151,23 @@ async fn reconcile(gate: Arc<ApprovalGate>, gc: Arc<GateContext>) -> Result<Acti
     if is_final(&gate) {
         return Ok(Action::await_change());
     }
+    // The cache lags behind our own status writes. A gate it shows without any status may be
+    // one whose first evaluation it has not caught up with yet; evaluating that copy would
+    // start the gate's clock again, drop its escalations and ask for reviews twice. Such a
+    // gate (normally a new one) is read from the API first.
+    let gate = match gate.status {
+        Some(_) => gate,
+        None => {
+            let api = kube::Api::<ApprovalGate>::namespaced(
+                ctx.client.clone(),
+                &gate.namespace().unwrap_or_default(),
+            );
+            match api.get_opt(&gate.name_any()).await? {
+                Some(latest) => Arc::new(latest),
+                None => return Ok(Action::await_change()),
+            }
+        }
+    };
     match evaluate(&gate, ctx, recorder).await {
         Ok(action) => Ok(action),
         Err(Failure::Problem(problem)) => {

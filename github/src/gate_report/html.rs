@@ -115,14 +115,22 @@ pub fn html_page(gate: &ApprovalGate) -> String {
              </tr></thead>\n<tbody>\n",
         );
         for r in &facts.requirements {
-            let by: Vec<String> = r
+            let mut by: Vec<String> = r
                 .approved_by
                 .iter()
                 .map(|l| format!("@{}", esc(l)))
                 .collect();
+            if let Some(login) = &r.stood_in_by {
+                by.push(format!("@{} (standing in)", esc(login)));
+            }
+            let or = r
+                .stand_in
+                .as_ref()
+                .map(|s| format!(" (or {} standing in)", esc(s)))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "<tr data-role=\"{role}\" data-met=\"{met}\"><td>{mark} {role}</td>\
+                "<tr data-role=\"{role}\" data-met=\"{met}\"><td>{mark} {role}{or}</td>\
                  <td>{needed}</td><td>{have}</td><td>{by}</td></tr>",
                 role = esc(&r.role),
                 met = r.met(),

@@ -70,14 +70,22 @@ fn markdown_summary(facts: &Facts) -> String {
     } else {
         out.push_str("| Role | Needed | Have | Approved by |\n| --- | --- | --- | --- |\n");
         for r in &facts.requirements {
-            let by: Vec<String> = r
+            let mut by: Vec<String> = r
                 .approved_by
                 .iter()
                 .map(|l| format!("\\@{}", md(l)))
                 .collect();
+            if let Some(login) = &r.stood_in_by {
+                by.push(format!("\\@{} (standing in)", md(login)));
+            }
+            let or = r
+                .stand_in
+                .as_ref()
+                .map(|s| format!(" (or {} standing in)", md(s)))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "| {} {} | {} | {} | {} |",
+                "| {} {}{or} | {} | {} | {} |",
                 if r.met() { "✅" } else { "⏳" },
                 md(&r.role),
                 r.needed,

@@ -276,6 +276,69 @@ fn the_page_shows_what_the_summary_shows() {
 }
 
 #[test]
+fn a_stand_in_escalation_says_who_stands_in_for_whom() {
+    let mut pending = full_status("Pending");
+    pending["requirements"] = json!([
+        {"role": "tech_lead", "count": 1, "satisfied": 0, "standIn": "cto"},
+        {"role": "manager", "count": 1, "satisfied": 1, "approvedBy": ["mgr"]}
+    ]);
+    pending["escalations"] = json!([{
+        "time": "2026-12-04T14:00:00Z", "action": "escalate", "toRole": "cto",
+        "mode": "standIn", "standsInFor": ["tech_lead"]
+    }]);
+    let out = check_output(&gate(Some(pending.clone())), None);
+    assert!(
+        out.title.starts_with("Waiting for tech_lead or cto"),
+        "{}",
+        out.title
+    );
+    assert!(
+        out.summary
+            .contains("2026-12-04 14:00 UTC: escalated to cto (stands in for tech\\_lead)"),
+        "{}",
+        out.summary
+    );
+    assert!(
+        out.summary.contains("tech\\_lead (or cto standing in) |"),
+        "{}",
+        out.summary
+    );
+    let page = html_page(&gate(Some(pending.clone())));
+    assert!(
+        page.contains("escalated to cto (stands in for tech_lead)"),
+        "{page}"
+    );
+    assert!(page.contains("1 more approval from tech_lead (or one from cto, standing in)"));
+
+    let mut approved = pending;
+    approved["phase"] = json!("Approved");
+    approved["requirements"][0]["satisfied"] = json!(1);
+    approved["requirements"][0]["stoodInBy"] = json!("cto");
+    let out = check_output(&gate(Some(approved.clone())), None);
+    assert!(
+        out.summary.contains("\\@cto (standing in)"),
+        "{}",
+        out.summary
+    );
+    assert!(html_page(&gate(Some(approved))).contains("@cto (standing in)"));
+
+    let mut additional = full_status("Pending");
+    additional["escalations"] = json!([
+        {"time": "2026-12-04T14:00:00Z", "action": "escalate", "toRole": "cto", "mode": "additional"},
+        {"time": "2026-12-05T14:00:00Z", "action": "escalate", "toRole": "cfo"}
+    ]);
+    let page = html_page(&gate(Some(additional)));
+    assert!(
+        page.contains("escalated to cto (required in addition)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("escalated to cfo (required in addition)"),
+        "{page}"
+    );
+}
+
+#[test]
 fn page_urls_are_encoded() {
     assert_eq!(
         gate_page_url("https://x/", "team-a", "pr-1"),

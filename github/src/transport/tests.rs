@@ -181,3 +181,33 @@ fn links_are_followed_only_under_the_api_root() {
         );
     }
 }
+
+#[test]
+fn a_304_keeps_the_remembered_link_unless_it_sends_its_own() {
+    let next = r#"<https://api.github.com/repos/o/r/issues?page=2>; rel="next""#;
+    let cached = Cached {
+        etag: HeaderValue::from_static("\"abc\""),
+        body: Bytes::from_static(b"[]"),
+        link: Some(HeaderValue::from_static(next)),
+    };
+    let bare = not_modified_headers(headers(&[("etag", "\"abc\"")]), &cached);
+    assert_eq!(
+        bare.get(http::header::LINK).and_then(|v| v.to_str().ok()),
+        Some(next)
+    );
+    let own = r#"<https://api.github.com/repos/o/r/issues?page=3>; rel="next""#;
+    let fresh = not_modified_headers(headers(&[("link", own)]), &cached);
+    assert_eq!(
+        fresh.get(http::header::LINK).and_then(|v| v.to_str().ok()),
+        Some(own)
+    );
+    let none = Cached {
+        link: None,
+        ..cached
+    };
+    assert!(
+        not_modified_headers(HeaderMap::new(), &none)
+            .get(http::header::LINK)
+            .is_none()
+    );
+}

@@ -449,6 +449,133 @@ fn escalation_adds_a_role_and_stops_auto_approve() {
     assert_eq!(verdict(&docs, &w.facts).phase, GatePhase::Approved);
 }
 
+/// A high-risk change (tech_lead + manager) after a `standIn` escalation to cto for `missing`.
+fn escalated_to_cto(w: &mut World, missing: &[&str]) -> Assessment {
+    w.facts.stand_ins = vec![StandIn {
+        role: RoleName::from("cto"),
+        for_roles: missing.iter().map(|r| RoleName::from(*r)).collect(),
+    }];
+    w.facts
+        .roles
+        .insert(9, BTreeSet::from([RoleName::from("cto")]));
+    let a = policy().evaluate(&Change::touching(["src/auth/login.rs"]));
+    let roles: Vec<&str> = a.workflow.roles().map(|r| r.0.as_str()).collect();
+    assert_eq!(roles, ["tech_lead", "manager"]);
+    a
+}
+
+#[test]
+fn one_stand_in_approval_satisfies_every_role_missing_at_the_deadline() {
+    let mut w = world();
+    let a = escalated_to_cto(&mut w, &["tech_lead", "manager"]);
+    let v = verdict(&a, &w.facts);
+    assert_eq!(v.phase, GatePhase::Pending);
+    assert_eq!(
+        requirement(&v, "tech_lead").stand_in,
+        Some(RoleName::from("cto"))
+    );
+    assert_eq!(v.requirements.len(), 2, "cto is not one more requirement");
+    assert_eq!(
+        v.roles_to_ask(),
+        ["tech_lead", "cto", "manager"].map(RoleName::from)
+    );
+
+    w.facts.signals = vec![approve(&user(9, "cto"), HEAD, 1)];
+    let v = verdict(&a, &w.facts);
+    assert_eq!(v.phase, GatePhase::Approved, "{:?}", v.requirements);
+    for role in ["tech_lead", "manager"] {
+        let r = requirement(&v, role);
+        assert_eq!((r.satisfied, r.count), (1, 1));
+        assert_eq!(r.stood_in_by.as_deref(), Some("cto"));
+        assert!(r.approved_by.is_empty());
+    }
+    assert!(v.records[0].valid, "the cto's approval counts");
+}
+
+#[test]
+fn a_stand_in_answers_only_for_the_roles_missing_at_the_deadline() {
+    let mut w = world();
+    // bob (tech_lead) had approved by the deadline; only manager was missing.
+    let a = escalated_to_cto(&mut w, &["manager"]);
+    w.facts.signals = vec![approve(&user(9, "cto"), HEAD, 1)];
+    let v = verdict(&a, &w.facts);
+    assert_eq!(v.phase, GatePhase::Pending);
+    assert_eq!(requirement(&v, "tech_lead").stand_in, None);
+    assert_eq!(requirement(&v, "tech_lead").satisfied, 0);
+    assert_eq!(
+        requirement(&v, "manager").stood_in_by.as_deref(),
+        Some("cto")
+    );
+
+    w.facts.signals.push(approve(&w.bob, HEAD, 2));
+    let v = verdict(&a, &w.facts);
+    assert_eq!(v.phase, GatePhase::Approved);
+    assert_eq!(requirement(&v, "tech_lead").approved_by, ["bob"]);
+    // The manager's own approval counts as before; the stand-in is then not needed.
+    w.facts.signals = vec![approve(&w.bob, HEAD, 1), approve(&w.dave, HEAD, 2)];
+    let v = verdict(&a, &w.facts);
+    assert_eq!(v.phase, GatePhase::Approved);
+    assert_eq!(requirement(&v, "manager").approved_by, ["dave"]);
+    assert_eq!(requirement(&v, "manager").stood_in_by, None);
+}
+
+#[test]
+fn a_stand_in_fills_no_other_slot() {
+    let mut w = world();
+    let a = escalated_to_cto(&mut w, &["manager"]);
+    // tina is tech_lead and cto: her one approval is either, never both.
+    w.facts.roles.insert(
+        10,
+        BTreeSet::from([RoleName::from("tech_lead"), RoleName::from("cto")]),
+    );
+    let tina = user(10, "tina");
+    w.facts.signals = vec![approve(&tina, HEAD, 1)];
+    let v = verdict(&a, &w.facts);
+    assert_eq!(v.phase, GatePhase::Pending, "{:?}", v.requirements);
+
+    // With bob in as tech_lead, tina stands in for the manager.
+    w.facts.signals.push(approve(&w.bob, HEAD, 2));
+    let v = verdict(&a, &w.facts);
+    assert_eq!(v.phase, GatePhase::Approved, "{:?}", v.requirements);
+    assert_eq!(requirement(&v, "tech_lead").approved_by, ["bob"]);
+    assert_eq!(
+        requirement(&v, "manager").stood_in_by.as_deref(),
+        Some("tina")
+    );
+}
+
+#[test]
+fn a_stand_in_holder_outside_the_separation_of_duties_rules_does_not_count() {
+    let mut w = world();
+    let a = escalated_to_cto(&mut w, &["tech_lead", "manager"]);
+    // The author holds cto: still not theirs to approve.
+    w.facts
+        .roles
+        .insert(5, BTreeSet::from([RoleName::from("cto")]));
+    w.facts.signals = vec![approve(&user(5, "erin"), HEAD, 1)];
+    let v = verdict(&a, &w.facts);
+    assert_eq!(v.phase, GatePhase::Pending);
+    assert_eq!(
+        v.records[0].invalid_reason,
+        Some(InvalidReason::SelfApproval)
+    );
+    // Someone holding no required role and not the escalation role counts for nothing.
+    w.facts.signals = vec![approve(&w.alice, HEAD, 1)];
+    let v = verdict(&a, &w.facts);
+    assert_eq!(v.records[0].invalid_reason, Some(InvalidReason::NotInRole));
+}
+
+#[test]
+fn a_stand_in_escalation_stops_auto_approve() {
+    let mut w = world();
+    let docs = policy().evaluate(&Change::touching(["docs/guide.md"]));
+    w.facts.stand_ins = vec![StandIn {
+        role: RoleName::from("cto"),
+        for_roles: Vec::new(),
+    }];
+    assert_eq!(verdict(&docs, &w.facts).phase, GatePhase::Pending);
+}
+
 #[test]
 fn migration_needs_manager_security_and_cto() {
     let mut w = world();

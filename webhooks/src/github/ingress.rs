@@ -1,39 +1,47 @@
 //! `POST /webhook`: verify, remember, parse, enqueue, answer.
 //!
-//! The order is the security contract: the body is read (capped at GitHub's 25 MB, 413 above),
-//! the `X-GitHub-Event` and `X-GitHub-Delivery` headers are required (400), and the
-//! `X-Hub-Signature-256` HMAC is checked against every configured secret (401 with a short
-//! reason) before a byte of the body is parsed. A verified delivery is then answered:
+//! The order is the security contract. Before a byte of the body is read: an announced
+//! `Content-Length` over GitHub's 25 MB cap is refused (413), the `X-GitHub-Event` and
+//! `X-GitHub-Delivery` headers are required (400), and a missing or malformed
+//! `X-Hub-Signature-256` is refused (401). The body is then read while unverified: it counts
+//! against one budget shared by every request ([`IngressLimits::unverified_body_budget`]), so
+//! unsigned bodies cannot hold more memory than that however many arrive (503 with
+//! `Retry-After` when it is spent), and it must arrive within the listener's body timeout
+//! (408). The HMAC is checked against every configured secret (401 with a short reason)
+//! before a byte of the body is parsed. A verified delivery is then answered:
 //!
-//! | what it is                                | status | what happens                       |
-//! |-------------------------------------------|--------|------------------------------------|
-//! | a delivery id seen recently               | 200    | nothing (a redelivery)             |
-//! | `ping`                                    | 200    | logged and counted                 |
-//! | an event or action Countersign ignores    | 202    | counted by event and action        |
-//! | a body that does not parse                | 202    | logged with the delivery id        |
-//! | a handled event                           | 202    | queued for the bot's workers       |
-//! | a handled event while the queue stays full| 503    | forgotten, so a redelivery is taken|
+//! | what it is                                   | status | what happens                        |
+//! |----------------------------------------------|--------|-------------------------------------|
+//! | a delivery id seen recently                  | 200    | nothing (a redelivery)              |
+//! | `ping`                                       | 200    | logged and counted                  |
+//! | an event or action Countersign ignores       | 202    | counted by event and action         |
+//! | a body that does not parse                   | 202    | logged with the delivery id         |
+//! | a handled event                              | 202    | queued for the bot's workers        |
+//! | its issue or pull request holds its share    | 503    | forgotten, so a redelivery is taken |
+//! | the whole backlog stays full                 | 503    | forgotten, so a redelivery is taken |
 //!
-//! A payload that fails to parse is never a 5xx: GitHub would only redeliver the same bytes.
+//! A payload that fails to parse is never a 5xx: it could never succeed. Every refusal is
+//! counted in `webhook_deliveries` by outcome.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::{Body, HttpBody as _};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header as http_header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use http_body_util::BodyExt as _;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 
-use super::deliveries::Deliveries;
+use super::deliveries::{Backlog, Deliveries, Full, Queued, Subject};
 use super::event::{Delivery, DeliveryId};
 use super::parse::{Parsed, parse};
 use super::signature::{SIGNATURE_HEADER, SignatureError, Verifier};
@@ -41,8 +49,27 @@ use super::signature::{SIGNATURE_HEADER, SignatureError, Verifier};
 /// Where GitHub posts deliveries.
 pub const WEBHOOK_PATH: &str = "/webhook";
 
-/// GitHub caps payloads at 25 MB; larger bodies are refused with 413 before verification.
+/// GitHub caps payloads at 25 MB; larger bodies are refused with 413 before verification
+/// (before reading them at all when their `Content-Length` says so).
 pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+
+/// Default of [`IngressLimits::unverified_body_budget`] (`--unverified-body-budget-mib 64`).
+pub const DEFAULT_UNVERIFIED_BODY_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Default of [`IngressLimits::enqueue_timeout`]: a full backlog often frees a place within
+/// this, while GitHub's 10-second delivery timeout is still far.
+pub const DEFAULT_ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `Retry-After` of a 503 because unverified bodies hold the whole budget: they are read or
+/// timed out within seconds.
+pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// `Retry-After` of a 503 because the backlog is full: handling it takes longer.
+pub const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// First buffer for a body of unknown length; it doubles from there, each growth counted
+/// against the unverified-body budget before it is allocated.
+const FIRST_BODY_BUFFER: usize = 16 * 1024;
 
 /// The event-name header.
 pub const EVENT_HEADER: &str = "x-github-event";
@@ -57,10 +84,16 @@ const MAX_HEADER_CHARS: usize = 128;
 /// What the endpoint did with one request; the `outcome` label of the deliveries counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IngressOutcome {
-    /// A required header was missing or unusable (400).
+    /// A required header was missing or unusable, or the body broke off (400).
     BadRequest,
     /// The signature was missing, malformed, sha1-only or wrong (401).
     Unauthorized,
+    /// The body is over GitHub's 25 MB cap, announced or counted (413).
+    TooLarge,
+    /// The body did not arrive within the listener's body timeout (408).
+    BodyTimeout,
+    /// Unverified bodies held the whole budget (503, `Retry-After`).
+    Busy,
     /// A redelivery of a recently seen id (200).
     Duplicate,
     /// A ping (200).
@@ -71,7 +104,9 @@ pub enum IngressOutcome {
     Unparseable,
     /// Queued for the workers (202).
     Queued,
-    /// The queue stayed full (503).
+    /// The delivery's issue or pull request held its whole share of the backlog (503).
+    SubjectOverloaded,
+    /// The whole backlog stayed full (503).
     Overloaded,
 }
 
@@ -81,11 +116,15 @@ impl IngressOutcome {
         match self {
             Self::BadRequest => "bad_request",
             Self::Unauthorized => "unauthorized",
+            Self::TooLarge => "too_large",
+            Self::BodyTimeout => "body_timeout",
+            Self::Busy => "busy",
             Self::Duplicate => "duplicate",
             Self::Ping => "ping",
             Self::Unsupported => "unsupported",
             Self::Unparseable => "unparseable",
             Self::Queued => "queued",
+            Self::SubjectOverloaded => "subject_overloaded",
             Self::Overloaded => "overloaded",
         }
     }
@@ -113,6 +152,8 @@ pub struct IngressMetrics {
     deliveries: Family<DeliveryLabels, Counter>,
     unsupported: Family<UnsupportedLabels, Counter>,
     latency: Histogram,
+    backlog: Gauge,
+    unverified_bytes: Gauge,
 }
 
 impl IngressMetrics {
@@ -122,6 +163,8 @@ impl IngressMetrics {
             deliveries: Family::default(),
             unsupported: Family::default(),
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            backlog: Gauge::default(),
+            unverified_bytes: Gauge::default(),
         };
         registry.register(
             "webhook_deliveries",
@@ -137,6 +180,16 @@ impl IngressMetrics {
             "webhook_request_seconds",
             "Time to verify, parse and enqueue one webhook request",
             metrics.latency.clone(),
+        );
+        registry.register(
+            "deliveries_queued",
+            "Deliveries accepted and not yet handled (waiting for their turn or being handled)",
+            metrics.backlog.clone(),
+        );
+        registry.register(
+            "webhook_unverified_body_bytes",
+            "Bytes of webhook request bodies held before their signature is checked",
+            metrics.unverified_bytes.clone(),
         );
         metrics
     }
@@ -161,34 +214,240 @@ impl IngressMetrics {
     }
 }
 
+/// The endpoint's limits.
+#[derive(Clone, Debug)]
+pub struct IngressLimits {
+    /// Deliveries accepted and not yet handled, in all (`--queue`); a verified delivery that
+    /// finds it full waits up to `enqueue_timeout`, then gets 503.
+    pub backlog: usize,
+    /// Of those, deliveries about one issue or pull request (`--queue-per-issue`), so one
+    /// busy subject can never fill the backlog for the others.
+    pub backlog_per_subject: usize,
+    /// Bytes of request bodies held before their signature is checked, over all requests
+    /// together (`--unverified-body-budget-mib`). At least [`MAX_BODY_BYTES`] to accept every
+    /// delivery GitHub can send.
+    pub unverified_body_budget: usize,
+    /// How long a verified delivery waits for room in a full backlog before 503.
+    pub enqueue_timeout: Duration,
+}
+
+impl Default for IngressLimits {
+    fn default() -> Self {
+        Self {
+            backlog: 1024,
+            backlog_per_subject: 64,
+            unverified_body_budget: DEFAULT_UNVERIFIED_BODY_BUDGET,
+            enqueue_timeout: DEFAULT_ENQUEUE_TIMEOUT,
+        }
+    }
+}
+
 /// Everything the webhook endpoint needs.
 pub struct Ingress {
     /// Checks `X-Hub-Signature-256`.
     pub verifier: Verifier,
     /// Recently seen delivery ids.
     pub deliveries: Deliveries,
-    /// Where parsed deliveries go; bounded.
-    pub queue: mpsc::Sender<Delivery>,
     /// Counters and histograms.
     pub metrics: IngressMetrics,
-    /// How long a request waits for room on a full queue before answering 503.
-    pub enqueue_timeout: Duration,
+    backlog: Arc<Backlog>,
+    queue: mpsc::Sender<Queued>,
+    budget: BodyBudget,
+    enqueue_timeout: Duration,
+}
+
+impl Ingress {
+    /// The endpoint, and the receiving end of its queue: every delivery on it holds a place
+    /// in the backlog until the receiver drops it (handled).
+    pub fn new(
+        verifier: Verifier,
+        deliveries: Deliveries,
+        metrics: IngressMetrics,
+        limits: IngressLimits,
+    ) -> (Self, mpsc::Receiver<Queued>) {
+        let backlog = Backlog::new(
+            limits.backlog,
+            limits.backlog_per_subject,
+            metrics.backlog.clone(),
+        );
+        // Every delivery sent holds a place in the backlog, so this channel is never full.
+        let (queue, receiver) = mpsc::channel(backlog.capacity());
+        let budget = BodyBudget::new(
+            limits.unverified_body_budget,
+            metrics.unverified_bytes.clone(),
+        );
+        let ingress = Self {
+            verifier,
+            deliveries,
+            metrics,
+            backlog,
+            queue,
+            budget,
+            enqueue_timeout: limits.enqueue_timeout,
+        };
+        (ingress, receiver)
+    }
+
+    /// Deliveries accepted and not yet handled.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
+
+    /// Bytes of unverified request bodies held right now.
+    pub fn unverified_bytes(&self) -> usize {
+        self.budget.total - self.budget.bytes.available_permits()
+    }
+}
+
+/// The memory all unverified bodies may hold together, in bytes.
+struct BodyBudget {
+    bytes: Semaphore,
+    total: usize,
+    gauge: Gauge,
+}
+
+impl BodyBudget {
+    fn new(total: usize, gauge: Gauge) -> Self {
+        let total = total.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            bytes: Semaphore::new(total),
+            total,
+            gauge,
+        }
+    }
+}
+
+/// The part of the budget one request holds; given back when dropped.
+struct Held<'b> {
+    budget: &'b BodyBudget,
+    permit: Option<SemaphorePermit<'b>>,
+    bytes: usize,
+}
+
+impl<'b> Held<'b> {
+    fn none(budget: &'b BodyBudget) -> Self {
+        Self {
+            budget,
+            permit: None,
+            bytes: 0,
+        }
+    }
+
+    /// Takes `more` bytes of the budget now, or reports that it is spent.
+    fn grow(&mut self, more: usize) -> bool {
+        let Ok(n) = u32::try_from(more) else {
+            return false;
+        };
+        let Ok(permit) = self.budget.bytes.try_acquire_many(n) else {
+            return false;
+        };
+        match &mut self.permit {
+            Some(held) => held.merge(permit),
+            None => self.permit = Some(permit),
+        }
+        self.bytes += more;
+        self.budget.gauge.inc_by(gauge_value(more));
+        true
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.gauge.dec_by(gauge_value(self.bytes));
+    }
+}
+
+fn gauge_value(bytes: usize) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+/// Why an unverified body was not read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unread {
+    /// Over [`MAX_BODY_BYTES`].
+    TooLarge,
+    /// The unverified-body budget is spent.
+    Busy,
+    /// The listener's body timeout ran out.
+    TimedOut,
+    /// The client broke off or sent a malformed body.
+    Broken,
+}
+
+/// Reads `body` whole, holding budget for every byte of buffer before it is allocated.
+async fn read_unverified(
+    budget: &BodyBudget,
+    mut body: Body,
+) -> Result<(Vec<u8>, Held<'_>), Unread> {
+    let hint = body.size_hint();
+    if hint.lower() > MAX_BODY_BYTES as u64 {
+        return Err(Unread::TooLarge);
+    }
+    // With a known length the buffer never grows past it.
+    let limit = hint
+        .upper()
+        .and_then(|upper| usize::try_from(upper).ok())
+        .map_or(MAX_BODY_BYTES, |upper| upper.min(MAX_BODY_BYTES));
+    let mut held = Held::none(budget);
+    let mut buffer = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            if timed_out(&error) {
+                Unread::TimedOut
+            } else {
+                Unread::Broken
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers carry nothing the signature covers
+        };
+        let needed = buffer.len() + data.len();
+        if needed > MAX_BODY_BYTES {
+            return Err(Unread::TooLarge);
+        }
+        if needed > held.bytes {
+            let doubled = held.bytes.saturating_mul(2).max(FIRST_BODY_BUFFER);
+            let target = needed.max(doubled.min(limit));
+            if !held.grow(target - held.bytes) {
+                return Err(Unread::Busy);
+            }
+            buffer.reserve_exact(target - buffer.len());
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok((buffer, held))
+}
+
+/// Whether a body error is the listener's body timeout (an `io::ErrorKind::TimedOut`
+/// somewhere in its chain).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// The router serving [`WEBHOOK_PATH`].
 pub fn router(ingress: Arc<Ingress>) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(webhook))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(ingress)
 }
 
 /// Label for requests whose event name cannot be trusted yet.
 const UNVERIFIED: &str = "unverified";
 
-async fn webhook(State(ingress): State<Arc<Ingress>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn webhook(State(ingress): State<Arc<Ingress>>, request: Request) -> Response {
     let started = Instant::now();
-    let (outcome, event, response) = accept(&ingress, &headers, &body).await;
+    let (parts, body) = request.into_parts();
+    let (outcome, event, response) = accept(&ingress, &parts.headers, body).await;
     ingress.metrics.record(&event, outcome);
     ingress
         .metrics
@@ -209,12 +468,75 @@ fn answer(status: StatusCode, text: impl Into<String>) -> Response {
     (status, text.into()).into_response()
 }
 
-async fn accept(
-    ingress: &Ingress,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> (IngressOutcome, String, Response) {
+/// A 503 asking the sender to come back after `after`.
+fn retry_later(after: Duration, text: &'static str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(http_header::RETRY_AFTER, after.as_secs().to_string())],
+        text,
+    )
+        .into_response()
+}
+
+/// The `Content-Length` a request announces, when it announces one.
+fn announced_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http_header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+type Accepted = (IngressOutcome, String, Response);
+
+fn refused_signature(id: &str, event: &str, err: SignatureError) -> Accepted {
+    tracing::warn!(delivery = id, event, error = %err, "refused webhook delivery");
+    let reason = match err {
+        SignatureError::Missing => "missing X-Hub-Signature-256 header",
+        SignatureError::Malformed => "malformed X-Hub-Signature-256 header",
+        SignatureError::Sha1Only => "sha1 signatures are not accepted; use X-Hub-Signature-256",
+        SignatureError::Mismatch => "signature does not match",
+    };
+    (
+        IngressOutcome::Unauthorized,
+        UNVERIFIED.to_owned(),
+        answer(StatusCode::UNAUTHORIZED, reason),
+    )
+}
+
+fn refused_body(id: &str, event: &str, unread: Unread) -> Accepted {
+    tracing::warn!(delivery = id, event, reason = ?unread, "webhook body not read");
+    let (outcome, response) = match unread {
+        Unread::TooLarge => (
+            IngressOutcome::TooLarge,
+            answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload over GitHub's 25 MB cap",
+            ),
+        ),
+        Unread::Busy => (
+            IngressOutcome::Busy,
+            retry_later(BUSY_RETRY_AFTER, "busy reading other requests; retry later"),
+        ),
+        Unread::TimedOut => (
+            IngressOutcome::BodyTimeout,
+            answer(StatusCode::REQUEST_TIMEOUT, "body not received in time"),
+        ),
+        Unread::Broken => (
+            IngressOutcome::BadRequest,
+            answer(StatusCode::BAD_REQUEST, "body not received whole"),
+        ),
+    };
+    (outcome, UNVERIFIED.to_owned(), response)
+}
+
+async fn accept(ingress: &Ingress, headers: &HeaderMap, body: Body) -> Accepted {
     let unverified = || UNVERIFIED.to_owned();
+    if announced_length(headers).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return refused_body("-", "-", Unread::TooLarge);
+    }
     let Some(event) = header(headers, EVENT_HEADER) else {
         return (
             IngressOutcome::BadRequest,
@@ -231,20 +553,22 @@ async fn accept(
     };
     let signature = headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes());
     let sha1 = headers.contains_key(SHA1_SIGNATURE_HEADER);
-    if let Err(err) = ingress.verifier.verify(signature, sha1, body) {
-        tracing::warn!(delivery = id, event, error = %err, "refused webhook delivery");
-        let reason = match err {
-            SignatureError::Missing => "missing X-Hub-Signature-256 header",
-            SignatureError::Malformed => "malformed X-Hub-Signature-256 header",
-            SignatureError::Sha1Only => "sha1 signatures are not accepted; use X-Hub-Signature-256",
-            SignatureError::Mismatch => "signature does not match",
-        };
-        return (
-            IngressOutcome::Unauthorized,
-            unverified(),
-            answer(StatusCode::UNAUTHORIZED, reason),
-        );
+    // A missing or malformed header is refused before the body is read: the verifier checks
+    // the header before it looks at the body, so an empty body tells those cases apart.
+    if let Err(
+        err @ (SignatureError::Missing | SignatureError::Malformed | SignatureError::Sha1Only),
+    ) = ingress.verifier.verify(signature, sha1, &[])
+    {
+        return refused_signature(id, event, err);
     }
+    let (body, held) = match read_unverified(&ingress.budget, body).await {
+        Ok(read) => read,
+        Err(unread) => return refused_body(id, event, unread),
+    };
+    if let Err(err) = ingress.verifier.verify(signature, sha1, &body) {
+        return refused_signature(id, event, err);
+    }
+    drop(held); // verified: no longer counted against the unverified-body budget
     let event_name = event.to_owned();
     if !ingress.deliveries.first_time(id, Instant::now()) {
         tracing::debug!(delivery = id, event, "redelivery ignored");
@@ -254,7 +578,7 @@ async fn accept(
             answer(StatusCode::OK, "already received"),
         );
     }
-    let parsed = match parse(event, body) {
+    let parsed = match parse(event, &body) {
         Ok(parsed) => parsed,
         Err(err) => {
             tracing::warn!(delivery = id, event, error = %err, "webhook payload does not parse");
@@ -292,32 +616,53 @@ async fn accept(
             answer(StatusCode::OK, "pong"),
         );
     }
+    let subject = Subject::of(&event_body);
     let delivery = Delivery {
         id: DeliveryId(id.to_owned()),
         event: event_body,
     };
-    match ingress
-        .queue
-        .send_timeout(delivery, ingress.enqueue_timeout)
+    let full = match ingress
+        .backlog
+        .admit(subject, ingress.enqueue_timeout)
         .await
     {
-        Ok(()) => (
-            IngressOutcome::Queued,
-            event_name,
-            answer(StatusCode::ACCEPTED, "queued"),
-        ),
-        Err(SendTimeoutError::Timeout(_) | SendTimeoutError::Closed(_)) => {
-            // Not taken: forget the id so GitHub's (or the user's) redelivery is accepted.
-            ingress.deliveries.forget(id);
-            tracing::warn!(delivery = id, event, "delivery queue full; answered 503");
-            (
-                IngressOutcome::Overloaded,
-                event_name,
-                answer(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy; redeliver this delivery later",
-                ),
-            )
+        Ok(slot) => match ingress.queue.try_send(Queued { delivery, slot }) {
+            Ok(()) => {
+                return (
+                    IngressOutcome::Queued,
+                    event_name,
+                    answer(StatusCode::ACCEPTED, "queued"),
+                );
+            }
+            // The workers stopped (shutting down): nobody will handle it.
+            Err(_) => Full::Everything,
+        },
+        Err(full) => full,
+    };
+    // Not taken: forget the id so a redelivery (GitHub's UI or API, `countersign replay`) is
+    // accepted. GitHub does not redeliver by itself.
+    ingress.deliveries.forget(id);
+    let outcome = match full {
+        Full::Everything => {
+            tracing::warn!(delivery = id, event, "delivery backlog full; answered 503");
+            IngressOutcome::Overloaded
         }
-    }
+        Full::Subject => {
+            tracing::warn!(
+                delivery = id,
+                event,
+                ?subject,
+                "this issue or pull request holds its whole share of the backlog; answered 503"
+            );
+            IngressOutcome::SubjectOverloaded
+        }
+    };
+    (
+        outcome,
+        event_name,
+        retry_later(
+            OVERLOADED_RETRY_AFTER,
+            "busy; redeliver this delivery later",
+        ),
+    )
 }

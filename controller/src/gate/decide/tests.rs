@@ -107,22 +107,149 @@ fn medium_risk_reminds_at_the_deadline_and_waits_another_timeout() {
     assert!(again.notice.is_none());
 }
 
+fn approval(login: &str, id: u64, hours: i64) -> Signal {
+    Signal {
+        user: GitHubUser {
+            login: login.into(),
+            id: Some(id),
+        },
+        kind: SignalKind::Approve,
+        via: ApprovalVia::Review,
+        sha: Some(HEAD.into()),
+        time: at(hours),
+        tampered: false,
+    }
+}
+
+fn roles_of(plan: &Plan) -> Vec<&str> {
+    plan.status
+        .requirements
+        .iter()
+        .map(|r| r.role.0.as_str())
+        .collect()
+}
+
 #[test]
-fn high_risk_escalates_to_cto_once_and_the_cto_role_becomes_required() {
-    let a = assess("src/auth/login.rs");
+fn high_risk_escalates_to_cto_once_and_in_additional_mode_the_cto_role_becomes_required() {
+    let mut a = assess("src/auth/login.rs");
     assert_eq!(a.workflow.name, "managed");
+    a.workflow.escalation_mode = Some(EscalationMode::Additional);
     let first = run(&gate(None), &a, facts("t1"), at(0));
     assert_eq!(first.status.deadline, Some(Time(at(24))));
     let due = run(&gate(Some(first.status)), &a, facts("t1"), at(24));
     let notice = due.notice.clone().expect("an escalation");
     assert_eq!(notice.action, TimeoutAction::Escalate);
     assert_eq!(notice.to_role, Some(RoleName::from("cto")));
-    assert!(due.status.requirements.iter().any(|r| r.role.0 == "cto"));
+    assert_eq!(notice.mode, Some(EscalationMode::Additional));
+    assert!(notice.stands_in_for.is_empty());
+    assert_eq!(roles_of(&due), ["tech_lead", "manager", "cto"]);
     // cto is asked for a review too.
     assert_eq!(due.request_roles, [RoleName::from("cto")]);
+    // The cto alone is not enough: everyone is needed.
+    let mut cto = facts("t1");
+    cto.signals.push(approval("cto", 4, 25));
+    let with_cto = run(&gate(Some(due.status.clone())), &a, cto, at(25));
+    assert_eq!(with_cto.status.phase, GatePhase::Pending);
     // The next deadline reminds instead of escalating again.
     let later = run(&gate(Some(due.status)), &a, facts("t1"), at(48));
     assert_eq!(later.notice.map(|n| n.action), Some(TimeoutAction::Remind));
+}
+
+#[test]
+fn high_risk_escalates_to_cto_who_stands_in_for_the_missing_roles_by_default() {
+    let a = assess("src/auth/login.rs");
+    assert_eq!(a.workflow.escalation_mode, Some(EscalationMode::StandIn));
+    let first = run(&gate(None), &a, facts("t1"), at(0));
+    let due = run(&gate(Some(first.status)), &a, facts("t1"), at(24));
+    let notice = due.notice.clone().expect("an escalation");
+    assert_eq!(notice.action, TimeoutAction::Escalate);
+    assert_eq!(notice.mode, Some(EscalationMode::StandIn));
+    let missing = [RoleName::from("tech_lead"), RoleName::from("manager")];
+    assert_eq!(notice.stands_in_for, missing);
+    let escalation = &due.status.escalations[0];
+    assert_eq!(escalation.mode, Some(EscalationMode::StandIn));
+    assert_eq!(escalation.stands_in_for, missing);
+    // No third requirement: cto may stand in for each missing one, and is asked.
+    assert_eq!(roles_of(&due), ["tech_lead", "manager"]);
+    assert!(
+        due.status
+            .requirements
+            .iter()
+            .all(|r| r.stand_in == Some(RoleName::from("cto")))
+    );
+    assert_eq!(due.request_roles, [RoleName::from("cto")]);
+    assert_eq!(due.status.phase, GatePhase::Pending);
+
+    // After the deadline the cto's approval alone approves.
+    let mut cto = facts("t1");
+    cto.signals.push(approval("cto", 4, 25));
+    let approved = run(&gate(Some(due.status.clone())), &a, cto, at(25));
+    assert_eq!(approved.status.phase, GatePhase::Approved);
+    for r in &approved.status.requirements {
+        assert_eq!(r.stood_in_by.as_deref(), Some("cto"), "{r:?}");
+        assert_eq!(r.satisfied, r.count);
+    }
+    // The next deadline reminds instead of escalating again, the cto included.
+    let later = run(&gate(Some(due.status)), &a, facts("t1"), at(48));
+    let reminder = later.notice.expect("a reminder");
+    assert_eq!(reminder.action, TimeoutAction::Remind);
+    assert_eq!(
+        reminder.missing,
+        ["tech_lead", "cto", "manager"].map(RoleName::from)
+    );
+    assert_eq!(later.status.escalations.len(), 2);
+}
+
+#[test]
+fn a_stand_in_answers_for_the_roles_missing_at_the_deadline_only() {
+    let a = assess("src/auth/login.rs");
+    // The tech lead approved in time; the manager did not.
+    let mut lead = facts("t1");
+    lead.signals.push(approval("lead", 2, 0));
+    let first = run(&gate(None), &a, lead.clone(), at(0));
+    let due = run(&gate(Some(first.status)), &a, lead, at(24));
+    assert_eq!(
+        due.notice.expect("an escalation").stands_in_for,
+        [RoleName::from("manager")]
+    );
+    // Later the tech lead's review is dismissed: the cto still covers only the manager.
+    let mut cto = facts("t1");
+    cto.signals.push(approval("cto", 4, 25));
+    let plan = run(&gate(Some(due.status)), &a, cto, at(25));
+    assert_eq!(plan.status.phase, GatePhase::Pending);
+    let tech_lead = &plan.status.requirements[0];
+    assert_eq!(
+        (tech_lead.role.0.as_str(), tech_lead.satisfied),
+        ("tech_lead", 0)
+    );
+    assert_eq!(tech_lead.stand_in, None);
+    assert_eq!(
+        plan.status.requirements[1].stood_in_by.as_deref(),
+        Some("cto")
+    );
+    let ready = conditions::find(&plan.status.conditions, "Ready").expect("Ready");
+    assert!(
+        ready.message.contains("tech_lead (1 of 1)")
+            && !ready.message.contains("tech_lead (1 of 1) or"),
+        "{}",
+        ready.message
+    );
+}
+
+#[test]
+fn escalations_recorded_without_a_mode_keep_requiring_the_role_in_addition() {
+    let a = assess("src/auth/login.rs");
+    let first = run(&gate(None), &a, facts("t1"), at(0));
+    let mut status = first.status;
+    status.escalations.push(Escalation {
+        time: Time(at(24)),
+        action: TimeoutAction::Escalate,
+        to_role: Some(RoleName::from("cto")),
+        mode: None,
+        stands_in_for: Vec::new(),
+    });
+    let plan = run(&gate(Some(status)), &a, facts("t1"), at(25));
+    assert_eq!(roles_of(&plan), ["tech_lead", "manager", "cto"]);
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod credentials;
 pub mod delivery;
 pub mod git;
 pub mod history;
+pub mod issues;
 pub mod oauth;
 pub mod pulls;
 mod pulls_api;
@@ -20,6 +21,7 @@ mod smart_http;
 pub use delivery::{Delivery, DeliveryError, HOOK_ID, USER_AGENT, deliver_to, wait_until_ready};
 pub use git::Push;
 pub use history::CommitAs;
+pub use issues::IssueEvent;
 pub use pulls::{ChangedFile, CheckRun, GitIdentity, PullRequest, Review};
 pub use server::{
     Call, CallAuth, FakeGitHub, Fault, TEST_APP_BOT_USER_ID, TEST_APP_ID, TEST_APP_SLUG, User,

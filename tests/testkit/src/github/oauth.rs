@@ -179,5 +179,5 @@ pub(super) async fn get_repository(
     }
     let mut value = repository_json(&repository);
     value["private"] = json!(w.private_repositories.contains(&repository));
-    axum::Json(value).into_response()
+    super::server::with_etag(&headers, &value)
 }

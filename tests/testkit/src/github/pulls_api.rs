@@ -462,13 +462,20 @@ async fn add_labels(
     let Some(issue) = w.issues.get_mut(&key) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };
+    let mut added = Vec::new();
     for name in names {
         let (LabelName::Name(name) | LabelName::Object { name }) = name;
         if !issue.labels.iter().any(|l| l.eq_ignore_ascii_case(&name)) {
-            issue.labels.push(name);
+            issue.labels.push(name.clone());
+            added.push(name);
         }
     }
     let labels: Vec<Value> = issue.labels.iter().map(|l| label_json(&key.0, l)).collect();
+    // An installation token acts as the App's bot account.
+    let actor = User::test_app_bot();
+    for name in added {
+        w.record_issue_event(&key.0, number, "labeled", Some(&name), &actor);
+    }
     axum::Json(Value::Array(labels)).into_response()
 }
 

@@ -322,6 +322,11 @@ pub struct World {
     pub head_files: BTreeMap<(String, String), Vec<super::pulls::ChangedFile>>,
     /// Repositories that are private (`private: true`; only readers see them).
     pub private_repositories: std::collections::BTreeSet<String>,
+    /// Every issue event (label changes, closings), oldest first: what
+    /// `GET …/issues/{n}/events` lists.
+    pub issue_events: Vec<super::issues::IssueEvent>,
+    /// Issues closed with [`World::close_issue`] (pull requests keep their own state).
+    pub closed_issues: std::collections::BTreeSet<(String, u64)>,
     /// OAuth clients (the App's client id → secret) people may sign in through.
     pub oauth_clients: BTreeMap<String, String>,
     /// Sign-in codes not yet exchanged: code → (who signed in, for which client).
@@ -348,6 +353,14 @@ impl World {
         WORLD_EPOCH
             .checked_add(jiff::SignedDuration::from_secs(self.clock))
             .unwrap_or(Timestamp::MAX)
+    }
+
+    /// Moves the world's clock forward so that everything from now on happens after `at`
+    /// (never backwards): for tests whose events must follow something stamped by the wall
+    /// clock, such as a Kubernetes object's creation.
+    pub fn advance_clock_past(&mut self, at: Timestamp) {
+        let seconds = at.duration_since(WORLD_EPOCH).as_secs();
+        self.clock = self.clock.max(seconds);
     }
 
     /// Deletes account `user_id`: from now on pull request, commit, review and comment
@@ -430,7 +443,8 @@ impl World {
     }
 
     /// Adds `label` to issue `number` as `sender`; returns the `issues.labeled` payload GitHub
-    /// would deliver.
+    /// would deliver. A label the issue did not carry yet is also recorded as a `labeled`
+    /// issue event by `sender` (`GET …/issues/{n}/events`).
     ///
     /// # Panics
     /// When the issue does not exist (a mistake in the test itself).
@@ -446,10 +460,14 @@ impl World {
             .issues
             .get_mut(&(repository.to_owned(), number))
             .unwrap_or_else(|| panic!("test bug: no issue {repository}#{number}"));
-        if !issue.labels.iter().any(|l| l == label) {
+        let added = !issue.labels.iter().any(|l| l == label);
+        if added {
             issue.labels.push(label.to_owned());
         }
         let issue = issue.clone();
+        if added {
+            self.record_issue_event(repository, number, "labeled", Some(label), sender);
+        }
         json!({
             "action": "labeled",
             "issue": issue_json(repository, number, &issue),
@@ -729,6 +747,7 @@ fn router(world: Shared) -> Router {
         )
         .route("/user", get(super::oauth::current_user))
         .route("/repos/{owner}/{repo}", get(super::oauth::get_repository))
+        .merge(super::issues::routes())
         .merge(super::pulls::routes())
         .merge(super::pulls_api::routes())
         .merge(super::smart_http::routes())
