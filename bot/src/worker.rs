@@ -173,8 +173,9 @@ pub async fn handle_one(handler: &Handler, metrics: &Metrics, delivery: &Deliver
                     tracing::error!(
                         %error,
                         attempt,
-                        "handling failed; giving up (the controller's periodic resync repairs \
-                         gates; a lost trigger needs the label or command again)"
+                        "handling failed; giving up (the bot's resync recovers a lost trigger \
+                         label or pull request within --resync-interval; a lost comment command \
+                         needs the command again)"
                     );
                     break;
                 }
