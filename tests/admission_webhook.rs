@@ -16,10 +16,13 @@
 //! The webhook selects only the test's namespace (`namespaceSelector` on
 //! `kubernetes.io/metadata.name`), so tests sharing one control plane never see each other's.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
+use support::kubectl::{Kubectl, text};
 
 use countersign_crds::RiskPolicy;
 use countersign_testkit::cluster::TestCluster;
@@ -272,35 +275,6 @@ async fn wait_until_active(policies: &Api<RiskPolicy>, broken: &RiskPolicy, bot:
     }
 }
 
-/// The kubectl built with the control plane, with its own home and cache.
-struct Kubectl {
-    binary: PathBuf,
-    kubeconfig: PathBuf,
-    home: PathBuf,
-}
-
-impl Kubectl {
-    async fn run(&self, args: &[&str]) -> Output {
-        let output = tokio::process::Command::new(&self.binary)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", &self.home)
-            .arg("--cache-dir")
-            .arg(self.home.join("cache"))
-            .args(args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        tokio::time::timeout(WAIT, output)
-            .await
-            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish in time"))
-            .expect("kubectl runs")
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// One test's world: the real control plane, a namespace, a fake GitHub, the bot serving
 /// HTTPS, and the webhook registered for the namespace and active.
 struct World {
@@ -335,15 +309,13 @@ impl World {
         let policies = Api::<RiskPolicy>::namespaced(cluster.client(), &ns);
         wait_until_active(&policies, &policy("broken-rego-riskpolicy.yaml", &ns), &bot).await;
 
-        let kubectl = Kubectl {
-            binary: countersign_testkit::controlplane::kubectl()
-                .await
-                .expect("kubectl")
-                .expect("the real control plane is built, so is its kubectl"),
-            kubeconfig: real.kubeconfig_path().to_owned(),
-            home: dir.path().join("home"),
-        };
-        std::fs::create_dir_all(&kubectl.home).expect("kubectl home");
+        let kubectl = Kubectl::new(
+            real.kubeconfig_path().to_owned(),
+            dir.path().join("home"),
+            None,
+            WAIT,
+        )
+        .await;
         Some(World {
             cluster,
             ns,

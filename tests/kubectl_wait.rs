@@ -23,9 +23,12 @@
 //!   instead of replacing each other, and the controller's status writes conflict with
 //!   neither.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
+use support::kubectl::{Kubectl, text};
 
 use countersign_crds::RiskPolicy;
 use countersign_crds::conditions::{READY, RECONCILING, STALLED, find};
@@ -85,38 +88,6 @@ spec:
   limits:
     timeout: 5m
 "#;
-
-/// The kubectl built with the control plane, with its own home and cache.
-struct Kubectl {
-    binary: PathBuf,
-    kubeconfig: PathBuf,
-    home: PathBuf,
-    ns: String,
-}
-
-impl Kubectl {
-    /// `kubectl -n <ns> <args>`, bounded by [`WAIT`].
-    async fn run(&self, args: &[&str]) -> Output {
-        let output = tokio::process::Command::new(&self.binary)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", &self.home)
-            .arg("--cache-dir")
-            .arg(self.home.join("cache"))
-            .args(["-n", &self.ns])
-            .args(args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        tokio::time::timeout(WAIT, output)
-            .await
-            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish in time"))
-            .expect("kubectl runs")
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The real control plane, a namespace with [`BASE`] applied, a fake GitHub with the App
 /// installed on `acme/shop`, and `countersign controller` reconciling that namespace.
@@ -183,16 +154,13 @@ impl World {
             .spawn()
             .expect("start countersign controller");
 
-        let kubectl = Kubectl {
-            binary: countersign_testkit::controlplane::kubectl()
-                .await
-                .expect("kubectl")
-                .expect("the real control plane is built, so is its kubectl"),
-            kubeconfig: real.kubeconfig_path().to_owned(),
-            home: dir.path().join("home"),
-            ns: ns.clone(),
-        };
-        std::fs::create_dir_all(&kubectl.home).expect("kubectl home");
+        let kubectl = Kubectl::new(
+            real.kubeconfig_path().to_owned(),
+            dir.path().join("home"),
+            Some(ns.clone()),
+            WAIT,
+        )
+        .await;
         let world = World {
             cluster,
             ns,

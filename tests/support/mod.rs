@@ -4,3 +4,4 @@
 
 pub mod chart;
 pub mod github_permissions;
+pub mod kubectl;
