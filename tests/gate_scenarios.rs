@@ -7,359 +7,21 @@
 //! deadline tests pause tokio time and advance it past the deadline, so the requeue the
 //! controller scheduled fires without anyone sleeping for hours.
 
-use std::sync::Arc;
+#[path = "support/gate_world.rs"]
+mod gate_world;
+
 use std::time::Duration;
 
-use axum::Router;
-use countersign_bot::server::{Bot, BotSettings};
-use countersign_controller::clock::Clock;
-use countersign_controller::metrics::Metrics;
-use countersign_controller::{Context, Settings, run_controllers};
 use countersign_crds::approval_gate::InvalidReason;
-use countersign_crds::{AgentRun, ApprovalGate, GatePhase, Project, RiskPolicy};
-use countersign_github::GitHubApp;
+use countersign_crds::{AgentRun, ApprovalGate, GatePhase, RiskPolicy};
 use countersign_testkit::cluster::TestCluster;
-use countersign_testkit::github::{ChangedFile, CheckRun, FakeGitHub, TEST_APP_SLUG, User};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use countersign_testkit::github::Fault;
+use k8s_openapi::jiff::SignedDuration;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
-const NS: &str = "team-a";
-const REPO: &str = "octo-org/widgets";
-const INSTALLATION: u64 = 77;
-const SECRET: &str = "webhook-secret";
-const WAIT: Duration = Duration::from_secs(30);
-const CHECK: &str = "countersign/approval";
-
-/// `base` plus however far tokio's clock moved since the test started.
-#[derive(Debug)]
-struct TokioClock {
-    base: Timestamp,
-    start: tokio::time::Instant,
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> Timestamp {
-        let elapsed = SignedDuration::try_from(self.start.elapsed()).unwrap_or(SignedDuration::MAX);
-        self.base.saturating_add(elapsed).unwrap_or(Timestamp::MAX)
-    }
-}
-
-struct People {
-    alice: User, // developer (team devs), writes to the repository
-    carol: User, // developer (team devs)
-    lead: User,  // tech_lead
-    mgr: User,   // manager
-    sam: User,   // security_team (team security)
-    cto: User,   // cto
-    erin: User,  // an outside contributor: the usual author
-    mallory: User,
-}
-
-fn people() -> People {
-    People {
-        alice: User::new(1, "alice"),
-        carol: User::new(2, "carol"),
-        lead: User::new(1010, "lead"),
-        mgr: User::new(1020, "mgr"),
-        sam: User::new(1030, "sam"),
-        cto: User::new(1040, "cto"),
-        erin: User::new(5, "erin"),
-        mallory: User::new(6, "mallory"),
-    }
-}
-
-struct World {
-    api: TestCluster,
-    github: FakeGitHub,
-    router: Router,
-    p: People,
-    /// The controller's metrics (reconciles by kind).
-    metrics: Arc<Metrics>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-fn app(github: &FakeGitHub) -> GitHubApp {
-    github.app_client()
-}
-
-fn bot_user() -> User {
-    User::bot(99, &format!("{TEST_APP_SLUG}[bot]"))
-}
-
-impl World {
-    async fn start(pull_requests: Value) -> World {
-        // A Kubernetes of this test alone (real when built): the bot watches every namespace.
-        let api = TestCluster::start_dedicated().await.expect("test cluster");
-        api.install_crds().await.expect("CRDs");
-        api.create_named_namespace(NS, &[])
-            .await
-            .expect("namespace");
-        let client = api.client();
-        let mut policy: RiskPolicy = countersign_policies::default_policy();
-        policy.metadata.namespace = Some(NS.into());
-        Api::<RiskPolicy>::namespaced(client.clone(), NS)
-            .create(&PostParams::default(), &policy)
-            .await
-            .expect("create policy");
-        let project: Project = serde_json::from_value(json!({
-            "apiVersion": "countersign.dev/v1alpha1",
-            "kind": "Project",
-            "metadata": {"name": "widgets", "namespace": NS},
-            "spec": {
-                "repository": {"owner": "octo-org", "name": "widgets"},
-                "installation": {"id": INSTALLATION},
-                "triggers": {"minPermission": "write"},
-                "roles": [
-                    {"role": "developer", "teams": [{"slug": "devs"}]},
-                    {"role": "tech_lead", "users": [{"login": "lead", "id": 1010}]},
-                    {"role": "manager", "users": [{"login": "mgr", "id": 1020}]},
-                    {"role": "security_team", "teams": [{"slug": "security"}]},
-                    {"role": "cto", "users": [{"login": "cto", "id": 1040}]}
-                ],
-                "pullRequests": pull_requests
-            }
-        }))
-        .expect("project");
-        Api::<Project>::namespaced(client.clone(), NS)
-            .create(&PostParams::default(), &project)
-            .await
-            .expect("create project");
-
-        let github = FakeGitHub::start().await.expect("fake GitHub");
-        let p = people();
-        {
-            let mut w = github.world();
-            w.install(INSTALLATION, "octo-org", &["widgets"]);
-            for u in [&p.alice, &p.carol, &p.lead, &p.mgr, &p.sam, &p.cto] {
-                w.set_permission(REPO, &u.login, "write");
-            }
-            w.set_permission(REPO, "erin", "read");
-            w.set_permission(REPO, "mallory", "read");
-            w.add_team_member("octo-org", "devs", p.alice.clone());
-            w.add_team_member("octo-org", "devs", p.carol.clone());
-            w.add_team_member("octo-org", "security", p.sam.clone());
-        }
-
-        let bot = Bot::new(
-            client.clone(),
-            app(&github),
-            BotSettings {
-                secrets: vec![SECRET.as_bytes().to_vec()],
-                namespace: Some(NS.into()),
-                queue: 1024,
-                delivery_memory: 10_000,
-                delivery_ttl: Duration::from_secs(3600),
-                bot_login: bot_user().login,
-                allowed_repositories: None,
-            },
-        );
-        let router = bot.router();
-        let workers = tokio::spawn(bot.run(2));
-
-        let settings = Settings {
-            namespace: Some(NS.into()),
-            resync_interval: Duration::from_secs(600),
-            wait_requeue: Duration::from_millis(300),
-            gates_url: Some("https://countersign.example.com".into()),
-            ..Settings::default()
-        };
-        let app = app(&github);
-        let clock = Arc::new(TokioClock {
-            base: Timestamp::from_second(1_800_000_000).expect("time"),
-            start: tokio::time::Instant::now(),
-        });
-        let metrics = Arc::new(Metrics::default());
-        let ctx = Context::new(client, settings, Arc::new(app.clone()), metrics.clone())
-            .with_github(app)
-            .with_clock(clock);
-        let controller = tokio::spawn(run_controllers(Arc::new(ctx)));
-        let world = World {
-            api,
-            github,
-            router,
-            p,
-            metrics,
-            tasks: vec![workers, controller],
-        };
-        world.wait_ready().await;
-        world
-    }
-
-    /// The bot answers `/readyz` once it has read the Projects.
-    async fn wait_ready(&self) {
-        countersign_testkit::github::wait_until_ready(&self.router, WAIT).await;
-    }
-
-    /// Sends `payload` to the bot as GitHub would.
-    async fn deliver(&self, event: &str, payload: &Value) {
-        let status =
-            countersign_testkit::github::deliver_to(&self.router, event, payload, SECRET).await;
-        assert!(status.is_success(), "{event} delivery answered {status}");
-    }
-
-    async fn open(&self, branch: &str, files: &[&str], author: &User) -> u64 {
-        let files = files
-            .iter()
-            .map(|f| ChangedFile::modified(f, 10, 2))
-            .collect();
-        let payload = self
-            .github
-            .world()
-            .open_pull_request(REPO, "A change", branch, files, author);
-        self.deliver("pull_request", &payload).await;
-        payload["number"].as_u64().expect("number")
-    }
-
-    async fn review(&self, number: u64, who: &User, state: &str) {
-        let payload = self
-            .github
-            .world()
-            .submit_review(REPO, number, who, state, "");
-        self.deliver("pull_request_review", &payload).await;
-    }
-
-    async fn comment(&self, number: u64, who: &User, body: &str) {
-        let payload = self.github.world().comment(REPO, number, body, who);
-        self.deliver("issue_comment", &payload).await;
-    }
-
-    async fn push(&self, number: u64, files: &[&str], who: &User) {
-        let files = files
-            .iter()
-            .map(|f| ChangedFile::modified(f, 1, 1))
-            .collect();
-        let payload = self
-            .github
-            .world()
-            .push_to_pull_request(REPO, number, files, who);
-        self.deliver("pull_request", &payload).await;
-    }
-
-    async fn gate(&self, number: u64) -> Option<ApprovalGate> {
-        Api::<ApprovalGate>::namespaced(self.api.client(), NS)
-            .get_opt(&format!("widgets-pr-{number}"))
-            .await
-            .expect("get gate")
-    }
-
-    fn head(&self, number: u64) -> String {
-        self.github
-            .world()
-            .pulls
-            .get(&(REPO.to_owned(), number))
-            .expect("pull request")
-            .head_sha
-            .clone()
-    }
-
-    /// The newest `countersign/approval` check run on `sha`.
-    fn check_on(&self, sha: &str) -> Option<CheckRun> {
-        self.github
-            .world()
-            .check_runs_on(REPO, sha)
-            .into_iter()
-            .rev()
-            .find(|c| c.name == CHECK)
-            .cloned()
-    }
-
-    /// Waits until the gate of `number` satisfies `done`; panics with the last gate seen.
-    async fn wait_gate(
-        &self,
-        number: u64,
-        what: &str,
-        done: impl Fn(&ApprovalGate) -> bool,
-    ) -> ApprovalGate {
-        let mut last = None;
-        let found = tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(g) = self.gate(number).await {
-                    if done(&g) {
-                        return g;
-                    }
-                    last = Some(g);
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-        })
-        .await;
-        found.unwrap_or_else(|_| {
-            panic!(
-                "gate of #{number}: {what} in time; last: {:#?}",
-                last.map(|g| g.status)
-            )
-        })
-    }
-
-    /// Waits until the head's check run satisfies `done`.
-    async fn wait_check(
-        &self,
-        number: u64,
-        what: &str,
-        done: impl Fn(&CheckRun) -> bool,
-    ) -> CheckRun {
-        let found = tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(c) = self.check_on(&self.head(number))
-                    && done(&c)
-                {
-                    return c;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-        })
-        .await;
-        found.unwrap_or_else(|_| {
-            panic!(
-                "check of #{number}: {what} in time; last: {:#?}",
-                self.check_on(&self.head(number))
-            )
-        })
-    }
-}
-
-fn phase(g: &ApprovalGate) -> Option<GatePhase> {
-    g.status.as_ref().map(|s| s.phase)
-}
-
-fn evaluated_at(g: &ApprovalGate, head: &str) -> bool {
-    g.status
-        .as_ref()
-        .is_some_and(|s| s.head_sha.as_deref() == Some(head) && s.risk.is_some())
-}
-
-fn success(c: &CheckRun) -> bool {
-    c.status == "completed" && c.conclusion.as_deref() == Some("success")
-}
-
-fn pending(c: &CheckRun) -> bool {
-    c.status != "completed" && c.conclusion.is_none()
-}
-
-fn records_of<'a>(
-    g: &'a ApprovalGate,
-    login: &str,
-) -> Vec<&'a countersign_crds::approval_gate::ApprovalRecord> {
-    g.status
-        .as_ref()
-        .map(|s| {
-            s.approvals
-                .iter()
-                .filter(|r| r.user.login == login)
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use gate_world::*;
 
 #[tokio::test]
 async fn a_docs_only_pull_request_approves_itself_with_the_reason_in_the_check() {
@@ -392,10 +54,22 @@ async fn a_docs_only_pull_request_approves_itself_with_the_reason_in_the_check()
     );
 
     // Settled: our own status writes and the Project's count updates do not trigger the
-    // gate again. Quiescence cannot be awaited, so this watches the reconcile counter over a
-    // window of ten of the shortest requeue the reconciler uses (300 ms here): a loop driven
-    // by our own writes would reconcile every time, a settled gate not at all.
+    // gate again. Quiescence cannot be awaited, so this watches the reconcile counter: it
+    // must stop moving (a pass that met an outdated cached copy is retried once, 1 s later),
+    // and then stay still over a window of ten of the shortest requeue the reconciler uses
+    // (300 ms here): a loop driven by our own writes would reconcile every time.
     let reconciles = || w.metrics.reconciles_of("ApprovalGate");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let before = reconciles();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            if reconciles() == before {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the gate's reconciles stop");
     let before = reconciles();
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert_eq!(reconciles(), before, "no reconcile loop");
@@ -421,6 +95,12 @@ async fn a_feature_needs_a_developer_and_a_tech_lead_and_turns_green_only_after_
     assert_eq!(roles, ["developer", "tech_lead"]);
     assert!(status.deadline.is_some(), "supervised has a 4h deadline");
     w.wait_check(n, "pending", pending).await;
+    w.wait_gate(n, "reviews asked", |g| {
+        g.status
+            .as_ref()
+            .is_some_and(|s| !s.requested_roles.is_empty())
+    })
+    .await;
     // The missing roles were asked once: the lead by login, the developers by team.
     let requests: Vec<(Vec<String>, Vec<String>)> = w
         .github
@@ -506,7 +186,7 @@ async fn a_push_after_approval_invalidates_it_but_a_clean_rebase_does_not() {
     w.wait_gate(n, "approved", |g| phase(g) == Some(GatePhase::Approved))
         .await;
     let first_head = w.head(n);
-    assert!(success(&w.check_on(&first_head).expect("check")));
+    w.wait_check(n, "success", success).await;
 
     // A clean rebase: new SHAs, the same change. The approvals carry over (once the push's
     // webhook said who pushed the new head).
@@ -749,14 +429,6 @@ async fn an_approved_pull_request_merges_itself_once_the_other_checks_pass() {
     assert!(merged(&w));
 }
 
-/// Moves tokio's clock (and so the controller's) forward by `by`, firing the requeue the
-/// controller scheduled for the deadline.
-async fn advance(by: Duration) {
-    tokio::time::pause();
-    tokio::time::advance(by).await;
-    tokio::time::resume();
-}
-
 #[tokio::test]
 async fn a_migration_needs_three_executives_and_expires_at_its_deadline() {
     let w = World::start(json!({})).await;
@@ -802,6 +474,12 @@ async fn a_migration_needs_three_executives_and_expires_at_its_deadline() {
         .wait_check(n, "failure", |c| c.conclusion.as_deref() == Some("failure"))
         .await;
     assert_eq!(check.status, "completed");
+    w.wait_gate(n, "expiry announced", |g| {
+        g.status
+            .as_ref()
+            .is_some_and(|s| s.escalations.iter().all(|e| !e.notice_pending))
+    })
+    .await;
     let comments = w
         .github
         .world()
@@ -847,8 +525,10 @@ async fn escalate_high_risk_change(w: &World) -> (u64, ApprovalGate, Vec<String>
 
     advance(Duration::from_secs(24 * 3600 + 5)).await;
     let gate = w
-        .wait_gate(n, "escalated", |g| {
-            g.status.as_ref().is_some_and(|s| !s.escalations.is_empty())
+        .wait_gate(n, "escalated and announced", |g| {
+            g.status.as_ref().is_some_and(|s| {
+                !s.escalations.is_empty() && s.escalations.iter().all(|e| !e.notice_pending)
+            })
         })
         .await;
     let comments: Vec<String> = w
@@ -978,4 +658,188 @@ async fn a_high_risk_change_escalated_in_stand_in_mode_is_approved_by_the_cto_al
             .unwrap_or_default()
             .contains("\\@cto (standing in)")
     );
+}
+
+/// #17: GitHub fails between two of the gate's side effects: the check run is created but
+/// its answer is lost, then asking for reviews fails. Neither is repeated, the run created
+/// is the one the status names, and the status says what GitHub was told at every step.
+#[tokio::test]
+async fn github_failing_between_the_gates_side_effects_repeats_none_of_them() {
+    let w = World::start(json!({})).await;
+    w.github
+        .fail_next_call("POST", "/check-runs", Fault::Applied(502), 1);
+    // Every attempt of the first pass that gets this far (the client retries 5xx).
+    w.github
+        .fail_next_call("POST", "/requested_reviewers", Fault::Status(502), 4);
+    let n = w.open("orders", &["src/orders.rs"], &w.p.erin).await;
+    let head = w.head(n);
+    // The first failure recorded (another event about the gate may have started the next
+    // pass already, which then fails at the review request).
+    let gate = w
+        .wait_gate(n, "a failure recorded", |g| last_error(g).is_some())
+        .await;
+    assert_eq!(our_checks(&w, &head).len(), 1, "created once, not retried");
+    let lost_answer = last_error(&gate).is_some_and(|e| e.contains("check-runs"));
+    let status = gate.status.expect("status");
+    assert_eq!(
+        status.phase,
+        GatePhase::Pending,
+        "the decision was saved first"
+    );
+    assert!(status.requested_roles.is_empty(), "nobody asked yet");
+    if lost_answer {
+        assert_eq!(status.check_run_id, None, "its answer never came");
+        advance(PAST_GITHUB_BACKOFF).await;
+    }
+    let gate = w
+        .wait_gate(n, "the check run recorded", |g| {
+            g.status.as_ref().is_some_and(|s| s.check_run_id.is_some())
+        })
+        .await;
+    let checks = our_checks(&w, &head);
+    assert_eq!(
+        checks.len(),
+        1,
+        "the run left behind was adopted: {checks:#?}"
+    );
+    let request_failed = last_error(&gate).is_some_and(|e| e.contains("requested_reviewers"));
+    let status = gate.status.expect("status");
+    assert_eq!(status.check_run_id, Some(checks[0].id));
+    assert_eq!(status.check_run_sha.as_deref(), Some(head.as_str()));
+    if request_failed {
+        assert!(status.requested_roles.is_empty(), "the request failed");
+    }
+
+    advance(PAST_GITHUB_BACKOFF).await;
+    let gate = w
+        .wait_gate(n, "reviews asked", |g| {
+            g.status
+                .as_ref()
+                .is_some_and(|s| !s.requested_roles.is_empty() && s.last_error.is_none())
+        })
+        .await;
+    let asked = w
+        .github
+        .calls_to("/requested_reviewers")
+        .into_iter()
+        .filter(|c| c.method == "POST" && c.status < 300)
+        .count();
+    assert_eq!(asked, 1);
+    let checks = our_checks(&w, &head);
+    assert_eq!(checks.len(), 1, "{checks:#?}");
+    let status = gate.status.expect("status");
+    assert_eq!(status.check_run_id, Some(checks[0].id));
+    // The check says what the gate says.
+    assert_eq!(status.phase, GatePhase::Pending);
+    assert_eq!(checks[0].status, "in_progress");
+    assert_eq!(checks[0].conclusion, None);
+}
+
+fn reminders(w: &World, n: u64) -> usize {
+    w.github
+        .world()
+        .comments_on(REPO, n)
+        .iter()
+        .filter(|c| c.body.contains("Reminder"))
+        .count()
+}
+
+/// #17: a reminder whose comment was posted but whose answer was lost is not posted again
+/// (the comment carries a marker the next pass finds); one that GitHub refused is posted
+/// by the next pass. Either way the escalation is recorded once and says when its comment
+/// is out.
+#[tokio::test]
+async fn a_deadline_notice_is_posted_exactly_once_whatever_github_answers() {
+    let w = World::start(json!({})).await;
+    let n = w.open("orders", &["src/orders.rs"], &w.p.erin).await;
+    let head = w.head(n);
+    w.wait_gate(n, "evaluated", |g| evaluated_at(g, &head))
+        .await;
+    let comments = format!("/issues/{n}/comments");
+
+    w.github
+        .fail_next_call("POST", &comments, Fault::Applied(502), 1);
+    advance(Duration::from_secs(4 * 3600 + 5)).await;
+    let gate = w
+        .wait_gate(n, "the reminder's lost answer recorded", |g| {
+            last_error(g).is_some_and(|e| e.contains("comments"))
+        })
+        .await;
+    let escalations = gate.status.expect("status").escalations;
+    assert_eq!(escalations.len(), 1);
+    assert!(escalations[0].notice_pending, "{escalations:#?}");
+    assert_eq!(reminders(&w, n), 1, "posted once, not retried");
+
+    advance(PAST_GITHUB_BACKOFF).await;
+    let gate = w
+        .wait_gate(n, "the reminder recorded as posted", |g| {
+            g.status.as_ref().is_some_and(|s| {
+                s.last_error.is_none() && s.escalations.iter().all(|e| !e.notice_pending)
+            })
+        })
+        .await;
+    assert_eq!(gate.status.expect("status").escalations.len(), 1);
+    assert_eq!(reminders(&w, n), 1, "found by its marker, not posted again");
+
+    // The next deadline's comment is refused outright: the next pass posts it.
+    w.github
+        .fail_next_call("POST", &comments, Fault::Status(502), 1);
+    advance(Duration::from_secs(4 * 3600 + 5)).await;
+    w.wait_gate(n, "the refused reminder recorded", |g| {
+        g.status.as_ref().is_some_and(|s| {
+            s.escalations.len() == 2 && s.escalations[1].notice_pending && s.last_error.is_some()
+        })
+    })
+    .await;
+    assert_eq!(reminders(&w, n), 1);
+    advance(PAST_GITHUB_BACKOFF).await;
+    let gate = w
+        .wait_gate(n, "the second reminder posted", |g| {
+            g.status.as_ref().is_some_and(|s| {
+                s.last_error.is_none() && s.escalations.iter().all(|e| !e.notice_pending)
+            })
+        })
+        .await;
+    assert_eq!(gate.status.expect("status").escalations.len(), 2);
+    assert_eq!(reminders(&w, n), 2);
+    let check = w.check_on(&head).expect("check");
+    assert_eq!(
+        check.status, "in_progress",
+        "still waiting, as the gate says"
+    );
+}
+
+/// #17: a gate whose status cannot be written (here every write is refused as a conflict,
+/// as when the controller's copy is older than the stored one) tells GitHub nothing: no
+/// check run is created from a decision that was not saved, and once writes go through
+/// there is exactly one. The fake apiserver is the one that can refuse writes on demand.
+#[tokio::test]
+async fn nothing_reaches_github_from_a_decision_that_could_not_be_saved() {
+    let api = TestCluster::fake().await.expect("fake apiserver");
+    let w = World::start_on(api, json!({})).await;
+    let faults = w.api.as_fake().expect("fake").faults();
+    faults.force_conflicts("approvalgates/status", 1_000);
+    let n = w.open("orders", &["src/orders.rs"], &w.p.erin).await;
+    let head = w.head(n);
+    tokio::time::timeout(WAIT, async {
+        while faults.injected() < 3 {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await
+    .expect("the controller tried to save the gate three times");
+    assert!(
+        our_checks(&w, &head).is_empty(),
+        "a check run before the decision was saved"
+    );
+    assert!(w.github.calls_to("/requested_reviewers").is_empty());
+    let gate = w.gate(n).await.expect("gate");
+    assert_eq!(gate.status, None);
+
+    faults.reset();
+    w.wait_gate(n, "evaluated", |g| {
+        evaluated_at(g, &head) && g.status.as_ref().is_some_and(|s| s.check_run_id.is_some())
+    })
+    .await;
+    assert_eq!(our_checks(&w, &head).len(), 1);
 }

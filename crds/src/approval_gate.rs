@@ -269,6 +269,11 @@ pub struct Escalation {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50))]
     pub stands_in_for: Vec<RoleName>,
+    /// True from the moment the controller decided it until the comment announcing it is
+    /// on the pull request. A controller that fails in between posts the comment on its next
+    /// pass (once: the comment carries a marker it looks for first).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notice_pending: bool,
 }
 
 /// What the controller last concluded about this pull request.
@@ -350,6 +355,12 @@ pub struct ApprovalGateStatus {
     /// The commit `checkRunId` belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_run_sha: Option<String>,
+    /// What the check run on `checkRunSha` shows (`<status>/<conclusion>/<digest of title
+    /// and summary>`), recorded once GitHub accepted it: the run is updated whenever the
+    /// status would show something else, also after a failure between the two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100))]
+    pub check_run_output: Option<String>,
     /// The last merge-queue commit that got a `countersign/approval` check run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_group_sha: Option<String>,
@@ -357,6 +368,10 @@ pub struct ApprovalGateStatus {
     /// rejection after the pull request entered the queue turns it back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_group_check_run_id: Option<u64>,
+    /// What the run on `mergeGroupSha` shows, like `checkRunOutput`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100))]
+    pub merge_group_check_run_output: Option<String>,
     /// Why the gate could not be evaluated last time (GitHub unreachable, policy invalid …),
     /// cleared by the next successful evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]

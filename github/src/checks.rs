@@ -69,6 +69,8 @@ pub struct CheckRunInfo {
     pub status: String,
     /// Conclusion once completed.
     pub conclusion: Option<String>,
+    /// The creator's own reference (ours: the gate's `namespace/name`).
+    pub external_id: Option<String>,
 }
 
 /// GitHub's limit on `output.summary`, in characters.
@@ -91,6 +93,8 @@ struct WireCheckRun {
     status: String,
     #[serde(default)]
     conclusion: Option<String>,
+    #[serde(default)]
+    external_id: Option<String>,
 }
 
 impl From<WireCheckRun> for CheckRunInfo {
@@ -102,6 +106,7 @@ impl From<WireCheckRun> for CheckRunInfo {
             head_sha: c.head_sha,
             status: c.status,
             conclusion: c.conclusion,
+            external_id: c.external_id.filter(|id| !id.is_empty()),
         }
     }
 }
@@ -153,7 +158,9 @@ fn check_run_body(run: &CheckRunRequest<'_>, create: bool, now: Timestamp) -> Va
 }
 
 impl InstallationClient {
-    /// Creates check run `run` on `run.head_sha`; returns its id.
+    /// Creates check run `run` on `run.head_sha`; returns its id. Not sent twice: after an
+    /// answer that leaves open whether the run was created (a 5xx, a timeout), look for it
+    /// by its `external_id` ([`Self::check_runs_for_ref`]) before creating another.
     pub async fn create_check_run(
         &self,
         owner: &str,
@@ -162,7 +169,9 @@ impl InstallationClient {
     ) -> Result<u64, GitHubError> {
         let path = format!("{}/check-runs", repo_path(owner, repo));
         let body = check_run_body(run, true, Timestamp::now());
-        let answer = self.send(Method::POST, &path, Some(&body)).await?;
+        let answer = self
+            .send_once_only(Method::POST, &path, Some(&body))
+            .await?;
         Ok(answer.json::<crate::installation::Id>("check run")?.id)
     }
 
@@ -227,6 +236,7 @@ mod tests {
         assert_eq!(runs[1].app_id, None);
         assert_eq!(runs[1].status, "in_progress");
         assert_eq!(runs[1].conclusion, None);
+        assert_eq!(runs[0].external_id, None, "GitHub sends \"\" for none");
     }
 
     fn request(status: CheckStatus, conclusion: Option<&'static str>) -> CheckRunRequest<'static> {

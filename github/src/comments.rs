@@ -84,7 +84,8 @@ impl InstallationClient {
         .await
     }
 
-    /// Posts a comment on issue or pull request `number`; returns the comment id.
+    /// Posts a comment on issue or pull request `number`; returns the comment id. Not sent
+    /// twice after an answer that leaves open whether it was posted (a 5xx, a timeout).
     pub async fn create_issue_comment(
         &self,
         owner: &str,
@@ -98,7 +99,9 @@ impl InstallationClient {
             seg(repo)
         );
         let body = serde_json::json!({ "body": body });
-        let answer = self.send(Method::POST, &path, Some(&body)).await?;
+        let answer = self
+            .send_once_only(Method::POST, &path, Some(&body))
+            .await?;
         Ok(answer.json::<Id>("comment")?.id)
     }
 

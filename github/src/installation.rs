@@ -39,6 +39,25 @@ impl InstallationClient {
             .await
     }
 
+    /// Like [`Self::send`] for a creation that must not happen twice: not sent again after
+    /// an answer that leaves open whether GitHub carried it out.
+    pub(crate) async fn send_once_only(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, GitHubError> {
+        self.app
+            .send_with(
+                method,
+                path,
+                Auth::Installation(self.id),
+                body,
+                crate::transport::Repeat::Never,
+            )
+            .await
+    }
+
     /// Every item of the listing at `path`, following `Link: rel="next"` for at most
     /// [`MAX_PAGES`] pages of [`PER_PAGE`]; `items` takes one page's body apart (an array, or
     /// an object wrapping one).

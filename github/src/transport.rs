@@ -64,6 +64,21 @@ impl GitHubApp {
         auth: Auth,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, GitHubError> {
+        self.send_with(method, path_or_url, auth, body, Repeat::Safe)
+            .await
+    }
+
+    /// Sends one call; `repeat` says whether it may be sent again after an answer that does
+    /// not say whether GitHub carried it out (a 5xx, a dropped connection, a timeout).
+    /// Rate-limited calls are always sent again: GitHub did not carry them out.
+    pub(crate) async fn send_with(
+        &self,
+        method: Method,
+        path_or_url: &str,
+        auth: Auth,
+        body: Option<&serde_json::Value>,
+        repeat: Repeat,
+    ) -> Result<Answer, GitHubError> {
         let url = resolve(&self.inner.base_url, path_or_url)?;
         let config = &self.inner.config;
         let mut attempt = 0;
@@ -71,6 +86,14 @@ impl GitHubApp {
             let (error, wait) = match self.send_once(&method, &url, auth, body).await {
                 Ok(answer) => return Ok(answer),
                 Err(Failure::Final(error)) => (error, None),
+                Err(Failure::Retry { error, .. })
+                    if repeat == Repeat::Never
+                        && !matches!(error, GitHubError::RateLimited { .. }) =>
+                {
+                    // The call may have been carried out: the caller finds out (by a key
+                    // GitHub stores) before it tries again.
+                    (error, None)
+                }
                 Err(Failure::Retry { error, wait }) => {
                     (error, Some(wait.unwrap_or_else(|| backoff(attempt))))
                 }
@@ -216,6 +239,16 @@ pub(crate) fn resolve(base_url: &str, path_or_url: &str) -> Result<String, GitHu
             "GitHub linked to {path_or_url}, outside the API root {base_url}: not followed with the App's credentials"
         )))
     }
+}
+
+/// Whether a call may be sent again when its answer does not say whether GitHub carried it
+/// out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    /// Reads, updates to a given state, and creations that are harmless twice.
+    Safe,
+    /// Creations that would happen twice (a comment, a check run).
+    Never,
 }
 
 /// A failed attempt: worth retrying (after `wait`, or the next backoff step), or final.

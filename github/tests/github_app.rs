@@ -117,21 +117,58 @@ async fn team_members_are_read_across_pages() {
 async fn server_errors_are_retried_without_losing_the_call() {
     let (fake, app) = setup().await;
     let gh = app.installation(INSTALLATION);
-    fake.fail_next("/issues/1/comments", Fault::Status(502), 2);
     let id = within(gh.create_issue_comment("octo-org", "widgets", 1, "hello"))
         .await
-        .expect("comment posted after two 502s");
+        .expect("comment posted");
+    // An edit sets the comment to a given body: safe to send again after a 5xx.
+    fake.fail_next(&format!("/issues/comments/{id}"), Fault::Status(502), 2);
+    within(gh.update_issue_comment("octo-org", "widgets", id, "hello again"))
+        .await
+        .expect("edited after two 502s");
     let statuses: Vec<u16> = fake
-        .calls_to("/issues/1/comments")
+        .calls_to(&format!("/issues/comments/{id}"))
         .iter()
         .map(|c| c.status)
         .collect();
-    assert_eq!(statuses, [502, 502, 201]);
+    assert_eq!(statuses, [502, 502, 200]);
     let w = fake.world();
     let posted = w.comments_on("octo-org/widgets", 1);
-    assert_eq!(posted.len(), 1, "posted exactly once");
-    assert_eq!(posted[0].id, id);
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].body, "hello again");
     assert_eq!(posted[0].author, format!("{TEST_APP_SLUG}[bot]"));
+}
+
+/// A creation is never sent twice: after a 5xx GitHub may have carried it out (here it
+/// did), and a second comment or check run would be a duplicate. The caller looks for it
+/// by a key GitHub stores before it tries again.
+#[tokio::test]
+async fn creations_are_not_repeated_after_an_answer_that_leaves_them_open() {
+    let (fake, app) = setup().await;
+    let gh = app.installation(INSTALLATION);
+    fake.fail_next_call("POST", "/issues/1/comments", Fault::Applied(502), 1);
+    let err = within(gh.create_issue_comment("octo-org", "widgets", 1, "hello"))
+        .await
+        .expect_err("the 502 is the caller's to handle");
+    assert!(
+        matches!(err, GitHubError::Status { status: 502, .. }),
+        "{err:?}"
+    );
+    assert_eq!(fake.calls_to("/issues/1/comments").len(), 1, "sent once");
+    assert_eq!(fake.world().comments_on("octo-org/widgets", 1).len(), 1);
+
+    // A rate limit is different: GitHub did nothing, so it is sent again.
+    fake.fail_next_call(
+        "POST",
+        "/issues/1/comments",
+        Fault::SecondaryRateLimit {
+            retry_after_secs: 1,
+        },
+        1,
+    );
+    within(gh.create_issue_comment("octo-org", "widgets", 1, "again"))
+        .await
+        .expect("posted after the rate limit");
+    assert_eq!(fake.world().comments_on("octo-org/widgets", 1).len(), 2);
 }
 
 #[tokio::test]

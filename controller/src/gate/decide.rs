@@ -109,14 +109,11 @@ pub struct Plan {
 pub fn decide(mut inputs: Inputs<'_>) -> Plan {
     let prev = inputs.gate.status.clone().unwrap_or_default();
     let now = inputs.now;
-    // The same change keeps its clock (a clean rebase); when the change could not be read,
-    // only the same head does.
-    let same_content = match inputs.facts.change_id.as_deref() {
-        Some(id) => prev.change_id.as_deref() == Some(id),
-        None => {
-            prev.change_id.is_none()
-                && prev.head_sha.as_deref() == Some(inputs.facts.head_sha.as_str())
-        }
+    // The same change keeps its clock (a clean rebase too). When either side's change could
+    // not be read, the same head does: a failed read must not revive an expired gate.
+    let same_content = match (inputs.facts.change_id.as_deref(), prev.change_id.as_deref()) {
+        (Some(now), Some(before)) => now == before,
+        _ => prev.head_sha.as_deref() == Some(inputs.facts.head_sha.as_str()),
     };
     let (waiting_since, mut escalations) = if same_content {
         (
@@ -181,6 +178,7 @@ pub fn decide(mut inputs: Inputs<'_>) -> Plan {
                 to_role: to_role.clone(),
                 mode,
                 stands_in_for: stands_in_for.clone(),
+                notice_pending: true,
             });
             if action == TimeoutAction::Expire {
                 phase = GatePhase::Expired;
@@ -213,6 +211,28 @@ pub fn decide(mut inputs: Inputs<'_>) -> Plan {
         PullState::Closed => GatePhase::Closed,
         PullState::Open => phase,
     };
+    // A notice decided before but not posted (the controller failed in between) is posted
+    // now, while the pull request is open; a closed one needs no announcement.
+    if let Some(last) = escalations.last_mut()
+        && last.notice_pending
+        && notice.is_none()
+    {
+        if inputs.state == PullState::Open {
+            notice = Some(Notice {
+                action: last.action,
+                missing: if last.action == TimeoutAction::Remind {
+                    verdict.roles_to_ask()
+                } else {
+                    verdict.missing_roles().map(|r| r.role.clone()).collect()
+                },
+                to_role: last.to_role.clone(),
+                mode: last.mode,
+                stands_in_for: last.stands_in_for.clone(),
+            });
+        } else {
+            last.notice_pending = false;
+        }
+    }
 
     let decided = matches!(
         phase,
@@ -283,8 +303,10 @@ pub fn decide(mut inputs: Inputs<'_>) -> Plan {
         requested_roles,
         check_run_id: prev.check_run_id,
         check_run_sha: prev.check_run_sha.clone(),
+        check_run_output: prev.check_run_output.clone(),
         merge_group_sha: prev.merge_group_sha.clone(),
         merge_group_check_run_id: prev.merge_group_check_run_id,
+        merge_group_check_run_output: prev.merge_group_check_run_output.clone(),
         last_error: None,
         decision_time,
     };

@@ -25,8 +25,8 @@ use super::read::{change_ids, read_pull};
 use crate::context::Context;
 use crate::error::Result;
 
-use super::effects::{MergeStep, notice_text, publish_checks, reviewers_for, try_merge};
-use super::status::{publish, write_status};
+use super::effects::{Checks, MergeStep, notice_marker, notice_text, reviewers_for, try_merge};
+use super::status::{publish, save};
 use super::{Failure, MERGE_POLL, problem};
 
 /// Most requesters a gate keeps (its schema's `maxItems`).
@@ -34,8 +34,11 @@ const MAX_REQUESTERS: usize = 50;
 /// Most pushers a gate keeps (its schema's `maxItems`).
 const MAX_PUSHERS: usize = 200;
 
+/// Evaluates `gate`; `current` (a copy of it) follows every status write, so the caller
+/// records a failure on top of what was saved.
 pub(super) async fn evaluate(
     gate: &ApprovalGate,
+    current: &mut ApprovalGate,
     ctx: &Arc<Context>,
     recorder: &Recorder,
 ) -> Result<Action, Failure> {
@@ -229,7 +232,7 @@ pub(super) async fn evaluate(
         PullState::Open
     };
     let settings = &project.spec.pull_requests;
-    let mut plan = decide::decide(Inputs {
+    let plan = decide::decide(Inputs {
         gate,
         assessment: &assessment,
         duties: policy.separation_of_duties(),
@@ -251,7 +254,35 @@ pub(super) async fn evaluate(
     if awaiting_push {
         requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
     }
-    publish_checks(ctx, gate, &github, &project, &mut plan).await?;
+
+    // Side effects are recorded as they happen, so a failure in between never repeats one
+    // and the status never claims what GitHub has not been told. First the decision itself,
+    // with nothing done yet: the reviews not asked, the notice pending, the check runs as
+    // they were. Written with the resourceVersion it was decided from, it also proves the
+    // copy current before GitHub hears of it.
+    let checks = Checks::new(ctx, gate, &project, &plan.status, app.app_id());
+    let mut status = plan.status.clone();
+    status.requested_roles = prev.requested_roles.clone();
+    let effects =
+        checks.due() || !plan.request_roles.is_empty() || plan.notice.is_some() || plan.merge;
+    save(current, ctx, &status, effects).await?;
+    if prev.phase != status.phase {
+        let type_ = match status.phase {
+            GatePhase::Rejected | GatePhase::Expired | GatePhase::Held => EventType::Warning,
+            _ => EventType::Normal,
+        };
+        // Same reason as the Ready condition's (the phase's name).
+        let reason = format!("{:?}", status.phase);
+        publish(recorder, gate, type_, &reason, &conditions_message(&status)).await;
+        tracing::info!(phase = ?status.phase, "approval gate changed phase");
+    }
+
+    if checks.publish_head(&github, &mut status).await? {
+        save(current, ctx, &status, false).await?;
+    }
+    if checks.publish_merge_group(&github, &mut status).await? {
+        save(current, ctx, &status, false).await?;
+    }
     if !plan.request_roles.is_empty() {
         let (users, teams) =
             reviewers_for(&project, &plan.request_roles, &pr.author.login, &bot_login);
@@ -260,12 +291,45 @@ pub(super) async fn evaluate(
                 .request_reviewers(owner, repo_name, number, &users, &teams)
                 .await?;
         }
+        status.requested_roles = plan.status.requested_roles.clone();
+        save(current, ctx, &status, false).await?;
     }
     if let Some(notice) = &plan.notice {
-        let body = notice_text(&project, notice, &plan.status);
-        github
-            .create_issue_comment(owner, repo_name, number, &body)
-            .await?;
+        let marker = status
+            .escalations
+            .last()
+            .map(|e| notice_marker(gate, e))
+            .unwrap_or_default();
+        // A pass that posted it and failed before recording it left the marker behind.
+        let posted = read.issue_comments.iter().any(|c| {
+            c.user
+                .as_ref()
+                .is_some_and(|u| u.login.eq_ignore_ascii_case(&bot_login))
+                && c.body.contains(&marker)
+        });
+        if !posted {
+            let body = format!("{}\n\n{marker}", notice_text(&project, notice, &status));
+            github
+                .create_issue_comment(owner, repo_name, number, &body)
+                .await?;
+            let reason = match notice.action {
+                countersign_crds::risk_policy::TimeoutAction::Remind => "Reminded",
+                countersign_crds::risk_policy::TimeoutAction::Escalate => "Escalated",
+                countersign_crds::risk_policy::TimeoutAction::Expire => "Expired",
+            };
+            publish(
+                recorder,
+                gate,
+                EventType::Warning,
+                reason,
+                "deadline reached",
+            )
+            .await;
+        }
+        if let Some(last) = status.escalations.last_mut() {
+            last.notice_pending = false;
+        }
+        save(current, ctx, &status, false).await?;
     }
     if plan.merge {
         match try_merge(
@@ -280,59 +344,36 @@ pub(super) async fn evaluate(
         .await?
         {
             MergeStep::Merged => {
-                // The phase-change event below announces it.
-                plan.status.phase = GatePhase::Merged;
+                status.phase = GatePhase::Merged;
                 conditions::apply_readiness(
-                    &mut plan.status.conditions,
+                    &mut status.conditions,
                     &GatePhase::Merged.readiness("Merged automatically"),
                     gate.metadata.generation,
                     ctx.clock.now(),
                 );
+                publish(
+                    recorder,
+                    gate,
+                    EventType::Normal,
+                    "Merged",
+                    &conditions_message(&status),
+                )
+                .await;
+                tracing::info!(phase = ?status.phase, "approval gate changed phase");
             }
             MergeStep::Waiting => requeue = Some(requeue.map_or(MERGE_POLL, |r| r.min(MERGE_POLL))),
             MergeStep::Refused(message) => {
-                plan.status.last_error = Some(countersign_policies::truncate(
+                status.last_error = Some(countersign_policies::truncate(
                     &format!("automatic merge refused: {message}"),
                     1024,
                 ));
                 requeue = Some(Duration::from_secs(300));
             }
         }
+        save(current, ctx, &status, false).await?;
     }
-
-    if prev.phase != plan.status.phase {
-        let type_ = match plan.status.phase {
-            GatePhase::Rejected | GatePhase::Expired | GatePhase::Held => EventType::Warning,
-            _ => EventType::Normal,
-        };
-        // Same reason as the Ready condition's (the phase's name).
-        let reason = format!("{:?}", plan.status.phase);
-        publish(
-            recorder,
-            gate,
-            type_,
-            &reason,
-            &conditions_message(&plan.status),
-        )
-        .await;
-        tracing::info!(phase = ?plan.status.phase, "approval gate changed phase");
-    }
-    if let Some(notice) = &plan.notice {
-        let reason = match notice.action {
-            countersign_crds::risk_policy::TimeoutAction::Remind => "Reminded",
-            countersign_crds::risk_policy::TimeoutAction::Escalate => "Escalated",
-            countersign_crds::risk_policy::TimeoutAction::Expire => "Expired",
-        };
-        publish(
-            recorder,
-            gate,
-            EventType::Warning,
-            reason,
-            "deadline reached",
-        )
-        .await;
-    }
-    write_status(gate, ctx, &plan.status).await?;
+    // What was published and not saved yet (a check run updated).
+    save(current, ctx, &status, false).await?;
     Ok(match requeue {
         Some(after) => Action::requeue(after.max(Duration::from_secs(1))),
         None => Action::requeue(ctx.settings.resync_interval),

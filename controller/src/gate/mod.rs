@@ -168,10 +168,19 @@ async fn reconcile(gate: Arc<ApprovalGate>, gc: Arc<GateContext>) -> Result<Acti
             }
         }
     };
-    match evaluate(&gate, ctx, recorder).await {
+    // The gate as last written: evaluation saves the status after each side effect, and a
+    // problem is recorded on top of what was saved, never on the copy it started from.
+    let mut current = (*gate).clone();
+    match evaluate(&gate, &mut current, ctx, recorder).await {
         Ok(action) => Ok(action),
+        Err(Failure::Stale) => {
+            // The watch will bring the newer copy (its event reconciles again); the requeue
+            // covers a watch that is slow to.
+            ctx.metrics.reconcile_failed("ApprovalGate", "stale");
+            Ok(Action::requeue(STALE_RETRY))
+        }
         Err(Failure::Problem(problem)) => {
-            write_problem(&gate, ctx, &problem).await?;
+            write_problem(&mut current, ctx, &problem).await?;
             Ok(Action::requeue(problem.retry))
         }
         Err(Failure::Kube(err)) => Err(Error::Kube(err)),
@@ -183,7 +192,7 @@ async fn reconcile(gate: Arc<ApprovalGate>, gc: Arc<GateContext>) -> Result<Acti
                 retry: github_backoff(&err),
                 transient: true,
             };
-            write_problem(&gate, ctx, &problem).await?;
+            write_problem(&mut current, ctx, &problem).await?;
             ctx.metrics
                 .reconcile_failed("ApprovalGate", github_label(&err));
             Ok(Action::requeue(problem.retry))
@@ -195,7 +204,13 @@ enum Failure {
     Problem(Problem),
     Kube(kube::Error),
     GitHub(GitHubError),
+    /// The gate changed since the copy this evaluation started from (see
+    /// [`status::save`]); nothing was done.
+    Stale,
 }
+
+/// How soon a gate evaluated from an outdated copy is looked at again.
+const STALE_RETRY: Duration = Duration::from_secs(1);
 
 impl From<kube::Error> for Failure {
     fn from(e: kube::Error) -> Self {

@@ -9,9 +9,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::context::{Context, MANAGER};
-use crate::error::Result;
 
-use super::Problem;
+use super::{Failure, Problem};
 
 pub(super) async fn publish(
     recorder: &Recorder,
@@ -30,35 +29,52 @@ pub(super) async fn publish(
     crate::events::publish(recorder, &gate.object_ref(&()), event).await;
 }
 
-pub(super) async fn write_status(
-    gate: &ApprovalGate,
+/// Writes `status` unless `gate` already has it (or `confirm` asks to prove `gate` current
+/// anyway), with `gate`'s resourceVersion as a precondition: a decision made from a copy the
+/// watch cache had not brought up to date (our own last write not in it yet) is refused with
+/// [`Failure::Stale`] before any side effect follows it. On success `gate` becomes the
+/// written object, so the next save's precondition is the new version.
+pub(super) async fn save(
+    gate: &mut ApprovalGate,
     ctx: &Context,
     status: &ApprovalGateStatus,
-) -> Result<(), kube::Error> {
-    if gate.status.as_ref() == Some(status) {
+    confirm: bool,
+) -> Result<(), Failure> {
+    if gate.status.as_ref() == Some(status) && !confirm {
         return Ok(());
     }
     let ns = gate.namespace().unwrap_or_default();
     let patch = json!({
         "apiVersion": ApprovalGate::api_version(&()),
         "kind": ApprovalGate::kind(&()),
+        "metadata": {
+            "name": gate.name_any(),
+            "resourceVersion": gate.resource_version(),
+        },
         "status": status,
     });
-    Api::<ApprovalGate>::namespaced(ctx.client.clone(), &ns)
+    match Api::<ApprovalGate>::namespaced(ctx.client.clone(), &ns)
         .patch_status(
             &gate.name_any(),
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(&patch),
         )
         .await
-        .map(drop)
+    {
+        Ok(written) => {
+            *gate = written;
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(Failure::Stale),
+        Err(e) => Err(Failure::Kube(e)),
+    }
 }
 
 /// Records why the gate could not be evaluated. The check run is left as it is: pending
 /// stays pending (nothing merges unevaluated); an earlier conclusion is re-evaluated when
 /// the problem is fixed.
 pub(super) async fn write_problem(
-    gate: &ApprovalGate,
+    gate: &mut ApprovalGate,
     ctx: &Context,
     problem: &Problem,
 ) -> Result<(), kube::Error> {
@@ -77,5 +93,10 @@ pub(super) async fn write_problem(
         gate.metadata.generation,
         ctx.clock.now(),
     );
-    write_status(gate, ctx, &status).await
+    match save(gate, ctx, &status, false).await {
+        // Recorded from an old copy would undo newer decisions: the next pass records it.
+        Ok(()) | Err(Failure::Stale) => Ok(()),
+        Err(Failure::Kube(e)) => Err(e),
+        Err(Failure::Problem(_) | Failure::GitHub(_)) => Ok(()),
+    }
 }

@@ -451,3 +451,46 @@ async fn schema_validation_errors_are_422_invalid_on(cluster: TestCluster) {
         );
     }
 }
+
+#[tokio::test]
+async fn an_apply_with_a_stale_resource_version_is_refused() {
+    on_every_backend(an_apply_with_a_stale_resource_version_is_refused_on).await;
+}
+
+/// The controller's status writes carry the resourceVersion of the copy they were decided
+/// from; a server must refuse one decided from an older copy, forced or not.
+async fn an_apply_with_a_stale_resource_version_is_refused_on(cluster: TestCluster) {
+    let (_ns, api) = setup(&cluster).await;
+    let first = t(api.patch("w", &apply("a"), &Patch::Apply(cfg(json!({"size": 1})))))
+        .await
+        .unwrap();
+    let old_rv = first.metadata.resource_version.clone().expect("rv");
+    let second = t(api.patch("w", &apply("a"), &Patch::Apply(cfg(json!({"size": 2})))))
+        .await
+        .unwrap();
+    let new_rv = second.metadata.resource_version.clone().expect("rv");
+    assert_ne!(old_rv, new_rv);
+    let with_rv = |rv: &str| {
+        json!({"apiVersion": "test.countersign.dev/v1", "kind": "Widget",
+               "metadata": {"name": "w", "resourceVersion": rv},
+               "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    };
+    let e = api_err(
+        t(api.patch_status("w", &apply("a").force(), &Patch::Apply(with_rv(&old_rv))))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (e.code, e.reason.as_str()),
+        (409, "Conflict"),
+        "{}",
+        e.message
+    );
+    let unchanged = t(api.get("w")).await.unwrap();
+    assert_eq!(cond_types(&unchanged), Vec::<(String, String)>::new());
+    // The current one is accepted.
+    let w = t(api.patch_status("w", &apply("a").force(), &Patch::Apply(with_rv(&new_rv))))
+        .await
+        .unwrap();
+    assert_eq!(cond_types(&w), [("Ready".to_owned(), "True".to_owned())]);
+}

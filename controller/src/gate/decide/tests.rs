@@ -102,8 +102,10 @@ fn medium_risk_reminds_at_the_deadline_and_waits_another_timeout() {
     assert_eq!(due.status.phase, GatePhase::Pending);
     assert_eq!(due.status.deadline, Some(Time(at(8))));
     assert_eq!(due.status.escalations.len(), 1);
-    // Re-evaluating at the same moment does not remind twice.
-    let again = run(&gate(Some(due.status)), &a, facts("t1"), at(4));
+    // Re-evaluating at the same moment, the reminder posted, does not remind twice.
+    let mut posted = due.status;
+    posted.escalations[0].notice_pending = false;
+    let again = run(&gate(Some(posted)), &a, facts("t1"), at(4));
     assert!(again.notice.is_none());
 }
 
@@ -247,6 +249,7 @@ fn escalations_recorded_without_a_mode_keep_requiring_the_role_in_addition() {
         to_role: Some(RoleName::from("cto")),
         mode: None,
         stands_in_for: Vec::new(),
+        notice_pending: false,
     });
     let plan = run(&gate(Some(status)), &a, facts("t1"), at(25));
     assert_eq!(roles_of(&plan), ["tech_lead", "manager", "cto"]);
@@ -306,6 +309,69 @@ fn critical_risk_expires_and_a_new_tree_starts_over() {
     assert_eq!(fresh.status.phase, GatePhase::Pending);
     assert!(fresh.status.escalations.is_empty());
     assert_eq!(fresh.status.deadline, Some(Time(at(152))));
+}
+
+#[test]
+fn a_change_that_could_not_be_read_keeps_the_heads_clock_and_its_expiry() {
+    let a = assess("migrations/0042_add_index.sql");
+    let first = run(&gate(None), &a, facts("t1"), at(0));
+    let expired = run(&gate(Some(first.status)), &a, facts("t1"), at(72));
+    assert_eq!(expired.status.phase, GatePhase::Expired);
+    // The same head, its change unreadable this time (a listing gap git could not fill).
+    let mut unreadable = facts("t1");
+    unreadable.change_id = None;
+    unreadable.changes.clear();
+    let again = run(&gate(Some(expired.status.clone())), &a, unreadable, at(73));
+    assert_eq!(again.status.phase, GatePhase::Expired);
+    assert_eq!(again.status.escalations, expired.status.escalations);
+    // And back: readable again, still the same content.
+    let mut prev = again.status;
+    prev.change_id = None;
+    let readable = run(&gate(Some(prev)), &a, facts("t1"), at(74));
+    assert_eq!(readable.status.phase, GatePhase::Expired);
+    assert_eq!(readable.status.waiting_since, Some(Time(at(0))));
+}
+
+#[test]
+fn a_notice_decided_but_not_posted_is_posted_on_the_next_pass_and_only_then() {
+    let a = assess("src/auth/login.rs");
+    let first = run(&gate(None), &a, facts("t1"), at(0));
+    let escalated = run(&gate(Some(first.status)), &a, facts("t1"), at(24));
+    let notice = escalated.notice.clone().expect("escalated at the deadline");
+    let last = escalated.status.escalations.last().expect("recorded");
+    assert!(last.notice_pending, "pending until the comment is posted");
+    // The comment was not posted (GitHub failed): the next pass announces the same escalation,
+    // without deciding another one.
+    let retry = run(
+        &gate(Some(escalated.status.clone())),
+        &a,
+        facts("t1"),
+        at(25),
+    );
+    assert_eq!(retry.notice, Some(notice));
+    assert_eq!(retry.status.escalations, escalated.status.escalations);
+    // Posted and recorded: nothing more to announce.
+    let mut posted = escalated.status.clone();
+    if let Some(e) = posted.escalations.last_mut() {
+        e.notice_pending = false;
+    }
+    let quiet = run(&gate(Some(posted)), &a, facts("t1"), at(25));
+    assert_eq!(quiet.notice, None);
+    // A pull request closed in between is not announced to; the flag is dropped.
+    let closed = decide(Inputs {
+        gate: &gate(Some(escalated.status)),
+        assessment: &a,
+        duties: &SeparationOfDuties::default(),
+        facts: facts("t1"),
+        audit: Audit::default(),
+        state: PullState::Closed,
+        draft: false,
+        request_reviewers: true,
+        auto_merge: false,
+        now: at(25),
+    });
+    assert_eq!(closed.notice, None);
+    assert!(closed.status.escalations.iter().all(|e| !e.notice_pending));
 }
 
 #[test]

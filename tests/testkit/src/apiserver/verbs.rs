@@ -472,6 +472,20 @@ fn apply(shared: &Shared, t: &Target, req: &Req, ctx: &WriteCtx) -> Result<Respo
     if live.is_none() && t.sub == Sub::Status {
         return Err(ApiError::not_found(&t.def.group, &t.def.plural, t.name()));
     }
+    // A resourceVersion in the configuration is a precondition, as on a real server: an
+    // apply built from an older copy is refused.
+    if let Some(rv) = config
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|rv| !rv.is_empty())
+        && live
+            .as_ref()
+            .and_then(|l| l.pointer("/metadata/resourceVersion"))
+            .and_then(Value::as_str)
+            != Some(rv)
+    {
+        return Err(ApiError::conflict(&t.def.group, &t.def.plural, t.name()));
+    }
     let mut merged = ssa::apply(live.as_ref(), &part, &me, force, &api_version, ctx.lists()).map_err(|conflicts| {
         let rendered: Vec<String> = conflicts.iter().map(|c| format!("conflict with \"{}\": {}", c.manager, c.path)).collect();
         let causes = conflicts

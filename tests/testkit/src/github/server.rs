@@ -238,6 +238,9 @@ impl MintedToken {
 pub enum Fault {
     /// This status with a GitHub-style error body.
     Status(u16),
+    /// The call is carried out (a comment posted, a check run created), then answered with
+    /// this status instead: GitHub failing after it acted, or an answer lost on the way.
+    Applied(u16),
     /// 403 "You have exceeded a secondary rate limit" with `Retry-After`.
     SecondaryRateLimit {
         /// Seconds in `Retry-After`.
@@ -248,6 +251,15 @@ pub enum Fault {
         /// Seconds until `X-RateLimit-Reset`.
         reset_in_secs: i64,
     },
+}
+
+/// A fault waiting for the calls it matches.
+#[derive(Clone, Debug)]
+pub(super) struct InjectedFault {
+    method: Option<String>,
+    path_contains: String,
+    fault: Fault,
+    left: usize,
 }
 
 /// How a logged call authenticated.
@@ -336,7 +348,7 @@ pub struct World {
     pub(super) git: super::git::GitHosting,
     next_id: u64,
     clock: i64,
-    faults: Vec<(String, Fault, usize)>,
+    faults: Vec<InjectedFault>,
     calls: Vec<Call>,
 }
 
@@ -683,9 +695,30 @@ impl FakeGitHub {
 
     /// Answers the next `times` calls whose path contains `path_contains` with `fault`.
     pub fn fail_next(&self, path_contains: &str, fault: Fault, times: usize) {
-        lock(&self.world)
-            .faults
-            .push((path_contains.to_owned(), fault, times));
+        lock(&self.world).faults.push(InjectedFault {
+            method: None,
+            path_contains: path_contains.to_owned(),
+            fault,
+            left: times,
+        });
+    }
+
+    /// Like [`Self::fail_next`] for calls with this method only (`POST`, `PATCH`, …).
+    pub fn fail_next_call(&self, method: &str, path_contains: &str, fault: Fault, times: usize) {
+        lock(&self.world).faults.push(InjectedFault {
+            method: Some(method.to_ascii_uppercase()),
+            path_contains: path_contains.to_owned(),
+            fault,
+            left: times,
+        });
+    }
+
+    /// Drops the faults not used yet; returns how many calls they would still have failed.
+    pub fn clear_faults(&self) -> usize {
+        let mut w = lock(&self.world);
+        let left = w.faults.iter().map(|f| f.left).sum();
+        w.faults.clear();
+        left
     }
 
     /// Every call so far, oldest first.
@@ -766,16 +799,21 @@ async fn log_and_fault(State(world): State<Shared>, request: Request, next: Next
     let auth = authenticate(&lock(&world), request.headers());
     let fault = {
         let mut w = lock(&world);
-        let hit = w
-            .faults
-            .iter_mut()
-            .find(|(p, _, left)| *left > 0 && path.contains(p.as_str()));
-        hit.map(|(_, fault, left)| {
-            *left -= 1;
-            fault.clone()
+        let hit = w.faults.iter_mut().find(|f| {
+            f.left > 0
+                && path.contains(f.path_contains.as_str())
+                && f.method.as_deref().is_none_or(|m| m == method)
+        });
+        hit.map(|f| {
+            f.left -= 1;
+            f.fault.clone()
         })
     };
     let response = match fault {
+        Some(Fault::Applied(code)) => {
+            let _carried_out = next.run(request).await;
+            fault_response(&Fault::Status(code))
+        }
         Some(fault) => fault_response(&fault),
         None => next.run(request).await,
     };
@@ -790,7 +828,7 @@ async fn log_and_fault(State(world): State<Shared>, request: Request, next: Next
 
 fn fault_response(fault: &Fault) -> Response {
     match fault {
-        Fault::Status(code) => {
+        Fault::Status(code) | Fault::Applied(code) => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             error(status, "Server Error")
         }
