@@ -1,6 +1,7 @@
 //! The approval gates' chaos test (#17): pull requests of every risk level go through the
 //! real bot and controller while GitHub fails between the gate's side effects (5xx answers,
-//! answers lost after GitHub acted, secondary rate limits), the controller is killed at random
+//! answers lost after GitHub acted, dropped connections, secondary rate limits), the
+//! controller is killed at random
 //! points and restarted, the bot is killed with deliveries in its queue, and deliveries are
 //! lost. Then the faults stop, the bot's resync and the controller's own passes catch up,
 //! and the invariants listed in docs/testkit.md are checked.
@@ -57,10 +58,14 @@ fn seed() -> u64 {
         })
 }
 
-/// The GitHub faults the gate meets between its side effects. `times` covers the client's
-/// own retries where a call is retried (reads, updates, review requests).
+/// The GitHub faults the gate meets between its side effects: 5xx answers, answers lost after
+/// GitHub acted, connections dropped mid-answer, rate limits. `times` covers the client's own
+/// retries where a call is retried (reads, updates, review requests).
 fn fault(rng: &mut Rng) -> (&'static str, &'static str, Fault, usize) {
-    match rng.below(10) {
+    match rng.below(13) {
+        10 => ("POST", "/check-runs", Fault::Dropped, 1),
+        11 => ("POST", "/comments", Fault::Dropped, 1),
+        12 => ("GET", "/commits", Fault::Dropped, 4),
         0 => ("POST", "/check-runs", Fault::Applied(502), 1),
         1 => ("POST", "/check-runs", Fault::Status(502), 1),
         2 => ("PATCH", "/check-runs/", Fault::Status(503), 4),

@@ -156,6 +156,19 @@ async fn creations_are_not_repeated_after_an_answer_that_leaves_them_open() {
     assert_eq!(fake.calls_to("/issues/1/comments").len(), 1, "sent once");
     assert_eq!(fake.world().comments_on("octo-org/widgets", 1).len(), 1);
 
+    // Nor after the connection dropped in the middle of the answer.
+    fake.fail_next_call("POST", "/issues/1/comments", Fault::Dropped, 1);
+    let err = within(gh.create_issue_comment("octo-org", "widgets", 1, "dropped"))
+        .await
+        .expect_err("a transport error");
+    assert!(matches!(err, GitHubError::Transport(_)), "{err:?}");
+    assert_eq!(
+        fake.calls_to("/issues/1/comments").len(),
+        2,
+        "sent once more, not twice"
+    );
+    assert_eq!(fake.world().comments_on("octo-org/widgets", 1).len(), 2);
+
     // A rate limit is different: GitHub did nothing, so it is sent again.
     fake.fail_next_call(
         "POST",
@@ -168,7 +181,7 @@ async fn creations_are_not_repeated_after_an_answer_that_leaves_them_open() {
     within(gh.create_issue_comment("octo-org", "widgets", 1, "again"))
         .await
         .expect("posted after the rate limit");
-    assert_eq!(fake.world().comments_on("octo-org/widgets", 1).len(), 2);
+    assert_eq!(fake.world().comments_on("octo-org/widgets", 1).len(), 3);
 }
 
 #[tokio::test]

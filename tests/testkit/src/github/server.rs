@@ -241,6 +241,9 @@ pub enum Fault {
     /// The call is carried out (a comment posted, a check run created), then answered with
     /// this status instead: GitHub failing after it acted, or an answer lost on the way.
     Applied(u16),
+    /// The call is carried out, then the connection drops in the middle of the answer: the
+    /// client sees a transport error, not a status.
+    Dropped,
     /// 403 "You have exceeded a secondary rate limit" with `Retry-After`.
     SecondaryRateLimit {
         /// Seconds in `Retry-After`.
@@ -814,6 +817,19 @@ async fn log_and_fault(State(world): State<Shared>, request: Request, next: Next
             let _carried_out = next.run(request).await;
             fault_response(&Fault::Status(code))
         }
+        Some(Fault::Dropped) => {
+            let carried_out = next.run(request).await;
+            // The status line goes out, then the body fails: hyper closes the connection.
+            let broken = futures::stream::once(async {
+                Err::<Bytes, std::io::Error>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected: connection dropped",
+                ))
+            });
+            let mut response = Response::new(axum::body::Body::from_stream(broken));
+            *response.status_mut() = carried_out.status();
+            response
+        }
         Some(fault) => fault_response(&fault),
         None => next.run(request).await,
     };
@@ -828,6 +844,7 @@ async fn log_and_fault(State(world): State<Shared>, request: Request, next: Next
 
 fn fault_response(fault: &Fault) -> Response {
     match fault {
+        Fault::Dropped => error(StatusCode::BAD_GATEWAY, "connection dropped"),
         Fault::Status(code) | Fault::Applied(code) => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             error(status, "Server Error")
