@@ -392,7 +392,15 @@ async fn gates_keep_their_invariants_through_github_faults_kills_and_lost_delive
                     .escalations
                     .iter()
                     .any(|e| e.action == TimeoutAction::Remind),
-                format!("#{n}: a waiting feature past its deadline was not reminded"),
+                format!(
+                    "#{n}: a waiting feature past its deadline was not reminded (waiting since \
+                     {:?}, deadline {:?}, now {}, phase {:?}, escalations {:?})",
+                    status.waiting_since,
+                    status.deadline,
+                    w.now(),
+                    status.phase,
+                    status.escalations
+                ),
             );
         }
     }

@@ -9,7 +9,7 @@ use countersign_crds::conditions::{self, Readiness};
 use countersign_crds::{Agent, AgentPhase, AgentRun, AgentStatus, RunPhase};
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -57,12 +57,19 @@ fn error_policy(agent: Arc<Agent>, err: &Error, ctx: Arc<Context>) -> Action {
 async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("Agent");
     let ns = agent.namespace().unwrap_or_default();
-    let runs: Vec<AgentRun> = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|r| r.spec.agent_ref.name == agent.name_any())
+    if ctx.caches.runs.ready().await.is_err() {
+        return Ok(Action::requeue(ctx.settings.wait_requeue));
+    }
+    // The Agent's runs, from the cache the AgentRun controller fills (a run deleted moments
+    // ago may still be there: deleting it again is a 404, ignored below).
+    let name = agent.name_any();
+    let runs: Vec<AgentRun> = ctx
+        .caches
+        .runs
+        .state()
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && r.spec.agent_ref.name == name)
+        .map(|r| (**r).clone())
         .collect();
     let runs_api = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns);
     for name in over_history_limit(&runs, &agent.spec.history_limits) {

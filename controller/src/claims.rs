@@ -83,12 +83,24 @@ impl Claims {
         }
     }
 
-    /// Where `project` stands with its repository.
-    pub async fn claim_of(&self, project: &Project) -> Result<Claim, NotListed> {
+    /// Waits for the first list of Projects (at most [`FIRST_LIST_WAIT`]).
+    pub async fn ready(&self) -> Result<(), NotListed> {
         tokio::time::timeout(FIRST_LIST_WAIT, self.store.wait_until_ready())
             .await
             .map_err(|_| NotListed)?
-            .map_err(|_| NotListed)?;
+            .map_err(|_| NotListed)
+    }
+
+    /// Project `name` in `namespace`, as the index last saw it (the reconcilers read
+    /// Projects from here, not with a GET).
+    pub fn project(&self, namespace: &str, name: &str) -> Option<std::sync::Arc<Project>> {
+        self.store
+            .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+    }
+
+    /// Where `project` stands with its repository.
+    pub async fn claim_of(&self, project: &Project) -> Result<Claim, NotListed> {
+        self.ready().await?;
         let all = self.store.state();
         Ok(ownership::claim(
             project,

@@ -46,6 +46,8 @@ pub struct Context {
     pub error_backoff: ErrorBackoff,
     /// Which Project manages each repository.
     pub claims: crate::claims::Claims,
+    /// The watch caches the reconcilers read from.
+    pub caches: crate::cache::Caches,
 }
 
 impl Context {
@@ -69,6 +71,7 @@ impl Context {
         );
         Self {
             claims,
+            caches: crate::cache::Caches::default(),
             client,
             settings,
             metrics,

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod agent_run;
 pub mod backoff;
+pub mod cache;
 pub mod claims;
 pub mod clock;
 pub mod config;
@@ -33,6 +34,7 @@ pub use settings::Settings;
 pub async fn run_controllers(ctx: Arc<Context>) {
     tokio::join!(
         claims::Claims::run(&ctx),
+        cache::Caches::run(&ctx),
         agent_run::run(ctx.clone()),
         agent::run(ctx.clone()),
         gate::run(ctx.clone()),

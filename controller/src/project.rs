@@ -20,7 +20,7 @@ use countersign_policies::ownership::Claim;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -100,9 +100,13 @@ async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("Project");
     let ns = project.namespace().unwrap_or_default();
     let name = project.name_any();
-    let policy_found = Api::<RiskPolicy>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&project.spec.risk_policy_ref.name)
-        .await?
+    if ctx.caches.ready().await.is_err() {
+        return Ok(Action::requeue(ctx.settings.wait_requeue));
+    }
+    let policy_found = ctx
+        .caches
+        .policies
+        .get(&ns, &project.spec.risk_policy_ref.name)
         .is_some();
     let claim = match ctx.claims.claim_of(&project).await {
         Ok(claim) => claim,
@@ -122,14 +126,25 @@ async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
     } else {
         None
     };
-    let runs = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?
-        .items;
-    let gates = Api::<ApprovalGate>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?
-        .items;
+    // The Project's runs and gates, from the caches their controllers fill.
+    let runs: Vec<AgentRun> = ctx
+        .caches
+        .runs
+        .state()
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|r| r.spec.project_ref.name == name)
+        .map(|r| (**r).clone())
+        .collect();
+    let gates: Vec<ApprovalGate> = ctx
+        .caches
+        .gates
+        .state()
+        .iter()
+        .filter(|g| g.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|g| g.spec.project_ref.name == name)
+        .map(|g| (**g).clone())
+        .collect();
     let ledger = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&countersign_crds::usage::ledger_name(&name))
         .await?
@@ -141,14 +156,8 @@ async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
         ledger,
         policy_found,
         installation,
-        runs: runs
-            .into_iter()
-            .filter(|r| r.spec.project_ref.name == name)
-            .collect(),
-        gates: gates
-            .into_iter()
-            .filter(|g| g.spec.project_ref.name == name)
-            .collect(),
+        runs,
+        gates,
     };
     let now = Timestamp::now();
     // A new day starts its count from zero; runs started before the count was kept here

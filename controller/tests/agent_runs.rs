@@ -52,6 +52,8 @@ struct World {
     /// Names of pods in the order the kubelet first saw them.
     seen: Arc<Mutex<Vec<String>>>,
     settings: Settings,
+    /// The running controller's metrics.
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for World {
@@ -206,6 +208,7 @@ impl World {
             kubelet,
             seen,
             settings,
+            metrics: Arc::new(Metrics::default()),
         };
         world.apply_fixtures().await;
         world.start_controller();
@@ -216,11 +219,12 @@ impl World {
     /// opens the pull requests.
     fn start_controller(&mut self) {
         let app = self.github.app_client();
+        self.metrics = Arc::new(Metrics::default());
         let ctx = Context::new(
             self.client.clone(),
             self.settings.clone(),
             Arc::new(app.clone()),
-            Arc::new(Metrics::default()),
+            self.metrics.clone(),
         )
         .with_github(app);
         self.controller = Some(tokio::spawn(run_controllers(Arc::new(ctx))));
@@ -1309,4 +1313,100 @@ async fn the_daily_run_limit_still_counts_runs_deleted_since_and_survives_a_rest
         .status
         .expect("project status");
     assert_eq!(status.runs_today, 2, "{status:?}");
+}
+
+/// #20: runs waiting their turn are reconciled from the watch caches: once the controller
+/// has its caches, passes over them read no Agent, Project, RiskPolicy, ApprovalGate or pod
+/// from the API. (Runs on the fake apiserver, whose request log shows every read.)
+#[tokio::test]
+async fn waiting_runs_are_reconciled_from_the_caches_without_reading_the_api() {
+    const RUNS: usize = 10;
+    let cluster = TestCluster::fake().await.expect("fake apiserver");
+    let mut settings = settings();
+    // A pass over every run each second.
+    settings.resync_interval = Duration::from_secs(1);
+    let world = World::start_on(cluster, never_finish(), settings).await;
+    world
+        .create(
+            "countersign.dev",
+            "v1alpha1",
+            "agents",
+            agent_json("solo", 1),
+        )
+        .await;
+    for i in 0..RUNS {
+        world
+            .create_run(
+                &format!("wait-{i}"),
+                json!({"spec": {"agentRef": {"name": "solo"}}}),
+            )
+            .await;
+    }
+    // One runs (its pod never finishes), the others queue behind it.
+    world
+        .wait_run("wait-0", "running", |r| {
+            r.status.as_ref().is_some_and(|s| !s.attempts.is_empty())
+        })
+        .await;
+    for i in 1..RUNS {
+        world
+            .wait_run(&format!("wait-{i}"), "queued", |r| r.status.is_some())
+            .await;
+    }
+    // One more pass first: the running run's pod may have been created moments ago, and a
+    // pod the cache does not show yet is looked up in the API once.
+    let first = world.metrics.reconciles_of("AgentRun");
+    tokio::time::timeout(WAIT, async {
+        while world.metrics.reconciles_of("AgentRun") < first + RUNS as u64 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a pass over every run");
+    let server = world.cluster.as_fake().expect("fake");
+    let from = server.requests().len();
+    let before = world.metrics.reconciles_of("AgentRun");
+    let passes = 3 * RUNS as u64;
+    tokio::time::timeout(WAIT, async {
+        while world.metrics.reconciles_of("AgentRun") < before + passes {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("three passes over every run");
+    let read: Vec<String> = server.requests()[from..]
+        .iter()
+        .filter(|r| r.method == "GET" && !r.watch)
+        .map(|r| format!("{}?{}", r.path, r.query))
+        .collect();
+    // Reads for one run: an object by name, or the pods of one run (`run=<name>`). The
+    // orphan sweep's listings of every run's children (each resync interval, not each
+    // reconcile) are not.
+    let cached = [
+        "/agents/",
+        "/projects/",
+        "/riskpolicies/",
+        "/approvalgates/",
+    ];
+    let uncached: Vec<&String> = read
+        .iter()
+        .filter(|p| {
+            cached.iter().any(|c| p.contains(c))
+                || (p.contains("/pods?") && p.contains("countersign.dev%2Frun%3D"))
+        })
+        .collect();
+    let reconciles = world.metrics.reconciles_of("AgentRun") - before;
+    assert!(
+        uncached.is_empty(),
+        "{reconciles} reconciles read {uncached:#?} (all reads: {read:#?})"
+    );
+    // The Agent's Secret and the Project's usage ledger are checked on every pass of a
+    // queued run, from what was read less than 5 s ago: far fewer reads than passes.
+    for what in ["/secrets/", "/configmaps/"] {
+        let reads = read.iter().filter(|p| p.contains(what)).count();
+        assert!(
+            reads < 3,
+            "{reads} reads of {what} in {reconciles} reconciles: {read:#?}"
+        );
+    }
 }

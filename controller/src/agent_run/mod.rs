@@ -33,7 +33,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -70,7 +70,17 @@ where
 
 /// Runs the AgentRun controller until the future is dropped.
 pub async fn run(ctx: Arc<Context>) {
-    let controller = Controller::new(scoped::<AgentRun>(&ctx), watcher::Config::default());
+    // The runs cache other reconcilers read is this watch's store.
+    let Some(writer) = ctx.caches.runs.take_writer() else {
+        tracing::error!("the AgentRun controller runs once per context");
+        return;
+    };
+    let stream = watcher(scoped::<AgentRun>(&ctx), watcher::Config::default())
+        .default_backoff()
+        .modify(crate::cache::trim)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(stream, ctx.caches.runs.store());
     let runs = controller.store();
     let by_agent = runs.clone();
     let by_gate = runs.clone();
@@ -144,6 +154,10 @@ pub(crate) fn tokio_stream_interval(
     )
 }
 
+fn has_attempts(run: &AgentRun) -> bool {
+    run.status.as_ref().is_some_and(|s| !s.attempts.is_empty())
+}
+
 fn is_finished(run: &AgentRun) -> bool {
     run.status.as_ref().is_some_and(|s| s.phase.is_finished())
 }
@@ -169,17 +183,35 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         ctx.ledger.release(&run.uid().unwrap_or_default());
         return Ok(Requeue::await_change());
     }
-    // A finished run only waits for its TTL: nothing else needs reading.
+    // A finished run only waits for its TTL: nothing else needs reading. The rest comes from
+    // the watch caches, filled before the first decision.
     let finished = is_finished(&run);
+    if !finished && (ctx.caches.ready().await.is_err() || ctx.claims.ready().await.is_err()) {
+        return Ok(Requeue::requeue(std::time::Duration::from_secs(5)));
+    }
     let (agent, project, pods) = if finished {
         (None, None, Vec::new())
     } else {
-        let agents = Api::<Agent>::namespaced(ctx.client.clone(), &ns);
-        let projects = Api::<Project>::namespaced(ctx.client.clone(), &ns);
+        let agent = ctx.caches.agents.get(&ns, &run.spec.agent_ref.name);
+        let project = ctx.claims.project(&ns, &run.spec.project_ref.name);
+        let mut pods = cached_pods(ctx, &run);
+        // The cache may not show a pod created moments ago: before the open attempt's pod
+        // counts as gone, the API is asked.
+        let open = run
+            .status
+            .as_ref()
+            .and_then(|s| s.attempts.last())
+            .filter(|a| a.outcome.is_none())
+            .map(|a| a.number);
+        if let Some(number) = open
+            && !pods.iter().any(|p| p.attempt == number)
+        {
+            pods = owned_pods(ctx, &run).await?;
+        }
         (
-            agents.get_opt(&run.spec.agent_ref.name).await?,
-            projects.get_opt(&run.spec.project_ref.name).await?,
-            owned_pods(ctx, &run).await?,
+            agent.map(|a| (*a).clone()),
+            project.map(|p| (*p).clone()),
+            pods,
         )
     };
     // Blockers only stop a first attempt; retries reuse what the first attempt had.
@@ -190,15 +222,29 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         None
     };
     let gate = match run.status.as_ref().and_then(|s| s.gate_ref.as_ref()) {
-        Some(gate_ref) if !finished => Api::<ApprovalGate>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(&gate_ref.name)
-            .await?
-            .and_then(|g| g.status.map(|s| s.phase)),
+        Some(gate_ref) if !finished => ctx
+            .caches
+            .gates
+            .get(&ns, &gate_ref.name)
+            .and_then(|g| g.status.as_ref().map(|s| s.phase)),
         _ => None,
     };
     let now = jiff::Timestamp::now();
     // What the provider gateway counted: each attempt's usage and the Project's spend today.
     let usage_ledger = match &project {
+        // A run queued for capacity checks the day's spend on every pass: a ledger read a
+        // few seconds ago does. A run with attempts reads it as it is (their usage).
+        Some(project) if !finished && waiting && !has_attempts(&run) => {
+            let name = project.name_any();
+            match ctx.caches.ledgers.get(&ns, &name) {
+                Some(ledger) => ledger,
+                None => {
+                    let ledger = read_usage_ledger(ctx, &ns, project).await;
+                    ctx.caches.ledgers.remember(&ns, &name, ledger.clone());
+                    ledger
+                }
+            }
+        }
         Some(project) if !finished => read_usage_ledger(ctx, &ns, project).await,
         _ => None,
     };
@@ -309,7 +355,29 @@ fn phase_label(phase: countersign_crds::RunPhase) -> &'static str {
     }
 }
 
-/// The run's pods: labelled with its name and owned by this very run (not a namesake).
+/// The run's pods as the cache shows them: labelled with its name and owned by this very
+/// run (not a namesake).
+fn cached_pods(ctx: &Context, run: &AgentRun) -> Vec<PodView> {
+    let ns = run.namespace().unwrap_or_default();
+    let label = resources::label_value(&run.name_any());
+    let uid = run.uid();
+    ctx.caches
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|p| p.labels().get(RUN_LABEL) == Some(&label))
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .filter_map(|p| PodView::of(p))
+        .collect()
+}
+
+/// The run's pods read from the API: labelled with its name and owned by this very run
+/// (not a namesake).
 async fn owned_pods(ctx: &Context, run: &AgentRun) -> Result<Vec<PodView>> {
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
     let selector = format!("{RUN_LABEL}={}", resources::label_value(&run.name_any()));
@@ -436,33 +504,36 @@ pub(crate) async fn missing_secret(
             refs.push(var.secret_key_ref.clone());
         }
     }
+    let ns = run_or_agent.namespace().unwrap_or_default();
     for secret_ref in refs {
-        let found = match secrets.get_opt(&secret_ref.name).await {
-            Ok(found) => found,
-            // Missing RBAC is a problem for a person, not an error to retry every second: the
-            // chart grants Secrets only in the namespaces it lists (controller.agentNamespaces).
-            Err(kube::Error::Api(status)) if status.code == 403 => {
-                return Ok(Some(format!(
-                    "the controller may not read Secrets in namespace {:?} (Kubernetes RBAC), so \
-                     it cannot check Secret {:?} needed by Agent {}; add the namespace to the \
-                     chart's controller.agentNamespaces",
-                    run_or_agent.namespace().unwrap_or_default(),
-                    secret_ref.name,
-                    agent.name_any()
-                )));
+        let keys = match ctx.caches.secret_keys.get(&ns, &secret_ref.name) {
+            Some(keys) => keys,
+            None => {
+                let keys = match secrets.get_opt(&secret_ref.name).await {
+                    Ok(found) => found.map(|s| crate::cache::secret_keys(&s)),
+                    // Missing RBAC is a problem for a person, not an error to retry every
+                    // second: the chart grants Secrets only in the namespaces it lists
+                    // (controller.agentNamespaces).
+                    Err(kube::Error::Api(status)) if status.code == 403 => {
+                        return Ok(Some(format!(
+                            "the controller may not read Secrets in namespace {ns:?} (Kubernetes \
+                             RBAC), so it cannot check Secret {:?} needed by Agent {}; add the \
+                             namespace to the chart's controller.agentNamespaces",
+                            secret_ref.name,
+                            agent.name_any()
+                        )));
+                    }
+                    Err(err) => return Err(err.into()),
+                };
+                ctx.caches
+                    .secret_keys
+                    .remember(&ns, &secret_ref.name, keys.clone());
+                keys
             }
-            Err(err) => return Err(err.into()),
         };
-        let has_key = found.as_ref().is_some_and(|s| {
-            s.data
-                .as_ref()
-                .is_some_and(|d| d.contains_key(&secret_ref.key))
-                || s.string_data
-                    .as_ref()
-                    .is_some_and(|d| d.contains_key(&secret_ref.key))
-        });
+        let has_key = keys.as_ref().is_some_and(|k| k.contains(&secret_ref.key));
         if !has_key {
-            let what = if found.is_some() {
+            let what = if keys.is_some() {
                 "has no key"
             } else {
                 "is missing; expected key"

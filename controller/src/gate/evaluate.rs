@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use countersign_crds::conditions::{self};
 use countersign_crds::{
-    AgentRun, ApprovalGate, ApprovalGateStatus, GatePhase, GitHubUser, Project, RiskPolicy,
+    AgentRun, ApprovalGate, ApprovalGateStatus, GatePhase, GitHubUser, Project,
 };
 use countersign_github::{Account, AccountKind};
 use countersign_github::{GitHubApp, GitHubError, InstallationClient};
@@ -44,10 +44,11 @@ pub(super) async fn evaluate(
 ) -> Result<Action, Failure> {
     let ns = gate.namespace().unwrap_or_default();
     let wait = ctx.settings.wait_requeue;
-    let Some(project) = Api::<Project>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&gate.spec.project_ref.name)
-        .await?
-    else {
+    ctx.claims
+        .ready()
+        .await
+        .map_err(|e| problem("ClaimUnknown", e.to_string(), wait))?;
+    let Some(project) = ctx.claims.project(&ns, &gate.spec.project_ref.name) else {
         return Err(problem(
             "ProjectNotFound",
             format!("Project {} does not exist", gate.spec.project_ref.name),
@@ -374,8 +375,11 @@ pub(super) async fn evaluate(
     }
     // What was published and not saved yet (a check run updated).
     save(current, ctx, &status, false).await?;
+    // The waits were measured from when the evaluation read the clock; what it spent since
+    // (GitHub retries and their backoff) is taken off, so a deadline is not missed by it.
+    let spent = Duration::try_from(ctx.clock.now().duration_since(now)).unwrap_or_default();
     Ok(match requeue {
-        Some(after) => Action::requeue(after.max(Duration::from_secs(1))),
+        Some(after) => Action::requeue(after.saturating_sub(spent).max(Duration::from_secs(1))),
         None => Action::requeue(ctx.settings.resync_interval),
     })
 }
@@ -392,10 +396,14 @@ pub(super) async fn compiled_policy(
     project: &Project,
 ) -> Result<Arc<CompiledPolicy>, Failure> {
     let name = &project.spec.risk_policy_ref.name;
-    let Some(policy) = Api::<RiskPolicy>::namespaced(ctx.client.clone(), ns)
-        .get_opt(name)
-        .await?
-    else {
+    ctx.caches.policies.ready().await.map_err(|e| {
+        problem(
+            "RiskPolicyUnknown",
+            e.to_string(),
+            ctx.settings.wait_requeue,
+        )
+    })?;
+    let Some(policy) = ctx.caches.policies.get(ns, name) else {
         return Err(problem(
             "RiskPolicyNotFound",
             format!(
@@ -461,13 +469,21 @@ pub(super) async fn requesters(
 ) -> Result<Vec<GitHubUser>, Failure> {
     let mut all: Vec<GitHubUser> = gate.spec.requesters.clone();
     all.extend(prev.requesters.iter().cloned());
-    if let Some(run) = gate.spec.agent_run_ref.as_ref()
-        && let Some(run) = Api::<AgentRun>::namespaced(ctx.client.clone(), ns)
-            .get_opt(&run.name)
-            .await?
-    {
-        all.extend(run.spec.task.requested_by);
-        all.extend(run.spec.task.requesters);
+    if let Some(run) = gate.spec.agent_run_ref.as_ref() {
+        // From the runs cache; a run it does not show is looked up in the API before it
+        // counts as gone (its requesters must not be missed).
+        let run = match ctx.caches.runs.get(ns, &run.name) {
+            Some(cached) => Some((*cached).clone()),
+            None => {
+                Api::<AgentRun>::namespaced(ctx.client.clone(), ns)
+                    .get_opt(&run.name)
+                    .await?
+            }
+        };
+        if let Some(run) = run {
+            all.extend(run.spec.task.requested_by);
+            all.extend(run.spec.task.requesters);
+        }
     }
     Ok(facts::unique_users(all, MAX_REQUESTERS))
 }

@@ -59,11 +59,17 @@ impl std::fmt::Debug for GateCache {
 
 /// Runs the ApprovalGate controller until the future is dropped.
 pub async fn run(ctx: Arc<Context>) {
-    let (reader, writer) = reflector::store();
+    // The gates cache other reconcilers read is this watch's store.
+    let Some(writer) = ctx.caches.gates.take_writer() else {
+        tracing::error!("the ApprovalGate controller runs once per context");
+        return;
+    };
+    let reader = ctx.caches.gates.store();
     // Only spec and annotation changes (the bot's nudges) trigger a reconcile; our own
     // status writes do not, so a gate is not re-read from GitHub after every write.
     let gates = watcher(scoped::<ApprovalGate>(&ctx), watcher::Config::default())
         .default_backoff()
+        .modify(crate::cache::trim)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
