@@ -221,9 +221,10 @@ fn load_policy(path: Option<&Path>) -> anyhow::Result<(String, CompiledPolicy)> 
 
 /// The changed files between `base` and `head` of a local repository, diffed from their
 /// merge base like a pull request. Renames count as a deletion plus an addition, so both
-/// paths are scored. When `base` names a local branch it becomes the base branch.
+/// paths are scored. When `base` names a local branch it becomes the base branch. The line
+/// counts are `git diff --no-renames --numstat base...head`'s (binary files count 0).
 pub fn change_from_git(repo: &Path, base: &str, head: &str) -> anyhow::Result<Change> {
-    let repo = git2::Repository::open(repo)
+    let repo = open_without_worktree(repo)
         .with_context(|| format!("Cannot open the git repository {}", repo.display()))?;
     let commit = |rev: &str| {
         repo.revparse_single(rev)
@@ -236,17 +237,99 @@ pub fn change_from_git(repo: &Path, base: &str, head: &str) -> anyhow::Result<Ch
         Ok(id) => repo.find_commit(id).context("Cannot read the merge base")?,
         Err(_) => base_commit,
     };
-    let old_tree = from.tree().context("Cannot read the base tree")?;
-    let new_tree = head_commit.tree().context("Cannot read the head tree")?;
-    let diff = repo
-        .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)
-        .context("Cannot diff base and head")?;
-    let mut files = Vec::new();
-    for (i, delta) in diff.deltas().enumerate() {
+    let (old_tree, new_tree) = (from.tree_id(), head_commit.tree_id());
+    // git does not re-hash objects it reads (only `git fsck` does); libgit2 does by default,
+    // with collision-detecting SHA-1, which was a third of reading the blobs.
+    git2::opts::strict_hash_verification(false);
+    let files = changed_files(&repo, old_tree, new_tree, None)?;
+    let base_branch = repo
+        .find_branch(base, git2::BranchType::Local)
+        .ok()
+        .map(|_| base.to_owned());
+    Ok(Change {
+        files,
+        base_branch,
+        ..Change::default()
+    })
+}
+
+/// Changed files per line-counting thread: a thread opens the repository and diffs the trees
+/// again (a few milliseconds), so small changes are counted by one.
+const FILES_PER_THREAD: usize = 1_000;
+
+/// At most this many threads count lines.
+const MAX_THREADS: usize = 8;
+
+/// How many threads count the lines of `files` changed files.
+fn counting_threads(files: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores
+        .min(MAX_THREADS)
+        .min(files.div_ceil(FILES_PER_THREAD))
+        .max(1)
+}
+
+/// The changed files from tree `old` to tree `new` with their line counts, in git's order.
+/// Counting is most of the work and each file is independent, so large changes are split
+/// between `threads` (by default one per core, see [`counting_threads`]), each with its own
+/// repository handle (libgit2's are not shared between threads).
+fn changed_files(
+    repo: &git2::Repository,
+    old: git2::Oid,
+    new: git2::Oid,
+    threads: Option<usize>,
+) -> anyhow::Result<Vec<ChangedFile>> {
+    let diff = diff_trees(repo, old, new)?;
+    let threads = threads.unwrap_or_else(|| counting_threads(diff.deltas().len()));
+    let git_dir = repo.path();
+    let mut counted = std::thread::scope(|scope| -> anyhow::Result<Vec<(usize, ChangedFile)>> {
+        let others: Vec<_> = (1..threads)
+            .map(|thread| {
+                scope.spawn(move || {
+                    let repo = git2::Repository::open_bare(git_dir)
+                        .context("Cannot open the git repository again")?;
+                    let diff = diff_trees(&repo, old, new)?;
+                    count_lines(&diff, thread, threads)
+                })
+            })
+            .collect();
+        let mut counted = count_lines(&diff, 0, threads)?;
+        for other in others {
+            let part = other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            counted.extend(part);
+        }
+        Ok(counted)
+    })?;
+    counted.sort_unstable_by_key(|(i, _)| *i);
+    Ok(counted.into_iter().map(|(_, file)| file).collect())
+}
+
+fn diff_trees(
+    repo: &git2::Repository,
+    old: git2::Oid,
+    new: git2::Oid,
+) -> anyhow::Result<git2::Diff<'_>> {
+    let old = repo.find_tree(old).context("Cannot read the base tree")?;
+    let new = repo.find_tree(new).context("Cannot read the head tree")?;
+    repo.diff_tree_to_tree(Some(&old), Some(&new), None)
+        .context("Cannot diff base and head")
+}
+
+/// Lines added and removed in every `stride`-th changed file of `diff` from `first` on, with
+/// the file's place in the diff; 0/0 for binary files, as `git diff --numstat` counts them.
+fn count_lines(
+    diff: &git2::Diff<'_>,
+    first: usize,
+    stride: usize,
+) -> anyhow::Result<Vec<(usize, ChangedFile)>> {
+    let mut files = Vec::with_capacity(diff.deltas().len() / stride + 1);
+    for (i, delta) in diff.deltas().enumerate().skip(first).step_by(stride) {
         let Some(path) = delta.new_file().path().or_else(|| delta.old_file().path()) else {
             continue;
         };
-        let (additions, deletions) = match git2::Patch::from_diff(&diff, i)
+        let (additions, deletions) = match git2::Patch::from_diff(diff, i)
             .with_context(|| format!("Cannot diff {}", path.display()))?
         {
             Some(patch) => {
@@ -257,21 +340,31 @@ pub fn change_from_git(repo: &Path, base: &str, head: &str) -> anyhow::Result<Ch
             }
             None => (0, 0), // binary
         };
-        files.push(ChangedFile::new(
+        let file = ChangedFile::new(
             path.to_string_lossy().replace('\\', "/"),
             u32::try_from(additions).unwrap_or(u32::MAX),
             u32::try_from(deletions).unwrap_or(u32::MAX),
-        ));
+        );
+        files.push((i, file));
     }
-    let base_branch = repo
-        .find_branch(base, git2::BranchType::Local)
-        .ok()
-        .map(|_| base.to_owned());
-    Ok(Change {
-        files,
-        base_branch,
-        ..Change::default()
-    })
+    Ok(files)
+}
+
+/// Opens the repository at `path` as if it were bare: the diff of two commits needs
+/// nothing from the checkout.
+///
+/// Why: before diffing a file libgit2 looks up its `diff` attribute (binary or text), and
+/// with a working tree every lookup resolves the file's directory there with `realpath`: on a
+/// 10,000-file change that was 127,850 failing `readlink` calls (docs/benchmarks.md). Without
+/// a working tree the attributes come from the index's `.gitattributes` (what is checked out,
+/// unless edited since), `info/attributes` and the global and system files, read once per
+/// diff, so `-diff` and `binary` still count a file as binary.
+fn open_without_worktree(path: &Path) -> Result<git2::Repository, git2::Error> {
+    let repo = git2::Repository::open(path)?;
+    if repo.is_bare() {
+        return Ok(repo);
+    }
+    git2::Repository::open_bare(repo.path())
 }
 
 /// A human-readable report of an evaluation.
@@ -543,6 +636,162 @@ mod tests {
             "migration",
         );
         dir
+    }
+
+    /// Commits on top of HEAD: writes `files` (text or binary), removes `removed`, and points
+    /// `branch` at the commit.
+    fn commit_change(
+        dir: &TempDir,
+        repo: &git2::Repository,
+        files: &[(&str, &[u8])],
+        removed: &[&str],
+        branch: &str,
+    ) {
+        let sig = git2::Signature::now("Test", "test@example.com").expect("signature");
+        let mut index = repo.index().expect("index");
+        for (path, bytes) in files {
+            let full = dir.0.join(path);
+            fs::create_dir_all(full.parent().expect("has a parent")).expect("parent dir");
+            fs::write(&full, bytes).expect("write");
+            index.add_path(Path::new(path)).expect("add");
+        }
+        for path in removed {
+            fs::remove_file(dir.0.join(path)).expect("remove");
+            index
+                .remove_path(Path::new(path))
+                .expect("remove from index");
+        }
+        index.write().expect("write index");
+        let tree = repo
+            .find_tree(index.write_tree().expect("tree"))
+            .expect("find tree");
+        let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let id = repo
+            .commit(Some("HEAD"), &sig, &sig, branch, &tree, &parents)
+            .expect("commit");
+        let commit = repo.find_commit(id).expect("find commit");
+        repo.branch(branch, &commit, true).expect("branch");
+    }
+
+    /// `git diff --numstat` (the git command line) of `base...head`, binary files as 0/0.
+    fn git_numstat(dir: &TempDir, base: &str, head: &str) -> Vec<ChangedFile> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&dir.0)
+            .args([
+                "diff",
+                "--no-renames",
+                "--numstat",
+                &format!("{base}...{head}"),
+            ])
+            .output()
+            .expect("git is installed");
+        assert!(out.status.success(), "{out:?}");
+        let count = |n: &str| {
+            if n == "-" {
+                0
+            } else {
+                n.parse().expect("a count")
+            }
+        };
+        String::from_utf8(out.stdout)
+            .expect("UTF-8")
+            .lines()
+            .map(|row| {
+                let mut cols = row.splitn(3, '\t');
+                let (a, d, path) = (cols.next(), cols.next(), cols.next());
+                let (Some(a), Some(d), Some(path)) = (a, d, path) else {
+                    panic!("a numstat row: {row:?}");
+                };
+                ChangedFile::new(path, count(a), count(d))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn line_counts_match_git_diff_numstat() {
+        // Diffed without the working tree (attributes from the index); the counts must stay
+        // git's for every kind of change, binary files included.
+        let dir = TempDir::new("numstat");
+        let repo = git2::Repository::init(&dir.0).expect("git init");
+        let png = |seed: u8| -> Vec<u8> {
+            let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+            bytes.extend((0..600u32).map(|i| (i as u8).wrapping_mul(seed)));
+            bytes
+        };
+        let lib: String = (1..=40).map(|i| format!("pub fn f{i}() {{}}\n")).collect();
+        let guide: String = (1..=12).map(|i| format!("line {i}\n")).collect();
+        commit_change(
+            &dir,
+            &repo,
+            &[
+                ("src/lib.rs", lib.as_bytes()),
+                ("docs/old-guide.md", guide.as_bytes()),
+                ("assets/logo.png", &png(3)),
+                ("obsolete/notes.txt", b"one\ntwo\nthree\n"),
+                ("no-newline.txt", b"a\nb"),
+                (".gitattributes", b"*.dat -diff\n"),
+                ("data/table.dat", b"text\nthat git counts as binary\n"),
+            ],
+            &[],
+            "main",
+        );
+        let edited_lib = lib
+            .replace("pub fn f7() {}\n", "pub fn f7() { todo!() }\n")
+            .replace("pub fn f20() {}\n", "")
+            .replace(
+                "pub fn f30() {}\n",
+                "pub fn f30() {}\npub fn g() {}\npub fn h() {}\n",
+            );
+        let renamed_guide = guide.replace("line 5\n", "line five\n");
+        commit_change(
+            &dir,
+            &repo,
+            &[
+                ("src/lib.rs", edited_lib.as_bytes()),
+                ("docs/guide.md", renamed_guide.as_bytes()),
+                ("assets/logo.png", &png(5)),
+                ("assets/icon.png", &png(7)),
+                ("no-newline.txt", b"a\nb\nc"),
+                ("src/new.rs", b"fn main() {}\n"),
+                ("data/table.dat", b"text\nthat git still counts as binary\n"),
+            ],
+            &["docs/old-guide.md", "obsolete/notes.txt"],
+            "change",
+        );
+
+        let ours = change_from_git(&dir.0, "main", "change")
+            .expect("diffs")
+            .files;
+        assert_eq!(ours, git_numstat(&dir, "main", "change"));
+        // Split between threads (large changes are), the result is the same, in the same order.
+        let repo = open_without_worktree(&dir.0).expect("opens");
+        let tree = |rev: &str| {
+            let commit = repo.revparse_single(rev).expect("rev").peel_to_commit();
+            commit.expect("a commit").tree_id()
+        };
+        for threads in [2, 3, 20] {
+            let split = changed_files(&repo, tree("main"), tree("change"), Some(threads));
+            assert_eq!(split.expect("diffs"), ours, "{threads} threads");
+        }
+        // The cases this test is about are all there: binary (modified and added), a rename
+        // (a deletion plus an addition), a plain deletion, edits, a missing final newline and a
+        // text file that `.gitattributes` declares binary.
+        assert_eq!(
+            ours,
+            [
+                ChangedFile::new("assets/icon.png", 0, 0),
+                ChangedFile::new("assets/logo.png", 0, 0),
+                ChangedFile::new("data/table.dat", 0, 0),
+                ChangedFile::new("docs/guide.md", 12, 0),
+                ChangedFile::new("docs/old-guide.md", 0, 12),
+                ChangedFile::new("no-newline.txt", 2, 1),
+                ChangedFile::new("obsolete/notes.txt", 0, 3),
+                ChangedFile::new("src/lib.rs", 3, 2),
+                ChangedFile::new("src/new.rs", 1, 0),
+            ]
+        );
     }
 
     fn git_args(repo: &TempDir, base: &str, head: &str) -> EvalArgs {
