@@ -106,10 +106,11 @@ where
 
     /// Waits for the first list (at most [`FIRST_LIST_WAIT`]).
     pub async fn ready(&self) -> Result<(), NotListed> {
+        let not_listed = || NotListed(K::plural(&()).into_owned());
         tokio::time::timeout(FIRST_LIST_WAIT, self.store.wait_until_ready())
             .await
-            .map_err(|_| NotListed)?
-            .map_err(|_| NotListed)
+            .map_err(|_| not_listed())?
+            .map_err(|_| not_listed())
     }
 
     /// The object `name` in `namespace`, as last seen.

@@ -8,16 +8,15 @@
 //! owner (the Project reconciler writes it) and nothing else: no gates evaluated, no agent
 //! runs started, no check runs, no tokens.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use countersign_crds::Project;
 use countersign_policies::ownership::{self, Claim, RepositoryAllowList};
-use futures::StreamExt;
-use kube::runtime::reflector::{self, Store, store::Writer};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 
 use crate::agent_run::scoped;
+use crate::cache::Cache;
 use crate::context::Context;
 
 /// The longest a reconcile waits for the first list of Projects before it gives up and
@@ -26,8 +25,7 @@ pub const FIRST_LIST_WAIT: Duration = Duration::from_secs(30);
 
 /// The Projects this controller sees and who may manage what.
 pub struct Claims {
-    store: Store<Project>,
-    writer: Mutex<Option<Writer<Project>>>,
+    projects: Cache<Project>,
     allowed: RepositoryAllowList,
 }
 
@@ -39,18 +37,16 @@ impl std::fmt::Debug for Claims {
     }
 }
 
-/// The Projects could not be listed in time.
+/// A cache's first list did not arrive in time.
 #[derive(Debug, thiserror::Error)]
-#[error("the Projects have not been listed yet, so who manages the repository is unknown")]
-pub struct NotListed;
+#[error("the {0} have not been listed yet, so nothing about them is decided")]
+pub struct NotListed(pub String);
 
 impl Claims {
     /// An empty index enforcing `allowed`; [`Claims::run`] fills it.
     pub fn new(allowed: RepositoryAllowList) -> Self {
-        let (store, writer) = reflector::store();
         Self {
-            store,
-            writer: Mutex::new(Some(writer)),
+            projects: Cache::default(),
             allowed,
         }
     }
@@ -62,46 +58,27 @@ impl Claims {
 
     /// Keeps the index current until dropped (once per context; later calls return at once).
     pub async fn run(ctx: &Context) {
-        let writer = ctx
-            .claims
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        let Some(writer) = writer else { return };
-        let stream = reflector::reflector(
-            writer,
-            watcher(scoped::<Project>(ctx), watcher::Config::default()),
-        )
-        .default_backoff()
-        .touched_objects();
-        futures::pin_mut!(stream);
-        while let Some(item) = stream.next().await {
-            if let Err(error) = item {
-                tracing::warn!(%error, "watching Projects for repository claims failed; retrying");
-            }
-        }
+        ctx.claims
+            .projects
+            .run(scoped::<Project>(ctx), watcher::Config::default())
+            .await;
     }
 
     /// Waits for the first list of Projects (at most [`FIRST_LIST_WAIT`]).
     pub async fn ready(&self) -> Result<(), NotListed> {
-        tokio::time::timeout(FIRST_LIST_WAIT, self.store.wait_until_ready())
-            .await
-            .map_err(|_| NotListed)?
-            .map_err(|_| NotListed)
+        self.projects.ready().await
     }
 
     /// Project `name` in `namespace`, as the index last saw it (the reconcilers read
     /// Projects from here, not with a GET).
-    pub fn project(&self, namespace: &str, name: &str) -> Option<std::sync::Arc<Project>> {
-        self.store
-            .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+    pub fn project(&self, namespace: &str, name: &str) -> Option<Arc<Project>> {
+        self.projects.get(namespace, name)
     }
 
     /// Where `project` stands with its repository.
     pub async fn claim_of(&self, project: &Project) -> Result<Claim, NotListed> {
         self.ready().await?;
-        let all = self.store.state();
+        let all = self.projects.state();
         Ok(ownership::claim(
             project,
             all.iter().map(|p| &**p),
