@@ -931,7 +931,7 @@ fn the_charts_rules_are_the_reviewed_ones() {
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
             {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list", "create", "delete"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "watch"]}
         ])
     );
     assert_eq!(

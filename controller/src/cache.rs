@@ -1,6 +1,6 @@
 //! The objects the reconcilers read, from watch caches instead of a GET or LIST per
-//! reconcile (issue 20): Agents, RiskPolicies and the agent pods (selected by label), each
-//! one watch for the whole controller, and the AgentRuns and ApprovalGates their own
+//! reconcile (issue 20): Agents, RiskPolicies, the agent pods and the provider gateway's
+//! usage ledgers (both selected by label), each one watch for the whole controller, and the AgentRuns and ApprovalGates their own
 //! controllers watch (those controllers fill these caches, so each is watched and cached
 //! once); all trimmed of `managedFields` and the `last-applied-configuration` annotation
 //! before they are stored. Projects come from the repository-claims index
@@ -9,13 +9,14 @@
 //! A cache can lag behind a write the controller just made; readers that would act on an
 //! object's absence (a pod that seems to have vanished) confirm it with the API first.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use countersign_crds::usage::{LEDGER_KEY, LEDGER_LABEL, UsageLedger, ledger_name};
 use countersign_crds::{Agent, AgentRun, ApprovalGate, RiskPolicy};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
@@ -181,6 +182,80 @@ impl<V: Clone> Recent<V> {
     }
 }
 
+/// Objects as this process's own last status write left them, until the watch cache shows
+/// that write. A reconcile triggered before then (a pod's event racing the run's own) works
+/// on what the controller last wrote instead of the older cached copy, so it neither decides
+/// again from a status it already replaced nor writes that older status back.
+pub struct OwnWrites<K> {
+    latest: Mutex<HashMap<String, Written<K>>>,
+}
+
+/// By uid: the resourceVersions our writes replaced since the cache last caught up, and the
+/// object as the last write returned it.
+type Written<K> = (HashSet<String>, Arc<K>);
+
+impl<K> Default for OwnWrites<K> {
+    fn default() -> Self {
+        Self {
+            latest: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for OwnWrites<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnWrites").finish_non_exhaustive()
+    }
+}
+
+impl<K: Resource> OwnWrites<K> {
+    /// `cached`, or the newer copy our own write left when the cache still shows a version
+    /// that write replaced. Once the cache shows anything else (our write, or someone
+    /// else's), the cached copy is used and the entry forgotten.
+    pub fn newest(&self, cached: Arc<K>) -> Arc<K> {
+        let (Some(uid), Some(version)) = (
+            cached.meta().uid.clone(),
+            cached.meta().resource_version.clone(),
+        ) else {
+            return cached;
+        };
+        let mut latest = self.lock();
+        match latest.get(&uid) {
+            Some((replaced, newer)) if replaced.contains(&version) => newer.clone(),
+            Some(_) => {
+                latest.remove(&uid);
+                cached
+            }
+            None => cached,
+        }
+    }
+
+    /// Records that a write replaced `from` with `written` (what the apiserver answered).
+    pub fn wrote(&self, from: &K, written: K) {
+        let (Some(uid), Some(version)) = (
+            from.meta().uid.clone(),
+            from.meta().resource_version.clone(),
+        ) else {
+            return;
+        };
+        let mut latest = self.lock();
+        let mut replaced = latest.remove(&uid).map(|(r, _)| r).unwrap_or_default();
+        replaced.insert(version);
+        latest.insert(uid, (replaced, Arc::new(written)));
+    }
+
+    /// Forgets the object `uid` (deleted).
+    pub fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Written<K>>> {
+        self.latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The key names of `secret` (`data` and `stringData`).
 pub fn secret_keys(secret: &Secret) -> BTreeSet<String> {
     let data = secret.data.iter().flat_map(|d| d.keys());
@@ -194,8 +269,9 @@ pub struct Caches {
     /// Key names of the Secrets Agents need (`None`: the Secret does not exist), for a few
     /// seconds.
     pub secret_keys: Recent<Option<BTreeSet<String>>>,
-    /// Projects' usage ledgers as queued runs last read them, for a few seconds.
-    pub ledgers: Recent<Option<countersign_crds::usage::UsageLedger>>,
+    /// The provider gateway's usage ledgers (ConfigMaps labelled
+    /// `countersign.dev/usage-ledger`), one per Project.
+    pub ledgers: Cache<ConfigMap>,
     /// Agents.
     pub agents: Cache<Agent>,
     /// RiskPolicies.
@@ -208,6 +284,8 @@ pub struct Caches {
     pub runs: Cache<AgentRun>,
     /// Agent pods (labelled with their run).
     pub pods: Cache<Pod>,
+    /// AgentRuns as the AgentRun reconciler's last status write left them.
+    pub own_runs: OwnWrites<AgentRun>,
 }
 
 impl Caches {
@@ -225,7 +303,21 @@ impl Caches {
                 scoped::<Pod>(ctx),
                 watcher::Config::default().labels(RUN_LABEL)
             ),
+            caches.ledgers.run(
+                scoped::<ConfigMap>(ctx),
+                watcher::Config::default().labels(LEDGER_LABEL)
+            ),
         );
+    }
+
+    /// Project `project`'s usage ledger in `namespace` as last seen, when it exists and
+    /// reads (an unreadable one is logged and counts as none).
+    pub fn ledger(&self, namespace: &str, project: &str) -> Option<UsageLedger> {
+        let map = self.ledgers.get(namespace, &ledger_name(project))?;
+        let text = map.data.as_ref()?.get(LEDGER_KEY)?;
+        UsageLedger::parse(text)
+            .map_err(|error| tracing::warn!(%error, %namespace, %project, "the usage ledger is unreadable"))
+            .ok()
     }
 
     /// Waits until every cache has its first list.
@@ -234,6 +326,60 @@ impl Caches {
         self.policies.ready().await?;
         self.gates.ready().await?;
         self.runs.ready().await?;
-        self.pods.ready().await
+        self.pods.ready().await?;
+        self.ledgers.ready().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::ResourceExt;
+
+    fn run(version: &str, message: &str) -> AgentRun {
+        let mut run: AgentRun = serde_json::from_value(serde_json::json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "AgentRun",
+            "metadata": {"name": "r", "namespace": "ns"},
+            "spec": {"projectRef": {"name": "p"}, "agentRef": {"name": "a"}, "task": {"title": "t"}}
+        }))
+        .expect("valid run");
+        run.metadata.uid = Some("u1".into());
+        run.metadata.resource_version = Some(version.into());
+        run.status = Some(countersign_crds::agent_run::AgentRunStatus {
+            message: Some(message.into()),
+            ..Default::default()
+        });
+        run
+    }
+
+    #[test]
+    fn a_cached_copy_our_writes_replaced_gives_way_to_what_we_wrote() {
+        let own = OwnWrites::<AgentRun>::default();
+        let v1 = Arc::new(run("1", "first"));
+        assert_eq!(
+            own.newest(v1.clone()).resource_version().as_deref(),
+            Some("1")
+        );
+        own.wrote(&v1, run("2", "second"));
+        let v2 = own.newest(v1.clone());
+        assert_eq!(
+            v2.resource_version().as_deref(),
+            Some("2"),
+            "the cache lags: ours"
+        );
+        own.wrote(&v2, run("3", "third"));
+        assert_eq!(
+            own.newest(v1.clone()).resource_version().as_deref(),
+            Some("3"),
+            "still lagging two writes behind"
+        );
+        // The cache shows something we did not write (or our own write): it wins from now on.
+        let other = Arc::new(run("7", "someone else"));
+        assert_eq!(own.newest(other).resource_version().as_deref(), Some("7"));
+        assert_eq!(
+            own.newest(v1).resource_version().as_deref(),
+            Some("1"),
+            "forgotten once the cache moved on"
+        );
     }
 }

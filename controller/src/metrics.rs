@@ -22,6 +22,15 @@ struct FailureLabel {
     error: &'static str,
 }
 
+/// A Kubernetes API request: its verb as RBAC names it and the resource (with its
+/// subresource, `agentruns/status`). Bounded: the controller only talks to the kinds it
+/// manages.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KubeRequestLabel {
+    verb: &'static str,
+    resource: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
@@ -37,6 +46,7 @@ pub struct Metrics {
     runs_finished: Family<OutcomeLabel, Counter>,
     queued_runs: Gauge,
     running_runs: Gauge,
+    kube_requests: Family<KubeRequestLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -54,6 +64,7 @@ impl Default for Metrics {
         let runs_finished = Family::<OutcomeLabel, Counter>::default();
         let queued_runs = Gauge::default();
         let running_runs = Gauge::default();
+        let kube_requests = Family::<KubeRequestLabel, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciliations started, by kind",
@@ -84,6 +95,12 @@ impl Default for Metrics {
             "Agent runs holding capacity",
             running_runs.clone(),
         );
+        registry.register(
+            "kube_requests",
+            "Requests sent to the Kubernetes API (leader election aside), by verb and resource; \
+             a watch counts once when it starts",
+            kube_requests.clone(),
+        );
         Self {
             registry: root,
             reconciles,
@@ -92,6 +109,7 @@ impl Default for Metrics {
             runs_finished,
             queued_runs,
             running_runs,
+            kube_requests,
         }
     }
 }
@@ -160,6 +178,14 @@ impl Metrics {
             .set(i64::try_from(running).unwrap_or(i64::MAX));
     }
 
+    /// Counts a request about to be sent to the Kubernetes API.
+    pub fn kube_request(&self, method: &http::Method, uri: &http::Uri) {
+        let (verb, resource) = kube_verb_and_resource(method, uri);
+        self.kube_requests
+            .get_or_create(&KubeRequestLabel { verb, resource })
+            .inc();
+    }
+
     /// The text exposition format served on `/metrics`.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -169,9 +195,120 @@ impl Metrics {
     }
 }
 
+/// The verb (as RBAC names it) and resource (`pods`, `agentruns/status`) of a Kubernetes API
+/// request, from its method and path: `/api/v1/…` or `/apis/GROUP/VERSION/…`, then
+/// optionally `namespaces/NS/`, then `RESOURCE[/NAME[/SUBRESOURCE]]`. Anything else (discovery,
+/// `/version`) is resource `other`.
+fn kube_verb_and_resource(method: &http::Method, uri: &http::Uri) -> (&'static str, String) {
+    let parts: Vec<&str> = uri.path().split('/').filter(|p| !p.is_empty()).collect();
+    let rest = match parts.as_slice() {
+        ["api", _version, rest @ ..] | ["apis", _, _version, rest @ ..] => rest,
+        _ => &[][..],
+    };
+    // `namespaces/NS/RESOURCE…` is namespaced; `namespaces[/NS]` alone is the Namespace.
+    let rest = match rest {
+        ["namespaces", _ns, rest @ ..] if !rest.is_empty() => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [] => ("other".to_owned(), false),
+        [resource] => ((*resource).to_owned(), false),
+        [resource, _name] => ((*resource).to_owned(), true),
+        [resource, _name, sub, ..] => (format!("{resource}/{sub}"), true),
+    };
+    let watch = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    let verb = match *method {
+        http::Method::GET if watch => "watch",
+        http::Method::GET if named => "get",
+        http::Method::GET => "list",
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE if named => "delete",
+        http::Method::DELETE => "deletecollection",
+        _ => "other",
+    };
+    (verb, resource)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubernetes_requests_are_named_by_verb_and_resource() {
+        let cases = [
+            (
+                "GET",
+                "/api/v1/namespaces/ns/pods?labelSelector=a",
+                "list",
+                "pods",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/ns/pods?watch=true&resourceVersion=1",
+                "watch",
+                "pods",
+            ),
+            ("GET", "/api/v1/namespaces/ns/secrets/s", "get", "secrets"),
+            ("POST", "/api/v1/namespaces/ns/events", "create", "events"),
+            ("GET", "/api/v1/namespaces/ns", "get", "namespaces"),
+            ("GET", "/api/v1/namespaces", "list", "namespaces"),
+            (
+                "PATCH",
+                "/apis/countersign.dev/v1alpha1/namespaces/ns/agentruns/r/status?fieldManager=x",
+                "patch",
+                "agentruns/status",
+            ),
+            (
+                "GET",
+                "/apis/countersign.dev/v1alpha1/agents",
+                "list",
+                "agents",
+            ),
+            ("DELETE", "/api/v1/namespaces/ns/pods/p", "delete", "pods"),
+            (
+                "DELETE",
+                "/api/v1/namespaces/ns/pods",
+                "deletecollection",
+                "pods",
+            ),
+            (
+                "PUT",
+                "/apis/coordination.k8s.io/v1/namespaces/ns/leases/l",
+                "update",
+                "leases",
+            ),
+            ("GET", "/version", "list", "other"),
+        ];
+        for (method, uri, verb, resource) in cases {
+            let method: http::Method = method.parse().expect("method");
+            let uri: http::Uri = uri.parse().expect("uri");
+            assert_eq!(
+                kube_verb_and_resource(&method, &uri),
+                (verb, resource.to_owned()),
+                "{method} {uri}"
+            );
+        }
+        let metrics = Metrics::default();
+        metrics.kube_request(
+            &http::Method::GET,
+            &"/api/v1/namespaces/ns/pods".parse().expect("uri"),
+        );
+        metrics.kube_request(
+            &http::Method::GET,
+            &"/api/v1/namespaces/ns/pods".parse().expect("uri"),
+        );
+        assert!(
+            metrics.encode().contains(
+                r#"countersign_controller_kube_requests_total{verb="list",resource="pods"} 2"#
+            ),
+            "{}",
+            metrics.encode()
+        );
+    }
 
     #[test]
     fn metrics_are_exposed_with_the_prefix_and_bounded_labels() {

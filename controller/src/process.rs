@@ -61,11 +61,9 @@ impl Process {
         let lease = args
             .lease(&config.default_namespace)
             .context("Invalid leader-election configuration")?;
-        let client =
-            kube::Client::try_from(config.clone()).context("Cannot build a Kubernetes client")?;
         let lease = match lease {
             Some(lease) => {
-                let lease_client = lease_client(config, &lease)?;
+                let lease_client = lease_client(config.clone(), &lease)?;
                 Some((lease, lease_client))
             }
             None => None,
@@ -83,6 +81,8 @@ impl Process {
         if let Some(app) = &github {
             metrics.register_github(app.metrics());
         }
+        let metrics = Arc::new(metrics);
+        let client = counted_client(config.clone(), metrics.clone())?;
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("Cannot listen on {}", args.listen))?;
@@ -95,7 +95,7 @@ impl Process {
             lease,
             listener,
             local_addr,
-            metrics: Arc::new(metrics),
+            metrics,
             minter,
             github,
             leadership: leader::leadership_channel(),
@@ -238,6 +238,21 @@ async fn kube_config(path: Option<&Path>) -> anyhow::Result<kube::Config> {
              or ~/.kube/config); pass --kubeconfig",
         ),
     }
+}
+
+/// The reconcilers' client: every request it sends is counted in
+/// `countersign_controller_kube_requests_total` by verb and resource, so the load the
+/// controller puts on the apiserver can be read from its own metrics.
+fn counted_client(config: kube::Config, metrics: Arc<Metrics>) -> anyhow::Result<kube::Client> {
+    let count =
+        tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+            metrics.kube_request(request.method(), request.uri());
+            request
+        });
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .context("Cannot build a Kubernetes client")?
+        .with_layer(&count)
+        .build())
 }
 
 /// A client for the Lease alone, whose requests give up well within the grace period: a

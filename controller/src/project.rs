@@ -145,12 +145,7 @@ async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
         .filter(|g| g.spec.project_ref.name == name)
         .map(|g| (**g).clone())
         .collect();
-    let ledger = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&countersign_crds::usage::ledger_name(&name))
-        .await?
-        .and_then(|map| map.data)
-        .and_then(|data| data.get(countersign_crds::usage::LEDGER_KEY).cloned())
-        .and_then(|text| countersign_crds::usage::UsageLedger::parse(&text).ok());
+    let ledger = ctx.caches.ledger(&ns, &name);
     let observed = Observed {
         claim,
         ledger,
@@ -166,7 +161,7 @@ async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
     let mut requeue = ctx.settings.resync_interval;
     if !today.is_recorded_in(project.status.as_ref()) {
         match write_day_count(&ctx.client, &project, &today).await {
-            Ok(()) => {}
+            Ok(_) => {}
             // Someone counted a run meanwhile: look again with the newer Project.
             Err(err) if is_conflict(&err) => requeue = ctx.settings.wait_requeue,
             Err(err) => return Err(err.into()),
@@ -214,7 +209,7 @@ async fn write_day_count(
     client: &kube::Client,
     project: &Project,
     count: &DayCount,
-) -> Result<(), kube::Error> {
+) -> Result<Project, kube::Error> {
     let api = Api::<Project>::namespaced(client.clone(), &project.namespace().unwrap_or_default());
     let version = project.resource_version().unwrap_or_default();
     let params = PatchParams {
@@ -227,7 +222,6 @@ async fn write_day_count(
         &Patch::Merge(count.status_patch(&version)),
     )
     .await
-    .map(|_| ())
 }
 
 fn is_conflict(err: &kube::Error) -> bool {
@@ -260,10 +254,23 @@ pub(crate) async fn count_admission(
     };
     // One count at a time in this process: runs admitted together then race each other
     // only once, not once per run.
-    let _turn = ctx.ledger.counting_turn().await;
-    // First the Project as this reconcile read it; after a lost race or a failed request it
-    // is read again (a write that went through despite an error is then listed: Counted).
-    let mut current = Some(project.clone());
+    let mut last_counts = ctx.ledger.counting_turn().await;
+    let key = (ns.clone(), name.clone());
+    // First the Project as this reconcile read it, or the newer copy this process's own
+    // last count left when the cache has not caught up with that write yet; after a lost
+    // race or a failed request it is read again (a write that went through despite an error
+    // is then listed: Counted).
+    let cached_version = project.resource_version().unwrap_or_default();
+    let mut written_over = match last_counts.remove(&key) {
+        Some(last) if last.written_over.contains(&cached_version) => {
+            Some((last.project, last.written_over))
+        }
+        _ => None,
+    };
+    let mut current = Some(match &written_over {
+        Some((newer, _)) => newer.clone(),
+        None => project.clone(),
+    });
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -287,7 +294,18 @@ pub(crate) async fn count_admission(
             decided => return Ok(decided),
         };
         match write_day_count(client, &project, &next).await {
-            Ok(()) => return Ok(DayAdmission::Counted),
+            Ok(written) => {
+                let mut replaced = written_over.take().map(|(_, v)| v).unwrap_or_default();
+                replaced.insert(project.resource_version().unwrap_or_default());
+                last_counts.insert(
+                    key,
+                    crate::agent_run::capacity::LastCount {
+                        written_over: replaced,
+                        project: written,
+                    },
+                );
+                return Ok(DayAdmission::Counted);
+            }
             Err(err) if !last && worth_retrying(&err) => {}
             Err(err) => return Err(err.into()),
         }

@@ -9,6 +9,12 @@ use std::time::Duration;
 /// folded into one reconciliation so a burst of run updates does not list every run each time.
 pub const SUMMARY_DEBOUNCE: Duration = Duration::from_secs(1);
 
+/// Most ApprovalGates evaluated at once. Each evaluation reads its pull request with up to six
+/// concurrent GitHub requests, and GitHub answers more than 100 concurrent requests from one
+/// App installation with a secondary rate limit: a resync of thousands of gates, all due at
+/// the same moment, must not fire them all together.
+pub const GATE_CONCURRENCY: u16 = 16;
+
 /// The git host that serves the repositories of the GitHub REST API at `api_url`:
 /// `https://api.github.com` → `https://github.com`; GitHub Enterprise Server's
 /// `https://HOST/api/v3` → `https://HOST`; anything else is taken to serve both.

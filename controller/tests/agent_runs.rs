@@ -1387,6 +1387,7 @@ async fn waiting_runs_are_reconciled_from_the_caches_without_reading_the_api() {
         "/projects/",
         "/riskpolicies/",
         "/approvalgates/",
+        "/configmaps/",
     ];
     let uncached: Vec<&String> = read
         .iter()
@@ -1400,13 +1401,55 @@ async fn waiting_runs_are_reconciled_from_the_caches_without_reading_the_api() {
         uncached.is_empty(),
         "{reconciles} reconciles read {uncached:#?} (all reads: {read:#?})"
     );
-    // The Agent's Secret and the Project's usage ledger are checked on every pass of a
-    // queued run, from what was read less than 5 s ago: far fewer reads than passes.
-    for what in ["/secrets/", "/configmaps/"] {
-        let reads = read.iter().filter(|p| p.contains(what)).count();
+    // The Agent's Secret is checked on every pass of a queued run, from what was read less
+    // than 5 s ago: far fewer reads than passes.
+    let reads = read.iter().filter(|p| p.contains("/secrets/")).count();
+    assert!(
+        reads < 3,
+        "{reads} reads of Secrets in {reconciles} reconciles: {read:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_reaches_its_pull_request_in_three_status_writes_and_admissions_read_no_project() {
+    // Issue 20: writes per run lifecycle. A run that succeeds at once writes its status when
+    // its attempt starts (Running), when the clone token is revoked (at the latest with the
+    // push token, when the attempt ends), and once more when its pull request and gate exist
+    // (PullRequestOpen, in the same pass that opened it). Admitting runs one after another
+    // counts each in the Project's status with one write from the copy the last count left,
+    // without a conflict and a read of the Project in between.
+    const RUNS: usize = 8;
+    let cluster = TestCluster::fake().await.expect("fake apiserver");
+    let world = World::start_on(cluster, succeed_all(), settings()).await;
+    for i in 0..RUNS {
+        world.create_run(&format!("lean-{i}"), json!({})).await;
+    }
+    for i in 0..RUNS {
+        world.wait_pull_request(&format!("lean-{i}")).await;
+    }
+    let server = world.cluster.as_fake().expect("fake");
+    let requests = server.requests();
+    for i in 0..RUNS {
+        let path = format!("/agentruns/lean-{i}/status");
+        let writes = requests
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.ends_with(&path) && r.status < 300)
+            .count();
         assert!(
-            reads < 3,
-            "{reads} reads of {what} in {reconciles} reconciles: {read:#?}"
+            (2..=3).contains(&writes),
+            "lean-{i} wrote its status {writes} times on the way to its pull request"
         );
     }
+    let project_reads = requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/projects/api"))
+        .count();
+    let conflicts = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/projects/api/status") && r.status == 409)
+        .count();
+    assert!(
+        project_reads <= 1 && conflicts <= 1,
+        "{RUNS} admissions read the Project {project_reads} times after {conflicts} conflicts"
+    );
 }

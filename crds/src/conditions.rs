@@ -111,11 +111,14 @@ pub fn apply_readiness(
     now: Timestamp,
 ) {
     use ConditionStatus::{False, True, Unknown};
-    let first_observation = find(conditions, READY).is_none();
+    // Progress keeps `Ready=Unknown` from the first observation until something is known
+    // (one status write less per object than flipping it to `False` on the second pass);
+    // progress after a known state (ready, stalled) is `False`.
+    let unknown_so_far = find(conditions, READY).is_none_or(|c| c.status == Unknown.as_str());
     let (ready, reason, message, reconciling, stalled) = match readiness {
         Readiness::Ready { reason, message } => (True, reason, message, false, false),
         Readiness::Progressing { reason, message } => {
-            let status = if first_observation { Unknown } else { False };
+            let status = if unknown_so_far { Unknown } else { False };
             (status, reason, message, true, false)
         }
         Readiness::Stalled { reason, message } => (False, reason, message, false, true),
@@ -183,7 +186,11 @@ mod tests {
         assert!(is_true(&conds, RECONCILING));
 
         apply_readiness(&mut conds, &progressing, Some(1), t(2));
-        assert_eq!(find(&conds, READY).unwrap().status, "False");
+        assert_eq!(
+            find(&conds, READY).unwrap().status,
+            "Unknown",
+            "still progressing: nothing known yet"
+        );
 
         let stalled = Readiness::Stalled {
             reason: "SecretMissing".into(),
@@ -200,5 +207,12 @@ mod tests {
         apply_readiness(&mut conds, &ready, Some(1), t(4));
         assert!(is_true(&conds, READY));
         assert_eq!(conds.len(), 1, "only Ready remains: {conds:?}");
+
+        apply_readiness(&mut conds, &progressing, Some(2), t(5));
+        assert_eq!(
+            find(&conds, READY).unwrap().status,
+            "False",
+            "progress after a known state is not ready"
+        );
     }
 }

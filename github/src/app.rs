@@ -59,7 +59,7 @@ pub(crate) struct Inner {
     jwt: Mutex<Option<(AppClaims, String)>>,
     tokens: Mutex<HashMap<u64, CachedToken>>,
     slug: tokio::sync::OnceCell<String>,
-    pub(crate) etags: Mutex<HashMap<String, crate::transport::Cached>>,
+    pub(crate) etags: Mutex<crate::transport::Etags>,
     pub(crate) metrics: crate::metrics::ClientMetrics,
     /// The installation GitHub reported per repository (lower-case `owner/name`), and when.
     installations: Mutex<HashMap<String, (std::time::Instant, u64)>>,
@@ -122,7 +122,7 @@ impl GitHubApp {
                 jwt: Mutex::new(None),
                 tokens: Mutex::new(HashMap::new()),
                 slug: tokio::sync::OnceCell::new(),
-                etags: Mutex::new(HashMap::new()),
+                etags: Mutex::new(crate::transport::Etags::default()),
                 metrics: crate::metrics::ClientMetrics::default(),
                 installations: Mutex::new(HashMap::new()),
             }),

@@ -60,7 +60,7 @@ pub use pulls::{
 pub use reactions::Reaction;
 pub use reviews::{ReviewInfo, ReviewState};
 pub use statuses::CommitStatusInfo;
-pub use transport::{ETAG_CAPACITY, FIRST_BACKOFF, SECONDARY_LIMIT_WAIT, rate_limit_wait};
+pub use transport::{ETAG_BUDGET_BYTES, FIRST_BACKOFF, SECONDARY_LIMIT_WAIT, rate_limit_wait};
 pub use users::{Account, AccountKind, Actor, BotAccount};
 
 #[cfg(test)]

@@ -18,8 +18,70 @@ use crate::error::Message;
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Wait after a secondary rate limit that names no `Retry-After`, as GitHub documents.
 pub const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
-/// Most remembered `ETag`s for conditional GETs.
-pub const ETAG_CAPACITY: usize = 1024;
+/// Most bytes of answers remembered for conditional GETs (bodies, URLs and headers). A full
+/// resync of every gate re-reads six listings per pull request; with 10,000 open pull
+/// requests that is 60,000 URLs, and each must stay remembered until the next pass for its
+/// `304`. Beyond the budget, arbitrary entries are forgotten (their next read is a full one),
+/// never the whole cache at once.
+pub const ETAG_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+
+/// Remembered answers for conditional GETs, by URL, within [`ETAG_BUDGET_BYTES`].
+#[derive(Default)]
+pub(crate) struct Etags {
+    answers: std::collections::HashMap<String, Cached>,
+    bytes: usize,
+}
+
+impl Etags {
+    fn get(&self, url: &str) -> Option<Cached> {
+        self.answers.get(url).cloned()
+    }
+
+    fn insert(&mut self, url: &str, cached: Cached) {
+        self.insert_within(url, cached, ETAG_BUDGET_BYTES);
+    }
+
+    fn insert_within(&mut self, url: &str, cached: Cached, budget: usize) {
+        let size = Self::size(url, &cached);
+        if let Some(old) = self.answers.insert(url.to_owned(), cached) {
+            self.bytes -= Self::size(url, &old);
+        }
+        self.bytes += size;
+        if self.bytes > budget {
+            // Down to 90% of the budget, so eviction runs once per many inserts; the map's
+            // order has nothing to do with age or URL, so what goes is arbitrary.
+            let target = budget / 10 * 9;
+            let mut gone = Vec::new();
+            let mut bytes = self.bytes;
+            for (key, value) in &self.answers {
+                if bytes <= target {
+                    break;
+                }
+                if key != url {
+                    bytes -= Self::size(key, value);
+                    gone.push(key.clone());
+                }
+            }
+            for key in gone {
+                self.answers.remove(&key);
+            }
+            self.bytes = bytes;
+        }
+    }
+
+    fn size(url: &str, cached: &Cached) -> usize {
+        url.len()
+            + cached.body.len()
+            + cached.etag.len()
+            + cached.link.as_ref().map_or(0, HeaderValue::len)
+            + 64
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.answers.len()
+    }
+}
 
 /// Who a request is made as.
 #[derive(Clone, Copy, Debug)]
@@ -129,7 +191,7 @@ impl GitHubApp {
             e => Failure::Final(e),
         })?;
         let conditional = (method == Method::GET)
-            .then(|| lock(&self.inner.etags).get(url).cloned())
+            .then(|| lock(&self.inner.etags).get(url))
             .flatten();
         let mut builder = http::Request::builder()
             .method(method.clone())
@@ -187,12 +249,8 @@ impl GitHubApp {
             if method == Method::GET
                 && let Some(etag) = parts.headers.get(http::header::ETAG)
             {
-                let mut etags = lock(&self.inner.etags);
-                if etags.len() >= ETAG_CAPACITY {
-                    etags.clear();
-                }
-                etags.insert(
-                    url.to_owned(),
+                lock(&self.inner.etags).insert(
+                    url,
                     Cached {
                         etag: etag.clone(),
                         body: bytes.clone(),

@@ -12,7 +12,7 @@
 //! created (`project::count_admission`), and admission reads that set together with the
 //! runs the cache shows started today.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use countersign_crds::{AgentRun, ProjectStatus, RunPhase};
@@ -99,8 +99,22 @@ pub struct Ledger {
     /// Held while one admission is counted in its Project's status (a read and a
     /// conditional write): admissions of this process then never race each other for the
     /// Project's resourceVersion, which a burst of runs would otherwise turn into a storm
-    /// of conflicts and backoffs. An async lock, held across those two requests only.
-    counting: tokio::sync::Mutex<()>,
+    /// of conflicts and backoffs. An async lock, held across those two requests only. It
+    /// holds, per Project, the copy this process last wrote (see [`LastCount`]).
+    counting: tokio::sync::Mutex<HashMap<(String, String), LastCount>>,
+}
+
+/// A Project as this process's last day-count write left it, and the resourceVersions its
+/// writes replaced since the watch cache last caught up. While the cache still shows one of
+/// those older versions, the next admission starts from this newer copy instead of losing a
+/// conditional write to a conflict and reading the Project again (one request per admission
+/// instead of three).
+#[derive(Clone, Debug)]
+pub struct LastCount {
+    /// The resourceVersions this process's writes replaced.
+    pub written_over: HashSet<String>,
+    /// The Project the apiserver answered the write with.
+    pub project: countersign_crds::Project,
 }
 
 impl Ledger {
@@ -141,7 +155,9 @@ impl Ledger {
     }
 
     /// Waits for this process's turn to count an admission in a Project's status.
-    pub async fn counting_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    pub async fn counting_turn(
+        &self,
+    ) -> tokio::sync::MutexGuard<'_, HashMap<(String, String), LastCount>> {
         self.counting.lock().await
     }
 

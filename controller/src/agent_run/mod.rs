@@ -22,11 +22,10 @@ use std::collections::BTreeMap;
 use countersign_crds::agent_run::{TokenKind, Usage};
 use countersign_crds::result::AgentResult;
 use countersign_crds::task_file;
-use countersign_crds::usage::{LEDGER_KEY, UsageLedger, day_of, ledger_name};
+use countersign_crds::usage::{UsageLedger, day_of};
 use countersign_crds::{Agent, AgentRun, ApprovalGate, Project};
 use countersign_github::tokens::MintError;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -154,10 +153,6 @@ pub(crate) fn tokio_stream_interval(
     )
 }
 
-fn has_attempts(run: &AgentRun) -> bool {
-    run.status.as_ref().is_some_and(|s| !s.attempts.is_empty())
-}
-
 fn is_finished(run: &AgentRun) -> bool {
     run.status.as_ref().is_some_and(|s| s.phase.is_finished())
 }
@@ -181,8 +176,11 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
     let ns = run.namespace().unwrap_or_default();
     if run.metadata.deletion_timestamp.is_some() {
         ctx.ledger.release(&run.uid().unwrap_or_default());
+        ctx.caches.own_runs.forget(&run.uid().unwrap_or_default());
         return Ok(Requeue::await_change());
     }
+    // A pod's event can trigger this reconcile before the watch shows our last status write.
+    let run = ctx.caches.own_runs.newest(run);
     // A finished run only waits for its TTL: nothing else needs reading. The rest comes from
     // the watch caches, filled before the first decision.
     let finished = is_finished(&run);
@@ -232,20 +230,7 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
     let now = jiff::Timestamp::now();
     // What the provider gateway counted: each attempt's usage and the Project's spend today.
     let usage_ledger = match &project {
-        // A run queued for capacity checks the day's spend on every pass: a ledger read a
-        // few seconds ago does. A run with attempts reads it as it is (their usage).
-        Some(project) if !finished && waiting && !has_attempts(&run) => {
-            let name = project.name_any();
-            match ctx.caches.ledgers.get(&ns, &name) {
-                Some(ledger) => ledger,
-                None => {
-                    let ledger = read_usage_ledger(ctx, &ns, project).await;
-                    ctx.caches.ledgers.remember(&ns, &name, ledger.clone());
-                    ledger
-                }
-            }
-        }
-        Some(project) if !finished => read_usage_ledger(ctx, &ns, project).await,
+        Some(project) if !finished => ctx.caches.ledger(&ns, &project.name_any()),
         _ => None,
     };
     let gateway_usage = usage_ledger
@@ -321,6 +306,26 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         result.as_ref(),
     )
     .await?;
+    // A pull request opened (and its gate created, Pending) in this pass: decide again from
+    // the status that left, so the run reaches PullRequestOpen in this same status write,
+    // with its event and conditions, instead of in a second write on the next pass.
+    if decision.actions.contains(&Action::OpenPullRequest) && decision.status.pull_request.is_some()
+    {
+        let mut opened = (*run).clone();
+        opened.status = Some(decision.status.clone());
+        let again = decide(&Inputs {
+            run: &opened,
+            blocker: None,
+            admission: None,
+            gate: Some(countersign_crds::GatePhase::Pending),
+            ..inputs
+        });
+        if again.actions.is_empty() {
+            decision.notes.extend(again.notes);
+            decision.status = again.status;
+            decision.requeue = again.requeue;
+        }
+    }
     if decision.actions.contains(&Action::DeleteRun) {
         return Ok(Requeue::await_change());
     }
@@ -394,23 +399,6 @@ async fn owned_pods(ctx: &Context, run: &AgentRun) -> Result<Vec<PodView>> {
         })
         .filter_map(PodView::of)
         .collect())
-}
-
-/// The Project's usage ledger (written by the provider gateway), when it exists and reads.
-async fn read_usage_ledger(ctx: &Context, ns: &str, project: &Project) -> Option<UsageLedger> {
-    let maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
-    match maps.get_opt(&ledger_name(&project.name_any())).await {
-        Ok(map) => {
-            let text = map?.data?.get(LEDGER_KEY)?.clone();
-            UsageLedger::parse(&text)
-                .map_err(|error| tracing::warn!(%error, "the usage ledger is unreadable"))
-                .ok()
-        }
-        Err(error) => {
-            tracing::debug!(%error, "cannot read the usage ledger");
-            None
-        }
-    }
 }
 
 /// This run's attempts' usage in the ledger, by attempt number (entries of an earlier run
@@ -659,8 +647,8 @@ async fn apply_actions(
                 status.gate_ref = Some(countersign_crds::LocalRef::new(
                     countersign_crds::names::gate_name(&project.name_any(), opened.number),
                 ));
-                // The next reconcile (this status write triggers it) moves the run to
-                // PullRequestOpen through `decide`, with its event and conditions.
+                // `reconcile` decides again from this status: the run moves to
+                // PullRequestOpen in the same write, with its event and conditions.
                 status.message = Some(format!("Opened pull request #{}", opened.number));
             }
             Action::DeletePods(names) => {
@@ -896,12 +884,14 @@ async fn write_status(ctx: &Context, run: &AgentRun, decision: &Decision) -> Res
         "kind": AgentRun::kind(&()),
         "status": decision.status,
     });
-    api.patch_status(
-        &run.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &run.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    ctx.caches.own_runs.wrote(run, written);
     if run.status.as_ref().map(|s| s.phase) != Some(decision.status.phase) {
         tracing::info!(phase = ?decision.status.phase, message = ?decision.status.message, "agent run changed phase");
     }

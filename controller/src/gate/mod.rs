@@ -76,7 +76,9 @@ pub async fn run(ctx: Arc<Context>) {
             predicates::generation.combine(predicates::annotations),
             Default::default(),
         );
-    let controller = Controller::for_stream(gates, reader);
+    let controller = Controller::for_stream(gates, reader).with_config(
+        kube::runtime::controller::Config::default().concurrency(crate::settings::GATE_CONCURRENCY),
+    );
     let store = controller.store();
     let by_project = store.clone();
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());

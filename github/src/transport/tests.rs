@@ -211,3 +211,56 @@ fn a_304_keeps_the_remembered_link_unless_it_sends_its_own() {
             .is_none()
     );
 }
+
+fn cached(body: &str) -> Cached {
+    Cached {
+        etag: HeaderValue::from_static("\"e\""),
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        link: None,
+    }
+}
+
+#[test]
+fn remembered_answers_stay_within_their_budget_and_overflow_forgets_only_some() {
+    let mut etags = Etags::default();
+    let body = "x".repeat(1000);
+    let one = Etags::size(
+        "https://api.github.test/repos/a/b/pulls/0000",
+        &cached(&body),
+    );
+    let budget = one * 100;
+    for i in 0..100 {
+        etags.insert_within(
+            &format!("https://api.github.test/repos/a/b/pulls/{i:04}"),
+            cached(&body),
+            budget,
+        );
+    }
+    assert_eq!(etags.len(), 100, "exactly the budget: all kept");
+    assert!(etags.bytes <= budget);
+    etags.insert_within(
+        "https://api.github.test/repos/a/b/pulls/0100",
+        cached(&body),
+        budget,
+    );
+    assert!(etags.bytes <= budget / 10 * 9, "{} bytes", etags.bytes);
+    assert!(
+        (85..=91).contains(&etags.len()),
+        "about a tenth forgotten, not everything: {} left",
+        etags.len()
+    );
+    assert!(
+        etags
+            .get("https://api.github.test/repos/a/b/pulls/0100")
+            .is_some(),
+        "the answer just read is kept"
+    );
+    // Replacing an answer counts its size once.
+    let before = etags.bytes;
+    etags.insert_within(
+        "https://api.github.test/repos/a/b/pulls/0100",
+        cached(&body),
+        budget,
+    );
+    assert_eq!(etags.bytes, before);
+}

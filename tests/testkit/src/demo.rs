@@ -13,8 +13,8 @@
 //! green. Every wait has a timeout; any step that fails ends the tour with an error that says
 //! which step and where the logs are.
 
-mod processes;
-mod script;
+pub(crate) mod processes;
+pub(crate) mod script;
 mod tour;
 
 use std::net::SocketAddr;

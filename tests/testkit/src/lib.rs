@@ -26,6 +26,7 @@
 //! `countersign` binaries and `kubectl` can be run against them from a shell.
 
 pub mod apiserver;
+pub mod bench;
 pub mod cluster;
 pub mod controlplane;
 pub mod demo;

@@ -100,6 +100,9 @@ pub(super) fn after_success(i: &Inputs<'_>, d: &mut Decision, last: &Attempt) {
                 format!("Pull request #{n} was closed without merging"),
                 i.now,
             ),
+            // A gate the cache does not show (yet) leaves the message as it was: a gate
+            // created moments ago is not reported gone and then back.
+            None if d.status.phase == RunPhase::PullRequestOpen && d.status.message.is_some() => {}
             gate => {
                 d.status.phase = RunPhase::PullRequestOpen;
                 d.status.message = Some(match gate {

@@ -62,6 +62,40 @@ enum Command {
         )]
         control_plane: String,
     },
+    /// The controller at scale: N AgentRuns (and so N pull requests and N ApprovalGates)
+    /// through the real `countersign controller`; prints time to converge, Kubernetes requests
+    /// by verb and resource, writes per run, steady-state requests and reads per reconcile,
+    /// one full gate resync against an unchanged GitHub, and the controller's memory
+    /// (see docs/benchmarks.md).
+    BenchController {
+        /// The `countersign` binary to run as the controller [default: the one next to this
+        /// program].
+        #[arg(long, env = "COUNTERSIGN_BIN", value_name = "PATH")]
+        countersign: Option<PathBuf>,
+        /// Directory for the kubeconfig and the controller's log [default: a new temp
+        /// directory].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// AgentRuns to create.
+        #[arg(long, default_value_t = 10_000)]
+        runs: usize,
+        /// Runs per Project (each Project has its own repository and Agent), 1 to 100.
+        #[arg(long, default_value_t = 100)]
+        runs_per_project: usize,
+        /// The controller's --resync-interval.
+        #[arg(long, default_value = "60s")]
+        resync: countersign_crds::GoDuration,
+        /// Length of the steady-state window after convergence (longer than --resync).
+        #[arg(long, default_value = "150s")]
+        steady: countersign_crds::GoDuration,
+        /// Longest wait for convergence.
+        #[arg(long, default_value = "60m")]
+        timeout: countersign_crds::GoDuration,
+        /// `real` (kube-apiserver and etcd built by scripts/controlplane, built now if
+        /// needed) or `fake` (the test kit's apiserver).
+        #[arg(long, default_value = "real", value_parser = ["real", "fake"])]
+        control_plane: String,
+    },
     /// Serve a kube-apiserver with the Countersign CRDs installed until interrupted.
     Serve {
         /// Directory for the kubeconfig (`DIR/kubeconfig`) and, with --kubelet, pod files.
@@ -122,6 +156,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             port,
             kubelet,
         } => serve(dir, control_plane, port, kubelet).await,
+        Command::BenchController {
+            countersign,
+            dir,
+            runs,
+            runs_per_project,
+            resync,
+            steady,
+            timeout,
+            control_plane,
+        } => {
+            let kubernetes = demo::DemoKubernetes::choose(&control_plane).await?;
+            let countersign = match countersign {
+                Some(path) => path,
+                None => demo::sibling_binary(
+                    &std::env::current_exe().context("Cannot find this program's path")?,
+                ),
+            };
+            let dir = dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("countersign-bench-{}", std::process::id()))
+            });
+            let options = countersign_testkit::bench::BenchOptions {
+                countersign,
+                dir,
+                kubernetes,
+                runs,
+                runs_per_project,
+                resync: resync.0,
+                steady: steady.0,
+                timeout: timeout.0,
+            };
+            let report = countersign_testkit::bench::run(&options).await?;
+            println!("{}", report.markdown);
+            if !report.converged {
+                anyhow::bail!("the runs did not converge");
+            }
+            Ok(())
+        }
         Command::Demo {
             countersign,
             dir,

@@ -23,6 +23,13 @@ pub struct Started {
     _child: Child,
 }
 
+impl Started {
+    /// The process id (for its memory in `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self._child.id()
+    }
+}
+
 /// Starts `countersign <args>` with `KUBECONFIG=kubeconfig`, logging to `<dir>/<name>.log`,
 /// and waits (up to the step timeout) for the address it logged.
 pub async fn start(
@@ -131,6 +138,15 @@ pub async fn post_delivery(addr: SocketAddr, delivery: &Delivery) -> anyhow::Res
     request(addr, "POST", "/webhook", &pairs, &delivery.body).await
 }
 
+/// `GET path` from `addr`: the body of a 200 answer.
+pub async fn get_text(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let (status, body) = exchange(addr, "GET", path, &[], b"").await?;
+    if status != 200 {
+        bail!("GET {path} from {addr} answered {status}");
+    }
+    Ok(body)
+}
+
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`); returns the status.
 async fn request(
     addr: SocketAddr,
@@ -139,6 +155,18 @@ async fn request(
     headers: &[(String, String)],
     body: &[u8],
 ) -> anyhow::Result<u16> {
+    Ok(exchange(addr, method, path, headers, body).await?.0)
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`); returns the status and
+/// the body (not de-chunked: only for plain `Content-Length` answers such as `/metrics`).
+async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         let mut head = format!(
@@ -162,11 +190,17 @@ async fn request(
         .with_context(|| format!("{method} {path} to {addr} timed out"))?
         .with_context(|| format!("Cannot {method} {path} to {addr}"))?;
     let status_line = String::from_utf8_lossy(&answer[..answer.len().min(64)]).into_owned();
-    status_line
+    let status = status_line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .with_context(|| format!("not an HTTP answer: {status_line:?}"))
+        .with_context(|| format!("not an HTTP answer: {status_line:?}"))?;
+    let text = String::from_utf8_lossy(&answer);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 #[cfg(test)]

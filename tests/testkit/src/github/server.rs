@@ -729,6 +729,11 @@ impl FakeGitHub {
         lock(&self.world).calls.clone()
     }
 
+    /// How many calls were made so far.
+    pub fn call_count(&self) -> usize {
+        lock(&self.world).calls.len()
+    }
+
     /// Calls whose path contains `path_contains`.
     pub fn calls_to(&self, path_contains: &str) -> Vec<Call> {
         self.calls()
