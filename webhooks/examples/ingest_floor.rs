@@ -7,7 +7,7 @@
 //! bot's cost above it is what its ingest does beyond that.
 //!
 //! ```console
-//! $ cargo run --release -p countersign-webhooks --example ingest_floor -- 127.0.0.1:8090 SECRET_FILE
+//! $ cargo run --release -p countersign-webhooks --example ingest_floor -- 127.0.0.1:8090 SECRET
 //! ```
 
 use std::sync::Arc;
