@@ -75,12 +75,20 @@ where
     /// Keeps the cache current from a watch of `api` until dropped (once per cache; later
     /// calls return at once).
     pub async fn run(&self, api: Api<K>, config: watcher::Config) {
+        self.run_trimmed(api, config, |_| {}).await;
+    }
+
+    /// [`Cache::run`], with `more` dropping from each object what no reader needs.
+    pub async fn run_trimmed(&self, api: Api<K>, config: watcher::Config, more: fn(&mut K)) {
         let Some(writer) = self.take_writer() else {
             return;
         };
         let stream = watcher(api, config)
             .default_backoff()
-            .modify(trim)
+            .modify(move |object| {
+                trim(object);
+                more(object);
+            })
             .reflect(writer)
             .touched_objects();
         futures::pin_mut!(stream);
@@ -122,6 +130,19 @@ where
     /// Every object seen.
     pub fn state(&self) -> Vec<Arc<K>> {
         self.store.state()
+    }
+}
+
+/// What the reconcilers read of an agent pod is its labels, owner, deletion and status
+/// ([`crate::agent_run::decide::PodView`]); its spec (containers, volumes, environment) and
+/// annotations are most of its size, so they are not kept: a thousand finished pods
+/// otherwise hold tens of MiB.
+pub fn trim_pod(pod: &mut Pod) {
+    pod.spec = None;
+    pod.metadata.annotations = None;
+    if let Some(status) = pod.status.as_mut() {
+        status.pod_ips = None;
+        status.host_ips = None;
     }
 }
 
@@ -241,6 +262,8 @@ impl<K: Resource> OwnWrites<K> {
         let mut latest = self.lock();
         let mut replaced = latest.remove(&uid).map(|(r, _)| r).unwrap_or_default();
         replaced.insert(version);
+        let mut written = written;
+        trim(&mut written);
         latest.insert(uid, (replaced, Arc::new(written)));
     }
 
@@ -299,9 +322,10 @@ impl Caches {
             caches
                 .policies
                 .run(scoped::<RiskPolicy>(ctx), watcher::Config::default()),
-            caches.pods.run(
+            caches.pods.run_trimmed(
                 scoped::<Pod>(ctx),
-                watcher::Config::default().labels(RUN_LABEL)
+                watcher::Config::default().labels(RUN_LABEL),
+                trim_pod
             ),
             caches.ledgers.run(
                 scoped::<ConfigMap>(ctx),

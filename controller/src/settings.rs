@@ -15,6 +15,11 @@ pub const SUMMARY_DEBOUNCE: Duration = Duration::from_secs(1);
 /// the same moment, must not fire them all together.
 pub const GATE_CONCURRENCY: u16 = 16;
 
+/// Most AgentRuns reconciled at once. A resync makes every run due at the same moment; each
+/// reconcile looks at the whole runs cache (capacity, pods), so without a bound the memory
+/// of one pass grows with the square of the number of runs.
+pub const RUN_CONCURRENCY: u16 = 32;
+
 /// The git host that serves the repositories of the GitHub REST API at `api_url`:
 /// `https://api.github.com` → `https://github.com`; GitHub Enterprise Server's
 /// `https://HOST/api/v3` → `https://HOST`; anything else is taken to serve both.

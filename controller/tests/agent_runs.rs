@@ -1078,7 +1078,9 @@ async fn usage_is_folded_from_the_gateways_ledger_and_tokens_are_revoked_at_the_
     let project = run.spec.project_ref.name.clone();
     let map: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": ledger_name(&project), "namespace": NS},
+        // Labelled as the gateway labels it: the controller caches ledgers by this label.
+        "metadata": {"name": ledger_name(&project), "namespace": NS,
+                     "labels": {countersign_crds::usage::LEDGER_LABEL: "true"}},
         "data": {LEDGER_KEY: ledger.render()}
     }))
     .expect("config map");

@@ -79,7 +79,9 @@ pub async fn run(ctx: Arc<Context>) {
         .modify(crate::cache::trim)
         .reflect(writer)
         .applied_objects();
-    let controller = Controller::for_stream(stream, ctx.caches.runs.store());
+    let controller = Controller::for_stream(stream, ctx.caches.runs.store()).with_config(
+        kube::runtime::controller::Config::default().concurrency(crate::settings::RUN_CONCURRENCY),
+    );
     let runs = controller.store();
     let by_agent = runs.clone();
     let by_gate = runs.clone();
@@ -91,11 +93,16 @@ pub async fn run(ctx: Arc<Context>) {
         runs,
         recorder,
     });
+    // A pod's change reaches its run through its owner reference: its metadata is all the
+    // trigger needs (the pod itself is read from the trimmed cache).
+    let pod_changes = watcher(
+        scoped::<kube::core::PartialObjectMeta<Pod>>(&ctx),
+        watcher::Config::default().labels(RUN_LABEL),
+    )
+    .default_backoff()
+    .touched_objects();
     let reconciling = controller
-        .owns(
-            scoped::<Pod>(&ctx),
-            watcher::Config::default().labels(RUN_LABEL),
-        )
+        .owns_stream(pod_changes)
         // A fixed Secret or a resumed Agent lets waiting runs start: look at its runs again.
         .watches(
             scoped::<Agent>(&ctx),

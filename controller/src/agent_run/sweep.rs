@@ -104,27 +104,37 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    for child in api
-        .list(&ListParams::default().labels(RUN_LABEL))
-        .await?
-        .items
-    {
-        if child.meta().deletion_timestamp.is_some() || !is_orphan(child.owner_references(), live) {
-            continue;
+    // Metadata only (owners are all it needs), a page at a time: with thousands of finished
+    // runs' pods a full listing would hold every pod spec in memory at once.
+    let mut params = ListParams::default().labels(RUN_LABEL).limit(SWEEP_PAGE);
+    loop {
+        let page = api.list_metadata(&params).await?;
+        for child in &page.items {
+            if child.metadata.deletion_timestamp.is_some()
+                || !is_orphan(child.owner_references(), live)
+            {
+                continue;
+            }
+            let ns = child.namespace().unwrap_or_default();
+            let name = child.name_any();
+            let namespaced: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+            ignore_not_found(
+                namespaced
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                    .map(drop),
+            )?;
+            tracing::info!(kind = %K::kind(&()), namespace = %ns, name = %name, "deleted orphaned agent-run child");
         }
-        let ns = child.namespace().unwrap_or_default();
-        let name = child.name_any();
-        let namespaced: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-        ignore_not_found(
-            namespaced
-                .delete(&name, &DeleteParams::background())
-                .await
-                .map(drop),
-        )?;
-        tracing::info!(kind = %K::kind(&()), namespace = %ns, name = %name, "deleted orphaned agent-run child");
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(()),
+        }
     }
-    Ok(())
 }
+
+/// Children listed per request by the orphan sweep.
+const SWEEP_PAGE: u32 = 500;
 
 #[cfg(test)]
 mod tests {
