@@ -84,10 +84,10 @@ pub async fn run(ctx: Arc<Context>) {
     );
     let runs = controller.store();
     let by_agent = runs.clone();
-    let by_gate = runs.clone();
     let resync = tokio_stream_interval(ctx.settings.resync_interval);
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let sweep = sweep::sweep_orphans(ctx.clone(), runs.clone());
+    let gauges = capacity_gauges(ctx.clone(), runs.clone());
     let run_ctx = Arc::new(RunContext {
         ctx: ctx.clone(),
         runs,
@@ -123,15 +123,13 @@ pub async fn run(ctx: Arc<Context>) {
         .watches(
             scoped::<ApprovalGate>(&ctx),
             watcher::Config::default(),
+            // The gate names its run: no scan of every run per gate event.
             move |gate| {
-                let ns = gate.namespace();
-                let run = gate.spec.agent_run_ref.as_ref().map(|r| r.name.clone());
-                by_gate
-                    .state()
-                    .into_iter()
-                    .filter(|r| r.namespace() == ns && Some(r.name_any()) == run)
-                    .map(|r| ObjectRef::from_obj(&*r))
-                    .collect::<Vec<_>>()
+                let ns = gate.namespace().unwrap_or_default();
+                gate.spec
+                    .agent_run_ref
+                    .as_ref()
+                    .map(|r| ObjectRef::<AgentRun>::new(&r.name).within(&ns))
             },
         )
         .reconcile_all_on(resync)
@@ -143,7 +141,19 @@ pub async fn run(ctx: Arc<Context>) {
             }
             async {}
         });
-    tokio::join!(reconciling, sweep);
+    tokio::join!(reconciling, sweep, gauges);
+}
+
+/// Keeps the queued and running gauges current, once a second: counting looks at every run,
+/// too much to do at the end of every reconcile with thousands of runs.
+async fn capacity_gauges(ctx: Arc<Context>, runs: kube::runtime::reflector::Store<AgentRun>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (running, queued) = ctx.ledger.counts(&runs.state());
+        ctx.metrics.set_capacity(queued, running);
+    }
 }
 
 /// A stream that ticks every `period` (skipping the immediate first tick).
@@ -349,8 +359,6 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
     if now_finished && !finished {
         ctx.metrics.run_finished(phase_label(decision.status.phase));
     }
-    let (running, queued) = ctx.ledger.counts(&rc.runs.state());
-    ctx.metrics.set_capacity(queued, running);
     Ok(decision
         .requeue
         .map_or_else(Requeue::await_change, Requeue::requeue))
@@ -373,18 +381,29 @@ fn cached_pods(ctx: &Context, run: &AgentRun) -> Vec<PodView> {
     let ns = run.namespace().unwrap_or_default();
     let label = resources::label_value(&run.name_any());
     let uid = run.uid();
-    ctx.caches
-        .pods
-        .state()
+    // Looked up by name, not by scanning every cached pod: an attempt's pod is named after
+    // the run and its number, so the run's pods are those of its recorded attempts and the
+    // one after them (started by a pass whose status write was lost).
+    let attempts = run
+        .status
+        .as_ref()
+        .map(|s| s.attempts.as_slice())
+        .unwrap_or_default();
+    let next = attempts.iter().map(|a| a.number).max().unwrap_or(0) + 1;
+    let mut names: Vec<String> = attempts.iter().map(|a| a.pod.clone()).collect();
+    names.push(resources::attempt_name(&run.name_any(), next));
+    names.sort();
+    names.dedup();
+    names
         .iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .filter_map(|name| ctx.caches.pods.get(&ns, name))
         .filter(|p| p.labels().get(RUN_LABEL) == Some(&label))
         .filter(|p| {
             p.owner_references()
                 .iter()
                 .any(|o| Some(&o.uid) == uid.as_ref())
         })
-        .filter_map(|p| PodView::of(p))
+        .filter_map(|p| PodView::of(&p))
         .collect()
 }
 
