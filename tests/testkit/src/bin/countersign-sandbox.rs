@@ -148,6 +148,16 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `--countersign`, else the `countersign` binary next to this program.
+fn countersign_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(path) => Ok(path),
+        None => Ok(demo::sibling_binary(
+            &std::env::current_exe().context("Cannot find this program's path")?,
+        )),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
@@ -167,12 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             control_plane,
         } => {
             let kubernetes = demo::DemoKubernetes::choose(&control_plane).await?;
-            let countersign = match countersign {
-                Some(path) => path,
-                None => demo::sibling_binary(
-                    &std::env::current_exe().context("Cannot find this program's path")?,
-                ),
-            };
+            let countersign = countersign_binary(countersign)?;
             let dir = dir.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("countersign-bench-{}", std::process::id()))
             });
@@ -201,12 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             control_plane,
         } => {
             let kubernetes = demo::DemoKubernetes::choose(&control_plane).await?;
-            let countersign = match countersign {
-                Some(path) => path,
-                None => demo::sibling_binary(
-                    &std::env::current_exe().context("Cannot find this program's path")?,
-                ),
-            };
+            let countersign = countersign_binary(countersign)?;
             let options = demo::DemoOptions {
                 countersign,
                 dir: dir.unwrap_or_else(demo::default_dir),
