@@ -160,9 +160,8 @@ pub const RECENT_TTL: Duration = Duration::from_secs(5);
 
 /// Values read from the API by (namespace, name), used for [`RECENT_TTL`] instead of a read
 /// per reconcile where a watch does not fit: the key names (never the values) of the Secrets
-/// Agents need (a watch of every Secret would hold every Secret's data in memory), and the
-/// usage ledgers queued runs check their Project's spend against. A change is seen within
-/// the TTL.
+/// Agents need (a watch of every Secret would hold every Secret's data in memory). A change
+/// is seen within the TTL.
 #[derive(Debug)]
 pub struct Recent<V> {
     seen: Mutex<HashMap<(String, String), (tokio::time::Instant, V)>>,
