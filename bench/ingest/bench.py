@@ -167,6 +167,8 @@ class Bench:
         self.results = []
         self.memory = []
         self.bot_mix = {}
+        self.work_results = []
+        self.work_gates = 0
         with open(args.examples) as f:
             index = json.load(f)
         self.payloads = []
@@ -313,6 +315,126 @@ class Bench:
             for server in servers:
                 server.stop()
 
+    def pull_variants(self, count):
+        """`count` pull_request.opened deliveries for pull requests 1..count of the payload's
+        repository (each its own head commit), signed; returns the wrk manifest's path."""
+        base = json.loads(self.payloads[0]["body"])
+        lines = []
+        for number in range(1, count + 1):
+            body = json.loads(json.dumps(base))
+            body["number"] = number
+            body["pull_request"]["number"] = number
+            body["pull_request"]["head"]["sha"] = hashlib.sha1(f"head {number}".encode()).hexdigest()
+            data = json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
+            path = os.path.join(self.work, f"pull-{count}-{number}.json")
+            with open(path, "wb") as f:
+                f.write(data)
+            lines.append(f"{path}\t{sign(data)}")
+        manifest = os.path.join(self.work, f"pulls-{count}.tsv")
+        with open(manifest, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return manifest
+
+    def kubectl(self, *args, stdin=None):
+        done = subprocess.run(["kubectl", "--kubeconfig", self.kubeconfig, *args], input=stdin,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def run_work(self):
+        """The bot with real work: a Project manages the payload's repository, so every
+        pull_request.opened delivery applies the pull request's ApprovalGate and records its
+        head on it (Kubernetes reads and writes per delivery). Deliveries rotate over
+        BENCH_WORK_PULLS pull requests (each count its own pass set) at each of
+        BENCH_WORK_CONNECTIONS; per pass: answers by status, the rate the bot accepted, the
+        rate its workers finished them (until its queue drained) and its peak RSS so far."""
+        repo = json.loads(self.payloads[0]["body"])["repository"]
+        owner, name = repo["owner"]["login"], repo["name"]
+        # `apply` rather than `create namespace`: the fake apiserver speaks JSON only.
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}))
+        self.kubectl("apply", "-n", "bench", "-f", "-", stdin=json.dumps({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "Project",
+            "metadata": {"name": "bench"},
+            "spec": {"repository": {"owner": owner, "name": name, "defaultBranch": "main"}}}))
+        log(f"==> with real work: Project bench/bench manages {owner}/{name}")
+        bot = self.start("bot", "work")
+        try:
+            probe = self.pull_variants(1)
+            body_file, signature = open(probe).read().strip().split("\t")
+            body = open(body_file, "rb").read()
+            wait_for("the bot to see the Project", lambda: post(
+                bot.port, bot.path, "pull_request", body, signature,
+                f"probe-{time.monotonic_ns()}") == 202 and self.bot_outcomes(bot).get(
+                "handled_gate_applied", 0) > 0)
+            self.drain(bot)
+            for pulls in [int(p) for p in os.environ.get("BENCH_WORK_PULLS", "1 256").split()]:
+                manifest = self.pull_variants(pulls)
+                for conns in [int(c) for c in
+                              os.environ.get("BENCH_WORK_CONNECTIONS", "8 4000").split()]:
+                    self.work_pass(bot, manifest, pulls, conns)
+            gates = len(self.kubectl("get", "approvalgates", "-n", "bench", "-o", "name").split())
+            log(f"  ApprovalGates in namespace bench: {gates}")
+            self.work_gates = gates
+        finally:
+            bot.stop()
+
+    def work_pass(self, bot, manifest, pulls, conns):
+        self.drain(bot)
+        before_handled = self.bot_outcomes(bot)
+        before_cpu = cpu_ticks(bot.pid)
+        self.run_id += 1
+        argv = ["wrk", "--latency", "-d", f"{self.duration}s", "-c", str(conns), "-t", "2",
+                "--timeout", "10s", "-s", self.args.work_lua, f"http://127.0.0.1:{bot.port}",
+                "--", manifest, "pull_request", str(self.run_id), bot.path]
+        started = time.monotonic()
+        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        sent = time.monotonic()
+        m = re.search(r"^BENCH_RESULT (\{.*\})$", out, re.M)
+        if not m:
+            raise SystemExit(f"wrk printed no result:\n{out}")
+        result = json.loads(m.group(1))
+        wait_for("the bot's queue to drain",
+                 lambda: bot_metric(bot.internal, "countersign_bot_deliveries_queued") == 0,
+                 timeout=600)
+        drained = time.monotonic()
+        after = self.bot_outcomes(bot)
+        handled = sum(after[k] - before_handled.get(k, 0) for k in after if k.startswith("handled_"))
+        failed = {k: after[k] - before_handled.get(k, 0) for k in after
+                  if k.startswith("failed_") and after[k] != before_handled.get(k, 0)}
+        if failed or result["other"] or result["connect"] or result["timeout"]:
+            raise SystemExit(f"invalid work pass ({pulls} pull requests, {conns} connections): "
+                             f"failures {failed}, result {result}")
+        seconds = result["duration_us"] / 1e6
+        result.update(pulls=pulls, conns=conns, handled=handled,
+                      accepted_rps=result["accepted"] / seconds,
+                      finished_rps=handled / (drained - started),
+                      drain_s=drained - sent,
+                      cpu_us_per_accepted=(cpu_ticks(bot.pid) - before_cpu) / CLK_TCK * 1e6
+                      / max(result["accepted"], 1),
+                      peak_rss_kib=status_kib(bot.pid, "VmHWM"))
+        self.work_results.append(result)
+        log(f"  work {pulls:4} pull requests {conns:5} conns: {result['accepted']} accepted "
+            f"({result['accepted_rps']:.0f}/s), {result['refused']} answered 503, finished "
+            f"{result['finished_rps']:.0f}/s (drained {result['drain_s']:.1f} s after wrk), "
+            f"p99 {result['p99_us'] / 1000:.1f} ms, peak RSS {result['peak_rss_kib'] / 1024:.1f} MiB")
+
+    def report_work(self):
+        if not self.work_results:
+            return
+        print(f"### with real work: a Project manages the repository, nothing pinned, wrk 2 threads, "
+              f"{self.duration} s per pass\n")
+        print("| pull requests | connections | accepted (202) | answered 503 | accepted / s | "
+              "finished / s | queue drained after wrk | p50 | p99 | CPU / accepted | peak RSS so far |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in self.work_results:
+            print(f"| {r['pulls']} | {r['conns']} | {r['accepted']:,} | {r['refused']:,} | "
+                  f"{r['accepted_rps']:,.0f} | {r['finished_rps']:,.0f} | {r['drain_s']:.1f} s | "
+                  f"{r['p50_us'] / 1000:.2f} ms | {r['p99_us'] / 1000:.2f} ms | "
+                  f"{r['cpu_us_per_accepted']:.0f} µs | {r['peak_rss_kib'] / 1024:.1f} MiB |")
+        print(f"\nApprovalGates written: {self.work_gates}\n")
+
     def bot_outcomes(self, bot):
         """The bot's own counts: what the endpoint answered and what the workers did."""
         if bot is None:
@@ -373,6 +495,7 @@ class Bench:
                       f"{ratio('probot', 'bot', 'cpu_us_per_req')} | "
                       f"{ratio('bot', 'floor', 'cpu_us_per_req')} |")
             print()
+        self.report_work()
         print("### memory (per mode: fresh servers; peak = VmHWM after all passes of the mode)\n")
         print("| mode | server | RSS after start | peak RSS | at the end: anonymous | "
               "file-backed | threads |")
@@ -383,21 +506,24 @@ class Bench:
                   f"{m['file_kib'] / 1024:.1f} MiB | {m['threads']} |")
         with open(os.path.join(self.work, "results.json"), "w") as f:
             json.dump({"passes": self.results, "memory": self.memory,
-                       "bot_outcomes": self.bot_mix}, f, indent=1)
+                       "bot_outcomes": self.bot_mix, "work": self.work_results}, f, indent=1)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    for flag in ["work", "examples", "countersign", "sandbox", "floor", "probot", "lua"]:
+    for flag in ["work", "examples", "countersign", "sandbox", "floor", "probot", "lua", "work-lua"]:
         parser.add_argument(f"--{flag}", required=True)
     bench = Bench(parser.parse_args())
     log(f"payloads: " + ", ".join(f"{p['label']} {len(p['body']):,} bytes" for p in bench.payloads))
     log(f"load average at the start: {open('/proc/loadavg').read().split()[:3]}")
+    with_work = "bot" in bench.servers_wanted and os.environ.get("BENCH_WORK", "1") == "1"
     if "bot" in bench.servers_wanted:
         bench.start_kubernetes()
     try:
         for mode in bench.modes:
             bench.run_mode(mode)
+        if with_work:
+            bench.run_work()
     finally:
         if "bot" in bench.servers_wanted:
             bench.sandbox.send_signal(signal.SIGTERM)

@@ -66,6 +66,12 @@ pub struct BotArgs {
     #[arg(long, env = "COUNTERSIGN_QUEUE_PER_ISSUE", default_value_t = 64)]
     pub queue_per_issue: usize,
 
+    /// Webhook requests read, verified, parsed and queued at once. The others wait their
+    /// turn with their bodies unread, for up to 5 seconds, then get 503 with `Retry-After`:
+    /// a flood of connections costs neither memory nor CPU beyond this many requests.
+    #[arg(long, env = "COUNTERSIGN_MAX_IN_FLIGHT", default_value_t = countersign_webhooks::github::ingress::DEFAULT_IN_FLIGHT)]
+    pub max_in_flight: usize,
+
     /// Longest a connection may take to send a complete request head (from its start, or on
     /// HTTP/1.1 from the previous response; also bounds the TLS handshake). Both listeners.
     #[arg(long, env = "COUNTERSIGN_HEADER_READ_TIMEOUT", default_value = "10s")]
@@ -302,6 +308,7 @@ impl BotArgs {
             per_issue: self.queue_per_issue.min(self.queue),
             unverified_body_budget: usize::try_from(budget).unwrap_or(usize::MAX),
             enqueue_timeout: crate::server::ENQUEUE_TIMEOUT,
+            in_flight: self.max_in_flight.max(1),
         })
     }
 

@@ -216,6 +216,12 @@ pub async fn serve(
     Ok(())
 }
 
+/// Most bytes one HTTP/1 connection buffers while reading. hyper's default, about 400 KiB,
+/// lets a connection streaming 24 KB webhook bodies grow its buffer to 64 KiB and keep it:
+/// 250 MiB at 4,000 connections (docs/benchmarks.md, "with real work"). 16 KiB holds any
+/// request head worth reading (a larger one is answered 431); bodies pass through in chunks.
+pub const READ_BUFFER_MAX: usize = 16 * 1024;
+
 /// What every connection of one listener shares.
 struct Server {
     name: &'static str,
@@ -232,7 +238,8 @@ impl Server {
         http1
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(options.limits.header_read);
+            .header_read_timeout(options.limits.header_read)
+            .max_buf_size(READ_BUFFER_MAX);
         let mut http2 = auto::Builder::new(TokioExecutor::new()).http2_only();
         http2.http2().timer(TokioTimer::new());
         Self {

@@ -172,6 +172,8 @@ pub struct DeliveryLimits {
     pub unverified_body_budget: usize,
     /// How long a verified delivery waits for room in a full backlog before 503.
     pub enqueue_timeout: Duration,
+    /// Webhook requests read, verified, parsed and queued at once (`--max-in-flight`).
+    pub in_flight: usize,
 }
 
 impl Default for DeliveryLimits {
@@ -181,6 +183,7 @@ impl Default for DeliveryLimits {
             per_issue: ingress.backlog_per_subject,
             unverified_body_budget: ingress.unverified_body_budget,
             enqueue_timeout: ENQUEUE_TIMEOUT,
+            in_flight: ingress.in_flight,
         }
     }
 }
@@ -216,6 +219,7 @@ impl Bot {
                 backlog_per_subject: limits.per_issue,
                 unverified_body_budget: limits.unverified_body_budget,
                 enqueue_timeout: limits.enqueue_timeout,
+                in_flight: limits.in_flight,
             },
         );
         let ingress = Arc::new(ingress);

@@ -335,3 +335,26 @@ async fn every_refusal_is_counted() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_connection_buffers_at_most_16_kib_while_bodies_stream_through() {
+    use countersign_bot::listener::READ_BUFFER_MAX;
+    let door = Door::start(Setup::default()).await;
+    // A request head larger than the read buffer cannot be read: 431, not a buffer grown to
+    // fit it (hyper's default would have taken up to about 400 KiB).
+    let pad = "x".repeat(READ_BUFFER_MAX + 1024);
+    let mut headers: Vec<(&str, &str)> = unsigned_headers();
+    headers.push(("X-Padding", pad.as_str()));
+    let reply = exchange(door.public, &webhook_head(&headers, 0)).await;
+    assert_eq!(reply.status, 431, "{reply:?}");
+
+    // A signed body 40 times the buffer still streams through it whole and verifies.
+    let big = Delivery::from_payload(
+        "ping",
+        &serde_json::json!({"zen": "z".repeat(40 * READ_BUFFER_MAX), "hook_id": 1}),
+        SECRET,
+    )
+    .expect("delivery");
+    let reply = door.deliver(&big).await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "pong"));
+}

@@ -270,3 +270,64 @@ async fn a_full_queue_answers_503_and_the_redelivery_is_taken_later() {
         second.id
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn past_the_requests_in_flight_a_request_waits_its_turn_then_gets_503_unread() {
+    let (ingress, mut queue) = Ingress::new(
+        Verifier::new([SECRET]),
+        Deliveries::new(1000, Duration::from_secs(3600)),
+        IngressMetrics::register(&mut Registry::default()),
+        IngressLimits {
+            backlog: 1,
+            backlog_per_subject: 1,
+            enqueue_timeout: Duration::from_secs(60),
+            in_flight: 1,
+            ..IngressLimits::default()
+        },
+    );
+    let ingress = Arc::new(ingress);
+    let send = |request: Request<Body>| {
+        let router = router(ingress.clone());
+        tokio::spawn(async move { router.oneshot(request).await.expect("infallible") })
+    };
+    // The first delivery takes the only place in the backlog (nobody handles it yet).
+    let first = send(labeled(SECRET).to_request(WEBHOOK_PATH).expect("request"));
+    assert_eq!(first.await.expect("task").status(), StatusCode::ACCEPTED);
+    // The second waits for a place, holding the only turn.
+    let mut second = labeled(SECRET);
+    second.id = "a-second-delivery".to_owned();
+    let second = send(second.to_request(WEBHOOK_PATH).expect("request"));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!second.is_finished(), "the second waits for a place");
+    // The third's body never arrives: an answer proves it was never read.
+    let mut third = labeled(SECRET);
+    third.id = "a-third-delivery".to_owned();
+    let mut third = third.to_request(WEBHOOK_PATH).expect("request");
+    *third.body_mut() =
+        Body::from_stream(futures::stream::pending::<Result<Vec<u8>, std::io::Error>>());
+    let started = tokio::time::Instant::now();
+    let third = tokio::time::timeout(Duration::from_secs(30), send(third))
+        .await
+        .expect("answered without its body")
+        .expect("task");
+    assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        third.headers().get("retry-after").map(|v| v.to_str().ok()),
+        Some(Some("5"))
+    );
+    assert_eq!(
+        started.elapsed(),
+        countersign_webhooks::github::ingress::TURN_WAIT
+    );
+    assert_eq!(
+        ingress
+            .metrics
+            .count("unverified", IngressOutcome::Saturated),
+        1
+    );
+    // Once the first is handled, the waiting second gets its place.
+    drop(queue.recv().await.expect("the first delivery"));
+    assert_eq!(second.await.expect("task").status(), StatusCode::ACCEPTED);
+}

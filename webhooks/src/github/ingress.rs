@@ -7,7 +7,9 @@
 //! against one budget shared by every request ([`IngressLimits::unverified_body_budget`]), so
 //! unsigned bodies cannot hold more memory than that however many arrive (503 with
 //! `Retry-After` when it is spent), and it must arrive within the listener's body timeout
-//! (408). The HMAC is checked against every configured secret (401 with a short reason)
+//! (408). At most [`IngressLimits::in_flight`] requests are past this point at once: the
+//! others wait for their turn with their bodies unread, and after [`TURN_WAIT`] get 503 with
+//! `Retry-After`. The HMAC is checked against every configured secret (401 with a short reason)
 //! before a byte of the body is parsed. A verified delivery is then answered:
 //!
 //! | what it is                                   | status | what happens                        |
@@ -60,6 +62,14 @@ pub const DEFAULT_UNVERIFIED_BODY_BUDGET: usize = 64 * 1024 * 1024;
 /// this, while GitHub's 10-second delivery timeout is still far.
 pub const DEFAULT_ENQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Default of [`IngressLimits::in_flight`] (`--max-in-flight 256`).
+pub const DEFAULT_IN_FLIGHT: usize = 256;
+
+/// Longest a request waits for its turn among [`IngressLimits::in_flight`] before it is
+/// answered 503, its body unread: with the enqueue wait it stays within GitHub's 10-second
+/// delivery timeout.
+pub const TURN_WAIT: Duration = Duration::from_secs(5);
+
 /// `Retry-After` of a 503 because unverified bodies hold the whole budget: they are read or
 /// timed out within seconds.
 pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -94,6 +104,9 @@ pub enum IngressOutcome {
     BodyTimeout,
     /// Unverified bodies held the whole budget (503, `Retry-After`).
     Busy,
+    /// The most requests in flight ([`IngressLimits::in_flight`]) stayed busy for
+    /// [`TURN_WAIT`]; the body was not read (503, `Retry-After`).
+    Saturated,
     /// A redelivery of a recently seen id (200).
     Duplicate,
     /// A ping (200).
@@ -119,6 +132,7 @@ impl IngressOutcome {
             Self::TooLarge => "too_large",
             Self::BodyTimeout => "body_timeout",
             Self::Busy => "busy",
+            Self::Saturated => "saturated",
             Self::Duplicate => "duplicate",
             Self::Ping => "ping",
             Self::Unsupported => "unsupported",
@@ -229,6 +243,11 @@ pub struct IngressLimits {
     pub unverified_body_budget: usize,
     /// How long a verified delivery waits for room in a full backlog before 503.
     pub enqueue_timeout: Duration,
+    /// Requests read, verified, parsed and queued at once (`--max-in-flight`). The others
+    /// wait their turn, their bodies unread, up to [`TURN_WAIT`]; then 503. A flood of
+    /// connections so costs neither memory nor CPU beyond this many requests, and leaves the
+    /// workers their share of the CPU.
+    pub in_flight: usize,
 }
 
 impl Default for IngressLimits {
@@ -238,6 +257,7 @@ impl Default for IngressLimits {
             backlog_per_subject: 64,
             unverified_body_budget: DEFAULT_UNVERIFIED_BODY_BUDGET,
             enqueue_timeout: DEFAULT_ENQUEUE_TIMEOUT,
+            in_flight: DEFAULT_IN_FLIGHT,
         }
     }
 }
@@ -254,6 +274,7 @@ pub struct Ingress {
     queue: mpsc::Sender<Queued>,
     budget: BodyBudget,
     enqueue_timeout: Duration,
+    in_flight: Semaphore,
 }
 
 impl Ingress {
@@ -284,6 +305,7 @@ impl Ingress {
             queue,
             budget,
             enqueue_timeout: limits.enqueue_timeout,
+            in_flight: Semaphore::new(limits.in_flight.clamp(1, Semaphore::MAX_PERMITS)),
         };
         (ingress, receiver)
     }
@@ -291,6 +313,14 @@ impl Ingress {
     /// Deliveries accepted and not yet handled.
     pub fn backlog(&self) -> &Backlog {
         &self.backlog
+    }
+
+    /// This request's turn among the requests in flight, waiting up to [`TURN_WAIT`].
+    async fn turn(&self) -> Option<SemaphorePermit<'_>> {
+        tokio::time::timeout(TURN_WAIT, self.in_flight.acquire())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Bytes of unverified request bodies held right now.
@@ -561,6 +591,19 @@ async fn accept(ingress: &Ingress, headers: &HeaderMap, body: Body) -> Accepted 
     {
         return refused_signature(id, event, err);
     }
+    // Held until the answer: through reading, verifying, parsing and waiting for a place.
+    let Some(_turn) = ingress.turn().await else {
+        tracing::warn!(
+            delivery = id,
+            event,
+            "too many requests in flight; answered 503"
+        );
+        return (
+            IngressOutcome::Saturated,
+            unverified(),
+            retry_later(BUSY_RETRY_AFTER, "busy with other requests; retry later"),
+        );
+    };
     let (body, held) = match read_unverified(&ingress.budget, body).await {
         Ok(read) => read,
         Err(unread) => return refused_body(id, event, unread),
@@ -616,6 +659,8 @@ async fn accept(ingress: &Ingress, headers: &HeaderMap, body: Body) -> Accepted 
             answer(StatusCode::OK, "pong"),
         );
     }
+    // The payload is parsed into owned values: the body need not wait for a place with it.
+    drop(body);
     let subject = Subject::of(&event_body);
     let delivery = Delivery {
         id: DeliveryId(id.to_owned()),
