@@ -32,6 +32,13 @@ pub(crate) struct Etags {
     bytes: usize,
 }
 
+/// `value` in its own allocation (a clone would share the buffer it was parsed from).
+fn owned(value: &HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    copy.set_sensitive(value.is_sensitive());
+    copy
+}
+
 impl Etags {
     fn get(&self, url: &str) -> Option<Cached> {
         self.answers.get(url).cloned()
@@ -249,12 +256,17 @@ impl GitHubApp {
             if method == Method::GET
                 && let Some(etag) = parts.headers.get(http::header::ETAG)
             {
+                // Copies, not clones: hyper's header values and a body that came in one read
+                // are views into the connection's read buffer, and a kept view keeps that
+                // whole buffer alive (up to 64 KiB) while the budget counts only the view.
+                // Cloned ETags pinned 62 MiB of buffers at 1,000 gates, 125 MiB at 2,000
+                // (docs/benchmarks.md, "The controller at scale").
                 lock(&self.inner.etags).insert(
                     url,
                     Cached {
-                        etag: etag.clone(),
-                        body: bytes.clone(),
-                        link: parts.headers.get(http::header::LINK).cloned(),
+                        etag: owned(etag),
+                        body: Bytes::copy_from_slice(&bytes),
+                        link: parts.headers.get(http::header::LINK).map(owned),
                     },
                 );
             }

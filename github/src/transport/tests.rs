@@ -264,3 +264,112 @@ fn remembered_answers_stay_within_their_budget_and_overflow_forgets_only_some() 
     );
     assert_eq!(etags.bytes, before);
 }
+
+/// A one-file HTTP/1.1 server on 127.0.0.1:0: `/moved` redirects to `/big`, which answers a
+/// JSON string of `size` bytes, both with `Connection: keep-alive`.
+async fn big_answer_server(size: usize) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let body = format!("\"{}\"", "x".repeat(size - 2));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                loop {
+                    head.clear();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head);
+                    let answer = if head.starts_with("GET /moved ") {
+                        format!(
+                            "HTTP/1.1 301 Moved Permanently\r\nLocation: http://{addr}/big\r\nContent-Length: 0\r\n\r\n"
+                        )
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nETag: \"v1\"\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn large_answers_arrive_whole_and_redirects_are_followed() {
+    let size = 1024 * 1024;
+    let addr = big_answer_server(size).await;
+    let app = GitHubApp::new(AppConfig {
+        app_id: 1,
+        private_key_pem: SecretString::from(
+            include_str!("../../../tests/testkit/data/test-app-private-key.pem").to_owned(),
+        ),
+        base_url: format!("http://{addr}"),
+        request_timeout: Duration::from_secs(10),
+        max_retries: 0,
+        max_retry_wait: Duration::from_secs(1),
+    })
+    .expect("client");
+    for _ in 0..2 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(30),
+            app.send(Method::GET, "/moved", Auth::App, None),
+        )
+        .await
+        .expect("answered in time")
+        .expect("answered");
+        assert_eq!(
+            answer.body.len(),
+            size,
+            "the whole body, through the redirect"
+        );
+        assert!(
+            answer
+                .body
+                .iter()
+                .skip(1)
+                .take(size - 2)
+                .all(|b| *b == b'x')
+        );
+    }
+}
+
+#[test]
+fn remembered_header_values_do_not_share_the_buffer_they_were_parsed_from() {
+    // hyper hands out header values that are views into its read buffer; one kept in the
+    // cache would keep that whole buffer alive.
+    let buffer = Bytes::from(vec![b'"'; 64 * 1024]);
+    let view = HeaderValue::from_maybe_shared(buffer.slice(0..8)).expect("a valid value");
+    assert_eq!(
+        view.as_bytes().as_ptr(),
+        buffer.as_ptr(),
+        "the test's premise: a view"
+    );
+    let kept = owned(&view);
+    assert_eq!(kept, view);
+    assert_ne!(
+        kept.as_bytes().as_ptr(),
+        buffer.as_ptr(),
+        "a copy of its own"
+    );
+    let mut secret = HeaderValue::from_static("token");
+    secret.set_sensitive(true);
+    assert!(owned(&secret).is_sensitive());
+}
