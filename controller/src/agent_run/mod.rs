@@ -50,6 +50,11 @@ use crate::error::{Error, Result};
 pub struct RunContext {
     ctx: Arc<Context>,
     runs: Store<AgentRun>,
+    /// The gates as the watch that triggers runs on gate changes left them: a reconcile
+    /// that a gate's change triggered sees that change here. (The shared gates cache is
+    /// another watch's store, which may not have it yet: a run then missed its gate's merge
+    /// until the next resync.)
+    gates: Store<ApprovalGate>,
     recorder: Recorder,
 }
 
@@ -88,9 +93,18 @@ pub async fn run(ctx: Arc<Context>) {
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let sweep = sweep::sweep_orphans(ctx.clone(), runs.clone());
     let gauges = capacity_gauges(ctx.clone(), runs.clone());
+    // Gate changes reach their run through this watch, whose store the reconcile reads the
+    // gate's phase from: updated before the trigger, so the two always agree.
+    let (gates, gates_writer) = kube::runtime::reflector::store::<ApprovalGate>();
+    let gate_changes = watcher(scoped::<ApprovalGate>(&ctx), watcher::Config::default())
+        .default_backoff()
+        .modify(crate::cache::trim)
+        .reflect(gates_writer)
+        .applied_objects();
     let run_ctx = Arc::new(RunContext {
         ctx: ctx.clone(),
         runs,
+        gates,
         recorder,
     });
     // A pod's change reaches its run through its owner reference: its metadata is all the
@@ -120,9 +134,8 @@ pub async fn run(ctx: Arc<Context>) {
             },
         )
         // A merged or closed pull request finishes its run.
-        .watches(
-            scoped::<ApprovalGate>(&ctx),
-            watcher::Config::default(),
+        .watches_stream(
+            gate_changes,
             // The gate names its run: no scan of every run per gate event.
             move |gate| {
                 let ns = gate.namespace().unwrap_or_default();
@@ -237,10 +250,11 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         None
     };
     let gate = match run.status.as_ref().and_then(|s| s.gate_ref.as_ref()) {
-        Some(gate_ref) if !finished => ctx
-            .caches
+        // The shared cache stands in until this watch has listed.
+        Some(gate_ref) if !finished => rc
             .gates
-            .get(&ns, &gate_ref.name)
+            .get(&ObjectRef::new(&gate_ref.name).within(&ns))
+            .or_else(|| ctx.caches.gates.get(&ns, &gate_ref.name))
             .and_then(|g| g.status.as_ref().map(|s| s.phase)),
         _ => None,
     };
