@@ -124,7 +124,8 @@ impl World {
                         {"label": "ai:bulk", "agent": {"name": "bulk"}},
                         {"label": "ai:checked", "agent": {"name": "checked"}},
                         {"label": "ai:attacked", "agent": {"name": "attacked"}},
-                        {"label": "ai:tamper", "agent": {"name": "tamper"}}
+                        {"label": "ai:tamper", "agent": {"name": "tamper"}},
+                        {"label": "ai:rust", "capabilities": ["rust"]}
                     ]},
                     "roles": [
                         {"role": "developer", "users": [{"login": "dev", "id": 21}]},
@@ -428,6 +429,31 @@ impl World {
                 .pull_request_payload(REPO, number, "opened", &User::test_app_bot());
         self.deliver("pull_request", &payload).await;
     }
+}
+
+/// An Agent with capability `rust` (and `backend`) whose shell provider saves its prompt in
+/// `dir` and holds its slot until `dir/release-<name>` exists, then writes `ROUTED.md`.
+fn rust_agent(
+    name: &str,
+    max: u32,
+    input_price: &str,
+    output_price: &str,
+    dir: &std::path::Path,
+) -> Value {
+    let dir = dir.display();
+    json!({
+        "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"role": "backend", "capabilities": ["backend", "rust"], "maxConcurrentRuns": max,
+            "description": "Writes the Rust services.",
+            "providers": [{"name": "shell", "kind": "command",
+                "inputPricePerMillion": input_price, "outputPricePerMillion": output_price,
+                "command": {"command": ["sh", "-c", format!(
+                    "cat > '{dir}/prompt-{name}-'$$; while [ ! -e '{dir}/release-{name}' ]; do sleep 0.1; done; \
+                     printf 'routed\\n' > ROUTED.md"
+                )]}}],
+            "limits": {"timeout": "5m"}}
+    })
 }
 
 /// A model session that reads the code and adds a 404 branch to `src/invoices.rs`.
@@ -1374,4 +1400,154 @@ async fn a_workspace_tampered_by_the_work_step_pushes_only_the_checked_commit_to
         .collect();
     // The work step's own commit is made by libgit2, which runs no hooks either.
     assert!(ran.is_empty(), "hooks or helpers ran: {ran:?}");
+}
+
+/// A trigger naming a capability: each run goes to the least loaded capable Agent, equal
+/// load to the cheaper one, and waits unrouted while every capable Agent is full. The choice
+/// and why are in `status.routing` and a `Routed` Event, and the Agent's role and
+/// capabilities reach its prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capability_routing_chooses_by_load_then_cost_and_queues_when_every_agent_is_busy() {
+    let world = World::start(json!({})).await;
+    let hold = tempfile::tempdir().expect("hold dir");
+    let agents = Api::<countersign_crds::Agent>::namespaced(world.api.client(), NS);
+    create(&agents, rust_agent("cheap-rust", 2, "1", "2", hold.path())).await;
+    create(&agents, rust_agent("dear-rust", 1, "10", "30", hold.path())).await;
+    // Has the capability's neighbour only: never a candidate.
+    create(
+        &agents,
+        json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "web", "namespace": NS},
+            "spec": {"role": "frontend", "capabilities": ["typescript"], "maxConcurrentRuns": 5,
+                "providers": [{"name": "shell", "kind": "command", "command": {"command": ["true"]}}]}
+        }),
+    )
+    .await;
+
+    let world = &world;
+    let routed = |issue: u64| async move {
+        world
+            .wait_run(issue, "was routed and started", |r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| s.routing.is_some() && s.phase == RunPhase::Running)
+            })
+            .await
+    };
+    let routing = |run: &AgentRun| run.status.as_ref().unwrap().routing.clone().unwrap();
+
+    // Both idle (0 of 2, 0 of 1): the same load, so the cheaper one.
+    let first = world.label_new_issue("Add a cache", "ai:rust").await;
+    let run = routed(first).await;
+    assert!(run.spec.agent_ref.is_none(), "the bot named no Agent");
+    assert_eq!(run.spec.capabilities, ["rust"]);
+    let choice = routing(&run);
+    assert_eq!(choice.agent, "cheap-rust", "{}", choice.reason);
+    assert!(
+        choice.reason.contains("least loaded, then cheapest"),
+        "{}",
+        choice.reason
+    );
+    assert!(!choice.reason.contains("web"), "{}", choice.reason);
+
+    // cheap-rust is half full, dear-rust idle: load wins over price.
+    let second = world.label_new_issue("Add metrics", "ai:rust").await;
+    let choice = routing(&routed(second).await);
+    assert_eq!(choice.agent, "dear-rust", "{}", choice.reason);
+    assert!(
+        choice.reason.contains("(least loaded)"),
+        "{}",
+        choice.reason
+    );
+    assert!(
+        choice.reason.contains("cheap-rust 1 of 2 in use"),
+        "{}",
+        choice.reason
+    );
+
+    // dear-rust is full: the only free one.
+    let third = world.label_new_issue("Add tracing", "ai:rust").await;
+    let choice = routing(&routed(third).await);
+    assert_eq!(choice.agent, "cheap-rust", "{}", choice.reason);
+    assert!(
+        choice.reason.contains("the only one with a free slot"),
+        "{}",
+        choice.reason
+    );
+
+    // Everyone is full: the fourth waits, unrouted, saying for what.
+    let fourth = world.label_new_issue("Add retries", "ai:rust").await;
+    let queued = world
+        .wait_run(fourth, "was queued", |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.phase == RunPhase::Queued)
+        })
+        .await;
+    let status = queued.status.as_ref().unwrap();
+    assert!(status.routing.is_none(), "{:?}", status.routing);
+    let message = status.message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("waiting for a free Agent with capabilities rust")
+            && message.contains("cheap-rust 2 of 2 in use")
+            && message.contains("dear-rust 1 of 1 in use"),
+        "{message}"
+    );
+    assert!(queued.status.as_ref().unwrap().attempts.is_empty());
+
+    // dear-rust's run finishes: the fourth takes its slot, cheap-rust being still full.
+    std::fs::write(hold.path().join("release-dear-rust"), "").expect("release");
+    world.wait_phase(second, RunPhase::PullRequestOpen).await;
+    let choice = routing(&routed(fourth).await);
+    assert_eq!(choice.agent, "dear-rust", "{}", choice.reason);
+    assert!(
+        choice.reason.contains("the only one with a free slot"),
+        "{}",
+        choice.reason
+    );
+    std::fs::write(hold.path().join("release-cheap-rust"), "").expect("release");
+    for issue in [first, third, fourth] {
+        world.wait_phase(issue, RunPhase::PullRequestOpen).await;
+    }
+
+    // The choice is an Event on the run too.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(world.api.client(), NS);
+    let routed_events: Vec<String> = events
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Routed"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(routed_events.len(), 4, "{routed_events:#?}");
+    assert!(
+        routed_events
+            .iter()
+            .any(|n| n.starts_with("routed to Agent dear-rust: capabilities rust")),
+        "{routed_events:#?}"
+    );
+
+    // Each agent was told who it is.
+    let prompts: Vec<String> = std::fs::read_dir(hold.path())
+        .expect("hold dir")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("prompt-dear-rust-")
+        })
+        .map(|e| std::fs::read_to_string(e.path()).expect("prompt"))
+        .collect();
+    assert_eq!(prompts.len(), 2);
+    assert!(
+        prompts[0].contains(
+            "You are the `dear-rust` agent, role: backend. Your capabilities: backend, rust. \
+             Writes the Rust services."
+        ),
+        "{}",
+        prompts[0]
+    );
 }

@@ -190,6 +190,7 @@ async fn every_shipped_manifest_is_accepted_and_deserialises() {
                 "Agent",
                 "Agent",
                 "AgentRun",
+                "AgentRun",
                 "Project",
                 "RiskPolicy",
                 "RiskPolicy"
@@ -359,6 +360,49 @@ fn cel_cases() -> Vec<(&'static str, &'static str, Broken)> {
                 |r| r["spec"]["task"]["title"] = json!("Something else entirely"),
                 "spec.task",
                 "task is immutable",
+            ),
+        ),
+        (
+            "agentruns.countersign.dev.yaml",
+            "a run names either `agentRef` or `capabilities`, not both and not neither",
+            broken(
+                "examples/agentrun.yaml",
+                |r| r["spec"]["capabilities"] = json!(["rust"]),
+                "spec",
+                "names either `agentRef` or `capabilities`",
+            ),
+        ),
+        (
+            "agentruns.countersign.dev.yaml",
+            "agentRef and capabilities are immutable",
+            immutable(
+                "examples/agentrun-routed.yaml",
+                |r| {
+                    r["spec"].as_object_mut().unwrap().remove("capabilities");
+                    r["spec"]["agentRef"] = json!({"name": "backend"});
+                },
+                "spec",
+                "agentRef and capabilities are immutable",
+            ),
+        ),
+        (
+            "agentruns.countersign.dev.yaml",
+            "capabilities are immutable",
+            immutable(
+                "examples/agentrun-routed.yaml",
+                |r| r["spec"]["capabilities"] = json!(["rust"]),
+                "spec.capabilities",
+                "capabilities are immutable",
+            ),
+        ),
+        (
+            "projects.countersign.dev.yaml",
+            "a trigger names either `agent` or `capabilities`, not both and not neither",
+            broken(
+                "examples/project.yaml",
+                |p| p["spec"]["triggers"]["labels"][0]["capabilities"] = json!(["rust"]),
+                "spec.triggers.labels[0]",
+                "names either `agent` or `capabilities`",
             ),
         ),
         (

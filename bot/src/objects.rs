@@ -46,8 +46,9 @@ pub fn run_name(project: &str, issue: u64, agent: &str, ordinal: u32) -> String 
 pub struct RunRequest<'a> {
     /// The Project whose repository the run works on.
     pub project: &'a Project,
-    /// The Agent (in the Project's namespace).
-    pub agent: &'a str,
+    /// Who works on it: an Agent (in the Project's namespace), or any Agent with some
+    /// capabilities (the controller routes the run).
+    pub assignee: countersign_crds::project::Assignee<'a>,
     /// The issue to work on.
     pub issue: &'a Issue,
     /// Who asked (cannot approve the result).
@@ -81,7 +82,7 @@ pub fn desired_run(request: &RunRequest<'_>, name: &str) -> AgentRun {
     let mut labels = BTreeMap::new();
     labels.insert(PROJECT_LABEL.to_owned(), label_value(&project.name_any()));
     labels.insert(ISSUE_LABEL.to_owned(), issue.number.to_string());
-    labels.insert(AGENT_LABEL.to_owned(), label_value(request.agent));
+    labels.insert(AGENT_LABEL.to_owned(), label_value(&request.assignee.key()));
     let mut annotations = BTreeMap::new();
     annotations.insert(
         CREATED_BY_DELIVERY_ANNOTATION.to_owned(),
@@ -94,7 +95,11 @@ pub fn desired_run(request: &RunRequest<'_>, name: &str) -> AgentRun {
         name,
         AgentRunSpec {
             project_ref: LocalRef::new(project.name_any()),
-            agent_ref: LocalRef::new(request.agent),
+            agent_ref: match &request.assignee {
+                countersign_crds::project::Assignee::Agent(name) => Some(LocalRef::new(*name)),
+                countersign_crds::project::Assignee::Capabilities(_) => None,
+            },
+            capabilities: request.assignee.capability_list(),
             task: Task {
                 issue_number: Some(issue.number),
                 title: visible_title(&issue.title),

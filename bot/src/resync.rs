@@ -261,7 +261,7 @@ impl Resync {
                 found.runs.insert((
                     run.spec.project_ref.name.clone(),
                     issue,
-                    run.spec.agent_ref.name.clone(),
+                    run.spec.assignee().key(),
                 ));
             }
         }
@@ -293,7 +293,7 @@ impl Resync {
                 continue;
             }
             labels_seen.push(&trigger.label);
-            let agent = &trigger.agent.name;
+            let agent = &trigger.assignee().key();
             let listing = at
                 .github
                 .open_issues_with_label(&repo.owner, &repo.name, &trigger.label)

@@ -202,7 +202,7 @@ async fn a_trigger_label_creates_one_agent_run_even_when_delivered_a_thousand_ti
     let runs = w.runs().await;
     assert_eq!(runs.len(), 1, "{runs:?}");
     let run = &runs[0];
-    assert_eq!(run.spec.agent_ref.name, "backend");
+    assert_eq!(run.agent_name(), Some("backend"));
     assert_eq!(
         run.labels()
             .get("countersign.dev/project")

@@ -244,7 +244,7 @@ async fn label_examples_create_one_agent_run() {
         runs[0].annotations().get(CREATED_BY_DELIVERY_ANNOTATION),
         Some(&first)
     );
-    assert_eq!(runs[0].spec.agent_ref.name, "backend");
+    assert_eq!(runs[0].agent_name(), Some("backend"));
 }
 
 #[tokio::test]

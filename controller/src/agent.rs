@@ -34,7 +34,8 @@ pub async fn run(ctx: Arc<Context>) {
             watcher::Config::default(),
             |run| {
                 let ns = run.namespace().unwrap_or_default();
-                Some(ObjectRef::<Agent>::new(&run.spec.agent_ref.name).within(&ns))
+                run.agent_name()
+                    .map(|name| ObjectRef::<Agent>::new(name).within(&ns))
             },
         )
         .reconcile_all_on(tokio_stream_interval(ctx.settings.resync_interval))
@@ -68,7 +69,7 @@ async fn reconcile(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action> {
         .runs
         .state()
         .iter()
-        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && r.spec.agent_ref.name == name)
+        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && r.agent_name() == Some(&name))
         .map(|r| (**r).clone())
         .collect();
     let runs_api = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns);

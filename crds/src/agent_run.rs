@@ -31,18 +31,38 @@ pub const MAX_TASK_BODY_BYTES: usize = 16 * 1024;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Agent","type":"string","jsonPath":".spec.agentRef.name"}"#,
+    printcolumn = r#"{"name":"Routed","type":"string","jsonPath":".status.routing.agent"}"#,
     printcolumn = r#"{"name":"Issue","type":"integer","jsonPath":".spec.task.issueNumber"}"#,
     printcolumn = r#"{"name":"PR","type":"integer","jsonPath":".status.pullRequest.number"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.agentRef) != has(self.capabilities)", "message": "a run names either `agentRef` or `capabilities`, not both and not neither"},
+    {"rule": "has(self.agentRef) == has(oldSelf.agentRef) && has(self.capabilities) == has(oldSelf.capabilities)", "message": "agentRef and capabilities are immutable"},
+]))]
 pub struct AgentRunSpec {
     /// The Project (same namespace) whose repository the agent works on. Immutable.
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "projectRef is immutable"}]))]
     pub project_ref: LocalRef,
-    /// The Agent (same namespace) that does the work. Immutable.
+    /// The Agent (same namespace) that does the work. Immutable. Give either this or
+    /// `capabilities`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "agentRef is immutable"}]))]
-    pub agent_ref: LocalRef,
+    pub agent_ref: Option<LocalRef>,
+    /// Instead of `agentRef`: the capabilities the work needs, e.g. `[rust, backend]`. The
+    /// controller routes the run to one of the namespace's Agents whose `capabilities`
+    /// include all of them (least loaded, then cheapest) once one has a free slot, and
+    /// records its choice and why in `status.routing`. Immutable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 8))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(
+        length(min = 1, max = 32),
+        pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    ))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "capabilities are immutable"}]))]
+    pub capabilities: Vec<String>,
     /// What to do. Immutable: start a new run for a different task.
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "task is immutable"}]))]
     pub task: Task,
@@ -363,10 +383,53 @@ pub struct AgentRunStatus {
     /// The one comment on the issue that follows this run through its phases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_comment: Option<ProgressComment>,
+    /// For a run given `capabilities` instead of an Agent: the Agent the controller chose and
+    /// why. Set once, when the run is admitted; absent while it waits for a free Agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
     /// When the first attempt started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     /// When the run finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+}
+
+/// The controller's choice of Agent for a run that asked for capabilities.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Routing {
+    /// The chosen Agent (same namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub agent: String,
+    /// Why, for people: each candidate's load and price, and what decided.
+    #[schemars(length(max = 1024))]
+    pub reason: String,
+    /// When the choice was made.
+    pub time: Time,
+}
+
+impl AgentRunSpec {
+    /// Who the run asks for: the named Agent, or any Agent with its capabilities.
+    pub fn assignee(&self) -> crate::project::Assignee<'_> {
+        match &self.agent_ref {
+            Some(agent) => crate::project::Assignee::Agent(&agent.name),
+            None => crate::project::Assignee::capabilities(&self.capabilities),
+        }
+    }
+}
+
+impl AgentRun {
+    /// The Agent doing the work: `spec.agentRef`, or the Agent the controller routed the run
+    /// to. `None` while a run given capabilities waits for one.
+    pub fn agent_name(&self) -> Option<&str> {
+        match &self.spec.agent_ref {
+            Some(agent) => Some(agent.name.as_str()),
+            None => self
+                .status
+                .as_ref()
+                .and_then(|s| s.routing.as_ref())
+                .map(|r| r.agent.as_str()),
+        }
+    }
 }

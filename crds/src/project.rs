@@ -230,7 +230,9 @@ impl Triggers {
     /// Whether `/countersign run <agent>` may start `agent`: a trigger label maps it or
     /// `agents` lists it.
     pub fn maps_agent(&self, agent: &str) -> bool {
-        self.labels.iter().any(|t| t.agent.name == agent)
+        self.labels
+            .iter()
+            .any(|t| t.agent.as_ref().is_some_and(|a| a.name == agent))
             || self.agents.iter().any(|a| a.name == agent)
     }
 
@@ -240,7 +242,7 @@ impl Triggers {
         for name in self
             .labels
             .iter()
-            .map(|t| t.agent.name.as_str())
+            .filter_map(|t| t.agent.as_ref().map(|a| a.name.as_str()))
             .chain(self.agents.iter().map(|a| a.name.as_str()))
         {
             if !names.contains(&name) {
@@ -251,18 +253,83 @@ impl Triggers {
     }
 }
 
-/// One issue label that starts a run of one Agent.
+/// One issue label that starts a run: of one named Agent, or of whichever Agent of the
+/// namespace has the capabilities it lists (the controller routes the run).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.agent) != has(self.capabilities)", "message": "a trigger names either `agent` or `capabilities`, not both and not neither"},
+]))]
 pub struct LabelTrigger {
     /// The issue label, e.g. `ai:backend`.
     #[schemars(length(min = 1, max = 50))]
     pub label: String,
-    /// The Agent (same namespace) that works on issues with this label.
-    pub agent: LocalRef,
+    /// The Agent (same namespace) that works on issues with this label. Give either this or
+    /// `capabilities`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<LocalRef>,
+    /// Instead of naming an Agent: the capabilities the work needs, e.g. `[rust, backend]`.
+    /// The controller picks among the namespace's Agents whose `capabilities` include all of
+    /// them: the least loaded (running and queued runs against `maxConcurrentRuns`), then the
+    /// cheapest (its first provider's prices), and records why in the run's
+    /// `status.routing`. When none has a free slot the run waits in the queue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 8))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(
+        length(min = 1, max = 32),
+        pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    ))]
+    pub capabilities: Vec<String>,
     /// Overrides the Agent's default mode for runs started by this label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<RunMode>,
+}
+
+/// Who works on a trigger's runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Assignee<'a> {
+    /// This Agent.
+    Agent(&'a str),
+    /// Whichever Agent has all these capabilities (sorted, without repeats).
+    Capabilities(Vec<&'a str>),
+}
+
+impl<'a> Assignee<'a> {
+    /// Any Agent with all of `capabilities`.
+    pub fn capabilities(capabilities: &'a [String]) -> Self {
+        let mut caps: Vec<&str> = capabilities.iter().map(String::as_str).collect();
+        caps.sort_unstable();
+        caps.dedup();
+        Self::Capabilities(caps)
+    }
+
+    /// The capabilities asked for (none for a named Agent).
+    pub fn capability_list(&self) -> Vec<String> {
+        match self {
+            Self::Agent(_) => Vec::new(),
+            Self::Capabilities(caps) => caps.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
+
+    /// The name a trigger's runs are keyed and named by: the Agent's name, or
+    /// `any-<capability>-<capability>…` for a routed trigger.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Agent(name) => (*name).to_owned(),
+            Self::Capabilities(caps) => format!("any-{}", caps.join("-")).replace('.', "-"),
+        }
+    }
+}
+
+impl LabelTrigger {
+    /// Who works on this trigger's runs.
+    pub fn assignee(&self) -> Assignee<'_> {
+        match &self.agent {
+            Some(agent) => Assignee::Agent(&agent.name),
+            None => Assignee::capabilities(&self.capabilities),
+        }
+    }
 }
 
 /// A GitHub repository permission level.

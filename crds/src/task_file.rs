@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{AgentLimits, Guardrails, Provider, VerifyCommand};
+use crate::agent::{AgentLimits, AgentRole, Guardrails, Provider, VerifyCommand};
 use crate::agent_run::Task;
 use crate::common::RunMode;
 
@@ -107,6 +107,26 @@ pub struct TaskFile {
     /// control mode, the attempt only writes a plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_plan: Option<String>,
+    /// Who the agent is: its Agent's name, role and capabilities (they reach the prompt).
+    /// Absent in task files written before routing existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentIdentity>,
+}
+
+/// The Agent an attempt runs as, as its prompt describes it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentIdentity {
+    /// The Agent's name.
+    pub name: String,
+    /// Its role.
+    pub role: AgentRole,
+    /// Its capability tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// Its description, written by the team that runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 impl TaskFile {

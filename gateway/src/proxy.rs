@@ -212,9 +212,15 @@ fn identify(catalog: &Catalog, headers: &HeaderMap) -> Result<Caller, Denial> {
         .run(&attempt)
         .ok_or_else(|| Denial::NotServed("the attempt's AgentRun is gone".into()))?;
     let ns = attempt.namespace.clone();
+    // A run routed moments ago may not show its routing in the cache yet: its pod, created
+    // by the controller for the chosen Agent, says which.
+    let agent_name = run
+        .agent_name()
+        .or(attempt.agent_label.as_deref())
+        .unwrap_or_default();
     let agent = catalog
-        .agent(&ns, &run.spec.agent_ref.name)
-        .ok_or_else(|| Denial::NotServed(format!("Agent {:?} is gone", run.spec.agent_ref.name)))?;
+        .agent(&ns, agent_name)
+        .ok_or_else(|| Denial::NotServed(format!("Agent {agent_name:?} is gone")))?;
     let project = catalog
         .project(&ns, &run.spec.project_ref.name)
         .ok_or_else(|| {

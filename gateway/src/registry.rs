@@ -31,6 +31,9 @@ pub struct AttemptRef {
     pub attempt: u32,
     /// The provider entry the attempt starts on (`Agent.spec.providers[].name`).
     pub provider: String,
+    /// The Agent the controller started the pod for (its `countersign.dev/agent` label): what
+    /// a routed run's attempt runs as until the gateway's cache shows the run's routing.
+    pub agent_label: Option<String>,
 }
 
 impl AttemptRef {
@@ -83,6 +86,7 @@ pub fn attempt_of(pod: &Pod) -> Option<(&str, AttemptRef)> {
             run_uid: owner.uid.clone(),
             attempt,
             provider: labels.get(PROVIDER_LABEL).cloned().unwrap_or_default(),
+            agent_label: labels.get(countersign_crds::keys::AGENT_LABEL).cloned(),
         },
     ))
 }

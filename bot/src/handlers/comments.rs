@@ -186,7 +186,7 @@ impl Handler {
                 }
                 let request = RunRequest {
                     project,
-                    agent: agent.as_str(),
+                    assignee: countersign_crds::project::Assignee::Agent(agent.as_str()),
                     issue: &e.issue,
                     requested_by: &e.sender,
                     source: TaskSource::Comment,

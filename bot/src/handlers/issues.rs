@@ -42,7 +42,7 @@ impl Handler {
                     continue;
                 }
                 outcomes.push(
-                    self.cancel_runs(project, e.issue.number, Some(&trigger.agent.name))
+                    self.cancel_runs(project, e.issue.number, Some(&trigger.assignee().key()))
                         .await?,
                 );
                 continue;
@@ -64,7 +64,7 @@ impl Handler {
             }
             let request = RunRequest {
                 project,
-                agent: &trigger.agent.name,
+                assignee: trigger.assignee(),
                 issue: &e.issue,
                 requested_by: &e.sender,
                 source: TaskSource::IssueLabel,

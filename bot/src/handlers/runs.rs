@@ -94,7 +94,8 @@ impl Handler {
     ) -> Result<Outcome, HandleError> {
         let project = request.project;
         let api: Api<AgentRun> = self.api(project);
-        let agent_label = label_value(request.agent);
+        let key = request.assignee.key();
+        let agent_label = label_value(&key);
         let mut taken = Vec::new();
         for _ in 0..NAME_ATTEMPTS {
             let runs = self.runs_for_issue(project, request.issue.number).await?;
@@ -113,7 +114,7 @@ impl Handler {
                 &taken,
                 &project.name_any(),
                 request.issue.number,
-                request.agent,
+                &key,
             );
             let run = objects::desired_run(request, &name);
             match api.create(&PostParams::default(), &run).await {
@@ -201,7 +202,7 @@ impl Handler {
             }) else {
                 return Ok(Outcome::Ignored(Ignored::NothingToDo("retry")));
             };
-            let agent = previous.spec.agent_ref.name.clone();
+            let agent = previous.spec.assignee().key();
             let name = free_name(&runs, &taken, &project.name_any(), number, &agent);
             let run = objects::retried_run(previous, project, &name, delivery, comment, asked_by);
             match api.create(&PostParams::default(), &run).await {

@@ -45,7 +45,7 @@ fn request<'a>(
 ) -> RunRequest<'a> {
     RunRequest {
         project,
-        agent: "backend",
+        assignee: countersign_crds::project::Assignee::Agent("backend"),
         issue,
         requested_by: requester,
         source: TaskSource::IssueLabel,
@@ -157,7 +157,10 @@ fn desired_run_labels_annotates_and_sanitises_the_task() {
 
     let spec = &run.spec;
     assert_eq!(spec.project_ref.name, "payments-api");
-    assert_eq!(spec.agent_ref.name, "backend");
+    assert_eq!(
+        spec.agent_ref.as_ref().map(|a| a.name.as_str()),
+        Some("backend")
+    );
     assert_eq!(spec.mode, Some(RunMode::Control));
     assert_eq!(spec.retries, DEFAULT_RETRIES);
     assert!(!spec.cancel_requested);

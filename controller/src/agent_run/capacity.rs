@@ -64,7 +64,7 @@ impl Entry {
             uid: run.uid()?,
             namespace: run.namespace().unwrap_or_default(),
             name: run.name_any(),
-            agent: run.spec.agent_ref.name.clone(),
+            agent: run.agent_name().unwrap_or_default().to_owned(),
             project: run.spec.project_ref.name.clone(),
             created: run.metadata.creation_timestamp.as_ref().map(|t| t.0),
             phase: run.status.as_ref().map(|s| s.phase).unwrap_or_default(),
@@ -95,7 +95,9 @@ pub fn holds_capacity(phase: RunPhase) -> bool {
 /// Admissions made by this process that the watch cache may not reflect yet.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    admitted: Mutex<HashSet<String>>,
+    /// The runs this process admitted, by uid, with the Agent each was admitted to (a routed
+    /// run's Agent is in its status only once the cache shows the write).
+    admitted: Mutex<HashMap<String, String>>,
     /// Held while one admission is counted in its Project's status (a read and a
     /// conditional write): admissions of this process then never race each other for the
     /// Project's resourceVersion, which a burst of runs would otherwise turn into a storm
@@ -130,30 +132,70 @@ impl Ledger {
         let Some(me) = Entry::of(run) else {
             return Admission::Wait("the run has no uid yet".into());
         };
-        let entries: Vec<Entry> = all.iter().filter_map(|r| Entry::of(r)).collect();
         let mut admitted = self
             .admitted
             .lock()
             .expect("admission ledger lock poisoned");
-        // Forget admissions the cache now shows as finished, or whose run is gone.
-        let live: HashSet<&str> = entries.iter().map(|e| e.uid.as_str()).collect();
-        admitted.retain(|uid| {
-            live.contains(uid.as_str())
-                && entries
-                    .iter()
-                    .find(|e| &e.uid == uid)
-                    .is_none_or(|e| !e.phase.is_finished())
-        });
-        if admitted.contains(&me.uid) {
+        let entries = entries_of(all, &mut admitted);
+        if admitted.contains_key(&me.uid) {
             return Admission::Admit;
         }
-        let decision = decide(&me, &entries, &admitted, limits, now);
+        let held: HashSet<String> = admitted.keys().cloned().collect();
+        let decision = decide(&me, &entries, &held, limits, now);
         if decision == Admission::Admit {
-            admitted.insert(me.uid.clone());
+            admitted.insert(me.uid.clone(), me.agent.clone());
         }
         decision
     }
 
+    /// Chooses among `candidates` the Agent a run given capabilities goes to, counting every
+    /// run the cache knows and the admissions this process made.
+    pub fn route(
+        &self,
+        run: &AgentRun,
+        all: &[std::sync::Arc<AgentRun>],
+        candidates: &[super::routing::Candidate],
+    ) -> super::routing::Route {
+        let mut admitted = self
+            .admitted
+            .lock()
+            .expect("admission ledger lock poisoned");
+        let entries = entries_of(all, &mut admitted);
+        let namespace = run.namespace().unwrap_or_default();
+        let uid = run.uid().unwrap_or_default();
+        // Admitted by an earlier pass whose writes did not land: same Agent again.
+        if let Some(agent) = admitted.get(&uid)
+            && candidates.iter().any(|c| &c.name == agent)
+        {
+            return super::routing::Route::To {
+                agent: agent.clone(),
+                reason: format!(
+                    "capabilities {}: admitted to {agent} earlier",
+                    run.spec.capabilities.join(", ")
+                ),
+            };
+        }
+        let loads: Vec<super::routing::Load> = candidates
+            .iter()
+            .map(|c| {
+                let mine = entries
+                    .iter()
+                    .filter(|e| e.namespace == namespace && e.uid != uid && e.agent == c.name);
+                let holding = mine
+                    .clone()
+                    .filter(|e| holds_capacity(e.phase) || admitted.contains_key(&e.uid))
+                    .count();
+                let queued = mine
+                    .filter(|e| e.waiting() && !admitted.contains_key(&e.uid))
+                    .count();
+                super::routing::Load {
+                    running: holding as u32,
+                    queued: queued as u32,
+                }
+            })
+            .collect();
+        super::routing::choose(&run.spec.capabilities, candidates, &loads)
+    }
     /// Waits for this process's turn to count an admission in a Project's status.
     pub async fn counting_turn(
         &self,
@@ -178,7 +220,7 @@ impl Ledger {
         let mut running = 0;
         let mut waiting = 0;
         for entry in all.iter().filter_map(|r| Entry::of(r)) {
-            if holds_capacity(entry.phase) || admitted.contains(&entry.uid) && entry.waiting() {
+            if holds_capacity(entry.phase) || admitted.contains_key(&entry.uid) && entry.waiting() {
                 running += 1;
             } else if entry.waiting() {
                 waiting += 1;
@@ -186,6 +228,29 @@ impl Ledger {
         }
         (running, waiting)
     }
+}
+
+/// What admission sees of every run the cache knows. Forgets admissions the cache now shows
+/// as finished, or whose run is gone, and fills in the Agent of a routed run the cache does
+/// not show routed yet.
+fn entries_of(
+    all: &[std::sync::Arc<AgentRun>],
+    admitted: &mut HashMap<String, String>,
+) -> Vec<Entry> {
+    let mut entries: Vec<Entry> = all.iter().filter_map(|r| Entry::of(r)).collect();
+    let live: HashMap<&str, &Entry> = entries.iter().map(|e| (e.uid.as_str(), e)).collect();
+    admitted.retain(|uid, _| {
+        live.get(uid.as_str())
+            .is_some_and(|e| !e.phase.is_finished())
+    });
+    for entry in &mut entries {
+        if entry.agent.is_empty()
+            && let Some(agent) = admitted.get(&entry.uid)
+        {
+            entry.agent = agent.clone();
+        }
+    }
+    entries
 }
 
 /// The pure admission rule.
@@ -430,6 +495,68 @@ mod tests {
 
     fn now() -> Timestamp {
         Timestamp::from_second(1_000_000).expect("ts")
+    }
+
+    /// A run given capabilities, not routed yet (as the cache shows it).
+    fn unrouted(name: &str, created: i64) -> Arc<AgentRun> {
+        let mut run: AgentRun = serde_json::from_value(serde_json::json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "AgentRun",
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}")},
+            "spec": {"projectRef": {"name": "p"}, "capabilities": ["rust"], "task": {"title": "t"}}
+        }))
+        .expect("valid run");
+        run.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).expect("ts")));
+        Arc::new(run)
+    }
+
+    #[test]
+    fn a_run_routed_and_admitted_by_this_process_counts_before_the_cache_shows_its_routing() {
+        use super::super::routing::{Candidate, Route};
+        let ledger = Ledger::default();
+        let candidates = [
+            Candidate {
+                name: "a".into(),
+                max: 1,
+                price: None,
+            },
+            Candidate {
+                name: "b".into(),
+                max: 1,
+                price: None,
+            },
+        ];
+        let (one, two) = (unrouted("one", 1), unrouted("two", 2));
+        let all = vec![one.clone(), two.clone()];
+        let Route::To { agent, .. } = ledger.route(&one, &all, &candidates) else {
+            panic!("routed")
+        };
+        assert_eq!(agent, "a");
+        let mut routed = (*one).clone();
+        routed.status = Some(AgentRunStatus {
+            routing: Some(countersign_crds::agent_run::Routing {
+                agent: agent.clone(),
+                reason: String::new(),
+                time: Time(now()),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            ledger.admit(&routed, &all, &limits(1), now()),
+            Admission::Admit
+        );
+        // The cache still shows `one` unrouted: the ledger knows it holds a's slot.
+        match ledger.route(&two, &all, &candidates) {
+            Route::To { agent, reason } => {
+                assert_eq!(agent, "b", "{reason}");
+                assert!(reason.contains("a 1 of 1 in use"), "{reason}");
+            }
+            other => panic!("expected b, got {other:?}"),
+        }
+        // A pass of `one` whose writes were lost routes it to the same Agent again.
+        assert!(matches!(
+            ledger.route(&one, &all, &candidates),
+            Route::To { agent, .. } if agent == "a"
+        ));
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct PodView {
     pub attempt: u32,
     /// Provider entry from the pod's label.
     pub provider: String,
+    /// The Agent the pod runs as, from its label (its `label_value`).
+    pub agent: Option<String>,
     /// Whether the pod is being deleted.
     pub deleting: bool,
     /// How far the pod got.
@@ -167,6 +169,7 @@ impl PodView {
         let labels = pod.labels();
         let attempt = labels.get(ATTEMPT_LABEL)?.parse().ok()?;
         let provider = labels.get(PROVIDER_LABEL).cloned().unwrap_or_default();
+        let agent = labels.get(super::resources::AGENT_LABEL).cloned();
         let status = pod.status.as_ref();
         let main = status.and_then(|s| s.container_statuses.as_ref());
         let init = status.and_then(|s| s.init_container_statuses.as_ref());
@@ -212,6 +215,7 @@ impl PodView {
             name: pod.name_any(),
             attempt,
             provider,
+            agent,
             deleting: pod.metadata.deletion_timestamp.is_some(),
             start_problem: match state {
                 PodState::Active => StartProblem::of(pod),
@@ -230,6 +234,8 @@ pub enum Blocker {
     AgentMissing,
     /// The referenced Project does not exist.
     ProjectMissing,
+    /// The run names capabilities no ready Agent of its namespace has.
+    NoCapableAgent(String),
     /// The Agent cannot run: suspended, or a Secret it needs is missing.
     AgentNotReady(String),
     /// No credentials for the repository can be had, and none will without a human.
@@ -250,6 +256,7 @@ impl Blocker {
         match self {
             Self::AgentMissing => "AgentNotFound",
             Self::ProjectMissing => "ProjectNotFound",
+            Self::NoCapableAgent(_) => "NoCapableAgent",
             Self::AgentNotReady(_) => "AgentNotReady",
             Self::NoCredentials(_) => "NoCredentials",
             Self::Repository { reason, .. } => reason,
@@ -258,11 +265,16 @@ impl Blocker {
 
     fn message(&self, run: &AgentRun) -> String {
         match self {
-            Self::AgentMissing => format!("Agent {:?} does not exist", run.spec.agent_ref.name),
+            Self::AgentMissing => format!(
+                "Agent {:?} does not exist",
+                run.agent_name().unwrap_or_default()
+            ),
             Self::ProjectMissing => {
                 format!("Project {:?} does not exist", run.spec.project_ref.name)
             }
-            Self::AgentNotReady(why) | Self::NoCredentials(why) => why.clone(),
+            Self::AgentNotReady(why) | Self::NoCredentials(why) | Self::NoCapableAgent(why) => {
+                why.clone()
+            }
             Self::Repository { message, .. } => message.clone(),
         }
     }

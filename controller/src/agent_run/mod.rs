@@ -12,6 +12,7 @@ pub mod decide;
 pub mod github;
 pub mod report;
 pub mod resources;
+pub mod routing;
 pub mod sweep;
 
 use std::sync::Arc;
@@ -126,8 +127,12 @@ pub async fn run(ctx: Arc<Context>) {
                 by_agent
                     .state()
                     .into_iter()
+                    // Runs of this Agent, and runs waiting to be routed (a new or resumed
+                    // Agent may be the one they wait for).
                     .filter(|r| {
-                        r.namespace() == ns && r.spec.agent_ref.name == name && !is_finished(r)
+                        r.namespace() == ns
+                            && !is_finished(r)
+                            && r.agent_name().is_none_or(|a| a == name)
                     })
                     .map(|r| ObjectRef::from_obj(&*r))
                     .collect::<Vec<_>>()
@@ -220,7 +225,7 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
     let (agent, project, pods) = if finished {
         (None, None, Vec::new())
     } else {
-        let agent = ctx.caches.agents.get(&ns, &run.spec.agent_ref.name);
+        let agent = run.agent_name().and_then(|a| ctx.caches.agents.get(&ns, a));
         let project = ctx.claims.project(&ns, &run.spec.project_ref.name);
         let mut pods = cached_pods(ctx, &run);
         // The cache may not show a pod created moments ago: before the open attempt's pod
@@ -244,10 +249,55 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
     };
     // Blockers only stop a first attempt; retries reuse what the first attempt had.
     let waiting = wants_admission(&run, &pods);
-    let blocker = if waiting {
-        blocker(ctx, &run, agent.as_ref(), project.as_ref()).await?
+    // A run given capabilities is routed as it is admitted: the choice is tried on a copy
+    // and kept only if the run starts.
+    let unrouted = Arc::clone(&run);
+    let mut route = None;
+    let (run, agent) = if waiting && run.agent_name().is_none() {
+        let candidates = routing::candidates(
+            ctx.caches
+                .agents
+                .state()
+                .iter()
+                .filter(|a| a.namespace().as_deref() == Some(ns.as_str()))
+                .map(|a| a.as_ref()),
+            &run.spec.capabilities,
+        );
+        let chosen = ctx.ledger.route(&run, &rc.runs.state(), &candidates);
+        let routed = match &chosen {
+            routing::Route::To { agent, reason } => ctx
+                .caches
+                .agents
+                .get(&ns, agent)
+                .map(|a| (with_routing(&run, agent, reason, jiff::Timestamp::now()), a)),
+            _ => None,
+        };
+        route = Some(chosen);
+        match routed {
+            Some((routed, agent)) => (routed, Some((*agent).clone())),
+            None => (run, None),
+        }
+    } else if !finished && run.agent_name().is_none() {
+        // Routed, its pod created, but the status write that recorded the choice was lost:
+        // the pod's label says which Agent it runs as.
+        match recovered_route(ctx, &ns, &pods) {
+            Some((name, agent)) => {
+                let reason = "recovered from the label of the run's pod";
+                (
+                    with_routing(&run, &name, reason, jiff::Timestamp::now()),
+                    Some(agent),
+                )
+            }
+            None => (run, agent),
+        }
     } else {
-        None
+        (run, agent)
+    };
+    let blocker = match &route {
+        Some(routing::Route::NoCandidate(why)) => Some(Blocker::NoCapableAgent(why.clone())),
+        Some(routing::Route::Wait(_)) => None,
+        _ if waiting => blocker(ctx, &run, agent.as_ref(), project.as_ref()).await?,
+        _ => None,
     };
     let gate = match run.status.as_ref().and_then(|s| s.gate_ref.as_ref()) {
         // The shared cache stands in until this watch has listed.
@@ -287,6 +337,10 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
             };
             Some(ctx.ledger.admit(&run, &rc.runs.state(), &limits, now))
         }
+        (None, _, _) if waiting => match &route {
+            Some(routing::Route::Wait(why)) => Some(Admission::Wait(why.clone())),
+            _ => None,
+        },
         _ => None,
     };
     let mut inputs = Inputs {
@@ -326,6 +380,23 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
             decision = decide(&inputs);
         }
     }
+
+    // The routing choice stands once the run starts; otherwise it is made again next time.
+    let run = match &route {
+        Some(routing::Route::To { agent, reason }) if starts(&decision) => {
+            decision.notes.push(decide::Note {
+                warning: false,
+                reason: "Routed",
+                message: decide::truncate(&format!("routed to Agent {agent}: {reason}"), 1024),
+            });
+            Arc::clone(&run)
+        }
+        Some(_) => {
+            decision.status.routing = None;
+            unrouted
+        }
+        None => Arc::clone(&run),
+    };
 
     let result = last_result(&decision, &pods);
     apply_actions(
@@ -376,6 +447,30 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
     Ok(decision
         .requeue
         .map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+/// The Agent a routed run's pods run as, when the run's status lost it.
+fn recovered_route(ctx: &Context, ns: &str, pods: &[PodView]) -> Option<(String, Agent)> {
+    let label = pods.iter().find_map(|p| p.agent.as_deref())?;
+    ctx.caches
+        .agents
+        .state()
+        .iter()
+        .filter(|a| a.namespace().as_deref() == Some(ns))
+        .find(|a| resources::label_value(&a.name_any()) == label)
+        .map(|a| (a.name_any(), (**a).clone()))
+}
+
+/// `run` with the routing choice in its status.
+fn with_routing(run: &AgentRun, agent: &str, reason: &str, now: jiff::Timestamp) -> Arc<AgentRun> {
+    let mut routed = run.clone();
+    routed.status.get_or_insert_with(Default::default).routing =
+        Some(countersign_crds::agent_run::Routing {
+            agent: agent.to_owned(),
+            reason: reason.to_owned(),
+            time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+        });
+    Arc::new(routed)
 }
 
 fn phase_label(phase: countersign_crds::RunPhase) -> &'static str {
@@ -600,7 +695,7 @@ fn facts<'a>(
     RunFacts {
         run,
         status,
-        agent: &run.spec.agent_ref.name,
+        agent: run.agent_name().unwrap_or_default(),
         mode: decide::run_mode(run, Some(agent)),
         model: agent
             .spec

@@ -178,6 +178,12 @@ impl AttemptSpec<'_> {
             verify: self.agent.spec.verify.clone(),
             commit_author: self.commit_author.clone(),
             approved_plan: self.approved_plan.clone(),
+            agent: Some(task_file::AgentIdentity {
+                name: self.agent.name_any(),
+                role: self.agent.spec.role,
+                capabilities: self.agent.spec.capabilities.clone(),
+                description: self.agent.spec.description.clone(),
+            }),
         }
     }
 

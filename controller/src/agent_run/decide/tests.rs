@@ -121,6 +121,7 @@ impl Case {
 
 fn pod(attempt: u32, provider: &str, state: PodState) -> PodView {
     PodView {
+        agent: None,
         name: format!("fix-42-{attempt}"),
         attempt,
         provider: provider.into(),
@@ -133,6 +134,7 @@ fn pod(attempt: u32, provider: &str, state: PodState) -> PodView {
 
 fn stuck(attempt: u32, reason: &str, permanent: bool, unschedulable: bool) -> PodView {
     PodView {
+        agent: None,
         start_problem: Some(StartProblem {
             reason: reason.into(),
             message: "container work: back-off pulling image \"ghcr.io/acme/agent:nope\"".into(),
