@@ -125,8 +125,9 @@ impl World {
                         {"label": "ai:checked", "agent": {"name": "checked"}},
                         {"label": "ai:attacked", "agent": {"name": "attacked"}},
                         {"label": "ai:tamper", "agent": {"name": "tamper"}},
-                        {"label": "ai:rust", "capabilities": ["rust"]}
-                    ]},
+                        {"label": "ai:rust", "capabilities": ["rust"]},
+                        {"label": "ai:architect", "agent": {"name": "architect"}}
+                    ], "agents": [{"name": "notes-api"}, {"name": "notes-ui"}, {"name": "flaky"}]},
                     "roles": [
                         {"role": "developer", "users": [{"login": "dev", "id": 21}]},
                         {"role": "tech_lead", "users": [{"login": "lead", "id": 22}]}
@@ -363,6 +364,35 @@ impl World {
         found.unwrap_or_else(|_| {
             panic!(
                 "run for issue #{issue} never {what}; last seen: {:#?}",
+                last.map(|r| r.status)
+            )
+        })
+    }
+
+    /// The run `name`, waiting until it satisfies `pred`.
+    async fn wait_named(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&AgentRun) -> bool,
+    ) -> AgentRun {
+        let runs = Api::<AgentRun>::namespaced(self.api.client(), NS);
+        let mut last = None;
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(run) = runs.get_opt(name).await.expect("get run") {
+                    if pred(&run) {
+                        return run;
+                    }
+                    last = Some(run);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "run {name} never {what}; last seen: {:#?}",
                 last.map(|r| r.status)
             )
         })
@@ -1550,4 +1580,331 @@ async fn capability_routing_chooses_by_load_then_cost_and_queues_when_every_agen
         "{}",
         prompts[0]
     );
+}
+
+/// An architect Agent (openai, the primary model) and three shell Agents that write one
+/// Markdown file each; `flaky` fails its first attempt (marker in `dir`).
+async fn breakdown_agents(world: &World, dir: &std::path::Path) {
+    let agents = Api::<countersign_crds::Agent>::namespaced(world.api.client(), NS);
+    create(
+        &agents,
+        json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "architect", "namespace": NS},
+            "spec": {"role": "architect", "providers": [
+                {"name": "primary", "kind": "openai", "model": "model-a", "retries": 0,
+                 "baseUrl": world.primary.openai_base_url(),
+                 "apiKeySecretRef": {"name": "model-keys", "key": "primary"}}
+            ], "limits": {"timeout": "5m"}}
+        }),
+    )
+    .await;
+    let marker = dir.join("flaky-failed-once");
+    for (name, script) in [
+        (
+            "notes-api",
+            "cat > /dev/null; printf '# API\\n' > API.md".to_owned(),
+        ),
+        (
+            "notes-ui",
+            "cat > /dev/null; printf '# UI\\n' > UI.md".to_owned(),
+        ),
+        (
+            "flaky",
+            format!(
+                "cat > /dev/null; if [ ! -e '{m}' ]; then touch '{m}'; echo 'flaked' >&2; exit 1; fi; \
+                 printf '# Docs\\n' > DOCS.md",
+                m = marker.display()
+            ),
+        ),
+    ] {
+        create(
+            &agents,
+            json!({
+                "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"role": "backend", "maxConcurrentRuns": 2, "providers": [{"name": "shell",
+                    "kind": "command", "command": {"command": ["sh", "-c", script]}}],
+                    "limits": {"timeout": "5m"}}
+            }),
+        )
+        .await;
+    }
+}
+
+/// The architect's session: one `finish` with the breakdown as its report.
+fn breakdown_script() -> Vec<Step> {
+    let breakdown = json!({"tasks": [
+        {"id": "api", "title": "Document the invoices API", "instructions": "Write API.md.",
+         "agent": "notes-api"},
+        {"id": "docs", "title": "Write the user docs", "agent": "flaky"},
+        {"id": "ui", "title": "Document the invoices page", "instructions": "After the API.",
+         "agent": "notes-ui", "dependsOn": ["api"]}
+    ]});
+    vec![Step::ToolCalls(vec![(
+        "finish".into(),
+        json!({"summary": "Three sub-tasks", "report": breakdown.to_string()}),
+    )])]
+}
+
+fn children_of(run: &AgentRun) -> Vec<(String, Option<RunPhase>)> {
+    run.status
+        .as_ref()
+        .map(|s| {
+            s.children
+                .iter()
+                .map(|c| (c.task.clone(), c.phase))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An architect breaks an issue down; once a human approves the breakdown, each sub-task
+/// runs as a child run with its own pull request and gate, `ui` only after `api` merged;
+/// `docs` fails once and is retried alone; the parent succeeds when all three have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approved_breakdown_runs_its_sub_tasks_in_dependency_order_and_retries_one_alone() {
+    let world = World::start(json!({"draft": false, "autoMerge": true})).await;
+    let dir = tempfile::tempdir().expect("dir");
+    breakdown_agents(&world, dir.path()).await;
+    world.primary.script(breakdown_script());
+    let issue = world
+        .label_new_issue("Document invoices", "ai:architect")
+        .await;
+    let parent_name = format!("api-issue-{issue}-architect");
+    let child = |task: &str| format!("{parent_name}-{task}");
+
+    let waiting = world
+        .wait_named(&parent_name, "proposed its breakdown", |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.phase == RunPhase::AwaitingPlanApproval)
+        })
+        .await;
+    let status = waiting.status.as_ref().unwrap();
+    assert_eq!(status.breakdown.as_ref().map(|b| b.tasks.len()), Some(3));
+    let plan = status.plan.as_ref().expect("the breakdown is the plan");
+    assert!(
+        plan.text
+            .contains("3. **Document the invoices page** (`ui`), Agent `notes-ui`, after `api`"),
+        "{}",
+        plan.text
+    );
+    assert_eq!(
+        world.github.world().branches(REPO),
+        ["main"],
+        "a breakdown pushes nothing"
+    );
+    let runs = Api::<AgentRun>::namespaced(world.api.client(), NS);
+    assert!(
+        runs.get_opt(&child("api")).await.unwrap().is_none(),
+        "nothing starts unapproved"
+    );
+    let (comment, _) = &world.bot_comments(issue)[0];
+    assert!(
+        comment.contains("Proposed breakdown") && comment.contains("/approve"),
+        "{comment}"
+    );
+
+    world.comment(issue, &lead(), "/approve").await;
+    let coordinating = world
+        .wait_named(&parent_name, "started its sub-tasks", |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.phase == RunPhase::Coordinating)
+                && children_of(r).iter().filter(|(_, p)| p.is_some()).count() == 2
+        })
+        .await;
+    // `ui` waits for `api`.
+    let ui = &coordinating.status.as_ref().unwrap().children[2];
+    assert_eq!((ui.task.as_str(), ui.phase), ("ui", None));
+    assert_eq!(ui.message.as_deref(), Some("waiting for api"));
+
+    // Each child: owned by the parent, same issue and requester, its own agent and task.
+    let api = world
+        .wait_named(&child("api"), "opened its pull request", |r| {
+            r.status.as_ref().is_some_and(|s| s.pull_request.is_some())
+        })
+        .await;
+    assert_eq!(
+        api.spec.parent_ref.as_ref().map(|p| p.name.as_str()),
+        Some(parent_name.as_str())
+    );
+    assert_eq!(
+        kube::ResourceExt::owner_references(&api)[0].uid,
+        coordinating.metadata.uid.clone().unwrap()
+    );
+    assert_eq!(api.spec.task.issue_number, Some(issue));
+    assert_eq!(api.spec.task.title, "Document the invoices API");
+    assert_eq!(api.spec.task.instructions.as_deref(), Some("Write API.md."));
+    assert_eq!(
+        api.spec
+            .task
+            .requested_by
+            .as_ref()
+            .map(|u| u.login.as_str()),
+        Some("rita")
+    );
+    assert_eq!(
+        api.spec.task.source,
+        countersign_crds::TaskSource::Breakdown
+    );
+    if api.status.as_ref().unwrap().phase != RunPhase::Succeeded {
+        assert!(
+            runs.get_opt(&child("ui")).await.unwrap().is_none(),
+            "ui waits for api to merge"
+        );
+    }
+
+    // api's pull request is low risk (docs): approved and merged on its own.
+    let pr = api
+        .status
+        .as_ref()
+        .unwrap()
+        .pull_request
+        .clone()
+        .unwrap()
+        .number;
+    world.deliver_opened(pr).await;
+    let api = world
+        .wait_named(&child("api"), "merged", |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.phase == RunPhase::Succeeded)
+        })
+        .await;
+    assert_eq!(api.status.as_ref().unwrap().attempts.len(), 1);
+
+    // docs failed once and was retried alone.
+    let docs = world
+        .wait_named(&child("docs"), "opened its pull request", |r| {
+            r.status.as_ref().is_some_and(|s| s.pull_request.is_some())
+        })
+        .await;
+    let outcomes = attempts_outcomes(&docs);
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    assert_ne!(
+        outcomes[0].1,
+        Some(AttemptOutcome::Succeeded),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[1].1,
+        Some(AttemptOutcome::Succeeded),
+        "{outcomes:?}"
+    );
+    let pr = docs
+        .status
+        .as_ref()
+        .unwrap()
+        .pull_request
+        .clone()
+        .unwrap()
+        .number;
+    world.deliver_opened(pr).await;
+
+    // ui starts once api merged.
+    let ui = world
+        .wait_named(&child("ui"), "opened its pull request", |r| {
+            r.status.as_ref().is_some_and(|s| s.pull_request.is_some())
+        })
+        .await;
+    let api_done = api
+        .status
+        .as_ref()
+        .unwrap()
+        .completion_time
+        .clone()
+        .unwrap()
+        .0;
+    let ui_created = ui.metadata.creation_timestamp.clone().unwrap().0;
+    assert!(
+        ui_created.as_second() >= api_done.as_second(),
+        "ui was created at {ui_created}, before api finished at {api_done}"
+    );
+    assert_eq!(ui.status.as_ref().unwrap().attempts.len(), 1);
+    let pr = ui
+        .status
+        .as_ref()
+        .unwrap()
+        .pull_request
+        .clone()
+        .unwrap()
+        .number;
+    world.deliver_opened(pr).await;
+
+    let done = world
+        .wait_named(&parent_name, "succeeded", |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.phase == RunPhase::Succeeded)
+        })
+        .await;
+    assert_eq!(
+        children_of(&done),
+        [
+            ("api".to_owned(), Some(RunPhase::Succeeded)),
+            ("docs".to_owned(), Some(RunPhase::Succeeded)),
+            ("ui".to_owned(), Some(RunPhase::Succeeded)),
+        ]
+    );
+    assert_eq!(
+        done.status.as_ref().unwrap().message.as_deref(),
+        Some("All 3 sub-tasks succeeded")
+    );
+    assert_eq!(attempts_outcomes(&done).len(), 1, "the architect ran once");
+    // The issue's progress comment is a checklist of the children with their pull requests.
+    let parent_comment = world
+        .bot_comments(issue)
+        .into_iter()
+        .map(|(body, _)| body)
+        .find(|b| b.contains(&format!("countersign:run {NS}/{parent_name} ")))
+        .expect("the parent's progress comment");
+    assert!(parent_comment.contains("### Sub-tasks"), "{parent_comment}");
+    for task in ["api", "docs", "ui"] {
+        assert!(
+            parent_comment.contains(&format!("- [x] `{task}`: succeeded")),
+            "{parent_comment}"
+        );
+    }
+}
+
+/// A rejected breakdown ends the run; no child is ever created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rejected_breakdown_starts_nothing() {
+    let world = World::start(json!({})).await;
+    let dir = tempfile::tempdir().expect("dir");
+    breakdown_agents(&world, dir.path()).await;
+    world.primary.script(breakdown_script());
+    let issue = world
+        .label_new_issue("Document invoices", "ai:architect")
+        .await;
+    let parent_name = format!("api-issue-{issue}-architect");
+    world
+        .wait_named(&parent_name, "proposed its breakdown", |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.phase == RunPhase::AwaitingPlanApproval)
+        })
+        .await;
+    // Someone without an approver role cannot approve it.
+    world.comment(issue, &rita(), "/approve").await;
+    world.comment(issue, &lead(), "/reject").await;
+    let rejected = world
+        .wait_named(&parent_name, "ended", |r| {
+            r.status.as_ref().is_some_and(|s| s.phase.is_finished())
+        })
+        .await;
+    let status = rejected.status.unwrap();
+    assert_eq!(status.phase, RunPhase::Cancelled);
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Breakdown rejected by @lead")
+    );
+    assert!(status.children.is_empty());
+    let runs = Api::<AgentRun>::namespaced(world.api.client(), NS)
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list");
+    assert_eq!(runs.items.len(), 1, "only the architect's run exists");
 }

@@ -926,7 +926,7 @@ fn the_charts_rules_are_the_reviewed_ones() {
         json!([
             {"apiGroups": ["countersign.dev"], "resources": ["projects", "agents", "agentruns", "approvalgates", "riskpolicies"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["countersign.dev"], "resources": ["projects/status", "agents/status", "agentruns/status", "approvalgates/status", "riskpolicies/status"], "verbs": ["patch"]},
-            {"apiGroups": ["countersign.dev"], "resources": ["agentruns"], "verbs": ["delete"]},
+            {"apiGroups": ["countersign.dev"], "resources": ["agentruns"], "verbs": ["create", "delete"]},
             {"apiGroups": ["countersign.dev"], "resources": ["approvalgates"], "verbs": ["create"]},
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
             {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list", "create", "delete"]},

@@ -191,6 +191,7 @@ async fn every_shipped_manifest_is_accepted_and_deserialises() {
                 "Agent",
                 "AgentRun",
                 "AgentRun",
+                "AgentRun",
                 "Project",
                 "RiskPolicy",
                 "RiskPolicy"
@@ -393,6 +394,26 @@ fn cel_cases() -> Vec<(&'static str, &'static str, Broken)> {
                 |r| r["spec"]["capabilities"] = json!(["rust"]),
                 "spec.capabilities",
                 "capabilities are immutable",
+            ),
+        ),
+        (
+            "agentruns.countersign.dev.yaml",
+            "parentRef is set only at creation",
+            immutable(
+                "examples/agentrun.yaml",
+                |r| r["spec"]["parentRef"] = json!({"name": "adopted-by-someone"}),
+                "spec",
+                "parentRef is set only at creation",
+            ),
+        ),
+        (
+            "agentruns.countersign.dev.yaml",
+            "parentRef is immutable",
+            immutable(
+                "examples/agentrun-child.yaml",
+                |r| r["spec"]["parentRef"]["name"] = json!("another-parent"),
+                "spec.parentRef",
+                "parentRef is immutable",
             ),
         ),
         (

@@ -240,6 +240,7 @@ fn run_fixtures() -> Vec<Fixture> {
         RunPhase::AwaitingPlanApproval,
         RunPhase::Running,
         RunPhase::PullRequestOpen,
+        RunPhase::Coordinating,
         RunPhase::Succeeded,
         RunPhase::Failed,
         RunPhase::Cancelled,
@@ -248,9 +249,10 @@ fn run_fixtures() -> Vec<Fixture> {
         let argo = match phase {
             RunPhase::Succeeded => "Healthy",
             RunPhase::Failed | RunPhase::TimedOut => "Degraded",
-            RunPhase::AwaitingPlanApproval | RunPhase::PullRequestOpen | RunPhase::Cancelled => {
-                "Suspended"
-            }
+            RunPhase::AwaitingPlanApproval
+            | RunPhase::PullRequestOpen
+            | RunPhase::Coordinating
+            | RunPhase::Cancelled => "Suspended",
             RunPhase::Pending | RunPhase::Queued | RunPhase::Planning | RunPhase::Running => {
                 "Progressing"
             }

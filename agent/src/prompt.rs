@@ -39,6 +39,11 @@ pub fn task_prompt(task: &TaskFile, kind: &JobKind) -> String {
              (files to change, steps, tests, risks). Do not change any file: a human approves the \
              plan before anyone codes.\n"
         }
+        JobKind::Breakdown => {
+            "Your job: read the code and break the task down into sub-tasks for other agents \
+             (each one pull request a reviewer can judge alone). Do not change any file: a human \
+             approves the breakdown, then each sub-task runs as its own agent run.\n"
+        }
         JobKind::Analyse => {
             "Your job: read the code and write an analysis of the task (findings, where in the code, \
              options, risks). Do not change any file.\n"

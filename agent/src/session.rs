@@ -53,6 +53,16 @@ This job: write a plan, change nothing. Your tools are read-only. Study the code
 the tests to add or update, and the risks and open questions. The plan is reviewed by a human \
 before anyone codes it."
         }
+        JobKind::Breakdown => {
+            "\
+This job: break the task down, change nothing. Your tools are read-only. Study the code, then \
+call `finish` with `report` holding the breakdown as JSON: \
+{\"tasks\": [{\"id\": \"api\", \"title\": \"one line\", \"instructions\": \"what to do\", \
+\"agent\": \"backend\", \"dependsOn\": []}]}. At most 5 sub-tasks; ids are short lower-case \
+names; each names an `agent` or instead the `capabilities` it needs (e.g. [\"rust\"]); \
+`dependsOn` lists ids of earlier sub-tasks whose pull requests must merge first; titles up to \
+80 and instructions up to 300 characters. A human approves the breakdown before anyone codes."
+        }
         JobKind::Analyse => {
             "\
 This job: write an analysis, change nothing. Your tools are read-only. Study the code, then \
@@ -75,7 +85,7 @@ impl Session {
     pub fn new(job: &Job, workspace: &Path) -> Self {
         let access = match job.kind {
             JobKind::Change => Access::ReadWrite,
-            JobKind::Plan | JobKind::Analyse => Access::ReadOnly,
+            JobKind::Plan | JobKind::Analyse | JobKind::Breakdown => Access::ReadOnly,
         };
         let report_required = job.kind != JobKind::Change;
         Self {
@@ -83,7 +93,8 @@ impl Session {
                 system: system_prompt(&job.kind),
                 messages: vec![Message::User(job.prompt.clone())],
             },
-            toolbox: Toolbox::new(workspace, access, report_required),
+            toolbox: Toolbox::new(workspace, access, report_required)
+                .with_breakdown(job.kind == JobKind::Breakdown),
         }
     }
 

@@ -254,6 +254,7 @@ pub struct Toolbox {
     root: PathBuf,
     access: Access,
     report_required: bool,
+    breakdown: bool,
 }
 
 impl Toolbox {
@@ -264,7 +265,14 @@ impl Toolbox {
             root: root.to_path_buf(),
             access,
             report_required,
+            breakdown: false,
         }
+    }
+
+    /// Makes `finish` insist that `report` is a valid work breakdown (JSON).
+    pub fn with_breakdown(mut self, breakdown: bool) -> Self {
+        self.breakdown = breakdown;
+        self
     }
 
     /// The definitions of this toolbox's tools.
@@ -458,6 +466,13 @@ impl Toolbox {
             return ToolOutcome::error(
                 "this job needs its result in `report` (Markdown); call finish again with it",
             );
+        }
+        // A breakdown is checked here so the model can fix it while it still can.
+        if self.breakdown
+            && let Some(text) = &report
+            && let Err(why) = countersign_crds::breakdown::Breakdown::parse(text)
+        {
+            return ToolOutcome::error(format!("{why}; call finish again with a fixed breakdown"));
         }
         ToolOutcome::Finished(Finish { summary, report })
     }

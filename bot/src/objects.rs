@@ -109,6 +109,7 @@ pub fn desired_run(request: &RunRequest<'_>, name: &str) -> AgentRun {
                 requesters: Vec::new(),
                 source: request.source,
             },
+            parent_ref: None,
             mode: request.mode,
             cancel_requested: false,
             retries: DEFAULT_RETRIES,
@@ -141,6 +142,8 @@ pub fn retried_run(
     let mut run = AgentRun::new(name, previous.spec.clone());
     run.spec.cancel_requested = false;
     run.spec.task.source = TaskSource::Comment;
+    // A retried sub-task is a run of its own: its parent already counted the one that ended.
+    run.spec.parent_ref = None;
     let retrier = github_user(asked_by);
     let task = &mut run.spec.task;
     let known = task

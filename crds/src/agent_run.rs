@@ -32,6 +32,7 @@ pub const MAX_TASK_BODY_BYTES: usize = 16 * 1024;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Agent","type":"string","jsonPath":".spec.agentRef.name"}"#,
     printcolumn = r#"{"name":"Routed","type":"string","jsonPath":".status.routing.agent"}"#,
+    printcolumn = r#"{"name":"Parent","type":"string","jsonPath":".spec.parentRef.name"}"#,
     printcolumn = r#"{"name":"Issue","type":"integer","jsonPath":".spec.task.issueNumber"}"#,
     printcolumn = r#"{"name":"PR","type":"integer","jsonPath":".status.pullRequest.number"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -40,6 +41,7 @@ pub const MAX_TASK_BODY_BYTES: usize = 16 * 1024;
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "has(self.agentRef) != has(self.capabilities)", "message": "a run names either `agentRef` or `capabilities`, not both and not neither"},
     {"rule": "has(self.agentRef) == has(oldSelf.agentRef) && has(self.capabilities) == has(oldSelf.capabilities)", "message": "agentRef and capabilities are immutable"},
+    {"rule": "has(self.parentRef) == has(oldSelf.parentRef)", "message": "parentRef is set only at creation"},
 ]))]
 pub struct AgentRunSpec {
     /// The Project (same namespace) whose repository the agent works on. Immutable.
@@ -66,6 +68,11 @@ pub struct AgentRunSpec {
     /// What to do. Immutable: start a new run for a different task.
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "task is immutable"}]))]
     pub task: Task,
+    /// The run whose approved breakdown this run is one sub-task of, set by the controller
+    /// on the child runs it creates. A child never breaks its task down again. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "parentRef is immutable"}]))]
+    pub parent_ref: Option<LocalRef>,
     /// How humans steer the run. Defaults to the trigger's or the Agent's mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<RunMode>,
@@ -142,6 +149,8 @@ pub enum TaskSource {
     /// Created directly with kubectl or GitOps.
     #[default]
     Kubectl,
+    /// Created by the controller from a sub-task of its parent run's approved breakdown.
+    Breakdown,
 }
 
 /// Where a run is in its lifecycle.
@@ -160,6 +169,8 @@ pub enum RunPhase {
     Running,
     /// The change is pushed and its pull request awaits approval and merge.
     PullRequestOpen,
+    /// The approved breakdown's child runs are working; the run finishes when they all have.
+    Coordinating,
     /// Finished: the pull request merged, or the run had nothing to change.
     Succeeded,
     /// Finished without success after its retries.
@@ -188,7 +199,7 @@ impl RunPhase {
             Self::Failed | Self::TimedOut => Readiness::Stalled { reason, message },
             Self::Cancelled => Readiness::NotReady { reason, message },
             // Waiting on humans is not abnormal progress, but the run is not done either.
-            Self::AwaitingPlanApproval | Self::PullRequestOpen => {
+            Self::AwaitingPlanApproval | Self::PullRequestOpen | Self::Coordinating => {
                 Readiness::NotReady { reason, message }
             }
             Self::Pending | Self::Queued | Self::Planning | Self::Running => {
@@ -377,9 +388,19 @@ pub struct AgentRunStatus {
     /// them).
     #[serde(default)]
     pub usage: Usage,
-    /// In control mode: the plan the agent proposed and what a human decided about it.
+    /// In control mode: the plan the agent proposed and what a human decided about it. For
+    /// an architect's breakdown, the breakdown as posted on the issue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<RunPlan>,
+    /// The work breakdown an architect agent proposed (see `plan` for the decision). Once
+    /// approved, each sub-task becomes a child run, started when the sub-tasks it depends
+    /// on have succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<crate::breakdown::Breakdown>,
+    /// The child runs of the approved breakdown, one per sub-task, in the breakdown's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub children: Vec<ChildRun>,
     /// The one comment on the issue that follows this run through its phases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_comment: Option<ProgressComment>,
@@ -393,6 +414,31 @@ pub struct AgentRunStatus {
     /// When the run finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+}
+
+/// One sub-task of a run's breakdown and the child run doing it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildRun {
+    /// The sub-task's id in the breakdown.
+    #[schemars(length(min = 1, max = 20))]
+    pub task: String,
+    /// The child AgentRun, `<run>-<task>`.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The child's phase; absent until it is created (it waits for its dependencies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RunPhase>,
+    /// For people: what the child waits for, or how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub message: Option<String>,
+    /// The child's pull request, once opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestRef>,
+    /// The ApprovalGate of that pull request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_ref: Option<LocalRef>,
 }
 
 /// The controller's choice of Agent for a run that asked for capabilities.

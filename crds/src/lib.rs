@@ -12,6 +12,7 @@ pub mod agent;
 pub mod agent_run;
 pub mod approval_gate;
 pub mod attempt;
+pub mod breakdown;
 pub mod common;
 pub mod conditions;
 pub mod generate;

@@ -107,6 +107,11 @@ pub struct TaskFile {
     /// control mode, the attempt only writes a plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_plan: Option<String>,
+    /// Whether this attempt proposes a work breakdown instead of a change: the first stage
+    /// of an architect Agent's run that is not itself a sub-task. The breakdown is reported
+    /// as the attempt's plan.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub breakdown: bool,
     /// Who the agent is: its Agent's name, role and capabilities (they reach the prompt).
     /// Absent in task files written before routing existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

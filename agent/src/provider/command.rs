@@ -171,7 +171,9 @@ impl CommandAgent {
                     .to_owned(),
                 report: match kind {
                     JobKind::Change => None,
-                    JobKind::Plan | JobKind::Analyse => Some(output.trim().to_owned()),
+                    JobKind::Plan | JobKind::Analyse | JobKind::Breakdown => {
+                        Some(output.trim().to_owned())
+                    }
                 },
             }),
             Status::TimedOut => Err(ProviderError::OutOfBudget(Limit::Time)),

@@ -27,6 +27,9 @@ pub enum JobKind {
     Plan,
     /// Read the code and write an analysis; change nothing (observation mode).
     Analyse,
+    /// Read the code and propose a work breakdown for other agents; change nothing (an
+    /// architect's run before its breakdown is approved).
+    Breakdown,
 }
 
 /// One job for a provider.

@@ -36,7 +36,9 @@ pub fn is_success(outcome: ResultOutcome) -> bool {
 /// Which job the task asks for: a plan (control mode before approval), an analysis
 /// (observation mode), or a change.
 pub fn job_kind(task: &TaskFile) -> JobKind {
-    if task.is_planning() {
+    if task.breakdown {
+        JobKind::Breakdown
+    } else if task.is_planning() {
         JobKind::Plan
     } else if task.mode == RunMode::Observation {
         JobKind::Analyse

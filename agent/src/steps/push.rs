@@ -77,6 +77,17 @@ fn decide(args: &StepArgs, task: &TaskFile) -> AgentResult {
             | ResultOutcome::RateLimited
             | ResultOutcome::GuardrailViolation),
         ) => passed_on(outcome),
+        (JobKind::Breakdown, ResultOutcome::PlanReady) => {
+            // Model-written: passed on only if it is a breakdown the controller will take.
+            let text = report.report.clone().unwrap_or_default();
+            match countersign_crds::breakdown::Breakdown::parse(&text) {
+                Ok(breakdown) => AgentResult {
+                    report: Some(breakdown.to_json()),
+                    ..passed_on(ResultOutcome::PlanReady)
+                },
+                Err(why) => ended(ResultOutcome::Failed, why),
+            }
+        }
         (JobKind::Plan, ResultOutcome::PlanReady) => AgentResult {
             report: report.report.clone().or_else(|| report.summary.clone()),
             ..passed_on(ResultOutcome::PlanReady)

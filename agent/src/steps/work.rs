@@ -142,7 +142,7 @@ fn work(args: &StepArgs, task: &TaskFile, gateway: &Gateway, started: Instant) -
         Err(e) => return failed(&e),
     };
     let report = match kind {
-        JobKind::Plan => WorkReport {
+        JobKind::Plan | JobKind::Breakdown => WorkReport {
             report: Some(work.report.clone().unwrap_or_else(|| work.summary.clone())),
             summary: Some(work.summary.clone()),
             ..blank(ResultOutcome::PlanReady)

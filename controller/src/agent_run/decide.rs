@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use countersign_crds::agent_run::{Attempt, AttemptOutcome, TokenKind, Usage};
 use countersign_crds::conditions::{self, Readiness};
-use countersign_crds::result::AgentResult;
+use countersign_crds::result::{AgentResult, ResultOutcome};
 use countersign_crds::task_file::Step;
 use countersign_crds::{Agent, AgentRun, AgentRunStatus, GatePhase, RunPhase};
 use jiff::{SignedDuration, Timestamp};
@@ -303,6 +303,13 @@ pub struct Inputs<'a> {
     pub gate: Option<GatePhase>,
     /// Each attempt's usage as the provider gateway recorded it (its ledger), by number.
     pub gateway_usage: &'a BTreeMap<u32, Usage>,
+    /// The Agents the run's Project lets runs name (its trigger labels and `agents`): the
+    /// only ones a breakdown may name.
+    pub mapped_agents: &'a [String],
+    /// The run's child runs (its breakdown's sub-tasks), as the cache shows them.
+    pub children: &'a [ChildView],
+    /// For a child run: its parent was cancelled (or asked to be), so it stops too.
+    pub parent_cancelled: bool,
 }
 
 /// Something the shell must do.
@@ -321,6 +328,11 @@ pub enum Action {
     DeleteRun,
     /// Open (or find) the pull request for the pushed branch and record it in the status.
     OpenPullRequest,
+    /// Create the child run of this sub-task of the approved breakdown.
+    CreateChild {
+        /// The sub-task's id.
+        task: String,
+    },
     /// Revoke these GitHub tokens of an attempt (its clone step or the attempt ended),
     /// record them in `status.attempts[].revokedTokens`, and delete the attempt's Secret
     /// once none is left.
@@ -384,7 +396,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
 
     if before.is_finished() {
         expire_after_ttl(i, &mut d);
-    } else if run.spec.cancel_requested {
+    } else if run.spec.cancel_requested || i.parent_cancelled {
         cancel(i, &mut d);
     } else if let Some(blocker) = i.blocker.as_ref().filter(|_| d.status.attempts.is_empty()) {
         let message = blocker.message(run);
@@ -512,6 +524,10 @@ fn expire_after_ttl(i: &Inputs<'_>, d: &mut Decision) {
     }
 }
 
+fn run_cancelled(i: &Inputs<'_>) -> bool {
+    i.run.spec.cancel_requested
+}
+
 fn cancel(i: &Inputs<'_>, d: &mut Decision) {
     let active: Vec<String> = i
         .pods
@@ -527,7 +543,12 @@ fn cancel(i: &Inputs<'_>, d: &mut Decision) {
         last.finish_time = Some(Time(i.now));
         last.reason = Some("cancelled on request".into());
     }
-    finish(d, RunPhase::Cancelled, "Cancelled on request".into(), i.now);
+    let why = if run_cancelled(i) {
+        "Cancelled on request"
+    } else {
+        "Cancelled with its parent run"
+    };
+    finish(d, RunPhase::Cancelled, why.into(), i.now);
 }
 
 fn admit(i: &Inputs<'_>, d: &mut Decision) {
@@ -611,7 +632,28 @@ fn follow_attempt(i: &Inputs<'_>, d: &mut Decision) {
             )),
         };
         if let Some((outcome, reason, result)) = outcome {
-            record_outcome(d, outcome, &reason, result.as_ref(), i.now);
+            // An architect's breakdown is read and checked here, never trusted from the pod.
+            let breakdown = result
+                .as_ref()
+                .filter(|r| {
+                    outcome == AttemptOutcome::Succeeded && r.outcome == ResultOutcome::PlanReady
+                })
+                .filter(|_| breaks_down(i.run, i.agent))
+                .map(|r| children::check(i, r.report.as_deref().unwrap_or_default()));
+            match breakdown {
+                Some(Err(why)) => record_outcome(
+                    d,
+                    AttemptOutcome::Failed,
+                    &format!("the proposed breakdown was refused: {why}"),
+                    None,
+                    i.now,
+                ),
+                Some(Ok(breakdown)) => {
+                    record_outcome(d, outcome, &reason, result.as_ref(), i.now);
+                    children::record(d, breakdown);
+                }
+                None => record_outcome(d, outcome, &reason, result.as_ref(), i.now),
+            }
         }
     }
     let Some(last) = d.status.attempts.last().cloned() else {
@@ -811,12 +853,14 @@ pub(crate) fn truncate(text: &str, max_chars: usize) -> String {
     }
 }
 
+pub mod children;
 mod outcome;
 mod stages;
 
+pub use children::ChildView;
 use outcome::{Next, classify, next_after, record_outcome};
 use stages::{after_success, approved_plan_waits, coding_stage_start, working_phase};
-pub(crate) use stages::{approved_plan, run_mode};
+pub(crate) use stages::{approved_plan, breaks_down, run_mode};
 
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,8 @@ pub struct RunContext {
     /// until the next resync.)
     gates: Store<ApprovalGate>,
     recorder: Recorder,
+    /// Parents to look at again because one of their children changed.
+    nudge: tokio::sync::mpsc::UnboundedSender<ObjectRef<AgentRun>>,
 }
 
 /// An API handle for `K` in the controller's scope (one namespace or all).
@@ -102,11 +104,16 @@ pub async fn run(ctx: Arc<Context>) {
         .modify(crate::cache::trim)
         .reflect(gates_writer)
         .applied_objects();
+    let (nudge, nudged) = tokio::sync::mpsc::unbounded_channel();
     let run_ctx = Arc::new(RunContext {
         ctx: ctx.clone(),
         runs,
         gates,
         recorder,
+        nudge,
+    });
+    let nudged = futures::stream::unfold(nudged, |mut rx| async move {
+        rx.recv().await.map(|parent| (parent, rx))
     });
     // A pod's change reaches its run through its owner reference: its metadata is all the
     // trigger needs (the pod itself is read from the trimmed cache).
@@ -150,6 +157,8 @@ pub async fn run(ctx: Arc<Context>) {
                     .map(|r| ObjectRef::<AgentRun>::new(&r.name).within(&ns))
             },
         )
+        // A child's change reaches its parent (which mirrors it and starts the next ones).
+        .reconcile_on(nudged)
         .reconcile_all_on(resync)
         .run(reconcile, error_policy, run_ctx)
         .for_each(move |result| {
@@ -343,6 +352,36 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         },
         _ => None,
     };
+    // The Agents a breakdown may name, and the children of a run carrying one out.
+    let mapped_agents: Vec<String> = project
+        .as_ref()
+        .map(|p| {
+            p.spec
+                .triggers
+                .mapped_agents()
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let has_breakdown = run.status.as_ref().is_some_and(|s| s.breakdown.is_some());
+    let children: Vec<decide::ChildView> = if has_breakdown && !finished {
+        rc.runs
+            .state()
+            .iter()
+            .filter_map(|r| decide::ChildView::of(r, &run))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // A child stops with its parent.
+    let parent_cancelled = match &run.spec.parent_ref {
+        Some(parent) if !finished => rc
+            .runs
+            .get(&ObjectRef::new(&parent.name).within(&ns))
+            .is_some_and(|p| decide::children::parent_cancelled(&p)),
+        _ => false,
+    };
     let mut inputs = Inputs {
         run: &run,
         agent: agent.as_ref(),
@@ -354,6 +393,9 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         can_open_pull_requests: ctx.github.is_some(),
         gate,
         gateway_usage: &gateway_usage,
+        mapped_agents: &mapped_agents,
+        children: &children,
+        parent_cancelled,
     };
     let mut decision = decide(&inputs);
     let starts = |d: &Decision| {
@@ -434,8 +476,18 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
     if let (Some(agent), Some(project)) = (&agent, &project) {
         publish_progress(ctx, &run, agent, project, &mut decision, result.as_ref()).await?;
     }
+    let changed = run.status.as_ref() != Some(&decision.status);
     write_status(ctx, &run, &decision).await?;
     publish_notes(&rc, &run, &decision).await;
+    if changed && let Some(parent) = &run.spec.parent_ref {
+        let _ = rc.nudge.send(ObjectRef::new(&parent.name).within(&ns));
+    }
+    // A cancelled parent's children stop too: they look at it again now.
+    if changed && decision.status.phase == countersign_crds::RunPhase::Cancelled {
+        for child in &decision.status.children {
+            let _ = rc.nudge.send(ObjectRef::new(&child.name).within(&ns));
+        }
+    }
 
     let now_finished = decision.status.phase.is_finished();
     if !capacity::holds_capacity(decision.status.phase) {
@@ -806,6 +858,9 @@ async fn apply_actions(
                     );
                 }
             }
+            Action::CreateChild { task } => {
+                create_child(ctx, run, &decision.status, task).await?;
+            }
             Action::DeleteRun => {
                 let runs = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns);
                 ignore_not_found(
@@ -818,6 +873,63 @@ async fn apply_actions(
         }
     }
     Ok(())
+}
+
+/// Creates the child run doing sub-task `task` of `parent`'s approved breakdown: the same
+/// Project, issue and requesters (who still cannot approve its pull request), the sub-task's
+/// title and instructions, owned by the parent. Already there (an earlier pass made it):
+/// nothing to do.
+async fn create_child(
+    ctx: &Context,
+    parent: &AgentRun,
+    status: &countersign_crds::AgentRunStatus,
+    task: &str,
+) -> Result<()> {
+    let Some(sub) = status
+        .breakdown
+        .as_ref()
+        .and_then(|b| b.tasks.iter().find(|t| t.id == task))
+    else {
+        return Ok(());
+    };
+    let ns = parent.namespace().unwrap_or_default();
+    let name = decide::children::child_name(&parent.name_any(), task);
+    let mut spec = parent.spec.clone();
+    spec.agent_ref = sub.agent.as_ref().map(countersign_crds::LocalRef::new);
+    spec.capabilities = sub.capabilities.clone();
+    spec.parent_ref = Some(countersign_crds::LocalRef::new(parent.name_any()));
+    spec.mode = None;
+    spec.cancel_requested = false;
+    spec.task.title = sub.title.clone();
+    spec.task.instructions = Some(sub.instructions.clone()).filter(|i| !i.trim().is_empty());
+    spec.task.source = countersign_crds::TaskSource::Breakdown;
+    let assignee = spec.assignee().key();
+    let mut labels = std::collections::BTreeMap::new();
+    for key in [
+        countersign_crds::keys::PROJECT_LABEL,
+        countersign_crds::keys::ISSUE_LABEL,
+    ] {
+        if let Some(value) = parent.labels().get(key) {
+            labels.insert(key.to_owned(), value.clone());
+        }
+    }
+    labels.insert(
+        countersign_crds::keys::AGENT_LABEL.to_owned(),
+        resources::label_value(&assignee),
+    );
+    let mut child = AgentRun::new(&name, spec);
+    child.metadata.namespace = Some(ns.clone());
+    child.metadata.labels = Some(labels);
+    child.metadata.owner_references = parent.controller_owner_ref(&()).map(|r| vec![r]);
+    let runs = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns);
+    match runs.create(&PostParams::default(), &child).await {
+        Ok(_) => {
+            tracing::info!(parent = %parent.name_any(), child = %name, "created a sub-task's run");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// How soon a run whose token revocation failed is looked at again.

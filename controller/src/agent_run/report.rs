@@ -133,7 +133,12 @@ pub fn pull_request_body(f: &RunFacts<'_>) -> String {
         body.push_str(&format!("| Branch | `{branch}` at {commit} |\n"));
     }
     if let Some(issue) = task.issue_number {
-        body.push_str(&format!("\nCloses #{issue}\n"));
+        // A sub-task's pull request is one part of the issue: merging it does not close it.
+        if f.run.spec.parent_ref.is_some() {
+            body.push_str(&format!("\nPart of #{issue}\n"));
+        } else {
+            body.push_str(&format!("\nCloses #{issue}\n"));
+        }
     }
     body
 }
@@ -187,6 +192,30 @@ pub fn progress_comment(f: &RunFacts<'_>) -> String {
             None => {}
         }
     }
+    if !status.children.is_empty() {
+        body.push_str("### Sub-tasks\n\n");
+        for child in &status.children {
+            let done = child.phase == Some(RunPhase::Succeeded);
+            let state = match (child.phase, &child.pull_request) {
+                (Some(phase), Some(pr)) => {
+                    format!("{}, pull request #{}", phase_words(phase), pr.number)
+                }
+                (Some(phase), None) => phase_words(phase).to_owned(),
+                (None, _) => child
+                    .message
+                    .as_deref()
+                    .map_or_else(|| "not started".to_owned(), neutralise),
+            };
+            body.push_str(&format!(
+                "- [{}] `{}`: {} (run `{}`)\n",
+                if done { "x" } else { " " },
+                child.task,
+                state,
+                child.name
+            ));
+        }
+        body.push('\n');
+    }
     if f.mode == RunMode::Observation
         && phase == RunPhase::Succeeded
         && let Some(report) = f.result.and_then(|r| r.report.as_deref())
@@ -231,6 +260,7 @@ fn icon(phase: RunPhase) -> &'static str {
         RunPhase::Planning | RunPhase::Running => "⚙️",
         RunPhase::AwaitingPlanApproval => "✋",
         RunPhase::PullRequestOpen => "👀",
+        RunPhase::Coordinating => "🧩",
         RunPhase::Succeeded => "✅",
         RunPhase::Failed | RunPhase::TimedOut => "❌",
         RunPhase::Cancelled => "⏹️",
@@ -245,6 +275,7 @@ fn phase_words(phase: RunPhase) -> &'static str {
         RunPhase::AwaitingPlanApproval => "plan awaiting approval",
         RunPhase::Running => "running",
         RunPhase::PullRequestOpen => "pull request opened",
+        RunPhase::Coordinating => "sub-tasks in progress",
         RunPhase::Succeeded => "succeeded",
         RunPhase::Failed => "failed",
         RunPhase::Cancelled => "cancelled",

@@ -178,6 +178,7 @@ impl AttemptSpec<'_> {
             verify: self.agent.spec.verify.clone(),
             commit_author: self.commit_author.clone(),
             approved_plan: self.approved_plan.clone(),
+            breakdown: super::decide::breaks_down(run, Some(self.agent)),
             agent: Some(task_file::AgentIdentity {
                 name: self.agent.name_any(),
                 role: self.agent.spec.role,

@@ -23,7 +23,9 @@ pub(super) fn approved_plan_waits(run: &AgentRun, pods: &[PodView]) -> bool {
         Some(decision) => decision.approved,
         None => steering_command(run.annotations()).is_some_and(|c| c.approved),
     };
+    // An approved breakdown is carried out by child runs, not by another attempt.
     approved
+        && status.breakdown.is_none()
         && status.attempts.iter().all(|a| a.number <= plan.attempt)
         && pods.iter().all(|p| p.attempt <= plan.attempt)
 }
@@ -39,6 +41,14 @@ pub(crate) fn run_mode(run: &AgentRun, agent: Option<&Agent>) -> RunMode {
         .mode
         .or(agent.map(|a| a.spec.default_mode))
         .unwrap_or_default()
+}
+
+/// Whether the run's first stage proposes a work breakdown instead of a change: an
+/// architect Agent's run that is not itself a sub-task (depth one), unless it only observes.
+pub(crate) fn breaks_down(run: &AgentRun, agent: Option<&Agent>) -> bool {
+    run.spec.parent_ref.is_none()
+        && agent.is_some_and(|a| a.spec.role == countersign_crds::AgentRole::Architect)
+        && run_mode(run, agent) != RunMode::Observation
 }
 
 /// The run's plan once a human approved it.
@@ -150,7 +160,20 @@ fn follow_plan(i: &Inputs<'_>, d: &mut Decision, mut plan: RunPlan, last: &Attem
         .as_deref()
         .map_or_else(String::new, |l| format!(" by @{l}"));
     if !decision.approved {
-        return finish(d, RunPhase::Cancelled, format!("Plan rejected{by}"), i.now);
+        let what = if d.status.breakdown.is_some() {
+            "Breakdown"
+        } else {
+            "Plan"
+        };
+        return finish(
+            d,
+            RunPhase::Cancelled,
+            format!("{what} rejected{by}"),
+            i.now,
+        );
+    }
+    if d.status.breakdown.is_some() {
+        return super::children::coordinate(i, d);
     }
     match &i.admission {
         Some(Admission::Admit) => {

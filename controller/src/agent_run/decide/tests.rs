@@ -57,6 +57,9 @@ struct Case {
     can_open_pull_requests: bool,
     gate: Option<GatePhase>,
     gateway_usage: std::collections::BTreeMap<u32, countersign_crds::agent_run::Usage>,
+    mapped_agents: Vec<String>,
+    children: Vec<ChildView>,
+    parent_cancelled: bool,
 }
 
 impl Case {
@@ -71,6 +74,9 @@ impl Case {
             can_open_pull_requests: false,
             gate: None,
             gateway_usage: Default::default(),
+            mapped_agents: Vec::new(),
+            children: Vec::new(),
+            parent_cancelled: false,
         }
     }
 
@@ -109,6 +115,9 @@ impl Case {
             can_open_pull_requests: self.can_open_pull_requests,
             gate: self.gate,
             gateway_usage: &self.gateway_usage,
+            mapped_agents: &self.mapped_agents,
+            children: &self.children,
+            parent_cancelled: self.parent_cancelled,
         })
     }
 
@@ -1089,4 +1098,168 @@ fn start_problems_are_read_from_the_pods_status() {
     }))
     .expect("pod");
     assert_eq!(PodView::of(&pod).expect("ours").start_problem, None);
+}
+
+const BREAKDOWN: &str = r#"{"tasks": [
+    {"id": "api", "title": "Add the endpoint", "agent": "backend"},
+    {"id": "ui", "title": "Show it", "agent": "frontend", "dependsOn": ["api"]},
+    {"id": "e2e", "title": "Test both", "capabilities": ["qa"], "dependsOn": ["ui"]}
+]}"#;
+
+/// An architect's run whose first attempt proposed `report` and whose pod has ended.
+fn broken_down_case(report: &str) -> Case {
+    let mut case = Case::new();
+    case.agent.spec.role = countersign_crds::AgentRole::Architect;
+    case.mapped_agents = vec!["backend".into(), "frontend".into()];
+    case.admission = Some(Admission::Admit);
+    let started = case.decide_at(t(0));
+    assert_eq!(started.status.phase, RunPhase::Running);
+    case.persist(&started);
+    case.pods = vec![pod(1, "primary", ended_with(plan_result(report)))];
+    case
+}
+
+fn child(name: &str, phase: RunPhase) -> ChildView {
+    ChildView {
+        name: format!("fix-42-{name}"),
+        phase,
+        message: None,
+        pull_request: None,
+        gate_ref: None,
+    }
+}
+
+#[test]
+fn a_breakdown_waits_for_approval_as_the_plan_shown_on_the_issue() {
+    let mut case = broken_down_case(BREAKDOWN);
+    let waiting = case.decide_at(t(30));
+    assert_eq!(waiting.status.phase, RunPhase::AwaitingPlanApproval);
+    let breakdown = waiting.status.breakdown.clone().expect("recorded");
+    assert_eq!(breakdown.tasks.len(), 3);
+    let plan = waiting.status.plan.clone().expect("shown as the plan");
+    assert_eq!(plan.text, breakdown.to_markdown());
+    assert!(
+        waiting.actions.is_empty(),
+        "nothing starts without /approve"
+    );
+    case.persist(&waiting);
+    assert!(!wants_admission(&case.run, &case.pods));
+    // Approved: carried out by children, not by another attempt of its own.
+    annotate(&mut case, "approve/delivery-7/tess");
+    assert!(
+        !wants_admission(&case.run, &case.pods),
+        "children need the capacity"
+    );
+    let d = case.decide_at(t(40));
+    assert_eq!(d.status.phase, RunPhase::Coordinating);
+    assert_eq!(d.actions, vec![Action::CreateChild { task: "api".into() }]);
+    let waiting_for: Vec<Option<&str>> = d
+        .status
+        .children
+        .iter()
+        .map(|c| c.message.as_deref())
+        .collect();
+    assert_eq!(
+        waiting_for,
+        [
+            Some("starting"),
+            Some("waiting for api"),
+            Some("waiting for ui")
+        ]
+    );
+}
+
+#[test]
+fn a_breakdown_naming_an_unmapped_agent_or_malformed_is_a_failed_attempt() {
+    for (report, words) in [
+        (
+            r#"{"tasks": [{"id": "x", "title": "t", "agent": "root-shell"}]}"#,
+            "names Agent \"root-shell\", which the Project's triggers do not map",
+        ),
+        ("1. do everything", "not valid JSON"),
+    ] {
+        let mut case = broken_down_case(report);
+        let d = case.decide_at(t(30));
+        let last = d.status.attempts.last().expect("attempt");
+        assert_eq!(last.outcome, Some(AttemptOutcome::Failed));
+        let reason = last.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.starts_with("the proposed breakdown was refused: "),
+            "{reason}"
+        );
+        assert!(reason.contains(words), "{reason}");
+        assert!(d.status.breakdown.is_none());
+        case.persist(&d);
+    }
+}
+
+#[test]
+fn children_start_in_dependency_order_and_a_failure_stops_its_dependents() {
+    let mut case = broken_down_case(BREAKDOWN);
+    let waiting = case.decide_at(t(30));
+    case.persist(&waiting);
+    annotate(&mut case, "approve/delivery-7/tess");
+    let d = case.decide_at(t(40));
+    case.persist(&d);
+    // api merged: ui starts; e2e still waits.
+    case.children = vec![child("api", RunPhase::Succeeded)];
+    let d = case.decide_at(t(50));
+    assert_eq!(d.actions, vec![Action::CreateChild { task: "ui".into() }]);
+    assert_eq!(d.status.phase, RunPhase::Coordinating);
+    assert_eq!(
+        d.status.message.as_deref(),
+        Some("1 of 3 sub-tasks succeeded; 2 in progress or waiting")
+    );
+    case.persist(&d);
+    // A child being created again (the cache lags) is not a second child: same name.
+    case.children.push(child("ui", RunPhase::Running));
+    let d = case.decide_at(t(60));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    case.persist(&d);
+    // ui fails for good: e2e never starts and the parent fails, naming both.
+    case.children[1].phase = RunPhase::Failed;
+    let d = case.decide_at(t(70));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.status.phase, RunPhase::Failed);
+    assert_eq!(
+        d.status.message.as_deref(),
+        Some("1 of 3 sub-tasks succeeded; ui Failed, e2e not started")
+    );
+    assert_eq!(
+        d.status.children[2].message.as_deref(),
+        Some("not started: ui did not succeed")
+    );
+}
+
+#[test]
+fn a_child_stops_when_its_parent_is_cancelled() {
+    let mut case = Case::new();
+    case.run.spec.parent_ref = Some(countersign_crds::LocalRef::new("parent"));
+    case.admission = Some(Admission::Admit);
+    let started = case.decide_at(t(0));
+    case.persist(&started);
+    case.pods = vec![pod(1, "primary", PodState::Active)];
+    case.parent_cancelled = true;
+    let d = case.decide_at(t(10));
+    assert_eq!(d.status.phase, RunPhase::Cancelled);
+    assert_eq!(
+        d.status.message.as_deref(),
+        Some("Cancelled with its parent run")
+    );
+    assert_eq!(d.actions, vec![Action::DeletePods(vec!["fix-42-1".into()])]);
+}
+
+#[test]
+fn a_sub_task_never_breaks_down_again() {
+    let mut case = Case::new();
+    case.agent.spec.role = countersign_crds::AgentRole::Architect;
+    assert!(breaks_down(&case.run, Some(&case.agent)));
+    case.run.spec.parent_ref = Some(countersign_crds::LocalRef::new("parent"));
+    assert!(!breaks_down(&case.run, Some(&case.agent)), "depth one");
+    case.run.spec.parent_ref = None;
+    case.run.spec.mode = Some(RunMode::Observation);
+    assert!(
+        !breaks_down(&case.run, Some(&case.agent)),
+        "an observer only analyses"
+    );
 }
