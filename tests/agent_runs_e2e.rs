@@ -1908,3 +1908,178 @@ async fn a_rejected_breakdown_starts_nothing() {
         .expect("list");
     assert_eq!(runs.items.len(), 1, "only the architect's run exists");
 }
+
+/// A Project's follow-up: when an agent's pull request opens, the `qa-followup` Agent works
+/// on that pull request for the same requester, pushes a test commit on top of its branch,
+/// and the gate counts the approvals given before it no more; the follow-up starts no
+/// follow-up of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follow_up_pushes_tests_to_the_pull_request_and_its_gate_asks_again() {
+    let world = World::start(json!({})).await;
+    let hold = tempfile::tempdir().expect("hold dir");
+    let release = hold.path().join("release");
+    let agents = Api::<countersign_crds::Agent>::namespaced(world.api.client(), NS);
+    create(
+        &agents,
+        json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "qa-followup", "namespace": NS},
+            "spec": {"role": "qa", "providers": [{"name": "shell", "kind": "command", "command": {
+                "command": ["sh", "-c", format!(
+                    "cat > '{dir}/prompt'; while [ ! -e '{release}' ]; do sleep 0.1; done; \
+                     mkdir -p tests && printf 'fn finds_nothing() {{}}\\n' > tests/find.rs && \
+                     echo added a test",
+                    dir = hold.path().display(), release = release.display()
+                )]
+            }}], "limits": {"timeout": "5m"}}
+        }),
+    )
+    .await;
+    Api::<Project>::namespaced(world.api.client(), NS)
+        .patch(
+            "api",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"followUps": [
+                {"on": "pullRequestOpened", "agent": {"name": "qa-followup"}}
+            ]}})),
+        )
+        .await
+        .expect("add the follow-up");
+    world.primary.script(change_script());
+    let issue = world
+        .label_new_issue("Return 404 for unknown invoices", "ai:backend")
+        .await;
+    let origin = world.wait_phase(issue, RunPhase::PullRequestOpen).await;
+    let origin_name = origin.metadata.name.clone().unwrap();
+    let status = origin.status.clone().unwrap();
+    let (pr, branch) = (status.pull_request.unwrap().number, status.branch.unwrap());
+    let follow_up_name = format!("{origin_name}-followup-qa-followup");
+    let follow_up = world
+        .wait_named(&follow_up_name, "started", |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.phase == RunPhase::Running)
+        })
+        .await;
+    assert_eq!(
+        follow_up
+            .spec
+            .follow_up_of
+            .as_ref()
+            .map(|o| o.name.as_str()),
+        Some(origin_name.as_str())
+    );
+    assert_eq!(
+        follow_up.spec.task.issue_number,
+        Some(pr),
+        "it works on the pull request"
+    );
+    assert_eq!(
+        follow_up
+            .spec
+            .task
+            .requested_by
+            .as_ref()
+            .map(|u| u.login.as_str()),
+        Some("rita"),
+        "the same requester: rita still cannot approve"
+    );
+    assert_eq!(
+        follow_up.spec.task.source,
+        countersign_crds::TaskSource::FollowUp
+    );
+
+    // The pull request is approved while the follow-up works.
+    world.deliver_opened(pr).await;
+    for reviewer in [dev(), lead()] {
+        let payload = world
+            .github
+            .world()
+            .submit_review(REPO, pr, &reviewer, "APPROVED", "");
+        world.deliver("pull_request_review", &payload).await;
+    }
+    let gate_name = format!("api-pr-{pr}");
+    world
+        .wait_gate(&gate_name, "approved", |g| {
+            g.status
+                .as_ref()
+                .is_some_and(|s| s.phase == GatePhase::Approved)
+        })
+        .await;
+    let approved_head = world.github.world().pulls[&(REPO.to_owned(), pr)]
+        .head_sha
+        .clone();
+
+    // The follow-up pushes its test on top of the agent's change.
+    std::fs::write(&release, "").expect("release");
+    let done = world
+        .wait_named(&follow_up_name, "finished", |r| {
+            r.status.as_ref().is_some_and(|s| s.phase.is_finished())
+        })
+        .await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.phase, RunPhase::Succeeded, "{:?}", status.message);
+    let message = status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains(&format!("to pull request #{pr}")),
+        "{message}"
+    );
+    let new_head = world.github.world().pulls[&(REPO.to_owned(), pr)]
+        .head_sha
+        .clone();
+    assert_ne!(
+        new_head, approved_head,
+        "the follow-up's commit is the new head"
+    );
+    {
+        let w = world.github.world();
+        assert!(
+            w.file_at(REPO, &branch, "tests/find.rs").is_some(),
+            "the test is pushed"
+        );
+        assert!(
+            w.file_at(REPO, &branch, "src/invoices.rs")
+                .is_some_and(|f| f.contains("NotFound")),
+            "on top of the agent's change"
+        );
+    }
+    let prompt = std::fs::read_to_string(hold.path().join("prompt")).expect("prompt");
+    assert!(
+        prompt.contains(&format!("its branch `{branch}` is checked out")),
+        "{prompt}"
+    );
+
+    // GitHub's synchronize: approvals of the old head no longer count.
+    let payload = world.github.world().synchronize_payload(
+        REPO,
+        pr,
+        approved_head.clone(),
+        &User::test_app_bot(),
+    );
+    world.deliver("pull_request", &payload).await;
+    world
+        .wait_gate(&gate_name, "asked again for the new head", |g| {
+            g.status.as_ref().is_some_and(|s| {
+                s.phase == GatePhase::Pending && s.head_sha.as_deref() == Some(new_head.as_str())
+            })
+        })
+        .await;
+
+    // No loops: the follow-up started nothing; one follow-up in all.
+    let runs = Api::<AgentRun>::namespaced(world.api.client(), NS)
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list");
+    let names: Vec<String> = runs
+        .items
+        .iter()
+        .filter_map(|r| r.metadata.name.clone())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    // Its progress comment is on the pull request.
+    let on_pr = world.bot_comments(pr);
+    assert!(
+        on_pr.iter().any(|(body, _)| body.contains(&follow_up_name)),
+        "{on_pr:#?}"
+    );
+}

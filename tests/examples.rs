@@ -192,6 +192,7 @@ async fn every_shipped_manifest_is_accepted_and_deserialises() {
                 "AgentRun",
                 "AgentRun",
                 "AgentRun",
+                "AgentRun",
                 "Project",
                 "RiskPolicy",
                 "RiskPolicy"
@@ -414,6 +415,26 @@ fn cel_cases() -> Vec<(&'static str, &'static str, Broken)> {
                 |r| r["spec"]["parentRef"]["name"] = json!("another-parent"),
                 "spec.parentRef",
                 "parentRef is immutable",
+            ),
+        ),
+        (
+            "agentruns.countersign.dev.yaml",
+            "followUpOf is set only at creation",
+            immutable(
+                "examples/agentrun.yaml",
+                |r| r["spec"]["followUpOf"] = json!({"name": "someone-elses-run"}),
+                "spec",
+                "followUpOf is set only at creation",
+            ),
+        ),
+        (
+            "agentruns.countersign.dev.yaml",
+            "followUpOf is immutable",
+            immutable(
+                "examples/agentrun-followup.yaml",
+                |r| r["spec"]["followUpOf"]["name"] = json!("another-run"),
+                "spec.followUpOf",
+                "followUpOf is immutable",
             ),
         ),
         (

@@ -49,7 +49,13 @@ pub fn task_prompt(task: &TaskFile, kind: &JobKind) -> String {
              options, risks). Do not change any file.\n"
         }
     });
-    if let Some(issue) = t.issue_number {
+    if task.extend_branch {
+        prompt.push_str(&format!(
+            "You follow up on another agent's pull request: its branch `{}` is checked out. \
+             Build on its change; do not undo it.\n",
+            task.branch
+        ));
+    } else if let Some(issue) = t.issue_number {
         prompt.push_str(&format!("The task comes from issue #{issue}.\n"));
     }
     prompt.push_str(&format!(

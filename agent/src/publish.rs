@@ -165,8 +165,9 @@ impl Fresh {
         url: &str,
         branch: &str,
         token: &SecretString,
+        force: bool,
     ) -> Result<(), WorkspaceError> {
-        push_branch(&self.repo, url, branch, token)
+        push_branch(&self.repo, url, branch, token, force)
     }
 }
 

@@ -93,7 +93,7 @@ pub enum WorkspaceError {
     #[error("{0}")]
     Unsafe(String),
     /// Any other git failure (a corrupt repository, a full disk, an invalid branch name).
-    #[error("git failed to {action}")]
+    #[error("git failed to {action}: {source}")]
     Git {
         /// What the workspace was doing, e.g. `commit`.
         action: String,
@@ -232,6 +232,32 @@ impl Workspace {
         })
     }
 
+    /// Also fetches the tip of `branch` (a follow-up's base branch, next to the pull request
+    /// branch it checked out): git's push negotiation looks up the tips of every branch the
+    /// server has, so the push step needs the base branch's tip as well.
+    pub fn fetch_tip(&self, token: &SecretString, branch: &str) -> Result<(), WorkspaceError> {
+        let url = redact_url(&self.clone_url);
+        branch_ref(branch).map_err(|e| git_error("fetch", &e))?;
+        let auth = Credentials::new(&self.clone_url, token);
+        let mut fetch = FetchOptions::new();
+        fetch
+            .remote_callbacks(auth.callbacks())
+            .download_tags(git2::AutotagOption::None)
+            .follow_redirects(RemoteRedirect::None);
+        if !is_local(&self.clone_url) {
+            fetch.depth(1);
+        }
+        let mut remote = self
+            .repo
+            .remote_anonymous(&self.clone_url)
+            .map_err(|e| git_error("fetch", &e))?;
+        let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+        remote
+            .fetch(&[refspec.as_str()], Some(&mut fetch), None)
+            .map_err(|e| auth.classify(&e, "fetch", format!("branch {branch} of {url}")))?;
+        Ok(())
+    }
+
     /// Opens the checkout the `clone` step left at `dir` (and nothing above it): the commit
     /// checked out is the base of the change. The push URL is not needed here (the `work`
     /// step never pushes), so none is kept.
@@ -289,10 +315,22 @@ impl Workspace {
             .repo
             .find_commit(self.base)
             .map_err(|e| git_error(&action, &e))?;
-        self.repo
-            .branch(name, &base, false)
-            .and_then(|_| self.repo.set_head(&reference))
-            .map_err(|e| git_error(&action, &e))?;
+        // The branch the clone checked out (a follow-up building on a pull request's branch)
+        // is taken as it is when it is still at the base.
+        let existing = self
+            .repo
+            .find_branch(name, git2::BranchType::Local)
+            .ok()
+            .and_then(|b| b.get().target())
+            .filter(|target| *target == self.base);
+        match existing {
+            Some(_) => self.repo.set_head(&reference),
+            None => self
+                .repo
+                .branch(name, &base, false)
+                .and_then(|_| self.repo.set_head(&reference)),
+        }
+        .map_err(|e| git_error(&action, &e))?;
         self.branch = Some(name.to_owned());
         Ok(())
     }
@@ -381,13 +419,14 @@ pub(crate) fn diff_trees(
 }
 
 /// Pushes `refs/heads/<branch>` of `repo` to `url` (replacing the remote branch if it
-/// exists) with `token`, sent only to `url`'s host. Refuses when `repo`'s configuration
+/// exists and `force`, else only as a fast-forward) with `token`, sent only to `url`'s host. Refuses when `repo`'s configuration
 /// would send the push anywhere else (`url.*.insteadOf`).
 pub(crate) fn push_branch(
     repo: &Repository,
     url: &str,
     branch: &str,
     token: &SecretString,
+    force: bool,
 ) -> Result<(), WorkspaceError> {
     let clean_url = redact_url(url);
     let reference = branch_ref(branch).map_err(|e| git_error("push", &e))?;
@@ -433,10 +472,15 @@ pub(crate) fn push_branch(
     options
         .remote_callbacks(callbacks)
         .follow_redirects(RemoteRedirect::None);
-    // Forced: the branch belongs to this run. A retried attempt starts again from the base
-    // and must replace what an earlier attempt pushed.
+    // Forced for a run's own branch: a retried attempt starts again from the base and must
+    // replace what an earlier attempt pushed. A follow-up adds to a pull request's branch
+    // and never replaces what is there.
+    let plus = if force { "+" } else { "" };
     remote
-        .push(&[format!("+{reference}:{reference}")], Some(&mut options))
+        .push(
+            &[format!("{plus}{reference}:{reference}")],
+            Some(&mut options),
+        )
         .map_err(|e| auth.classify(&e, "push", clean_url.clone()))?;
     drop(options);
 

@@ -87,7 +87,7 @@ fn publish(
         })
         .expect("the work commit's message");
     let pushed = fresh.commit(tree, &bot(), &message, branch)?;
-    fresh.push(url, branch, &token())?;
+    fresh.push(url, branch, &token(), true)?;
     Ok(pushed)
 }
 

@@ -110,6 +110,7 @@ pub fn desired_run(request: &RunRequest<'_>, name: &str) -> AgentRun {
                 source: request.source,
             },
             parent_ref: None,
+            follow_up_of: None,
             mode: request.mode,
             cancel_requested: false,
             retries: DEFAULT_RETRIES,

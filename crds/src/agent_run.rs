@@ -42,6 +42,7 @@ pub const MAX_TASK_BODY_BYTES: usize = 16 * 1024;
     {"rule": "has(self.agentRef) != has(self.capabilities)", "message": "a run names either `agentRef` or `capabilities`, not both and not neither"},
     {"rule": "has(self.agentRef) == has(oldSelf.agentRef) && has(self.capabilities) == has(oldSelf.capabilities)", "message": "agentRef and capabilities are immutable"},
     {"rule": "has(self.parentRef) == has(oldSelf.parentRef)", "message": "parentRef is set only at creation"},
+    {"rule": "has(self.followUpOf) == has(oldSelf.followUpOf)", "message": "followUpOf is set only at creation"},
 ]))]
 pub struct AgentRunSpec {
     /// The Project (same namespace) whose repository the agent works on. Immutable.
@@ -73,6 +74,12 @@ pub struct AgentRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "parentRef is immutable"}]))]
     pub parent_ref: Option<LocalRef>,
+    /// The run (same namespace) this run follows up on, set by the controller from the
+    /// Project's `followUps`: it works on that run's pull request (cloning its branch and
+    /// pushing on top of it) and comments there. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "followUpOf is immutable"}]))]
+    pub follow_up_of: Option<LocalRef>,
     /// How humans steer the run. Defaults to the trigger's or the Agent's mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<RunMode>,
@@ -151,6 +158,8 @@ pub enum TaskSource {
     Kubectl,
     /// Created by the controller from a sub-task of its parent run's approved breakdown.
     Breakdown,
+    /// Created by the controller from one of the Project's `followUps`.
+    FollowUp,
 }
 
 /// Where a run is in its lifecycle.

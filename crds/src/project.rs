@@ -61,6 +61,34 @@ pub struct ProjectSpec {
     /// the missing roles for review and merging approved pull requests.
     #[serde(default)]
     pub pull_requests: PullRequestSettings,
+    /// Agents that follow up on other runs, e.g. "when an agent's pull request opens, run
+    /// the `qa` Agent on it". A follow-up works on the same pull request (it pushes a commit
+    /// to its branch, which the gate evaluates again, or comments its findings), asked by
+    /// the same requester. A follow-up never starts another follow-up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub follow_ups: Vec<FollowUpRule>,
+}
+
+/// One follow-up: an event of an agent run and the Agent that reacts to it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowUpRule {
+    /// What starts the follow-up.
+    pub on: FollowUpEvent,
+    /// The Agent (same namespace) that follows up.
+    pub agent: LocalRef,
+    /// Overrides the Agent's default mode for the follow-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RunMode>,
+}
+
+/// Events of an agent run that follow-ups react to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FollowUpEvent {
+    /// An agent run (not itself a follow-up) opened its pull request.
+    PullRequestOpened,
 }
 
 /// Review requests and automatic merging.

@@ -112,6 +112,10 @@ pub struct TaskFile {
     /// as the attempt's plan.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub breakdown: bool,
+    /// A follow-up's attempt: clone `branch` (an open pull request's head) instead of the
+    /// base branch, and push the change on top of it, never replacing what is there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub extend_branch: bool,
     /// Who the agent is: its Agent's name, role and capabilities (they reach the prompt).
     /// Absent in task files written before routing existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +139,15 @@ pub struct AgentIdentity {
 }
 
 impl TaskFile {
+    /// The branch the clone step checks out: `branch` for a follow-up, else the base.
+    pub fn clone_branch(&self) -> &str {
+        if self.extend_branch {
+            &self.branch
+        } else {
+            &self.repository.default_branch
+        }
+    }
+
     /// Whether this attempt writes a plan instead of changing code (control mode before
     /// the plan is approved).
     pub fn is_planning(&self) -> bool {

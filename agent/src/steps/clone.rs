@@ -66,7 +66,7 @@ fn clone(args: &StepArgs) -> Result<Handoff, Box<AgentResult>> {
     let workspace = Workspace::clone_repo(
         &task.repository.clone_url,
         &token,
-        &task.repository.default_branch,
+        task.clone_branch(),
         &dir,
     )
     .map_err(|e| {
@@ -74,6 +74,16 @@ fn clone(args: &StepArgs) -> Result<Handoff, Box<AgentResult>> {
         result.provider = Some(task.provider.name.clone());
         result
     })?;
+    if task.extend_branch {
+        workspace
+            .fetch_tip(&token, &task.repository.default_branch)
+            .map_err(|e| {
+                fail(format!(
+                    "cannot fetch {}: {e}",
+                    task.repository.default_branch
+                ))
+            })?;
+    }
     let handoff = Handoff {
         base_commit: workspace.base_commit(),
     };

@@ -141,11 +141,18 @@ fn publish(args: &StepArgs, task: &TaskFile, report: &WorkReport, commit: &str) 
         Err(e) => return fail(format!("cannot read the work step's change: {e}")),
     };
     if changes.is_empty() {
+        // A follow-up that adds nothing reports its findings instead.
+        let findings = report
+            .summary
+            .clone()
+            .filter(|s| task.extend_branch && !s.trim().is_empty());
         return AgentResult {
             summary: report.summary.clone(),
             ..ended(
                 ResultOutcome::NoChanges,
-                "The agent made no changes, so nothing was pushed",
+                findings.unwrap_or_else(|| {
+                    "The agent made no changes, so nothing was pushed".to_owned()
+                }),
             )
         };
     }
@@ -177,7 +184,12 @@ fn publish(args: &StepArgs, task: &TaskFile, report: &WorkReport, commit: &str) 
         Ok(id) => id,
         Err(e) => return fail(format!("cannot commit: {e}")),
     };
-    if let Err(e) = fresh.push(task.repository.push_url(), &task.branch, &token) {
+    if let Err(e) = fresh.push(
+        task.repository.push_url(),
+        &task.branch,
+        &token,
+        !task.extend_branch,
+    ) {
         return fail(format!("cannot push {}: {e}", task.branch));
     }
     tracing::info!(branch = %task.branch, commit = %pushed, files = changes.files.len(), "pushed the change");

@@ -236,6 +236,8 @@ pub enum Blocker {
     ProjectMissing,
     /// The run names capabilities no ready Agent of its namespace has.
     NoCapableAgent(String),
+    /// The run it follows up on is gone or has no pull request.
+    NoFollowUpTarget(String),
     /// The Agent cannot run: suspended, or a Secret it needs is missing.
     AgentNotReady(String),
     /// No credentials for the repository can be had, and none will without a human.
@@ -257,6 +259,7 @@ impl Blocker {
             Self::AgentMissing => "AgentNotFound",
             Self::ProjectMissing => "ProjectNotFound",
             Self::NoCapableAgent(_) => "NoCapableAgent",
+            Self::NoFollowUpTarget(_) => "FollowUpTargetMissing",
             Self::AgentNotReady(_) => "AgentNotReady",
             Self::NoCredentials(_) => "NoCredentials",
             Self::Repository { reason, .. } => reason,
@@ -272,9 +275,10 @@ impl Blocker {
             Self::ProjectMissing => {
                 format!("Project {:?} does not exist", run.spec.project_ref.name)
             }
-            Self::AgentNotReady(why) | Self::NoCredentials(why) | Self::NoCapableAgent(why) => {
-                why.clone()
-            }
+            Self::AgentNotReady(why)
+            | Self::NoCredentials(why)
+            | Self::NoCapableAgent(why)
+            | Self::NoFollowUpTarget(why) => why.clone(),
             Self::Repository { message, .. } => message.clone(),
         }
     }
@@ -310,6 +314,17 @@ pub struct Inputs<'a> {
     pub children: &'a [ChildView],
     /// For a child run: its parent was cancelled (or asked to be), so it stops too.
     pub parent_cancelled: bool,
+    /// For a follow-up: the pull request it works on, from the run it follows up on.
+    pub follow_up: Option<&'a FollowUpTarget>,
+}
+
+/// The pull request a follow-up works on, as the run it follows up on recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowUpTarget {
+    /// Its head branch, `countersign/<run>`.
+    pub branch: String,
+    /// The pull request.
+    pub pull_request: countersign_crds::common::PullRequestRef,
 }
 
 /// Something the shell must do.

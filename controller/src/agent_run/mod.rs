@@ -374,6 +374,29 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
     } else {
         Vec::new()
     };
+    // A follow-up works on the pull request of the run it follows up on.
+    let follow_up = match &run.spec.follow_up_of {
+        Some(origin) if !finished => rc
+            .runs
+            .get(&ObjectRef::new(&origin.name).within(&ns))
+            .and_then(|o| {
+                let status = o.status.as_ref()?;
+                Some(decide::FollowUpTarget {
+                    branch: status.branch.clone()?,
+                    pull_request: status.pull_request.clone()?,
+                })
+            }),
+        _ => None,
+    };
+    let blocker = match (&run.spec.follow_up_of, &follow_up, blocker) {
+        (Some(origin), None, None) if waiting && !finished => {
+            Some(Blocker::NoFollowUpTarget(format!(
+                "the run it follows up on, {}, is gone or has no pull request",
+                origin.name
+            )))
+        }
+        (_, _, blocker) => blocker,
+    };
     // A child stops with its parent.
     let parent_cancelled = match &run.spec.parent_ref {
         Some(parent) if !finished => rc
@@ -396,6 +419,7 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         mapped_agents: &mapped_agents,
         children: &children,
         parent_cancelled,
+        follow_up: follow_up.as_ref(),
     };
     let mut decision = decide(&inputs);
     let starts = |d: &Decision| {
@@ -448,6 +472,7 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         project.as_ref(),
         &mut decision,
         result.as_ref(),
+        follow_up.as_ref().map(|f| f.branch.as_str()),
     )
     .await?;
     // A pull request opened (and its gate created, Pending) in this pass: decide again from
@@ -797,6 +822,7 @@ async fn apply_actions(
     project: Option<&Project>,
     decision: &mut Decision,
     result: Option<&AgentResult>,
+    follow_up_branch: Option<&str>,
 ) -> Result<()> {
     let ns = run.namespace().unwrap_or_default();
     for action in decision.actions.clone() {
@@ -815,6 +841,7 @@ async fn apply_actions(
                     settings: &ctx.settings,
                     commit_author: github::commit_author(ctx, project).await?,
                     approved_plan,
+                    follow_up_branch: follow_up_branch.map(str::to_owned),
                 };
                 start_attempt(ctx, &ns, project, &spec).await?;
             }
@@ -837,6 +864,7 @@ async fn apply_actions(
                 // `reconcile` decides again from this status: the run moves to
                 // PullRequestOpen in the same write, with its event and conditions.
                 status.message = Some(format!("Opened pull request #{}", opened.number));
+                create_follow_ups(ctx, run, project, opened.number).await?;
             }
             Action::DeletePods(names) => {
                 let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
@@ -930,6 +958,82 @@ async fn create_child(
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Starts the Project's follow-ups of `run`'s newly opened pull request `number`: one run
+/// per rule, named `<run>-followup-<agent>`, owned by `run`, working on that pull request
+/// (its progress comment goes there) for the same requesters. A follow-up's own runs never
+/// start follow-ups, so follow-ups cannot loop. Already there: nothing to do.
+async fn create_follow_ups(
+    ctx: &Context,
+    run: &AgentRun,
+    project: &Project,
+    number: u64,
+) -> Result<()> {
+    if run.spec.follow_up_of.is_some() {
+        return Ok(());
+    }
+    let ns = run.namespace().unwrap_or_default();
+    let runs = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns);
+    let rules = project
+        .spec
+        .follow_ups
+        .iter()
+        .filter(|r| r.on == countersign_crds::project::FollowUpEvent::PullRequestOpened);
+    for rule in rules {
+        let name = countersign_crds::names::with_suffix(
+            &run.name_any(),
+            &format!("-followup-{}", rule.agent.name),
+        );
+        let mut spec = run.spec.clone();
+        spec.agent_ref = Some(rule.agent.clone());
+        spec.capabilities = Vec::new();
+        spec.parent_ref = None;
+        spec.follow_up_of = Some(countersign_crds::LocalRef::new(run.name_any()));
+        spec.mode = rule.mode;
+        spec.cancel_requested = false;
+        spec.task.issue_number = Some(number);
+        spec.task.title = decide::truncate(
+            &format!(
+                "Follow up on #{number}: {}",
+                report::pull_request_title(run)
+            ),
+            256,
+        );
+        spec.task.instructions = Some(format!(
+            "Another agent opened pull request #{number} for this task; its branch is checked \
+             out. Review the change and add what it lacks (for example tests) as a change on \
+             top of it, or change nothing and summarise your findings."
+        ));
+        spec.task.source = countersign_crds::TaskSource::FollowUp;
+        let mut labels = std::collections::BTreeMap::new();
+        if let Some(value) = run.labels().get(countersign_crds::keys::PROJECT_LABEL) {
+            labels.insert(
+                countersign_crds::keys::PROJECT_LABEL.to_owned(),
+                value.clone(),
+            );
+        }
+        labels.insert(
+            countersign_crds::keys::ISSUE_LABEL.to_owned(),
+            number.to_string(),
+        );
+        labels.insert(
+            countersign_crds::keys::AGENT_LABEL.to_owned(),
+            resources::label_value(&rule.agent.name),
+        );
+        let mut follow_up = AgentRun::new(&name, spec);
+        follow_up.metadata.namespace = Some(ns.clone());
+        follow_up.metadata.labels = Some(labels);
+        follow_up.metadata.owner_references = run.controller_owner_ref(&()).map(|r| vec![r]);
+        match runs.create(&PostParams::default(), &follow_up).await {
+            Ok(_) => {
+                tracing::info!(run = %run.name_any(), follow_up = %name, "started a follow-up");
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// How soon a run whose token revocation failed is looked at again.

@@ -89,6 +89,9 @@ pub struct AttemptSpec<'a> {
     pub commit_author: CommitIdentity,
     /// In control mode, the plan a human approved (absent while planning).
     pub approved_plan: Option<String>,
+    /// For a follow-up: the branch of the pull request it works on (cloned, then pushed
+    /// on top of).
+    pub follow_up_branch: Option<String>,
 }
 
 /// The name shared by an attempt's Pod, Secret and NetworkPolicy: `<run>-<n>`, shortened
@@ -169,7 +172,10 @@ impl AttemptSpec<'_> {
                 clone_url: repository_url(self.settings, &repository.owner, &repository.name),
                 push_url: fork.map(|f| repository_url(self.settings, &f.owner, &f.name)),
             },
-            branch: task_file::branch_for(&run.name_any()),
+            branch: self
+                .follow_up_branch
+                .clone()
+                .unwrap_or_else(|| task_file::branch_for(&run.name_any())),
             task: run.spec.task.clone(),
             mode: super::decide::run_mode(run, Some(self.agent)),
             provider: self.provider().clone(),
@@ -179,6 +185,7 @@ impl AttemptSpec<'_> {
             commit_author: self.commit_author.clone(),
             approved_plan: self.approved_plan.clone(),
             breakdown: super::decide::breaks_down(run, Some(self.agent)),
+            extend_branch: self.follow_up_branch.is_some(),
             agent: Some(task_file::AgentIdentity {
                 name: self.agent.name_any(),
                 role: self.agent.spec.role,

@@ -80,6 +80,23 @@ pub(super) fn after_success(i: &Inputs<'_>, d: &mut Decision, last: &Attempt) {
     if let Some(plan) = d.status.plan.clone().filter(|p| p.attempt == last.number) {
         return follow_plan(i, d, plan, last);
     }
+    if let Some(target) = i.follow_up {
+        // A follow-up adds to another run's pull request: it is done once it pushed (the
+        // gate evaluates the new head) or found nothing to add.
+        let n = target.pull_request.number;
+        d.status.pull_request = Some(target.pull_request.clone());
+        let message = match d.status.commit.as_deref() {
+            Some(commit) => format!(
+                "Pushed {} to pull request #{n}; its gate evaluates the change again",
+                short(commit)
+            ),
+            None => match last.reason.as_deref() {
+                Some(reason) if !reason.is_empty() => format!("Nothing to add to #{n}: {reason}"),
+                _ => format!("Nothing to add to pull request #{n}"),
+            },
+        };
+        return finish(d, RunPhase::Succeeded, message, i.now);
+    }
     if let Some(commit) = d.status.commit.clone() {
         let branch = d.status.branch.clone().unwrap_or_default();
         let Some(pr) = d.status.pull_request.clone() else {

@@ -60,6 +60,7 @@ struct Case {
     mapped_agents: Vec<String>,
     children: Vec<ChildView>,
     parent_cancelled: bool,
+    follow_up: Option<FollowUpTarget>,
 }
 
 impl Case {
@@ -77,6 +78,7 @@ impl Case {
             mapped_agents: Vec::new(),
             children: Vec::new(),
             parent_cancelled: false,
+            follow_up: None,
         }
     }
 
@@ -118,6 +120,7 @@ impl Case {
             mapped_agents: &self.mapped_agents,
             children: &self.children,
             parent_cancelled: self.parent_cancelled,
+            follow_up: self.follow_up.as_ref(),
         })
     }
 

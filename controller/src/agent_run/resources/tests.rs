@@ -67,6 +67,7 @@ fn spec<'a>(
     settings: &'a Settings,
 ) -> AttemptSpec<'a> {
     AttemptSpec {
+        follow_up_branch: None,
         run,
         agent,
         project,

@@ -310,6 +310,7 @@ fn the_change_counts_renames_under_both_names_and_knows_the_author_kind() {
                 flux_kustomization: None,
             }),
             pull_requests: Default::default(),
+            follow_ups: Vec::new(),
         },
     );
     let pr = pull(Some(1));
