@@ -126,7 +126,8 @@ impl World {
                         {"label": "ai:attacked", "agent": {"name": "attacked"}},
                         {"label": "ai:tamper", "agent": {"name": "tamper"}},
                         {"label": "ai:rust", "capabilities": ["rust"]},
-                        {"label": "ai:architect", "agent": {"name": "architect"}}
+                        {"label": "ai:architect", "agent": {"name": "architect"}},
+                        {"label": "ai:guided", "agent": {"name": "guide"}, "mode": "guidance"}
                     ], "agents": [{"name": "notes-api"}, {"name": "notes-ui"}, {"name": "flaky"}]},
                     "roles": [
                         {"role": "developer", "users": [{"login": "dev", "id": 21}]},
@@ -2081,5 +2082,122 @@ async fn a_follow_up_pushes_tests_to_the_pull_request_and_its_gate_asks_again() 
     assert!(
         on_pr.iter().any(|(body, _)| body.contains(&follow_up_name)),
         "{on_pr:#?}"
+    );
+}
+
+/// An openai Agent on the primary model whose questions wait `answer_timeout`.
+async fn guide_agent(world: &World, answer_timeout: &str) {
+    create(
+        &Api::<countersign_crds::Agent>::namespaced(world.api.client(), NS),
+        json!({
+            "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "guide", "namespace": NS},
+            "spec": {"role": "backend", "providers": [
+                {"name": "primary", "kind": "openai", "model": "model-a", "retries": 0,
+                 "baseUrl": world.primary.openai_base_url(),
+                 "apiKeySecretRef": {"name": "model-keys", "key": "primary"}}
+            ], "limits": {"timeout": "5m", "answerTimeout": answer_timeout}}
+        }),
+    )
+    .await;
+}
+
+/// The model's first attempt stops at a decision point and asks.
+fn asking_script() -> Vec<Step> {
+    let mut steps = vec![Step::ToolCalls(vec![(
+        "ask_human".into(),
+        json!({"question": "Unknown invoices: 404 or 410?", "options": ["404", "410"],
+               "default": "404"}),
+    )])];
+    steps.extend(change_script());
+    steps
+}
+
+/// Every user message the model was sent, joined.
+fn prompts_sent(model: &FakeModel) -> String {
+    model
+        .requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Guidance mode: the agent asks on the issue, the run waits, an answer from someone allowed
+/// to steer resumes it, and the next attempt is told the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guidance_question_answered_in_time_resumes_the_run_with_the_answer() {
+    let world = World::start(json!({})).await;
+    guide_agent(&world, "10m").await;
+    world.primary.script(asking_script());
+    let issue = world
+        .label_new_issue("Return 404 for unknown invoices", "ai:guided")
+        .await;
+    let waiting = world.wait_phase(issue, RunPhase::AwaitingAnswer).await;
+    let question = waiting.status.as_ref().unwrap().questions[0].clone();
+    assert_eq!(question.question, "Unknown invoices: 404 or 410?");
+    assert_eq!(
+        (question.options.len(), question.default.as_str()),
+        (2, "404")
+    );
+    assert!(question.answer.is_none());
+    assert_eq!(
+        world.github.world().branches(REPO),
+        ["main"],
+        "a question pushes nothing"
+    );
+    let (comment, _) = &world.bot_comments(issue)[0];
+    assert!(
+        comment.contains("**The agent asks:** Unknown invoices: 404 or 410?")
+            && comment.contains("/countersign answer <option>"),
+        "{comment}"
+    );
+
+    world
+        .comment(issue, &rita(), "/countersign answer 410")
+        .await;
+    let done = world.wait_phase(issue, RunPhase::PullRequestOpen).await;
+    let status = done.status.unwrap();
+    let question = &status.questions[0];
+    assert_eq!(question.answer.as_deref(), Some("410"));
+    assert_eq!(question.answered_by.as_deref(), Some("rita"));
+    assert_eq!(
+        status.attempts.len(),
+        2,
+        "the answer starts a second attempt"
+    );
+    let prompts = prompts_sent(&world.primary);
+    assert!(
+        prompts.contains("A person steering the run answered") && prompts.contains("410"),
+        "{prompts}"
+    );
+    let (comment, _) = &world.bot_comments(issue)[0];
+    assert!(comment.contains("Answered by @rita: `410`."), "{comment}");
+}
+
+/// Guidance mode: nobody answers, so at the deadline the run goes on with the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guidance_question_nobody_answers_goes_on_with_its_default() {
+    let world = World::start(json!({})).await;
+    guide_agent(&world, "2s").await;
+    world.primary.script(asking_script());
+    let issue = world
+        .label_new_issue("Return 404 for unknown invoices", "ai:guided")
+        .await;
+    world.wait_phase(issue, RunPhase::AwaitingAnswer).await;
+    let done = world.wait_phase(issue, RunPhase::PullRequestOpen).await;
+    let status = done.status.unwrap();
+    let question = &status.questions[0];
+    assert_eq!(question.answer.as_deref(), Some("404"));
+    assert!(question.answered_by.is_none());
+    let prompts = prompts_sent(&world.primary);
+    assert!(
+        prompts.contains("Nobody answered in time, so the default applies"),
+        "{prompts}"
+    );
+    let (comment, _) = &world.bot_comments(issue)[0];
+    assert!(
+        comment.contains("Nobody answered in time: going on with the default, `404`."),
+        "{comment}"
     );
 }

@@ -238,6 +238,7 @@ fn run_fixtures() -> Vec<Fixture> {
         RunPhase::Queued,
         RunPhase::Planning,
         RunPhase::AwaitingPlanApproval,
+        RunPhase::AwaitingAnswer,
         RunPhase::Running,
         RunPhase::PullRequestOpen,
         RunPhase::Coordinating,
@@ -250,6 +251,7 @@ fn run_fixtures() -> Vec<Fixture> {
             RunPhase::Succeeded => "Healthy",
             RunPhase::Failed | RunPhase::TimedOut => "Degraded",
             RunPhase::AwaitingPlanApproval
+            | RunPhase::AwaitingAnswer
             | RunPhase::PullRequestOpen
             | RunPhase::Coordinating
             | RunPhase::Cancelled => "Suspended",

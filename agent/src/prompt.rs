@@ -75,6 +75,25 @@ pub fn task_prompt(task: &TaskFile, kind: &JobKind) -> String {
             fence(instructions)
         ));
     }
+    for answered in &task.answers {
+        let who = if answered.defaulted {
+            "Nobody answered in time, so the default applies"
+        } else {
+            "A person steering the run answered"
+        };
+        prompt.push_str(&format!(
+            "\nYou asked: {}\n{who}:\n{}\n",
+            one_line(&answered.question),
+            fence(&answered.answer)
+        ));
+    }
+    if task.may_ask && kind == &JobKind::Change {
+        prompt.push_str(
+            "\nThis run is in guidance mode: when you reach a decision you should not make alone \
+             (a choice between designs, an unclear requirement), call `ask_human` with the \
+             question, a few options and a default instead of guessing.\n",
+        );
+    }
     if let Some(plan) = task.approved_plan.as_deref() {
         prompt.push_str(&format!(
             "\nA human approved this plan; implement it and nothing beyond it:\n{}\n",

@@ -94,7 +94,8 @@ impl Session {
                 messages: vec![Message::User(job.prompt.clone())],
             },
             toolbox: Toolbox::new(workspace, access, report_required)
-                .with_breakdown(job.kind == JobKind::Breakdown),
+                .with_breakdown(job.kind == JobKind::Breakdown)
+                .with_questions(job.may_ask),
         }
     }
 
@@ -178,6 +179,7 @@ impl Session {
                 return Ok(Work {
                     summary: finish.summary,
                     report: finish.report,
+                    question: finish.question,
                 });
             }
         }

@@ -61,6 +61,9 @@ pub struct Finish {
     pub summary: String,
     /// The plan or analysis, in Markdown.
     pub report: Option<String>,
+    /// Guidance mode: the question the model asked instead of finishing (compact JSON of a
+    /// [`countersign_crds::guidance::Question`]).
+    pub question: Option<String>,
 }
 
 /// The result of one tool call.
@@ -255,6 +258,7 @@ pub struct Toolbox {
     access: Access,
     report_required: bool,
     breakdown: bool,
+    may_ask: bool,
 }
 
 impl Toolbox {
@@ -266,7 +270,14 @@ impl Toolbox {
             access,
             report_required,
             breakdown: false,
+            may_ask: false,
         }
+    }
+
+    /// Offers `ask_human` (guidance mode, while the run may still ask).
+    pub fn with_questions(mut self, may_ask: bool) -> Self {
+        self.may_ask = may_ask;
+        self
     }
 
     /// Makes `finish` insist that `report` is a valid work breakdown (JSON).
@@ -277,7 +288,25 @@ impl Toolbox {
 
     /// The definitions of this toolbox's tools.
     pub fn specs(&self) -> Vec<ToolSpec> {
-        specs(self.access)
+        let mut specs = specs(self.access);
+        if self.may_ask {
+            specs.push(ToolSpec {
+                name: "ask_human",
+                description: "Stop and ask the people steering this run to decide something you \
+                              should not decide alone. The run pauses until they answer (or a \
+                              deadline picks `default`), then starts again with the answer.",
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "question": {"type": "string", "description": "The question, up to 500 characters."},
+                        "options": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 5, "description": "The answers you can work with, one line each."},
+                        "default": {"type": "string", "description": "The option taken if nobody answers in time."}
+                    },
+                    "required": ["question", "options", "default"]
+                }),
+            });
+        }
+        specs
     }
 
     /// Runs tool `name` with the model's `args` (a JSON object).
@@ -299,6 +328,7 @@ impl Toolbox {
             "write_file" => self.write_file(args),
             "apply_diff" => self.apply_diff(args),
             "finish" => return self.finish(args),
+            "ask_human" if self.may_ask => return self.ask(args),
             other => Err(format!("unknown tool {other:?}")),
         };
         match result {
@@ -474,7 +504,27 @@ impl Toolbox {
         {
             return ToolOutcome::error(format!("{why}; call finish again with a fixed breakdown"));
         }
-        ToolOutcome::Finished(Finish { summary, report })
+        ToolOutcome::Finished(Finish {
+            summary,
+            report,
+            question: None,
+        })
+    }
+
+    fn ask(&self, args: &Value) -> ToolOutcome {
+        let question: countersign_crds::guidance::Question =
+            match serde_json::from_value(args.clone()) {
+                Ok(q) => q,
+                Err(e) => return ToolOutcome::error(format!("invalid question: {e}")),
+            };
+        if let Err(why) = question.check() {
+            return ToolOutcome::error(format!("{why}; ask again"));
+        }
+        ToolOutcome::Finished(Finish {
+            summary: format!("Asked: {}", question.question),
+            report: None,
+            question: Some(question.to_json()),
+        })
     }
 }
 

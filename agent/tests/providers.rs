@@ -67,6 +67,7 @@ fn workspace() -> tempfile::TempDir {
 
 fn change(prompt: &str) -> Job {
     Job {
+        may_ask: false,
         kind: JobKind::Change,
         prompt: prompt.into(),
     }
@@ -516,6 +517,7 @@ async fn a_plan_job_cannot_write_and_returns_the_report() {
     ]);
     let dir = workspace();
     let job = Job {
+        may_ask: false,
         kind: JobKind::Plan,
         prompt: "Plan the fix.".into(),
     };

@@ -352,6 +352,10 @@ pub struct AgentLimits {
     #[serde(default = "default_max_changed_lines")]
     #[schemars(range(min = 1, max = 10000000))]
     pub max_changed_lines: u32,
+    /// In guidance mode, how long a question the agent asks waits for an answer before the
+    /// run goes on with the default the question named, e.g. `30m`. One hour if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_timeout: Option<GoDuration>,
 }
 
 impl Default for AgentLimits {
@@ -363,6 +367,7 @@ impl Default for AgentLimits {
             max_cost: default_max_cost(),
             max_changed_files: default_max_changed_files(),
             max_changed_lines: default_max_changed_lines(),
+            answer_timeout: None,
         }
     }
 }

@@ -174,6 +174,9 @@ pub enum RunPhase {
     Planning,
     /// The plan is posted and waits for a human `/approve`.
     AwaitingPlanApproval,
+    /// Guidance mode: the agent asked a question on the issue and waits for an answer
+    /// (`/countersign answer …`) or for the question's deadline.
+    AwaitingAnswer,
     /// The agent pod is working.
     Running,
     /// The change is pushed and its pull request awaits approval and merge.
@@ -208,9 +211,10 @@ impl RunPhase {
             Self::Failed | Self::TimedOut => Readiness::Stalled { reason, message },
             Self::Cancelled => Readiness::NotReady { reason, message },
             // Waiting on humans is not abnormal progress, but the run is not done either.
-            Self::AwaitingPlanApproval | Self::PullRequestOpen | Self::Coordinating => {
-                Readiness::NotReady { reason, message }
-            }
+            Self::AwaitingPlanApproval
+            | Self::AwaitingAnswer
+            | Self::PullRequestOpen
+            | Self::Coordinating => Readiness::NotReady { reason, message },
             Self::Pending | Self::Queued | Self::Planning | Self::Running => {
                 Readiness::Progressing { reason, message }
             }
@@ -406,6 +410,10 @@ pub struct AgentRunStatus {
     /// on have succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<crate::breakdown::Breakdown>,
+    /// Guidance mode: the questions the agent asked, oldest first, and how each was answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub questions: Vec<AskedQuestion>,
     /// The child runs of the approved breakdown, one per sub-task, in the breakdown's order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5))]
@@ -423,6 +431,36 @@ pub struct AgentRunStatus {
     /// When the run finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+}
+
+/// A question an agent asked in guidance mode.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AskedQuestion {
+    /// The attempt that asked it.
+    #[schemars(range(min = 1))]
+    pub attempt: u32,
+    /// The question, for people.
+    #[schemars(length(max = 500))]
+    pub question: String,
+    /// The answers the agent offered.
+    #[schemars(length(max = 5))]
+    pub options: Vec<String>,
+    /// The option taken when nobody answers by the deadline.
+    #[schemars(length(max = 100))]
+    pub default: String,
+    /// When the run stops waiting and takes the default.
+    pub deadline: Time,
+    /// The answer the run went on with, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub answer: Option<String>,
+    /// The GitHub login of who answered; absent when the default was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
+    /// When the answer was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_time: Option<Time>,
 }
 
 /// One sub-task of a run's breakdown and the child run doing it.

@@ -355,6 +355,50 @@ pub fn steering_value(command: &str, delivery: &str, login: &str, plan_attempt: 
     format!("{command}/{delivery}/{login}/{plan_attempt}")
 }
 
+/// Annotation the bot sets on a run in guidance mode when someone answers its question:
+/// `<attempt>/<delivery>/<login>/<answer>` (the attempt that asked; the answer is the rest).
+pub const ANSWER_ANNOTATION: &str = "countersign.dev/answer";
+
+/// An answer read from [`ANSWER_ANNOTATION`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnswerCommand {
+    /// The attempt whose question it answers.
+    pub attempt: u32,
+    /// The delivery that carried it.
+    pub delivery: String,
+    /// Who answered.
+    pub by: String,
+    /// The answer.
+    pub answer: String,
+}
+
+/// The answer in an object's [`ANSWER_ANNOTATION`]; `None` when absent or malformed.
+pub fn answer_command(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Option<AnswerCommand> {
+    let value = annotations.get(ANSWER_ANNOTATION)?;
+    let mut parts = value.splitn(4, '/');
+    let attempt = parts.next()?.parse().ok()?;
+    let delivery = parts.next()?.to_owned();
+    let by = parts.next().filter(|l| !l.is_empty())?.to_owned();
+    let answer = parts
+        .next()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())?
+        .to_owned();
+    Some(AnswerCommand {
+        attempt,
+        delivery,
+        by,
+        answer,
+    })
+}
+
+/// The [`ANSWER_ANNOTATION`] value for `answer` to the question of `attempt`.
+pub fn answer_value(attempt: u32, delivery: &str, login: &str, answer: &str) -> String {
+    format!("{attempt}/{delivery}/{login}/{answer}")
+}
+
 /// Field manager of every write the bot makes (one server-side-apply manager per writer).
 pub const BOT_FIELD_MANAGER: &str = "countersign-bot";
 
@@ -366,6 +410,26 @@ mod tests {
 
     fn annotated(value: &str) -> BTreeMap<String, String> {
         BTreeMap::from([(LAST_COMMAND_ANNOTATION.to_owned(), value.to_owned())])
+    }
+
+    #[test]
+    fn answers_round_trip_and_junk_is_ignored() {
+        let value = answer_value(2, "d-1", "rita", "410 / gone for good");
+        let annotations = BTreeMap::from([(ANSWER_ANNOTATION.to_owned(), value)]);
+        let answer = answer_command(&annotations).expect("parsed");
+        assert_eq!(
+            (
+                answer.attempt,
+                answer.delivery.as_str(),
+                answer.by.as_str(),
+                answer.answer.as_str()
+            ),
+            (2, "d-1", "rita", "410 / gone for good")
+        );
+        for junk in ["", "x/d/rita/410", "2/d//410", "2/d/rita/ ", "2/d/rita"] {
+            let annotations = BTreeMap::from([(ANSWER_ANNOTATION.to_owned(), junk.to_owned())]);
+            assert!(answer_command(&annotations).is_none(), "{junk:?}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod breakdown;
 pub mod common;
 pub mod conditions;
 pub mod generate;
+pub mod guidance;
 pub mod keys;
 pub mod names;
 pub mod project;

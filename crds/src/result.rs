@@ -76,6 +76,9 @@ pub enum ResultOutcome {
     NoChanges,
     /// A plan was written and waits for approval (control mode).
     PlanReady,
+    /// The agent asked the people steering the run a question (guidance mode); the report
+    /// holds it as JSON.
+    Question,
     /// The provider failed (5xx, bad response); another provider may do better.
     ProviderError,
     /// The provider rate-limited the agent; another provider may do better.

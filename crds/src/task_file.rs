@@ -116,6 +116,12 @@ pub struct TaskFile {
     /// base branch, and push the change on top of it, never replacing what is there.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub extend_branch: bool,
+    /// Guidance mode: whether the agent may still ask a question (`ask_human`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub may_ask: bool,
+    /// Guidance mode: the questions asked so far and the answers to go on with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<crate::guidance::AnsweredQuestion>,
     /// Who the agent is: its Agent's name, role and capabilities (they reach the prompt).
     /// Absent in task files written before routing existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

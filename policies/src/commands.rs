@@ -15,6 +15,8 @@ pub const MAX_COMMANDS_PER_COMMENT: usize = 10;
 
 /// Longest `/countersign run` instructions kept, in bytes (the AgentRun `task.instructions` limit).
 pub const MAX_INSTRUCTIONS_BYTES: usize = 8 * 1024;
+/// Longest `/countersign answer` kept, in bytes.
+pub const MAX_ANSWER_BYTES: usize = 400;
 /// Longest `/reject` reason kept, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
 /// Longest Kubernetes object name accepted as an agent name.
@@ -84,6 +86,11 @@ pub enum Command {
     Risk,
     /// `/help`: list the commands.
     Help,
+    /// `/countersign answer <text>`: answer the question a run in guidance mode asked.
+    Answer {
+        /// The answer.
+        text: String,
+    },
 }
 
 /// What a command is for; decides which permission check applies.
@@ -110,13 +117,16 @@ impl Command {
             Self::Cancel => "cancel",
             Self::Risk => "risk",
             Self::Help => "help",
+            Self::Answer { .. } => "answer",
         }
     }
 
     /// Which kind of permission the command needs.
     pub fn kind(&self) -> CommandKind {
         match self {
-            Self::Run { .. } | Self::Retry | Self::Cancel => CommandKind::Trigger,
+            Self::Run { .. } | Self::Retry | Self::Cancel | Self::Answer { .. } => {
+                CommandKind::Trigger
+            }
             Self::Approve | Self::Reject { .. } | Self::Hold | Self::Unhold => {
                 CommandKind::Approval
             }
@@ -137,6 +147,9 @@ pub enum CommandProblem {
     /// `/countersign run` without an agent.
     #[error("`run` needs an agent name: `/countersign run <agent> [instructions]`")]
     MissingAgent,
+    /// `/countersign answer` without an answer.
+    #[error("`answer` needs the answer: `/countersign answer <option>`")]
+    MissingAnswer,
     /// The agent is not a valid Kubernetes object name.
     #[error("`{0}` is not a valid agent name (lower-case letters, digits and `-`, at most 63)")]
     InvalidAgentName(String),
@@ -186,6 +199,10 @@ pub fn parse_comment(markdown: &str) -> Vec<Parsed> {
                     }
                     Some(parse_run(line, args, &extra))
                 }
+                "answer" if namespaced => Some(match capped(args.trim(), MAX_ANSWER_BYTES) {
+                    Some(text) => Parsed::Command(Command::Answer { text }),
+                    None => invalid(line, CommandProblem::MissingAnswer),
+                }),
                 "approve" => Some(Parsed::Command(Command::Approve)),
                 "reject" => Some(Parsed::Command(Command::Reject {
                     reason: capped(args.trim(), MAX_REASON_BYTES),
@@ -237,7 +254,8 @@ pub fn help_text(agents: &[&str]) -> String {
          - `/countersign run <agent> [instructions]`: start an agent on this issue; \
          instructions may continue on the following lines.\n\
          - `/retry`: retry the last failed run.\n\
-         - `/cancel`: cancel the running run.\n\n\
+         - `/cancel`: cancel the running run.\n\
+         - `/countersign answer <option>`: answer the question of a run in guidance mode.\n\n\
          **Approvals** (need an approver role required by the pull request's risk level):\n\
          - `/approve`: approve the current head commit.\n\
          - `/reject [reason]`: reject the pull request.\n\

@@ -175,6 +175,7 @@ impl CommandAgent {
                         Some(output.trim().to_owned())
                     }
                 },
+                question: None,
             }),
             Status::TimedOut => Err(ProviderError::OutOfBudget(Limit::Time)),
             status => Err(ProviderError::Command(format!(

@@ -40,6 +40,8 @@ pub struct Job {
     /// The full task prompt: the task title and body (untrusted, already sanitised by the
     /// bot), the requester's instructions, an approved plan if any, and the rules.
     pub prompt: String,
+    /// Guidance mode: the model may ask the people steering the run (`ask_human`).
+    pub may_ask: bool,
 }
 
 /// What a provider reports when it finishes a job.
@@ -50,6 +52,8 @@ pub struct Work {
     pub summary: String,
     /// The plan ([`JobKind::Plan`]) or the analysis ([`JobKind::Analyse`]), in Markdown.
     pub report: Option<String>,
+    /// Guidance mode: the question asked instead of finishing (JSON).
+    pub question: Option<String>,
 }
 
 /// Why a provider could not finish its job.

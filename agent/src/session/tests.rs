@@ -85,6 +85,7 @@ fn budget(limits: AgentLimits) -> Budget {
 
 fn job(kind: JobKind) -> Job {
     Job {
+        may_ask: false,
         kind,
         prompt: "Add a greeting to README.md.".into(),
     }
@@ -124,7 +125,8 @@ fn runs_tools_until_finish() {
         work,
         Work {
             summary: "Added a greeting.".into(),
-            report: None
+            report: None,
+            question: None,
         }
     );
     assert_eq!(

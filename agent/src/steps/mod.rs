@@ -29,7 +29,10 @@ use crate::provider::JobKind;
 pub fn is_success(outcome: ResultOutcome) -> bool {
     matches!(
         outcome,
-        ResultOutcome::Succeeded | ResultOutcome::NoChanges | ResultOutcome::PlanReady
+        ResultOutcome::Succeeded
+            | ResultOutcome::NoChanges
+            | ResultOutcome::PlanReady
+            | ResultOutcome::Question
     )
 }
 

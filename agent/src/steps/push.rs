@@ -77,6 +77,18 @@ fn decide(args: &StepArgs, task: &TaskFile) -> AgentResult {
             | ResultOutcome::RateLimited
             | ResultOutcome::GuardrailViolation),
         ) => passed_on(outcome),
+        (JobKind::Change, ResultOutcome::Question) if task.may_ask => {
+            // Model-written: passed on only if it is a question the controller will take.
+            match countersign_crds::guidance::Question::parse(
+                report.report.as_deref().unwrap_or_default(),
+            ) {
+                Ok(question) => AgentResult {
+                    report: Some(question.to_json()),
+                    ..passed_on(ResultOutcome::Question)
+                },
+                Err(why) => ended(ResultOutcome::Failed, why),
+            }
+        }
         (JobKind::Breakdown, ResultOutcome::PlanReady) => {
             // Model-written: passed on only if it is a breakdown the controller will take.
             let text = report.report.clone().unwrap_or_default();

@@ -134,6 +134,7 @@ fn work(args: &StepArgs, task: &TaskFile, gateway: &Gateway, started: Instant) -
         Err(e) => return failed(&e),
     };
     let job = Job {
+        may_ask: task.may_ask && kind == JobKind::Change,
         kind: kind.clone(),
         prompt: prompt::task_prompt(task, &kind),
     };
@@ -142,6 +143,13 @@ fn work(args: &StepArgs, task: &TaskFile, gateway: &Gateway, started: Instant) -
         Err(e) => return failed(&e),
     };
     let report = match kind {
+        // Guidance mode: the model stopped to ask; whatever it changed so far is dropped
+        // (the next attempt starts again from the base, with the answer).
+        JobKind::Change if work.question.is_some() => WorkReport {
+            report: work.question.clone(),
+            summary: Some(work.summary.clone()),
+            ..blank(ResultOutcome::Question)
+        },
         JobKind::Plan | JobKind::Breakdown => WorkReport {
             report: Some(work.report.clone().unwrap_or_else(|| work.summary.clone())),
             summary: Some(work.summary.clone()),

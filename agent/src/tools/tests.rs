@@ -379,7 +379,8 @@ fn finish_returns_summary_and_report() {
         done,
         ToolOutcome::Finished(Finish {
             summary: "planned".into(),
-            report: Some("# Plan".into())
+            report: Some("# Plan".into()),
+            question: None,
         })
     );
 }

@@ -67,6 +67,7 @@ fn budget(time: Duration) -> Budget {
 
 fn job(kind: JobKind, prompt: &str) -> Job {
     Job {
+        may_ask: false,
         kind,
         prompt: prompt.into(),
     }

@@ -197,6 +197,13 @@ impl Handler {
                 };
                 self.create_run(&request).await?
             }
+            Command::Answer { text } => {
+                // Steering a run is for whoever may start one on this repository.
+                if let Err(denial) = self.authorize_trigger(project, &asker).await? {
+                    return Ok(Outcome::Denied(denial));
+                }
+                self.answer_question(project, e, delivery, text).await?
+            }
             Command::Cancel => {
                 if let Err(denial) = self.authorize_trigger(project, &asker).await? {
                     return Ok(Outcome::Denied(denial));
@@ -317,6 +324,56 @@ impl Handler {
             &run.name_any(),
             delivery,
             &[(LAST_COMMAND_ANNOTATION, &value)],
+        )
+        .await?;
+        Ok(Outcome::Nudged {
+            kind: "AgentRun",
+            name: run.name_any(),
+        })
+    }
+
+    /// `/countersign answer <text>` on an issue answers the question of the run waiting for
+    /// one (guidance mode): the run is annotated with the answer and the attempt whose
+    /// question it answers, and its controller goes on.
+    async fn answer_question(
+        &self,
+        project: &Project,
+        e: &IssueCommentEvent,
+        delivery: &DeliveryId,
+        text: &str,
+    ) -> Result<Outcome, HandleError> {
+        let waiting = self
+            .runs_for_issue(project, e.issue.number)
+            .await?
+            .into_iter()
+            .find(|r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == RunPhase::AwaitingAnswer)
+            });
+        let Some(run) = waiting else {
+            return Ok(Outcome::Ignored(Ignored::NothingToDo("answer")));
+        };
+        let Some(attempt) = run
+            .status
+            .as_ref()
+            .and_then(|s| s.questions.last())
+            .map(|q| q.attempt)
+        else {
+            return Ok(Outcome::Ignored(Ignored::NothingToDo("answer")));
+        };
+        let value = countersign_crds::keys::answer_value(
+            attempt,
+            &delivery.to_string(),
+            &e.sender.login,
+            text,
+        );
+        let api: Api<AgentRun> = self.api(project);
+        nudge(
+            &api,
+            &run.name_any(),
+            delivery,
+            &[(countersign_crds::keys::ANSWER_ANNOTATION, &value)],
         )
         .await?;
         Ok(Outcome::Nudged {

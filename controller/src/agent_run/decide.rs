@@ -648,6 +648,13 @@ fn follow_attempt(i: &Inputs<'_>, d: &mut Decision) {
         };
         if let Some((outcome, reason, result)) = outcome {
             // An architect's breakdown is read and checked here, never trusted from the pod.
+            // So is a question asked in guidance mode.
+            let question = result
+                .as_ref()
+                .filter(|r| {
+                    outcome == AttemptOutcome::Succeeded && r.outcome == ResultOutcome::Question
+                })
+                .map(|r| guidance::check(i, &d.status, r.report.as_deref().unwrap_or_default()));
             let breakdown = result
                 .as_ref()
                 .filter(|r| {
@@ -655,19 +662,31 @@ fn follow_attempt(i: &Inputs<'_>, d: &mut Decision) {
                 })
                 .filter(|_| breaks_down(i.run, i.agent))
                 .map(|r| children::check(i, r.report.as_deref().unwrap_or_default()));
-            match breakdown {
-                Some(Err(why)) => record_outcome(
+            let number = d.status.attempts.last().map_or(0, |a| a.number);
+            match (question, breakdown) {
+                (Some(Err(why)), _) => record_outcome(
+                    d,
+                    AttemptOutcome::Failed,
+                    &format!("the agent's question was refused: {why}"),
+                    None,
+                    i.now,
+                ),
+                (Some(Ok(question)), _) => {
+                    record_outcome(d, outcome, &reason, None, i.now);
+                    guidance::record(i, d, number, question);
+                }
+                (None, Some(Err(why))) => record_outcome(
                     d,
                     AttemptOutcome::Failed,
                     &format!("the proposed breakdown was refused: {why}"),
                     None,
                     i.now,
                 ),
-                Some(Ok(breakdown)) => {
+                (None, Some(Ok(breakdown))) => {
                     record_outcome(d, outcome, &reason, result.as_ref(), i.now);
                     children::record(d, breakdown);
                 }
-                None => record_outcome(d, outcome, &reason, result.as_ref(), i.now),
+                (None, None) => record_outcome(d, outcome, &reason, result.as_ref(), i.now),
             }
         }
     }
@@ -869,6 +888,7 @@ pub(crate) fn truncate(text: &str, max_chars: usize) -> String {
 }
 
 pub mod children;
+pub mod guidance;
 mod outcome;
 mod stages;
 

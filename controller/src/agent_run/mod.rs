@@ -257,7 +257,8 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         )
     };
     // Blockers only stop a first attempt; retries reuse what the first attempt had.
-    let waiting = wants_admission(&run, &pods);
+    let waiting = wants_admission(&run, &pods)
+        || decide::guidance::answered_question_waits(&run, &pods, jiff::Timestamp::now());
     // A run given capabilities is routed as it is admitted: the choice is tried on a copy
     // and kept only if the run starts.
     let unrouted = Arc::clone(&run);
@@ -842,6 +843,10 @@ async fn apply_actions(
                     commit_author: github::commit_author(ctx, project).await?,
                     approved_plan,
                     follow_up_branch: follow_up_branch.map(str::to_owned),
+                    guidance: decide::guidance::for_task(
+                        &decision.status,
+                        decide::run_mode(run, Some(agent)),
+                    ),
                 };
                 start_attempt(ctx, &ns, project, &spec).await?;
             }

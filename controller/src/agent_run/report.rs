@@ -192,6 +192,38 @@ pub fn progress_comment(f: &RunFacts<'_>) -> String {
             None => {}
         }
     }
+    for question in &status.questions {
+        body.push_str(&format!(
+            "**The agent asks:** {}\n\n",
+            neutralise(&question.question)
+        ));
+        for option in &question.options {
+            let default = if *option == question.default {
+                " (default)"
+            } else {
+                ""
+            };
+            body.push_str(&format!(
+                "- `{}`{default}\n",
+                neutralise(option).replace('`', "'")
+            ));
+        }
+        match (&question.answer, &question.answered_by) {
+            (Some(answer), Some(by)) => body.push_str(&format!(
+                "\nAnswered by @{by}: `{}`.\n\n",
+                neutralise(answer).replace('`', "'")
+            )),
+            (Some(answer), None) => body.push_str(&format!(
+                "\nNobody answered in time: going on with the default, `{}`.\n\n",
+                neutralise(answer).replace('`', "'")
+            )),
+            (None, _) => body.push_str(&format!(
+                "\nSomeone allowed to steer this run answers **`/countersign answer <option>`** \
+                 before {}; after that the run goes on with the default.\n\n",
+                question.deadline.0
+            )),
+        }
+    }
     if !status.children.is_empty() {
         body.push_str("### Sub-tasks\n\n");
         for child in &status.children {
@@ -258,7 +290,7 @@ fn icon(phase: RunPhase) -> &'static str {
     match phase {
         RunPhase::Pending | RunPhase::Queued => "⏳",
         RunPhase::Planning | RunPhase::Running => "⚙️",
-        RunPhase::AwaitingPlanApproval => "✋",
+        RunPhase::AwaitingPlanApproval | RunPhase::AwaitingAnswer => "✋",
         RunPhase::PullRequestOpen => "👀",
         RunPhase::Coordinating => "🧩",
         RunPhase::Succeeded => "✅",
@@ -273,6 +305,7 @@ fn phase_words(phase: RunPhase) -> &'static str {
         RunPhase::Queued => "queued",
         RunPhase::Planning => "planning",
         RunPhase::AwaitingPlanApproval => "plan awaiting approval",
+        RunPhase::AwaitingAnswer => "waiting for an answer",
         RunPhase::Running => "running",
         RunPhase::PullRequestOpen => "pull request opened",
         RunPhase::Coordinating => "sub-tasks in progress",

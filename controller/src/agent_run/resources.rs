@@ -92,6 +92,8 @@ pub struct AttemptSpec<'a> {
     /// For a follow-up: the branch of the pull request it works on (cloned, then pushed
     /// on top of).
     pub follow_up_branch: Option<String>,
+    /// Guidance mode: the questions answered so far, and whether the agent may ask again.
+    pub guidance: (Vec<countersign_crds::guidance::AnsweredQuestion>, bool),
 }
 
 /// The name shared by an attempt's Pod, Secret and NetworkPolicy: `<run>-<n>`, shortened
@@ -186,6 +188,8 @@ impl AttemptSpec<'_> {
             approved_plan: self.approved_plan.clone(),
             breakdown: super::decide::breaks_down(run, Some(self.agent)),
             extend_branch: self.follow_up_branch.is_some(),
+            may_ask: self.guidance.1,
+            answers: self.guidance.0.clone(),
             agent: Some(task_file::AgentIdentity {
                 name: self.agent.name_any(),
                 role: self.agent.spec.role,

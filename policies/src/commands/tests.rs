@@ -23,6 +23,19 @@ fn parse_table() {
     use Command::*;
     let cases: Vec<(&str, &str, Vec<Parsed>)> = vec![
         ("plain approve", "/approve", vec![cmd(Approve)]),
+        (
+            "answer",
+            "/countersign answer 410, please",
+            vec![cmd(Answer {
+                text: "410, please".into(),
+            })],
+        ),
+        (
+            "answer without text",
+            "/countersign answer",
+            vec![bad("/countersign answer", CommandProblem::MissingAnswer)],
+        ),
+        ("answer needs the namespace", "/answer 410", vec![]),
         ("upper case", "/APPROVE", vec![cmd(Approve)]),
         ("leading space", "   /hold", vec![cmd(Hold)]),
         ("namespaced", "/countersign approve", vec![cmd(Approve)]),

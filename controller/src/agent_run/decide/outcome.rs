@@ -53,9 +53,10 @@ pub(super) fn classify(
                 .or_else(|| result.summary.clone())
                 .unwrap_or_default();
             let outcome = match result.outcome {
-                ResultOutcome::Succeeded | ResultOutcome::NoChanges | ResultOutcome::PlanReady => {
-                    AttemptOutcome::Succeeded
-                }
+                ResultOutcome::Succeeded
+                | ResultOutcome::NoChanges
+                | ResultOutcome::PlanReady
+                | ResultOutcome::Question => AttemptOutcome::Succeeded,
                 ResultOutcome::ProviderError => AttemptOutcome::ProviderError,
                 ResultOutcome::RateLimited => AttemptOutcome::RateLimited,
                 ResultOutcome::GuardrailViolation => AttemptOutcome::GuardrailViolation,

@@ -62,7 +62,9 @@ pub(crate) fn approved_plan(status: &AgentRunStatus) -> Option<&RunPlan> {
 /// The attempt number after which the coding stage starts: the plan's attempt once a plan was
 /// approved, else 0. Retries are counted per stage.
 pub(super) fn coding_stage_start(status: &AgentRunStatus) -> u32 {
-    approved_plan(status).map_or(0, |p| p.attempt)
+    approved_plan(status)
+        .map_or(0, |p| p.attempt)
+        .max(super::guidance::stage_start(status))
 }
 
 /// The phase of a working attempt: `Planning` while a control-mode run has no approved plan.
@@ -77,6 +79,9 @@ pub(super) fn working_phase(i: &Inputs<'_>, status: &AgentRunStatus) -> RunPhase
 /// What follows a successful attempt: a plan waits for its decision, a pushed change gets
 /// its pull request and follows it, anything else (no changes, an analysis) is done.
 pub(super) fn after_success(i: &Inputs<'_>, d: &mut Decision, last: &Attempt) {
+    if super::guidance::asked_by(&d.status, last) {
+        return super::guidance::follow(i, d, last);
+    }
     if let Some(plan) = d.status.plan.clone().filter(|p| p.attempt == last.number) {
         return follow_plan(i, d, plan, last);
     }
