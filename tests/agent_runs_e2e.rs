@@ -1941,7 +1941,7 @@ async fn a_follow_up_pushes_tests_to_the_pull_request_and_its_gate_asks_again() 
             "api",
             &kube::api::PatchParams::default(),
             &kube::api::Patch::Merge(json!({"spec": {"followUps": [
-                {"on": "pullRequestOpened", "agent": {"name": "qa-followup"}}
+                {"event": "pullRequestOpened", "agent": {"name": "qa-followup"}}
             ]}})),
         )
         .await

@@ -148,6 +148,35 @@ fn generated_yaml_has_no_empty_lists_or_float_bounds() {
     }
 }
 
+/// No field is named like a YAML 1.1 boolean (`on`, `yes`, `no`…): kubectl and other YAML 1.1
+/// readers turn such a key into `true`/`false`, and the CRD or the object no longer applies.
+#[test]
+fn no_field_is_named_like_a_yaml_boolean() {
+    fn walk(v: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+        if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
+            for (name, prop) in props {
+                let p = format!("{path}.{name}");
+                let lower = name.to_ascii_lowercase();
+                if ["on", "off", "yes", "no", "y", "n", "true", "false"].contains(&lower.as_str()) {
+                    found.push(p.clone());
+                }
+                walk(prop, &p, found);
+            }
+        }
+        if let Some(items) = v.get("items") {
+            walk(items, &format!("{path}[]"), found);
+        }
+    }
+    for crd in countersign_crds::all() {
+        for version in &crd.spec.versions {
+            let schema = serde_json::to_value(&version.schema).unwrap();
+            let mut found = Vec::new();
+            walk(&schema["openAPIV3Schema"], "", &mut found);
+            assert!(found.is_empty(), "{}: {found:?}", crd.spec.names.kind);
+        }
+    }
+}
+
 /// Every property (spec and status) carries a description, since it is `kubectl explain` text.
 fn assert_undocumented_fields_absent(schema: &serde_json::Value, kind: &str) {
     fn walk(v: &serde_json::Value, path: &str, missing: &mut Vec<String>) {

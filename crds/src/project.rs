@@ -74,8 +74,9 @@ pub struct ProjectSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FollowUpRule {
-    /// What starts the follow-up.
-    pub on: FollowUpEvent,
+    /// What starts the follow-up. (Named `event`, not `on`: YAML 1.1 tools read a bare `on`
+    /// key as `true`.)
+    pub event: FollowUpEvent,
     /// The Agent (same namespace) that follows up.
     pub agent: LocalRef,
     /// Overrides the Agent's default mode for the follow-up.

@@ -984,7 +984,7 @@ async fn create_follow_ups(
         .spec
         .follow_ups
         .iter()
-        .filter(|r| r.on == countersign_crds::project::FollowUpEvent::PullRequestOpened);
+        .filter(|r| r.event == countersign_crds::project::FollowUpEvent::PullRequestOpened);
     for rule in rules {
         let name = countersign_crds::names::with_suffix(
             &run.name_any(),
