@@ -285,6 +285,20 @@ impl Handler {
         Ok(Err(denial))
     }
 
+    /// The first run on issue `number` in `phase` (waiting for people to steer it).
+    async fn run_in_phase(
+        &self,
+        project: &Project,
+        number: u64,
+        phase: RunPhase,
+    ) -> Result<Option<AgentRun>, HandleError> {
+        Ok(self
+            .runs_for_issue(project, number)
+            .await?
+            .into_iter()
+            .find(|r| r.status.as_ref().is_some_and(|s| s.phase == phase)))
+    }
+
     /// `/approve` or `/reject` on an issue steers a run waiting for its plan to be approved
     /// (control mode): the run is annotated and its controller continues or stops it.
     async fn steer_plan(
@@ -295,14 +309,8 @@ impl Handler {
         command: &Command,
     ) -> Result<Outcome, HandleError> {
         let waiting = self
-            .runs_for_issue(project, e.issue.number)
-            .await?
-            .into_iter()
-            .find(|r| {
-                r.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase == RunPhase::AwaitingPlanApproval)
-            });
+            .run_in_phase(project, e.issue.number, RunPhase::AwaitingPlanApproval)
+            .await?;
         let Some(run) = waiting else {
             return Ok(Outcome::Ignored(Ignored::NothingToDo("plan approval")));
         };
@@ -343,14 +351,8 @@ impl Handler {
         text: &str,
     ) -> Result<Outcome, HandleError> {
         let waiting = self
-            .runs_for_issue(project, e.issue.number)
-            .await?
-            .into_iter()
-            .find(|r| {
-                r.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase == RunPhase::AwaitingAnswer)
-            });
+            .run_in_phase(project, e.issue.number, RunPhase::AwaitingAnswer)
+            .await?;
         let Some(run) = waiting else {
             return Ok(Outcome::Ignored(Ignored::NothingToDo("answer")));
         };

@@ -790,15 +790,7 @@ fn retry(i: &Inputs<'_>, d: &mut Decision, last: &Attempt, next_provider: bool, 
         return finish(d, RunPhase::Failed, message, i.now);
     }
     let providers = i.agent.map_or(1, |a| a.spec.providers.len().max(1));
-    let current = i
-        .agent
-        .and_then(|a| {
-            a.spec
-                .providers
-                .iter()
-                .position(|p| p.name == last.provider)
-        })
-        .unwrap_or(0);
+    let current = stages::provider_index(i, &last.provider);
     let provider = if next_provider {
         (current + 1) % providers
     } else {

@@ -119,15 +119,7 @@ pub(super) fn follow(i: &Inputs<'_>, d: &mut Decision, last: &Attempt) {
     }
     match &i.admission {
         Some(Admission::Admit) => {
-            let provider = i
-                .agent
-                .and_then(|a| {
-                    a.spec
-                        .providers
-                        .iter()
-                        .position(|p| p.name == last.provider)
-                })
-                .unwrap_or(0);
+            let provider = super::stages::provider_index(i, &last.provider);
             start_attempt(i, d, last.number + 1, provider);
         }
         Some(Admission::Wait(why)) => {

@@ -212,7 +212,7 @@ fn follow_plan(i: &Inputs<'_>, d: &mut Decision, mut plan: RunPlan, last: &Attem
 }
 
 /// Index of the provider entry `name` in the Agent (0 when unknown).
-fn provider_index(i: &Inputs<'_>, name: &str) -> usize {
+pub(super) fn provider_index(i: &Inputs<'_>, name: &str) -> usize {
     i.agent
         .and_then(|a| a.spec.providers.iter().position(|p| p.name == name))
         .unwrap_or(0)
