@@ -1059,6 +1059,126 @@ async fn observation_mode_posts_an_analysis_and_opens_no_pull_request() {
     );
 }
 
+/// Observation mode posts milestone updates to the one progress comment as the run goes:
+/// the model's `report_progress` notes travel from the work step through the gateway (with
+/// the attempt's gateway token) to the run's progress ConfigMap, and the controller edits the
+/// comment while the attempt is still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn observation_mode_posts_milestones_to_the_progress_comment_while_it_runs() {
+    let world = World::start(json!({})).await;
+    let hold = countersign_testkit::model::StreamHold::default();
+    world.primary.script(vec![
+        Step::ToolCalls(vec![(
+            "report_progress".into(),
+            json!({"milestone": "Read src/invoices.rs: `find` never returns a value"}),
+        )]),
+        Step::ToolCalls(vec![
+            ("search".into(), json!({"pattern": "fn find"})),
+            (
+                "report_progress".into(),
+                json!({"milestone": "Checking the callers of find, as @rita asked in #1"}),
+            ),
+        ]),
+        // The model thinks until the test has seen the notes on the issue.
+        Step::Held(
+            hold.clone(),
+            Box::new(Step::ToolCalls(vec![(
+                "finish".into(),
+                json!({"summary": "analysed", "report": "## Findings\n`find` is a stub."}),
+            )])),
+        ),
+    ]);
+    let issue = world
+        .label_new_issue("Why do invoices vanish?", "ai:analyse")
+        .await;
+    let seen = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some((body, _)) = world
+                .bot_comments(issue)
+                .into_iter()
+                .find(|(b, _)| b.contains("Checking the callers"))
+            {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "the notes never reached the issue: {:#?}",
+            world.bot_comments(issue)
+        )
+    });
+    assert!(
+        seen.contains("**running**")
+            && seen.contains("### Progress")
+            && seen.contains("Read src/invoices.rs: `find` never returns a value")
+            && seen.contains("as @\u{200B}rita asked in #\u{200B}1"),
+        "both notes, neutralised, while the attempt runs: {seen}"
+    );
+    assert!(!seen.contains("### Analysis"));
+    let running = world.wait_phase(issue, RunPhase::Running).await;
+    assert_eq!(
+        running.status.as_ref().map(|s| s.attempts.len()),
+        Some(1),
+        "still the first attempt"
+    );
+    let tools: Vec<String> = world.primary.requests()[0].body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert!(tools.contains(&"report_progress".to_owned()), "{tools:?}");
+
+    hold.release();
+    world.wait_phase(issue, RunPhase::Succeeded).await;
+    let comments = world.bot_comments(issue);
+    assert_eq!(comments.len(), 1, "one progress comment, edited");
+    let (done, _) = &comments[0];
+    assert!(
+        done.contains("### Progress") && done.contains("### Analysis\n\n## Findings"),
+        "{done}"
+    );
+}
+
+/// A run that changes code gets no `report_progress` tool (and the gateway would refuse its
+/// notes): milestones belong to observation mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_coding_run_has_no_progress_notes() {
+    let world = World::start(json!({})).await;
+    world.primary.script(vec![
+        Step::ToolCalls(vec![(
+            "report_progress".into(),
+            json!({"milestone": "sneaky note"}),
+        )]),
+        Step::ToolCalls(vec![(
+            "write_file".into(),
+            json!({"path": "src/invoices.rs", "content": "pub struct NotFound(pub u64);\n"}),
+        )]),
+        Step::ToolCalls(vec![(
+            "finish".into(),
+            json!({"summary": "added NotFound"}),
+        )]),
+    ]);
+    let issue = world
+        .label_new_issue("Return 404 for unknown invoices", "ai:checked")
+        .await;
+    world.wait_phase(issue, RunPhase::PullRequestOpen).await;
+    let requests = world.primary.requests();
+    let answer = requests[1].body.to_string();
+    assert!(
+        answer.contains("unknown tool") && answer.contains("report_progress"),
+        "the model was told the tool does not exist: {answer}"
+    );
+    let (comment, previous) = &world.bot_comments(issue)[0];
+    assert!(
+        !comment.contains("sneaky") && previous.iter().all(|b| !b.contains("sneaky")),
+        "{comment}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_verify_command_goes_back_to_the_model_before_anything_is_pushed() {
     let world = World::start(json!({})).await;

@@ -227,7 +227,8 @@ async fn project_in(client: &kube::Client, ns: &str, model: &FakeModel) {
                "spec": {"repository": {"owner": "acme", "name": "api"},
                         "installation": {"id": INSTALLATION},
                         "triggers": {"minPermission": "write", "labels": [
-                            {"label": "ai:backend", "agent": {"name": "backend"}}]},
+                            {"label": "ai:backend", "agent": {"name": "backend"}},
+                            {"label": "ai:analyse", "agent": {"name": "backend"}, "mode": "observation"}]},
                         "roles": [
                             {"role": "developer", "users": [{"login": "dev", "id": 21}]},
                             {"role": "tech_lead", "teams": [{"slug": "leads"}]}],
@@ -677,6 +678,51 @@ async fn the_controller_bot_and_gateway_run_end_to_end_with_exactly_the_charts_r
             .is_some_and(|s| s.phase == RunPhase::Succeeded)
     })
     .await;
+
+    // An observation-mode run's progress note: the gateway (its ServiceAccount) writes the
+    // run's progress ConfigMap, the controller (its ServiceAccount) watches it and edits the
+    // issue's comment.
+    model.script(vec![
+        Step::ToolCalls(vec![(
+            "report_progress".into(),
+            json!({"milestone": "Read src/invoices.rs"}),
+        )]),
+        Step::ToolCalls(vec![(
+            "finish".into(),
+            json!({"summary": "analysed", "report": "`find` is a stub."}),
+        )]),
+    ]);
+    let payload = {
+        let mut w = github.world();
+        let n = w.open_issue(REPO, "Why do invoices vanish?", "Please look.", &rita());
+        w.label_issue(REPO, n, "ai:analyse", &rita())
+    };
+    let status = countersign_testkit::github::deliver_to(&router, "issues", &payload, SECRET).await;
+    assert!(status.is_success(), "{status}");
+    let analysed = payload["issue"]["number"].as_u64().expect("number");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let shown = github.world().comments_on(REPO, analysed).iter().any(|c| {
+                c.author.ends_with("[bot]")
+                    && c.body.contains("Read src/invoices.rs")
+                    && c.body.contains("`find` is a stub.")
+            });
+            if shown {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let w = github.world();
+        let comments: Vec<&str> = w
+            .comments_on(REPO, analysed)
+            .iter()
+            .map(|c| c.body.as_str())
+            .collect();
+        panic!("the progress note never reached the issue: {comments:#?}")
+    });
 
     // The model was reached only through the gateway, with the key it read from the
     // provider's Secret (the fake model refuses any other), and the usage the gateway wrote

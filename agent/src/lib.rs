@@ -11,6 +11,7 @@
 pub mod config;
 pub mod diff;
 pub mod guardrails;
+pub mod milestones;
 pub mod process;
 pub mod prompt;
 pub mod provider;

@@ -67,7 +67,9 @@ names; each names an `agent` or instead the `capabilities` it needs (e.g. [\"rus
             "\
 This job: write an analysis, change nothing. Your tools are read-only. Study the code, then \
 call `finish` with `report` holding the analysis in Markdown: what you found, with file paths \
-and line numbers, and what you recommend."
+and line numbers, and what you recommend. People follow the run on the issue: at each \
+milestone (what you have read, what you found, what you look at next) call `report_progress` \
+with one short line."
         }
     };
     format!("{RULES}\n\n{specific}")
@@ -95,7 +97,8 @@ impl Session {
             },
             toolbox: Toolbox::new(workspace, access, report_required)
                 .with_breakdown(job.kind == JobKind::Breakdown)
-                .with_questions(job.may_ask),
+                .with_questions(job.may_ask)
+                .with_milestones(job.milestones.clone()),
         }
     }
 

@@ -259,6 +259,7 @@ pub struct Toolbox {
     report_required: bool,
     breakdown: bool,
     may_ask: bool,
+    milestones: Option<crate::milestones::Milestones>,
 }
 
 impl Toolbox {
@@ -271,7 +272,14 @@ impl Toolbox {
             report_required,
             breakdown: false,
             may_ask: false,
+            milestones: None,
         }
+    }
+
+    /// Offers `report_progress`, posting notes through `milestones` (observation mode).
+    pub fn with_milestones(mut self, milestones: Option<crate::milestones::Milestones>) -> Self {
+        self.milestones = milestones;
+        self
     }
 
     /// Offers `ask_human` (guidance mode, while the run may still ask).
@@ -306,6 +314,22 @@ impl Toolbox {
                 }),
             });
         }
+        if self.milestones.is_some() {
+            specs.push(ToolSpec {
+                name: "report_progress",
+                description: "Post a short progress note (one line, up to 280 characters) on the \
+                              issue while you work, e.g. what you have read and what you look at \
+                              next. People follow the run through these notes; post one at each \
+                              milestone, at most 10.",
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "milestone": {"type": "string", "description": "The note, one line."}
+                    },
+                    "required": ["milestone"]
+                }),
+            });
+        }
         specs
     }
 
@@ -329,6 +353,13 @@ impl Toolbox {
             "apply_diff" => self.apply_diff(args),
             "finish" => return self.finish(args),
             "ask_human" if self.may_ask => return self.ask(args),
+            "report_progress" => match &self.milestones {
+                Some(milestones) => required_str(args, "milestone")
+                    .and_then(countersign_crds::progress::clean_milestone)
+                    .and_then(|text| milestones.post(&text))
+                    .map(|()| "posted on the issue".to_owned()),
+                None => Err(format!("unknown tool {name:?}")),
+            },
             other => Err(format!("unknown tool {other:?}")),
         };
         match result {

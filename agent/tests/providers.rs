@@ -68,6 +68,7 @@ fn workspace() -> tempfile::TempDir {
 fn change(prompt: &str) -> Job {
     Job {
         may_ask: false,
+        milestones: None,
         kind: JobKind::Change,
         prompt: prompt.into(),
     }
@@ -518,6 +519,7 @@ async fn a_plan_job_cannot_write_and_returns_the_report() {
     let dir = workspace();
     let job = Job {
         may_ask: false,
+        milestones: None,
         kind: JobKind::Plan,
         prompt: "Plan the fix.".into(),
     };

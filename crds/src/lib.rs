@@ -19,6 +19,7 @@ pub mod generate;
 pub mod guidance;
 pub mod keys;
 pub mod names;
+pub mod progress;
 pub mod project;
 pub mod result;
 pub mod risk_policy;

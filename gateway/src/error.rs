@@ -30,6 +30,8 @@ pub enum Denial {
     BadRequest(String),
     /// The gateway cannot do its job now (the usage ledger cannot be read).
     Unavailable(String),
+    /// A fixed allowance is used up (an attempt's milestones); trying again does not help.
+    Limit(String),
 }
 
 impl Denial {
@@ -44,6 +46,7 @@ impl Denial {
             Denial::NotServed(_) => "not_served",
             Denial::BadRequest(_) => "bad_request",
             Denial::Unavailable(_) => "unavailable",
+            Denial::Limit(_) => "limit",
         }
     }
 
@@ -87,6 +90,11 @@ impl Denial {
             Denial::Unavailable(why) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "countersign_unavailable",
+                format!("Countersign gateway: {why}"),
+            ),
+            Denial::Limit(why) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "countersign_limit",
                 format!("Countersign gateway: {why}"),
             ),
         }

@@ -6,7 +6,8 @@
 //! (429, 5xx, timeouts; `Retry-After` honoured), passes streams through, counts usage from
 //! the providers' own usage fields into a ledger per Project (which the controller folds into
 //! the runs' status), and exports metrics. Speaks the OpenAI-compatible chat completions API
-//! and the Anthropic Messages API. See `docs/gateway.md`.
+//! and the Anthropic Messages API. It also records observation-mode agents' progress notes
+//! ([`milestones`]). See `docs/gateway.md`.
 
 pub mod budget;
 pub mod catalog;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;
+pub mod milestones;
 pub mod plan;
 pub mod proxy;
 pub mod registry;

@@ -92,6 +92,11 @@ pub struct Gateway {
     pub settings: Settings,
     /// Where "now" comes from (the UTC day of spend).
     pub clock: fn() -> jiff::Timestamp,
+    /// The Kubernetes client (milestones' ConfigMaps).
+    pub client: kube::Client,
+    /// Held while a milestone is written: this replica's notes never conflict with each
+    /// other (notes are few; other replicas' are retried on conflicts).
+    pub milestone_writes: tokio::sync::Mutex<()>,
     permits: Mutex<Permits>,
 }
 
@@ -109,11 +114,13 @@ impl Gateway {
         Self {
             catalog,
             ledgers: Ledgers::new(client.clone(), settings.ledger_write_timeout),
-            keys: Keys::new(client),
+            keys: Keys::new(client.clone()),
             http: upstream::client(),
             metrics,
             settings,
             clock: jiff::Timestamp::now,
+            client,
+            milestone_writes: tokio::sync::Mutex::new(()),
             permits: Mutex::new(HashMap::new()),
         }
     }
@@ -188,14 +195,15 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Everything known about the request's attempt.
-struct Caller {
-    attempt: AttemptRef,
-    agent: Arc<Agent>,
+pub(crate) struct Caller {
+    pub(crate) attempt: AttemptRef,
+    pub(crate) run: Arc<countersign_crds::AgentRun>,
+    pub(crate) agent: Arc<Agent>,
     project: Arc<Project>,
     ledger_key: ProjectKey,
 }
 
-fn identify(catalog: &Catalog, headers: &HeaderMap) -> Result<Caller, Denial> {
+pub(crate) fn identify(catalog: &Catalog, headers: &HeaderMap) -> Result<Caller, Denial> {
     let token = presented_token(headers).ok_or(Denial::Unauthorized("no gateway token"))?;
     let (attempt, live) = catalog
         .attempt(&registry::token_hash(token))
@@ -232,6 +240,7 @@ fn identify(catalog: &Catalog, headers: &HeaderMap) -> Result<Caller, Denial> {
     };
     Ok(Caller {
         attempt,
+        run,
         agent,
         project,
         ledger_key,

@@ -1,4 +1,4 @@
-//! The gateway's HTTP server: the two provider endpoints, `/metrics`, `/healthz` and
+//! The gateway's HTTP server: the two provider endpoints, the milestones endpoint, `/metrics`, `/healthz` and
 //! `/readyz` (ready once the watches have their first complete lists), and `serve`, which
 //! wires flags, the Kubernetes client, the watches and graceful shutdown (usage not yet
 //! written is written before the process exits).
@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use crate::catalog::Catalog;
 use crate::config::GatewayArgs;
 use crate::metrics::Metrics;
+use crate::milestones;
 use crate::proxy::{self, Gateway, Settings};
 
 /// Largest request body accepted from an agent (prompts with whole files are large).
@@ -33,6 +34,10 @@ pub fn router(gateway: Arc<Gateway>, ready: Arc<AtomicBool>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(proxy::chat_completions))
         .route("/v1/messages", post(proxy::messages))
+        .route(
+            milestones::PATH,
+            post(milestones::post).layer(DefaultBodyLimit::max(milestones::MAX_BODY_BYTES)),
+        )
         .with_state(gateway)
         .route(
             "/metrics",

@@ -7,6 +7,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use countersign_crds::progress::{
+    MAX_MILESTONES_PER_ATTEMPT, MilestoneLog, PROGRESS_KEY, PROGRESS_LABEL, progress_name,
+};
 use countersign_crds::usage::{LEDGER_KEY, UsageLedger, ledger_name};
 use countersign_gateway::proxy::Settings;
 use countersign_gateway::registry::token_hash;
@@ -140,6 +143,11 @@ impl World {
     /// An AgentRun `run` and the pod of its attempt 1 on `provider`, registering `token`,
     /// with its work step running.
     async fn attempt(&self, run: &str, provider: &str, token: &str) {
+        self.attempt_in_mode(run, provider, token, None).await;
+    }
+
+    /// [`World::attempt`] of a run in `mode` (the Agent's default when `None`).
+    async fn attempt_in_mode(&self, run: &str, provider: &str, token: &str, mode: Option<&str>) {
         let runs = Api::<countersign_crds::AgentRun>::namespaced(self.api.client(), NS);
         let created = runs
             .create(
@@ -148,7 +156,7 @@ impl World {
                     "apiVersion": "countersign.dev/v1alpha1", "kind": "AgentRun",
                     "metadata": {"name": run, "namespace": NS},
                     "spec": {"projectRef": {"name": "api"}, "agentRef": {"name": "backend"},
-                        "task": {"title": "Fix it"}}
+                        "task": {"title": "Fix it"}, "mode": mode}
                 }))
                 .expect("run"),
             )
@@ -698,4 +706,113 @@ async fn a_stopping_gateway_finishes_the_requests_in_flight_and_counts_them() {
         .expect("the drained request is in the ledger")
         .spend;
     assert_eq!(spend.requests, 1);
+}
+
+fn milestones(url: &str) -> String {
+    format!("{url}/countersign/v1/milestones")
+}
+
+/// The milestones stored for `run`, and the ConfigMap's owner (kind, name).
+async fn stored_milestones(world: &World, run: &str) -> Option<(MilestoneLog, (String, String))> {
+    let map = Api::<ConfigMap>::namespaced(world.api.client(), NS)
+        .get_opt(&progress_name(run))
+        .await
+        .expect("read")?;
+    assert_eq!(
+        map.metadata.labels.as_ref().expect("labels")[PROGRESS_LABEL],
+        "true"
+    );
+    let owner = map.metadata.owner_references.as_ref().expect("owner")[0].clone();
+    let log = MilestoneLog::parse(&map.data.expect("data")[PROGRESS_KEY]).expect("log");
+    Some((log, (owner.kind, owner.name)))
+}
+
+/// An observation-mode attempt posts progress notes with its gateway token; the gateway
+/// refuses them from a run not in observation mode, from another attempt, after the work
+/// step ended, beyond the attempt's allowance (also when posted at once) and when malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn milestones_come_only_from_live_observation_attempts_and_are_bounded() {
+    let mut world = World::start(json!({}), json!({})).await;
+    let url = world.start_gateway().await;
+    let (look, fix) = (token(21), token(22));
+    world
+        .attempt_in_mode("look", "primary", &look, Some("observation"))
+        .await;
+    world.attempt("fix", "primary", &fix).await;
+    known(&url, &look).await;
+    known(&url, &fix).await;
+    let notes = milestones(&url);
+
+    // A run that changes code cannot post notes, whatever its model is told.
+    let refused = post(&notes, &fix, json!({"text": "hello"}), &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.body["error"]["type"], "countersign_not_served");
+    assert!(stored_milestones(&world, "fix").await.is_none());
+    // Malformed or out-of-bounds notes.
+    for (body, why) in [
+        (json!({"note": "x"}), "expected a JSON body"),
+        (json!({"text": " \n "}), "empty"),
+        (json!({"text": "y".repeat(281)}), "281 characters"),
+    ] {
+        let answer = post(&notes, &look, body, &[]).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{message}");
+    }
+    let unknown = post(&notes, &token(99), json!({"text": "x"}), &[]).await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    let wrong = post(
+        &notes,
+        &look,
+        json!({"text": "x"}),
+        &[("x-countersign-attempt", "team/fix/1")],
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert!(stored_milestones(&world, "look").await.is_none());
+
+    // The first note, made one line.
+    let first = post(&notes, &look, json!({"text": "Read  the\ncode"}), &[]).await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT);
+    let (log, owner) = stored_milestones(&world, "look").await.expect("stored");
+    assert_eq!(owner, ("AgentRun".to_owned(), "look".to_owned()));
+    assert_eq!(log.milestones.len(), 1);
+    assert_eq!(log.milestones[0].text, "Read the code");
+    assert_eq!(log.milestones[0].attempt, 1);
+    // Fifteen more at once: the read-modify-write keeps every accepted one and no more than
+    // the attempt's allowance.
+    let answers = futures::future::join_all(
+        (0..15).map(|i| post(&notes, &look, json!({"text": format!("note {i}")}), &[])),
+    )
+    .await;
+    let accepted = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::NO_CONTENT)
+        .count();
+    let limited: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(accepted, MAX_MILESTONES_PER_ATTEMPT - 1);
+    assert_eq!(limited.len(), 15 - accepted);
+    assert_eq!(limited[0].body["error"]["type"], "countersign_limit");
+    let (log, _) = stored_milestones(&world, "look").await.expect("stored");
+    assert_eq!(log.count(1), MAX_MILESTONES_PER_ATTEMPT);
+
+    // Once the work step ended, its token posts nothing.
+    world
+        .set_work_state("look", json!({"terminated": {"exitCode": 0}}))
+        .await;
+    eventually("the ended attempt's notes are refused", || async {
+        post(&notes, &look, json!({"text": "late"}), &[])
+            .await
+            .status
+            == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(
+        world.primary.requests().is_empty(),
+        "notes never reach a provider"
+    );
+    world.stop_gateway().await;
 }

@@ -42,6 +42,8 @@ pub struct Job {
     pub prompt: String,
     /// Guidance mode: the model may ask the people steering the run (`ask_human`).
     pub may_ask: bool,
+    /// Observation mode: where the model's progress notes go (`report_progress`).
+    pub milestones: Option<crate::milestones::Milestones>,
 }
 
 /// What a provider reports when it finishes a job.
@@ -257,7 +259,8 @@ impl Gateway {
 /// The provider for `spec` through `gateway`: chat providers talk to the gateway's endpoint
 /// of their protocol with the attempt's token as their key; a `command` provider gets the
 /// gateway as `OPENAI_BASE_URL`/`ANTHROPIC_BASE_URL` and the token as
-/// `OPENAI_API_KEY`/`ANTHROPIC_API_KEY`. No real key is ever in this process.
+/// `OPENAI_API_KEY`/`ANTHROPIC_API_KEY`, and where observation-mode progress notes go as
+/// `COUNTERSIGN_MILESTONES_URL`. No real key is ever in this process.
 pub fn provider_via_gateway(
     spec: &ProviderSpec,
     gateway: &Gateway,
@@ -290,6 +293,10 @@ pub fn provider_via_gateway(
                     gateway.anthropic_base_url(),
                 ),
                 ("ANTHROPIC_API_KEY".to_owned(), token),
+                (
+                    "COUNTERSIGN_MILESTONES_URL".to_owned(),
+                    crate::milestones::Milestones::new(gateway).url().to_owned(),
+                ),
             ];
             Ok(Box::new(command::CommandAgent::with_gateway_env(
                 &spec, workspace, env,

@@ -86,6 +86,7 @@ fn budget(limits: AgentLimits) -> Budget {
 fn job(kind: JobKind) -> Job {
     Job {
         may_ask: false,
+        milestones: None,
         kind,
         prompt: "Add a greeting to README.md.".into(),
     }

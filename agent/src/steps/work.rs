@@ -135,6 +135,7 @@ fn work(args: &StepArgs, task: &TaskFile, gateway: &Gateway, started: Instant) -
     };
     let job = Job {
         may_ask: task.may_ask && kind == JobKind::Change,
+        milestones: (kind == JobKind::Analyse).then(|| crate::milestones::Milestones::new(gateway)),
         kind: kind.clone(),
         prompt: prompt::task_prompt(task, &kind),
     };

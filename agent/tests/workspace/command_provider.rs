@@ -68,6 +68,7 @@ fn budget(time: Duration) -> Budget {
 fn job(kind: JobKind, prompt: &str) -> Job {
     Job {
         may_ask: false,
+        milestones: None,
         kind,
         prompt: prompt.into(),
     }

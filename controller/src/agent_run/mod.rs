@@ -21,13 +21,16 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use countersign_crds::agent_run::{TokenKind, Usage};
+use countersign_crds::progress::{
+    Milestone, MilestoneLog, PROGRESS_KEY, PROGRESS_LABEL, progress_name,
+};
 use countersign_crds::result::AgentResult;
 use countersign_crds::task_file;
 use countersign_crds::usage::{UsageLedger, day_of};
 use countersign_crds::{Agent, AgentRun, ApprovalGate, Project};
 use countersign_github::tokens::MintError;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -57,6 +60,9 @@ pub struct RunContext {
     /// until the next resync.)
     gates: Store<ApprovalGate>,
     recorder: Recorder,
+    /// Observation-mode runs' progress notes (ConfigMaps the gateway writes), as the watch
+    /// that triggers their runs left them.
+    progress: Store<ConfigMap>,
     /// Parents to look at again because one of their children changed.
     nudge: tokio::sync::mpsc::UnboundedSender<ObjectRef<AgentRun>>,
 }
@@ -104,12 +110,23 @@ pub async fn run(ctx: Arc<Context>) {
         .modify(crate::cache::trim)
         .reflect(gates_writer)
         .applied_objects();
+    // A progress note the gateway recorded re-renders its run's progress comment.
+    let (progress, progress_writer) = kube::runtime::reflector::store::<ConfigMap>();
+    let progress_changes = watcher(
+        scoped::<ConfigMap>(&ctx),
+        watcher::Config::default().labels(PROGRESS_LABEL),
+    )
+    .default_backoff()
+    .modify(crate::cache::trim)
+    .reflect(progress_writer)
+    .applied_objects();
     let (nudge, nudged) = tokio::sync::mpsc::unbounded_channel();
     let run_ctx = Arc::new(RunContext {
         ctx: ctx.clone(),
         runs,
         gates,
         recorder,
+        progress,
         nudge,
     });
     let nudged = futures::stream::unfold(nudged, |mut rx| async move {
@@ -157,6 +174,14 @@ pub async fn run(ctx: Arc<Context>) {
                     .map(|r| ObjectRef::<AgentRun>::new(&r.name).within(&ns))
             },
         )
+        // The notes name their run as owner.
+        .watches_stream(progress_changes, |map| {
+            let ns = map.namespace().unwrap_or_default();
+            map.owner_references()
+                .iter()
+                .find(|o| o.kind == "AgentRun")
+                .map(|o| ObjectRef::<AgentRun>::new(&o.name).within(&ns))
+        })
         // A child's change reaches its parent (which mirrors it and starts the next ones).
         .reconcile_on(nudged)
         .reconcile_all_on(resync)
@@ -500,7 +525,17 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         return Ok(Requeue::await_change());
     }
     if let (Some(agent), Some(project)) = (&agent, &project) {
-        publish_progress(ctx, &run, agent, project, &mut decision, result.as_ref()).await?;
+        let milestones = milestones_of(&rc.progress, &run, &decision.status);
+        publish_progress(
+            ctx,
+            &run,
+            agent,
+            project,
+            &mut decision,
+            result.as_ref(),
+            &milestones,
+        )
+        .await?;
     }
     let changed = run.status.as_ref() != Some(&decision.status);
     write_status(ctx, &run, &decision).await?;
@@ -762,12 +797,43 @@ fn last_result(decision: &Decision, pods: &[PodView]) -> Option<AgentResult> {
         })
 }
 
+/// The progress notes of the run's latest attempt, from the ConfigMap the gateway keeps (an
+/// unreadable one, or one owned by an earlier run of the same name, counts as none).
+fn milestones_of(
+    progress: &Store<ConfigMap>,
+    run: &AgentRun,
+    status: &countersign_crds::AgentRunStatus,
+) -> Vec<Milestone> {
+    let Some(attempt) = status.attempts.last().map(|a| a.number) else {
+        return Vec::new();
+    };
+    let ns = run.namespace().unwrap_or_default();
+    let key = ObjectRef::new(&progress_name(&run.name_any())).within(&ns);
+    let Some(map) = progress.get(&key) else {
+        return Vec::new();
+    };
+    let ours = map
+        .owner_references()
+        .iter()
+        .any(|o| o.kind == "AgentRun" && Some(&o.uid) == run.metadata.uid.as_ref());
+    let log = map
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PROGRESS_KEY))
+        .and_then(|text| MilestoneLog::parse(text).ok());
+    match log {
+        Some(log) if ours => log.of_attempt(attempt).cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// What the PR body and progress comment are rendered from.
 fn facts<'a>(
     run: &'a AgentRun,
     agent: &'a Agent,
     status: &'a countersign_crds::AgentRunStatus,
     result: Option<&'a AgentResult>,
+    milestones: &'a [Milestone],
 ) -> RunFacts<'a> {
     let provider = status.attempts.last().map(|a| a.provider.as_str());
     RunFacts {
@@ -782,6 +848,7 @@ fn facts<'a>(
             .find(|p| Some(p.name.as_str()) == provider)
             .and_then(|p| p.model.as_deref()),
         result,
+        milestones,
     }
 }
 
@@ -795,6 +862,7 @@ async fn publish_progress(
     project: &Project,
     decision: &mut Decision,
     result: Option<&AgentResult>,
+    milestones: &[Milestone],
 ) -> Result<()> {
     if run.spec.task.issue_number.is_none() {
         return Ok(());
@@ -803,7 +871,7 @@ async fn publish_progress(
         return Ok(());
     };
     let updated = {
-        let facts = facts(run, agent, &decision.status, result);
+        let facts = facts(run, agent, &decision.status, result, milestones);
         github::update_progress(&github, project, &facts).await
     };
     match updated {
@@ -858,7 +926,7 @@ async fn apply_actions(
                     continue;
                 };
                 let opened = {
-                    let facts = facts(run, agent, &decision.status, result);
+                    let facts = facts(run, agent, &decision.status, result, &[]);
                     github::open_pull_request(ctx, &client, project, &facts).await?
                 };
                 let status = &mut decision.status;

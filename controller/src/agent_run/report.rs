@@ -7,6 +7,7 @@
 //! ourselves links the task's issue.
 
 use countersign_crds::agent_run::Usage;
+use countersign_crds::progress::Milestone;
 use countersign_crds::result::AgentResult;
 use countersign_crds::{AgentRun, AgentRunStatus, RunMode, RunPhase};
 use kube::ResourceExt;
@@ -32,6 +33,8 @@ pub struct RunFacts<'a> {
     pub model: Option<&'a str>,
     /// The result of the attempt that did the work, when its pod still holds it.
     pub result: Option<&'a AgentResult>,
+    /// The progress notes of the latest attempt (observation mode), oldest first.
+    pub milestones: &'a [Milestone],
 }
 
 /// The pull request's title: the task's title (neutralised, one line, capped).
@@ -244,6 +247,22 @@ pub fn progress_comment(f: &RunFacts<'_>) -> String {
                 child.task,
                 state,
                 child.name
+            ));
+        }
+        body.push('\n');
+    }
+    if !f.milestones.is_empty() {
+        body.push_str("### Progress\n\n");
+        for milestone in f.milestones {
+            // `2026-12-06T23:01:02Z` → `23:01:02`; the notes are one line already.
+            let time = milestone
+                .time
+                .split_once('T')
+                .map_or(milestone.time.as_str(), |(_, t)| t.trim_end_matches('Z'));
+            body.push_str(&format!(
+                "- `{}` {}\n",
+                time.replace('`', ""),
+                neutralise(&milestone.text.lines().collect::<Vec<_>>().join(" "))
             ));
         }
         body.push('\n');

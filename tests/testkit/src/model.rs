@@ -85,6 +85,9 @@ pub enum Step {
     },
     /// `step`, answered after `delay` (for timeout tests; the delay is not cancellable).
     Delayed(Duration, Box<Step>),
+    /// `step`, answered once the hold is released (a test looks at a run mid-way, then lets
+    /// the model go on).
+    Held(StreamHold, Box<Step>),
 }
 
 /// One request the fake received.
@@ -207,10 +210,17 @@ impl FakeModel {
     }
 }
 
-/// Holds streamed answers after their first event until [`StreamHold::release`].
+/// Holds streamed answers after their first event (or a [`Step::Held`] answer) until
+/// [`StreamHold::release`].
 #[derive(Clone, Debug, Default)]
 pub struct StreamHold {
     inner: Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>,
+}
+
+impl PartialEq for StreamHold {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
 }
 
 impl StreamHold {
@@ -308,10 +318,19 @@ async fn handle(protocol: Protocol, inner: &Shared, headers: &HeaderMap, body: &
         }
         Decision::Exhausted => error(protocol, 500, None, SCRIPT_EXHAUSTED),
         Decision::Answer(mut step, n, usage, model, hold) => {
-            while let Step::Delayed(delay, inner) = step {
-                tokio::time::sleep(delay).await;
-                step = *inner;
-            }
+            let step = loop {
+                match step {
+                    Step::Delayed(delay, inner) => {
+                        tokio::time::sleep(delay).await;
+                        step = *inner;
+                    }
+                    Step::Held(hold, inner) => {
+                        hold.wait().await;
+                        step = *inner;
+                    }
+                    other => break other,
+                }
+            };
             if stream && !matches!(step, Step::Error { .. }) {
                 let events = stream_events(protocol, step, n, usage, &model, include_usage);
                 return sse(events, hold);
@@ -341,7 +360,9 @@ fn answer(protocol: Protocol, step: Step, n: u64, usage: (u64, u64), model: &str
             .map(|(name, args)| (name, args.to_string()))
             .collect(),
         Step::RawToolCall { name, arguments } => vec![(name, arguments)],
-        Step::Delayed(_, step) => return answer(protocol, *step, n, usage, model),
+        Step::Delayed(_, step) | Step::Held(_, step) => {
+            return answer(protocol, *step, n, usage, model);
+        }
     };
     let (input_tokens, output_tokens) = usage;
     let body = match protocol {
@@ -401,7 +422,7 @@ fn step_content(step: Step) -> (Vec<(String, String)>, Option<String>) {
         ),
         Step::RawToolCall { name, arguments } => (vec![(name, arguments)], None),
         Step::Text(text) => (Vec::new(), Some(text)),
-        Step::Delayed(_, step) => step_content(*step),
+        Step::Delayed(_, step) | Step::Held(_, step) => step_content(*step),
         Step::Error { .. } => (Vec::new(), None),
     }
 }

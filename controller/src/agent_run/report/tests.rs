@@ -79,6 +79,7 @@ fn facts<'a>(
         mode,
         model: Some("anthropic/claude-sonnet-4"),
         result,
+        milestones: &[],
     }
 }
 
@@ -187,6 +188,47 @@ fn observation_runs_post_their_analysis() {
     assert!(!comment.contains("@carol"));
     let autonomous = progress_comment(&facts(&run, &done, Some(&result), RunMode::Autonomous));
     assert!(!autonomous.contains("### Analysis"));
+}
+
+#[test]
+fn observation_runs_show_their_progress_notes_as_they_come() {
+    use countersign_crds::progress::Milestone;
+    let run = run();
+    let running = status(RunPhase::Running);
+    let notes = [
+        Milestone {
+            attempt: 1,
+            time: "2026-12-06T23:01:02Z".into(),
+            text: "Read src/http.rs: the 200 comes from status_for".into(),
+        },
+        Milestone {
+            attempt: 1,
+            time: "2026-12-06T23:01:09Z".into(),
+            text: "Looking at #12 with @carol\nsecond line".into(),
+        },
+    ];
+    let mut with_notes = facts(&run, &running, None, RunMode::Observation);
+    with_notes.milestones = &notes[..1];
+    let first = progress_comment(&with_notes);
+    assert!(
+        first.contains(
+            "### Progress\n\n- `23:01:02` Read src/http.rs: the 200 comes from status_for\n"
+        ),
+        "{first}"
+    );
+    with_notes.milestones = &notes;
+    let second = progress_comment(&with_notes);
+    assert_ne!(
+        digest(&first),
+        digest(&second),
+        "a new note edits the comment"
+    );
+    assert!(
+        second.contains("- `23:01:09` Looking at #\u{200B}12 with @\u{200B}carol second line\n"),
+        "mentions and references are neutralised and the note stays one line: {second}"
+    );
+    let without = progress_comment(&facts(&run, &running, None, RunMode::Observation));
+    assert!(!without.contains("### Progress"));
 }
 
 #[test]
