@@ -1260,10 +1260,61 @@ async fn demo_tour(kubernetes: countersign_testkit::demo::DemoKubernetes) {
         async {},
     )
     .await
-    .expect("the demo reaches the green check");
+    .expect("the demo reaches the green check and both breakdown gates");
     assert_eq!(report.conclusion, "success");
     assert_eq!(report.risk, "medium");
     assert_eq!(report.approved_roles, ["developer", "tech_lead"]);
+    // The second scenario: the architect's breakdown, approved, ran as two child runs, each
+    // with its own pull request and a gate scored on its own change.
+    let breakdown = &report.breakdown;
+    assert_eq!(breakdown.run, "shop-issue-2-architect");
+    assert_eq!(
+        (breakdown.issue, breakdown.approved_by.as_str()),
+        (2, "lead")
+    );
+    assert_eq!(breakdown.phase, RunPhase::Coordinating, "no child merged");
+    let children: Vec<(&str, &str, &str)> = breakdown
+        .children
+        .iter()
+        .map(|c| (c.task.as_str(), c.run.as_str(), c.agent.as_str()))
+        .collect();
+    assert_eq!(
+        children,
+        [
+            ("api", "shop-issue-2-architect-api", "backend"),
+            ("page", "shop-issue-2-architect-page", "frontend"),
+        ]
+    );
+    let prs: std::collections::BTreeSet<u64> = breakdown
+        .children
+        .iter()
+        .map(|c| c.pull_request)
+        .chain([report.pull_request])
+        .collect();
+    assert_eq!(prs.len(), 3, "one pull request per run: {prs:?}");
+    for child in &breakdown.children {
+        assert_eq!(child.gate, format!("shop-pr-{}", child.pull_request));
+        assert_eq!(child.check, "pending", "{child:?}");
+    }
+    let risks: Vec<(&str, u8, Vec<&str>)> = breakdown
+        .children
+        .iter()
+        .map(|c| {
+            (
+                c.risk.as_str(),
+                c.score,
+                c.required_roles.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        risks,
+        [
+            ("critical", 9, vec!["manager", "security_team", "cto"]),
+            ("medium", 5, vec!["developer", "tech_lead"]),
+        ],
+        "the migration and the page change are each gated by their own risk"
+    );
     let text = lines.lock().expect("lines").join("\n");
     let (said, switch) = if real {
         ("a REAL kube-apiserver", "--control-plane fake")
@@ -1285,6 +1336,23 @@ async fn demo_tour(kubernetes: countersign_testkit::demo::DemoKubernetes) {
         "ignored  rita: Requester",
         "check countersign/approval stays pending: still needs tech_lead",
         "check countersign/approval on",
+        "with ai:plan, which starts the architect Agent",
+        "the bot created AgentRun demo/shop-issue-2-architect",
+        "run phase AwaitingPlanApproval",
+        "the architect proposed a breakdown, not a change",
+        "1. Store each invoice's status (api), Agent backend",
+        "2. Show the status on the invoice page (page), Agent frontend",
+        "lead (tech_lead) comments /approve on issue #2",
+        "shop-issue-2-architect is Coordinating: it created 2 child runs",
+        "shop-issue-2-architect-api phase PullRequestOpen",
+        "shop-issue-2-architect-page phase PullRequestOpen",
+        "(Agent frontend) pushed countersign/shop-issue-2-architect-page and opened pull request #",
+        "critical risk (score 9/10, workflow executive)",
+        "matched rule data-migration",
+        "needs: manager ×1, security_team ×1, cto ×1",
+        "each gated by its own risk",
+        "shop-issue-2-architect status.children (Coordinating",
+        "✔ done: issue #2 → architect → breakdown approved by lead",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }

@@ -1,18 +1,26 @@
 //! `countersign-sandbox demo`: the newcomer's one-command tour of Countersign.
 //!
-//! GitHub and the AI model are simulated in this process (the fake GitHub with a sample
-//! repository and issue, a scripted OpenAI-compatible model). Kubernetes is either the real
-//! control plane (kube-apiserver, etcd and kube-controller-manager built from Kubernetes' Go
-//! modules by `scripts/controlplane`: real RBAC, Pod Security admission and CEL validation)
-//! or the test kit's fake apiserver (starts in milliseconds); either way the test kit's
-//! kubelet runs the agent pods as local processes. The controller, the bot, the provider gateway and the agent's
-//! three steps are the real `countersign` binary, started as processes exactly as in a
-//! cluster. The agent reaches the model only through the gateway, which holds the key. The tour labels an issue, follows the
-//! run (phases, pod, branch, pull request), shows the risk and the approvals it needs,
-//! approves as the required roles and waits for the `countersign/approval` check to turn
-//! green. Every wait has a timeout; any step that fails ends the tour with an error that says
-//! which step and where the logs are.
+//! GitHub and the AI models are simulated in this process (the fake GitHub with a sample
+//! repository and two issues, a scripted OpenAI-compatible model per Agent). Kubernetes is
+//! either the real control plane (kube-apiserver, etcd and kube-controller-manager built from
+//! Kubernetes' Go modules by `scripts/controlplane`: real RBAC, Pod Security admission and CEL
+//! validation) or the test kit's fake apiserver (starts in milliseconds); either way the test
+//! kit's kubelet runs the agent pods as local processes. The controller, the bot, the provider
+//! gateway and the agent's three steps are the real `countersign` binary, started as processes
+//! exactly as in a cluster. The agent reaches the model only through the gateway, which holds
+//! the key.
+//!
+//! The tour plays two scenarios on that one stage (see [`tour`]). First it labels issue #1 for
+//! the backend Agent, follows the run (phases, pod, branch, pull request), shows the risk and
+//! the approvals it needs, approves as the required roles and waits for the
+//! `countersign/approval` check to turn green. Then an architect Agent breaks issue #2 into a
+//! backend and a frontend sub-task (see [`breakdown`]); once the tech lead approves the
+//! breakdown, both run at once as child runs, each opens its own pull request, and each gate
+//! scores its own risk: the database migration critical, the page change medium. Every wait
+//! has a timeout; any step that fails ends the tour with an error that says which step and
+//! where the logs are.
 
+mod breakdown;
 pub(crate) mod processes;
 pub(crate) mod script;
 mod tour;
@@ -97,10 +105,51 @@ pub struct DemoReport {
     pub approved_roles: Vec<String>,
     /// The check run's conclusion.
     pub conclusion: String,
+    /// The second scenario: the architect's breakdown and its child runs.
+    pub breakdown: BreakdownReport,
     /// The bot's address (gate pages live under `/gates/`).
     pub bot: SocketAddr,
     /// The kubeconfig of the simulated cluster.
     pub kubeconfig: PathBuf,
+}
+
+/// What the second scenario did: an architect's breakdown, approved and carried out as child
+/// runs that each opened a pull request behind a gate of its own.
+#[derive(Clone, Debug)]
+pub struct BreakdownReport {
+    /// The architect's AgentRun, the children's parent.
+    pub run: String,
+    /// The issue it broke down.
+    pub issue: u64,
+    /// Who approved the breakdown with `/approve`.
+    pub approved_by: String,
+    /// The parent's phase once its children had opened their pull requests.
+    pub phase: countersign_crds::RunPhase,
+    /// One per sub-task, in the breakdown's order.
+    pub children: Vec<ChildReport>,
+}
+
+/// One sub-task of the breakdown: its child run, pull request and gate.
+#[derive(Clone, Debug)]
+pub struct ChildReport {
+    /// The sub-task's id in the breakdown.
+    pub task: String,
+    /// The child AgentRun (`<parent>-<task>`).
+    pub run: String,
+    /// The Agent that did it.
+    pub agent: String,
+    /// Its pull request.
+    pub pull_request: u64,
+    /// Its ApprovalGate.
+    pub gate: String,
+    /// The gate's risk level, e.g. `critical`.
+    pub risk: String,
+    /// The gate's risk score, 0 to 10.
+    pub score: u8,
+    /// The roles the gate needs an approval from.
+    pub required_roles: Vec<String>,
+    /// The state of `countersign/approval` on the pull request's head (`pending`).
+    pub check: String,
 }
 
 /// The people of the sample repository.
@@ -135,11 +184,36 @@ impl Narrator {
     }
 }
 
+/// The scripted models, one per Agent: the fake answers every request from one queue, so the
+/// backend and frontend sub-tasks, which run at once, must not share one.
+struct Models {
+    backend: FakeModel,
+    frontend: FakeModel,
+    architect: FakeModel,
+}
+
+impl Models {
+    async fn start() -> anyhow::Result<Self> {
+        let start = || async {
+            let model = FakeModel::start()
+                .await
+                .context("Cannot start a scripted model")?;
+            model.require_api_key(script::MODEL_KEY);
+            anyhow::Ok(model)
+        };
+        Ok(Self {
+            backend: start().await?,
+            frontend: start().await?,
+            architect: start().await?,
+        })
+    }
+}
+
 /// Everything the tour runs; dropped at the end, which stops the processes and fakes.
 struct Stage {
     api: TestCluster,
     github: FakeGitHub,
-    model: FakeModel,
+    models: Models,
     bot: Started,
     _controller: Started,
     gateway: Started,
@@ -189,11 +263,28 @@ pub async fn run(
     })?;
     n.plain("");
     n.line(&format!(
-        "✔ done: issue → agent → pull request #{} → {} risk → approvals by {} → check {}",
+        "✔ done: issue #1 → agent → pull request #{} → {} risk → approvals by {} → check {}",
         report.pull_request,
         report.risk,
         report.approved_roles.join(" + "),
         report.conclusion
+    ));
+    let children: Vec<String> = report
+        .breakdown
+        .children
+        .iter()
+        .map(|c| {
+            format!(
+                "{} → pull request #{} → {} risk",
+                c.agent, c.pull_request, c.risk
+            )
+        })
+        .collect();
+    n.line(&format!(
+        "✔ done: issue #{} → architect → breakdown approved by {} → {} (each waits for its own approvals)",
+        report.breakdown.issue,
+        report.breakdown.approved_by,
+        children.join(", ")
     ));
     n.plain("");
     n.plain("Explore the cluster while it runs (with --keep), e.g.:");
@@ -204,10 +295,14 @@ pub async fn run(
     n.plain(&format!(
         "  kubectl get countersign -n {NAMESPACE}; kubectl describe csgate -n {NAMESPACE}"
     ));
-    n.plain(&format!(
-        "  open http://{}/gates/{NAMESPACE}/shop-pr-{}",
-        report.bot, report.pull_request
-    ));
+    for pr in std::iter::once(report.pull_request)
+        .chain(report.breakdown.children.iter().map(|c| c.pull_request))
+    {
+        n.plain(&format!(
+            "  open http://{}/gates/{NAMESPACE}/shop-pr-{pr}",
+            report.bot
+        ));
+    }
     n.plain(&match stage.api.kind() {
         ClusterKind::Real => "This tour ran on the real control plane; `./scripts/demo \
                               --control-plane fake` runs it on the fast simulated apiserver."
@@ -251,11 +346,8 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
     let github = FakeGitHub::start()
         .await
         .context("Cannot start the fake GitHub")?;
-    let model = FakeModel::start()
-        .await
-        .context("Cannot start the scripted model")?;
-    model.require_api_key(script::MODEL_KEY);
-    model.script(script::change());
+    let models = Models::start().await?;
+    models.backend.script(script::change());
     {
         let mut w = github.world();
         w.install(INSTALLATION, "acme", &["shop"]);
@@ -268,6 +360,12 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
             REPOSITORY,
             script::ISSUE_TITLE,
             script::ISSUE_BODY,
+            &cast.rita,
+        );
+        w.open_issue(
+            REPOSITORY,
+            script::BREAKDOWN_ISSUE_TITLE,
+            script::BREAKDOWN_ISSUE_BODY,
             &cast.rita,
         );
     }
@@ -287,12 +385,15 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
         )),
     }
     n.plain(&format!(
-        "  GitHub      a fake GitHub at {} holding {REPOSITORY} and its issue #1",
+        "  GitHub      a fake GitHub at {} holding {REPOSITORY} and its issues #1 and #2",
         github.url()
     ));
     n.plain(&format!(
-        "  AI model    a scripted OpenAI-compatible endpoint at {} (only the gateway has its key)",
-        model.openai_base_url()
+        "  AI models   scripted OpenAI-compatible endpoints, one per Agent: backend {}, frontend \
+         {}, architect {} (only the gateway has their key)",
+        models.backend.openai_base_url(),
+        models.frontend.openai_base_url(),
+        models.architect.openai_base_url()
     ));
     n.plain(&format!(
         "  Countersign the real `{}` binary: controller, bot, provider gateway and agent processes",
@@ -300,7 +401,7 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
     ));
     n.plain("");
 
-    apply_manifests(&api, &model).await?;
+    apply_manifests(&api, &models).await?;
     let kubelet = api.kubelet(NAMESPACE, options.dir.join("pods"));
     let kubelet = tokio::spawn(async move {
         if let Err(e) = kubelet.run().await {
@@ -412,7 +513,7 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
     Ok(Stage {
         api,
         github,
-        model,
+        models,
         bot,
         _controller: controller,
         gateway,
@@ -421,8 +522,8 @@ async fn set_stage(options: &DemoOptions, n: &mut Narrator) -> anyhow::Result<St
     })
 }
 
-/// The RiskPolicy, Project, Agent and model key the tour runs with.
-async fn apply_manifests(api: &TestCluster, model: &FakeModel) -> anyhow::Result<()> {
+/// The RiskPolicy, Project, Agents and model key the tour runs with.
+async fn apply_manifests(api: &TestCluster, models: &Models) -> anyhow::Result<()> {
     let client = api.client();
     let mut policy: Value = serde_yaml::from_str(script::DEFAULT_POLICY)
         .context("The default RiskPolicy does not parse")?;
@@ -435,7 +536,27 @@ async fn apply_manifests(api: &TestCluster, model: &FakeModel) -> anyhow::Result
             "stringData": {"api-key": script::MODEL_KEY}
         }),
         script::project(NAMESPACE, INSTALLATION),
-        script::agent(NAMESPACE, &model.openai_base_url()),
+        script::agent(
+            NAMESPACE,
+            "backend",
+            "backend",
+            "Fixes backend issues in the demo repository.",
+            &models.backend.openai_base_url(),
+        ),
+        script::agent(
+            NAMESPACE,
+            "frontend",
+            "frontend",
+            "Works on the demo repository's web pages.",
+            &models.frontend.openai_base_url(),
+        ),
+        script::agent(
+            NAMESPACE,
+            "architect",
+            "architect",
+            "Breaks issues down into sub-tasks for the backend and frontend Agents.",
+            &models.architect.openai_base_url(),
+        ),
     ];
     for object in objects {
         let kind = object["kind"].as_str().unwrap_or_default().to_owned();

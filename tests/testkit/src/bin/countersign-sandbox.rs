@@ -1,9 +1,10 @@
 //! `countersign-sandbox`: Countersign's fakes on loopback ports, for trying the real binaries
 //! and `kubectl` on a machine without a cluster.
 //!
-//! `countersign-sandbox demo` is the one-command tour: simulated Kubernetes, GitHub and model,
-//! the real `countersign` controller, bot and agent, from a labelled issue to a green check
-//! (see `countersign_testkit::demo`). It exits non-zero when any step fails.
+//! `countersign-sandbox demo` is the one-command tour: simulated Kubernetes, GitHub and models,
+//! the real `countersign` controller, bot and agent, from a labelled issue to a green check,
+//! then an architect's breakdown into two pull requests gated by their own risk (see
+//! `countersign_testkit::demo`). It exits non-zero when any step fails.
 //!
 //! `countersign-sandbox serve --dir DIR [--control-plane real|fake] [--kubelet]` serves a
 //! kube-apiserver with the Countersign CRDs installed, writes `DIR/kubeconfig`, prints one
@@ -34,8 +35,10 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// The tour: label an issue, watch the real controller, bot and agent turn it into a pull
-    /// request, its risk and approvals, and a green `countersign/approval` check. GitHub,
-    /// Kubernetes and the AI model are simulated on loopback ports.
+    /// request, its risk and approvals, and a green `countersign/approval` check; then an
+    /// architect breaks a second issue into backend and frontend runs whose pull requests are
+    /// each gated by their own risk. GitHub, Kubernetes and the AI models are simulated on
+    /// loopback ports.
     Demo {
         /// The `countersign` binary [default: the one next to this program].
         #[arg(long, env = "COUNTERSIGN_BIN", value_name = "PATH")]

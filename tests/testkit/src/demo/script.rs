@@ -1,5 +1,7 @@
-//! What the tour plays: the sample repository and issue, the manifests, and the scripted
-//! model session (the tool calls a real model would make to fix the issue).
+//! What the tour plays: the sample repository and its two issues, the manifests, and the
+//! scripted model sessions (the tool calls a real model would make): the backend Agent's fix
+//! of issue #1, then the architect's breakdown of issue #2 and the backend and frontend
+//! Agents' sub-tasks.
 
 use serde_json::{Value, json};
 
@@ -10,11 +12,16 @@ pub const MODEL_KEY: &str = "sk-demo-model-key";
 /// The default RiskPolicy shipped in `policies/manifests/`.
 pub const DEFAULT_POLICY: &str =
     include_str!("../../../../policies/manifests/default-riskpolicy.yaml");
-/// The issue the tour labels.
+/// The issue the first scenario labels (#1).
 pub const ISSUE_TITLE: &str = "Return 404 for unknown invoices";
 /// Its body.
 pub const ISSUE_BODY: &str = "`GET /invoices/{id}` answers 200 with an empty body for ids that do not exist. It should \
      answer 404.";
+/// The issue the second scenario labels for the architect (#2): work for two Agents.
+pub const BREAKDOWN_ISSUE_TITLE: &str = "Show each invoice's status";
+/// Its body.
+pub const BREAKDOWN_ISSUE_BODY: &str = "Invoices are open, paid or void, but neither the database nor the invoice page says \
+     which. Store the status and show it on the page.";
 
 /// The sample repository's first commit.
 pub const REPOSITORY_FILES: &[(&str, &str)] = &[
@@ -29,6 +36,14 @@ pub const REPOSITORY_FILES: &[(&str, &str)] = &[
     (
         "src/http.rs",
         "pub fn status_for(found: bool) -> u16 {\n    200\n}\n",
+    ),
+    (
+        "migrations/0001_invoices.sql",
+        "CREATE TABLE invoices (\n    id BIGINT PRIMARY KEY\n);\n",
+    ),
+    (
+        "web/invoice.html",
+        "<h1>Invoice <span id=\"invoice-id\"></span></h1>\n",
     ),
 ];
 
@@ -51,8 +66,71 @@ pub fn change() -> Vec<Step> {
     ]
 }
 
-/// The demo Project: `ai:backend` on issues starts the `backend` agent; developers and a tech
-/// lead approve.
+/// The architect's session: look around, then propose two sub-tasks that run at once (no
+/// `dependsOn`), one for the backend Agent and one for the frontend Agent.
+pub fn breakdown() -> Vec<Step> {
+    let breakdown = json!({"tasks": [
+        {"id": "api", "title": "Store each invoice's status", "agent": "backend",
+         "instructions": "Add migrations/0002_invoice_status.sql with a status column (open, \
+                          paid or void) and a status field on Invoice."},
+        {"id": "page", "title": "Show the status on the invoice page", "agent": "frontend",
+         "instructions": "Show the invoice's status under its number in web/invoice.html."}
+    ]});
+    vec![
+        Step::ToolCalls(vec![("list_files".into(), json!({}))]),
+        Step::ToolCalls(vec![(
+            "finish".into(),
+            json!({
+                "summary": "Two sub-tasks: the status in the database, and on the invoice page.",
+                "report": breakdown.to_string()
+            }),
+        )]),
+    ]
+}
+
+/// The backend Agent's sub-task: a schema migration (scored critical by the default
+/// RiskPolicy: data migrations are hard to undo) and the field it adds.
+pub fn backend_subtask() -> Vec<Step> {
+    vec![
+        Step::ToolCalls(vec![("list_files".into(), json!({"path": "migrations"}))]),
+        Step::ToolCalls(vec![
+            (
+                "write_file".into(),
+                json!({"path": "migrations/0002_invoice_status.sql", "content": "ALTER TABLE invoices ADD COLUMN status TEXT NOT NULL DEFAULT 'open';\n"}),
+            ),
+            (
+                "apply_diff".into(),
+                json!({"diff": "--- a/src/invoices.rs\n+++ b/src/invoices.rs\n@@ -5,3 +5,4 @@\n pub struct Invoice {\n     pub id: u64,\n+    pub status: String,\n }\n"}),
+            ),
+        ]),
+        Step::ToolCalls(vec![(
+            "finish".into(),
+            json!({"summary": "Invoices have a status column (migration 0002) and field."}),
+        )]),
+    ]
+}
+
+/// The frontend Agent's sub-task: one line of the invoice page (an ordinary code change).
+pub fn frontend_subtask() -> Vec<Step> {
+    vec![
+        Step::ToolCalls(vec![(
+            "read_file".into(),
+            json!({"path": "web/invoice.html"}),
+        )]),
+        Step::ToolCalls(vec![(
+            "apply_diff".into(),
+            json!({"diff": "--- a/web/invoice.html\n+++ b/web/invoice.html\n@@ -1,1 +1,2 @@\n <h1>Invoice <span id=\"invoice-id\"></span></h1>\n+<p>Status: <span id=\"invoice-status\"></span></p>\n"}),
+        )]),
+        Step::ToolCalls(vec![(
+            "finish".into(),
+            json!({"summary": "The invoice page shows the invoice's status."}),
+        )]),
+    ]
+}
+
+/// The demo Project: `ai:backend` on issues starts the `backend` Agent, `ai:frontend` the
+/// `frontend` Agent and `ai:plan` the `architect` (a breakdown may only name Agents the
+/// triggers map); developers and a tech lead approve.
 pub fn project(namespace: &str, installation: u64) -> Value {
     json!({
         "apiVersion": "countersign.dev/v1alpha1", "kind": "Project",
@@ -61,7 +139,9 @@ pub fn project(namespace: &str, installation: u64) -> Value {
             "repository": {"owner": "acme", "name": "shop"},
             "installation": {"id": installation},
             "triggers": {"minPermission": "write", "labels": [
-                {"label": "ai:backend", "agent": {"name": "backend"}}
+                {"label": "ai:backend", "agent": {"name": "backend"}},
+                {"label": "ai:frontend", "agent": {"name": "frontend"}},
+                {"label": "ai:plan", "agent": {"name": "architect"}}
             ]},
             "roles": [
                 {"role": "developer", "users": [{"login": "dev", "id": 102}]},
@@ -72,14 +152,15 @@ pub fn project(namespace: &str, installation: u64) -> Value {
     })
 }
 
-/// The demo Agent on the scripted OpenAI-compatible model.
-pub fn agent(namespace: &str, base_url: &str) -> Value {
+/// One of the demo's Agents, each on its own scripted OpenAI-compatible model (`base_url`):
+/// the fake answers from one queue, so Agents working at once must not share one.
+pub fn agent(namespace: &str, name: &str, role: &str, description: &str, base_url: &str) -> Value {
     json!({
         "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
-        "metadata": {"name": "backend", "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "role": "backend",
-            "description": "Fixes backend issues in the demo repository.",
+            "role": role,
+            "description": description,
             "providers": [{
                 "name": "scripted-model", "kind": "openai", "model": "demo-model",
                 "baseUrl": base_url,
