@@ -334,6 +334,30 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         _ if waiting => blocker(ctx, &run, agent.as_ref(), project.as_ref()).await?,
         _ => None,
     };
+    // A follow-up works on the pull request of the run it follows up on.
+    let follow_up = match &run.spec.follow_up_of {
+        Some(origin) if !finished => rc
+            .runs
+            .get(&ObjectRef::new(&origin.name).within(&ns))
+            .and_then(|o| {
+                let status = o.status.as_ref()?;
+                Some(decide::FollowUpTarget {
+                    branch: status.branch.clone()?,
+                    pull_request: status.pull_request.clone()?,
+                })
+            }),
+        _ => None,
+    };
+    // Computed before admission, so a follow-up without a target never takes a slot.
+    let blocker = match (&run.spec.follow_up_of, &follow_up, blocker) {
+        (Some(origin), None, None) if waiting && !finished => {
+            Some(Blocker::NoFollowUpTarget(format!(
+                "the run it follows up on, {}, is gone or has no pull request",
+                origin.name
+            )))
+        }
+        (_, _, blocker) => blocker,
+    };
     let gate = match run.status.as_ref().and_then(|s| s.gate_ref.as_ref()) {
         // The shared cache stands in until this watch has listed.
         Some(gate_ref) if !finished => rc
@@ -399,29 +423,6 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
             .collect()
     } else {
         Vec::new()
-    };
-    // A follow-up works on the pull request of the run it follows up on.
-    let follow_up = match &run.spec.follow_up_of {
-        Some(origin) if !finished => rc
-            .runs
-            .get(&ObjectRef::new(&origin.name).within(&ns))
-            .and_then(|o| {
-                let status = o.status.as_ref()?;
-                Some(decide::FollowUpTarget {
-                    branch: status.branch.clone()?,
-                    pull_request: status.pull_request.clone()?,
-                })
-            }),
-        _ => None,
-    };
-    let blocker = match (&run.spec.follow_up_of, &follow_up, blocker) {
-        (Some(origin), None, None) if waiting && !finished => {
-            Some(Blocker::NoFollowUpTarget(format!(
-                "the run it follows up on, {}, is gone or has no pull request",
-                origin.name
-            )))
-        }
-        (_, _, blocker) => blocker,
     };
     // A child stops with its parent.
     let parent_cancelled = match &run.spec.parent_ref {

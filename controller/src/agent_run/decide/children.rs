@@ -123,10 +123,10 @@ pub(super) fn coordinate(i: &Inputs<'_>, d: &mut Decision) {
                 }
             }
             None => {
-                let failed_dep = task.depends_on.iter().find(|dep| {
-                    phase_of(dep).is_some_and(|p| p.is_finished() && p != RunPhase::Succeeded)
-                        || breakdown_blocked(&breakdown, i, &parent, dep)
-                });
+                let failed_dep = task
+                    .depends_on
+                    .iter()
+                    .find(|dep| never_succeeds(&breakdown, i, &parent, dep));
                 let waiting: Vec<&str> = task
                     .depends_on
                     .iter()
@@ -183,21 +183,22 @@ pub(super) fn coordinate(i: &Inputs<'_>, d: &mut Decision) {
     d.requeue = Some(i.settings.wait_requeue);
 }
 
-/// Whether sub-task `id` can never start: one of its own dependencies failed or is blocked.
-fn breakdown_blocked(breakdown: &Breakdown, i: &Inputs<'_>, parent: &str, id: &str) -> bool {
-    let Some(task) = breakdown.tasks.iter().find(|t| t.id == id) else {
-        return false;
-    };
-    let created = i.children.iter().any(|c| c.name == child_name(parent, id));
-    !created
-        && task.depends_on.iter().any(|dep| {
-            let name = child_name(parent, dep);
-            i.children
-                .iter()
-                .find(|c| c.name == name)
-                .is_some_and(|c| c.phase.is_finished() && c.phase != RunPhase::Succeeded)
-                || breakdown_blocked(breakdown, i, parent, dep)
-        })
+/// Whether sub-task `id` will never succeed: its run finished unsuccessfully, or it was never
+/// created and one of its own dependencies will never succeed.
+fn never_succeeds(breakdown: &Breakdown, i: &Inputs<'_>, parent: &str, id: &str) -> bool {
+    let name = child_name(parent, id);
+    match i.children.iter().find(|c| c.name == name) {
+        Some(child) => child.phase.is_finished() && child.phase != RunPhase::Succeeded,
+        None => breakdown
+            .tasks
+            .iter()
+            .find(|t| t.id == id)
+            .is_some_and(|task| {
+                task.depends_on
+                    .iter()
+                    .any(|dep| never_succeeds(breakdown, i, parent, dep))
+            }),
+    }
 }
 
 /// Whether `parent`, the parent of a child run, was cancelled or asked to be: the child then
