@@ -127,6 +127,7 @@ impl World {
                         {"label": "ai:tamper", "agent": {"name": "tamper"}},
                         {"label": "ai:rust", "capabilities": ["rust"]},
                         {"label": "ai:architect", "agent": {"name": "architect"}},
+                        {"label": "ai:split", "agent": {"name": "backend"}, "breakdown": true},
                         {"label": "ai:guided", "agent": {"name": "guide"}, "mode": "guidance"}
                     ], "agents": [{"name": "notes-api"}, {"name": "notes-ui"}, {"name": "flaky"}]},
                     "roles": [
@@ -2056,6 +2057,79 @@ async fn an_approved_breakdown_runs_its_sub_tasks_in_dependency_order_and_retrie
             "{parent_comment}"
         );
     }
+}
+
+/// Any Agent asked to plan (a trigger's `breakdown: true`), not only an architect, proposes
+/// a breakdown with read-only tools; once approved, its sub-tasks run as children that do
+/// not break down again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backend_agent_asked_to_plan_proposes_a_breakdown_whose_children_do_the_work() {
+    let world = World::start(json!({"draft": false})).await;
+    let dir = tempfile::tempdir().expect("dir");
+    breakdown_agents(&world, dir.path()).await;
+    let breakdown = json!({"tasks": [
+        {"id": "api", "title": "Document the invoices API", "agent": "notes-api"}
+    ]});
+    world.primary.script(vec![Step::ToolCalls(vec![(
+        "finish".into(),
+        json!({"summary": "One sub-task", "report": breakdown.to_string()}),
+    )])]);
+    let issue = world.label_new_issue("Document invoices", "ai:split").await;
+    let parent = world
+        .wait_phase(issue, RunPhase::AwaitingPlanApproval)
+        .await;
+    assert!(parent.spec.breakdown, "the trigger asked for a breakdown");
+    assert_eq!(
+        parent
+            .status
+            .as_ref()
+            .and_then(|s| s.breakdown.as_ref())
+            .map(|b| b.tasks.len()),
+        Some(1)
+    );
+    let request = &world.primary.requests()[0].body;
+    let tools: Vec<&str> = request["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    assert!(
+        tools.contains(&"read_file")
+            && !tools.contains(&"write_file")
+            && !tools.contains(&"apply_diff"),
+        "a breakdown attempt cannot change files: {tools:?}"
+    );
+    assert!(
+        request
+            .to_string()
+            .contains("break the task down into sub-tasks"),
+        "the backend Agent was asked for a breakdown"
+    );
+    assert_eq!(world.github.world().branches(REPO), ["main"]);
+
+    world.comment(issue, &lead(), "/approve").await;
+    let parent_name = parent.metadata.name.clone().expect("name");
+    let child = world
+        .wait_named(
+            &format!("{parent_name}-api"),
+            "opened its pull request",
+            |r| r.status.as_ref().is_some_and(|s| s.pull_request.is_some()),
+        )
+        .await;
+    assert!(
+        !child.spec.breakdown,
+        "a sub-task does not break down again"
+    );
+    assert_eq!(child.agent_name(), Some("notes-api"));
+    world
+        .wait_named(&parent_name, "mirrors its child", |r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.phase == RunPhase::Coordinating
+                    && s.children.first().is_some_and(|c| c.pull_request.is_some())
+            })
+        })
+        .await;
 }
 
 /// A rejected breakdown ends the run; no child is ever created.

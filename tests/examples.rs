@@ -419,6 +419,16 @@ fn cel_cases() -> Vec<(&'static str, &'static str, Broken)> {
         ),
         (
             "agentruns.countersign.dev.yaml",
+            "breakdown is set only at creation",
+            immutable(
+                "examples/agentrun.yaml",
+                |r| r["spec"]["breakdown"] = json!(true),
+                "spec",
+                "breakdown is set only at creation",
+            ),
+        ),
+        (
+            "agentruns.countersign.dev.yaml",
             "followUpOf is set only at creation",
             immutable(
                 "examples/agentrun.yaml",

@@ -57,6 +57,8 @@ pub struct RunRequest<'a> {
     pub source: TaskSource,
     /// The trigger's mode, when it overrides the Agent's.
     pub mode: Option<RunMode>,
+    /// Whether the trigger asks the Agent for a work breakdown first.
+    pub breakdown: bool,
     /// Extra instructions (comment commands).
     pub instructions: Option<&'a str>,
     /// The delivery that asked.
@@ -111,6 +113,7 @@ pub fn desired_run(request: &RunRequest<'_>, name: &str) -> AgentRun {
             },
             parent_ref: None,
             follow_up_of: None,
+            breakdown: request.breakdown,
             mode: request.mode,
             cancel_requested: false,
             retries: DEFAULT_RETRIES,

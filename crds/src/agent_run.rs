@@ -43,6 +43,7 @@ pub const MAX_TASK_BODY_BYTES: usize = 16 * 1024;
     {"rule": "has(self.agentRef) == has(oldSelf.agentRef) && has(self.capabilities) == has(oldSelf.capabilities)", "message": "agentRef and capabilities are immutable"},
     {"rule": "has(self.parentRef) == has(oldSelf.parentRef)", "message": "parentRef is set only at creation"},
     {"rule": "has(self.followUpOf) == has(oldSelf.followUpOf)", "message": "followUpOf is set only at creation"},
+    {"rule": "(has(self.breakdown) && self.breakdown) == (has(oldSelf.breakdown) && oldSelf.breakdown)", "message": "breakdown is set only at creation"},
 ]))]
 pub struct AgentRunSpec {
     /// The Project (same namespace) whose repository the agent works on. Immutable.
@@ -80,6 +81,13 @@ pub struct AgentRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "followUpOf is immutable"}]))]
     pub follow_up_of: Option<LocalRef>,
+    /// Ask the Agent to plan: its first attempt proposes a work breakdown (sub-tasks for
+    /// other Agents, with dependencies) instead of a change, whatever its role, and the run
+    /// carries it out once a human approves it with `/approve`. An `architect` Agent's runs
+    /// always do. Ignored for sub-tasks (depth one), follow-ups and observation mode. Set
+    /// only at creation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub breakdown: bool,
     /// How humans steer the run. Defaults to the trigger's or the Agent's mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<RunMode>,

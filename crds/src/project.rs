@@ -313,6 +313,10 @@ pub struct LabelTrigger {
     /// Overrides the Agent's default mode for runs started by this label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<RunMode>,
+    /// Runs started by this label first propose a work breakdown for other Agents (as an
+    /// `architect` Agent's runs do), whatever the Agent's role: the AgentRun's `breakdown`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub breakdown: bool,
 }
 
 /// Who works on a trigger's runs.

@@ -191,6 +191,7 @@ impl Handler {
                     requested_by: &e.sender,
                     source: TaskSource::Comment,
                     mode: None,
+                    breakdown: false,
                     instructions: instructions.as_deref(),
                     delivery,
                     comment_id: Some(e.comment.id),

@@ -69,6 +69,7 @@ impl Handler {
                 requested_by: &e.sender,
                 source: TaskSource::IssueLabel,
                 mode: trigger.mode,
+                breakdown: trigger.breakdown,
                 instructions: None,
                 delivery,
                 comment_id: None,

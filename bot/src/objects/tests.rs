@@ -50,6 +50,7 @@ fn request<'a>(
         requested_by: requester,
         source: TaskSource::IssueLabel,
         mode: None,
+        breakdown: false,
         instructions: None,
         delivery,
         comment_id: None,

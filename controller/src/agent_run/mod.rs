@@ -1000,6 +1000,7 @@ async fn create_child(
     spec.agent_ref = sub.agent.as_ref().map(countersign_crds::LocalRef::new);
     spec.capabilities = sub.capabilities.clone();
     spec.parent_ref = Some(countersign_crds::LocalRef::new(parent.name_any()));
+    spec.breakdown = false;
     spec.mode = None;
     spec.cancel_requested = false;
     spec.task.title = sub.title.clone();
@@ -1064,6 +1065,7 @@ async fn create_follow_ups(
         spec.capabilities = Vec::new();
         spec.parent_ref = None;
         spec.follow_up_of = Some(countersign_crds::LocalRef::new(run.name_any()));
+        spec.breakdown = false;
         spec.mode = rule.mode;
         spec.cancel_requested = false;
         spec.task.issue_number = Some(number);

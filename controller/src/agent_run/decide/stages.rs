@@ -44,10 +44,14 @@ pub(crate) fn run_mode(run: &AgentRun, agent: Option<&Agent>) -> RunMode {
 }
 
 /// Whether the run's first stage proposes a work breakdown instead of a change: an
-/// architect Agent's run that is not itself a sub-task (depth one), unless it only observes.
+/// architect Agent's run, or one asked to plan (`spec.breakdown`), that is neither a sub-task
+/// (depth one) nor a follow-up (which works on another run's pull request), unless it only
+/// observes.
 pub(crate) fn breaks_down(run: &AgentRun, agent: Option<&Agent>) -> bool {
     run.spec.parent_ref.is_none()
-        && agent.is_some_and(|a| a.spec.role == countersign_crds::AgentRole::Architect)
+        && run.spec.follow_up_of.is_none()
+        && (run.spec.breakdown
+            || agent.is_some_and(|a| a.spec.role == countersign_crds::AgentRole::Architect))
         && run_mode(run, agent) != RunMode::Observation
 }
 

@@ -1265,4 +1265,21 @@ fn a_sub_task_never_breaks_down_again() {
         !breaks_down(&case.run, Some(&case.agent)),
         "an observer only analyses"
     );
+    case.run.spec.mode = None;
+    case.run.spec.follow_up_of = Some(countersign_crds::LocalRef::new("origin"));
+    assert!(
+        !breaks_down(&case.run, Some(&case.agent)),
+        "a follow-up works on its pull request"
+    );
+}
+
+#[test]
+fn any_agent_asked_to_plan_breaks_down() {
+    let mut case = Case::new();
+    assert_eq!(case.agent.spec.role, countersign_crds::AgentRole::Backend);
+    assert!(!breaks_down(&case.run, Some(&case.agent)));
+    case.run.spec.breakdown = true;
+    assert!(breaks_down(&case.run, Some(&case.agent)));
+    case.run.spec.parent_ref = Some(countersign_crds::LocalRef::new("parent"));
+    assert!(!breaks_down(&case.run, Some(&case.agent)), "depth one");
 }
