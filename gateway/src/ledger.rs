@@ -9,13 +9,16 @@
 //! stays pending in memory, written with the next request or at shutdown.
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use countersign_crds::usage::{LEDGER_KEY, LEDGER_LABEL, Spend, UsageLedger, ledger_name};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, PostParams};
+use kube::api::Api;
+
+use crate::config_map::{self, UpdateError};
 
 /// Tries of one read-modify-write before it counts as failed.
 const WRITE_TRIES: u32 = 8;
@@ -105,7 +108,7 @@ impl Ledgers {
         let entry = self.entry(key);
         let loaded = lock(&entry.state).known.is_some();
         if !loaded {
-            let fetched = read(&self.client, key).await?.map(|(l, _)| l);
+            let fetched = read(&self.client, key).await?;
             let mut state = lock(&entry.state);
             if state.known.is_none() {
                 state.known = Some(fetched.unwrap_or_else(UsageLedger::new));
@@ -190,27 +193,26 @@ async fn write_loop(ledgers: Arc<Ledgers>, key: ProjectKey, entry: Arc<Entry>) {
     }
 }
 
-/// The Project's ledger and the ConfigMap's resourceVersion, `None` when there is none.
-async fn read(
-    client: &kube::Client,
-    key: &ProjectKey,
-) -> Result<Option<(UsageLedger, Option<String>)>, kube::Error> {
+/// The Project's ledger, `None` when there is none.
+async fn read(client: &kube::Client, key: &ProjectKey) -> Result<Option<UsageLedger>, kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &key.namespace);
-    let Some(map) = api.get_opt(&ledger_name(&key.name)).await? else {
-        return Ok(None);
-    };
+    let map = api.get_opt(&ledger_name(&key.name)).await?;
+    Ok(map.map(|m| stored(&m, key)))
+}
+
+/// The ledger a ConfigMap holds; an unreadable one (someone else wrote it) starts again:
+/// counting from zero beats refusing every request.
+fn stored(map: &ConfigMap, key: &ProjectKey) -> UsageLedger {
     let text = map
         .data
         .as_ref()
         .and_then(|d| d.get(LEDGER_KEY))
-        .cloned()
+        .map(String::as_str)
         .unwrap_or_default();
-    let ledger = UsageLedger::parse(&text).unwrap_or_else(|error| {
-        // Someone else wrote it; counting from zero beats refusing every request.
+    UsageLedger::parse(text).unwrap_or_else(|error| {
         tracing::warn!(project = %key.name, %error, "the usage ledger is unreadable; starting it again");
         UsageLedger::new()
-    });
-    Ok(Some((ledger, map.metadata.resource_version)))
+    })
 }
 
 /// Adds `records` to the stored ledger (read-modify-write with the resourceVersion).
@@ -219,60 +221,40 @@ async fn write(
     key: &ProjectKey,
     owner_uid: Option<&str>,
     records: &[&Record],
-) -> Result<UsageLedger, kube::Error> {
+) -> Result<UsageLedger, UpdateError<Infallible>> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &key.namespace);
-    let name = ledger_name(&key.name);
-    let params = PostParams {
-        field_manager: Some(MANAGER.into()),
-        ..PostParams::default()
+    let metadata = ObjectMeta {
+        name: Some(ledger_name(&key.name)),
+        namespace: Some(key.namespace.clone()),
+        labels: Some(BTreeMap::from([
+            (LEDGER_LABEL.to_owned(), "true".to_owned()),
+            (
+                countersign_crds::keys::PROJECT_LABEL.to_owned(),
+                countersign_crds::names::label_value(&key.name),
+            ),
+            (
+                "app.kubernetes.io/managed-by".to_owned(),
+                "countersign".to_owned(),
+            ),
+        ])),
+        owner_references: owner_uid.map(|uid| {
+            vec![OwnerReference {
+                api_version: "countersign.dev/v1alpha1".into(),
+                kind: "Project".into(),
+                name: key.name.clone(),
+                uid: uid.to_owned(),
+                controller: Some(false),
+                block_owner_deletion: Some(false),
+            }]
+        }),
+        ..ObjectMeta::default()
     };
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let current = read(client, key).await?;
-        let (mut ledger, version) = current.unwrap_or_else(|| (UsageLedger::new(), None));
+    config_map::update(&api, &metadata, LEDGER_KEY, WRITE_TRIES, |current| {
+        let mut ledger = current.map_or_else(UsageLedger::new, |m| stored(m, key));
         for r in records {
             ledger.record(&r.attempt, &r.run_uid, &r.agent, &r.day, &r.spend);
         }
-        let map = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(key.namespace.clone()),
-                resource_version: version.clone(),
-                labels: Some(BTreeMap::from([
-                    (LEDGER_LABEL.to_owned(), "true".to_owned()),
-                    (
-                        countersign_crds::keys::PROJECT_LABEL.to_owned(),
-                        countersign_crds::names::label_value(&key.name),
-                    ),
-                    (
-                        "app.kubernetes.io/managed-by".to_owned(),
-                        "countersign".to_owned(),
-                    ),
-                ])),
-                owner_references: owner_uid.map(|uid| {
-                    vec![OwnerReference {
-                        api_version: "countersign.dev/v1alpha1".into(),
-                        kind: "Project".into(),
-                        name: key.name.clone(),
-                        uid: uid.to_owned(),
-                        controller: Some(false),
-                        block_owner_deletion: Some(false),
-                    }]
-                }),
-                ..ObjectMeta::default()
-            },
-            data: Some(BTreeMap::from([(LEDGER_KEY.to_owned(), ledger.render())])),
-            ..ConfigMap::default()
-        };
-        let written = match version {
-            Some(_) => api.replace(&name, &params, &map).await,
-            None => api.create(&params, &map).await,
-        };
-        match written {
-            Ok(_) => return Ok(ledger),
-            Err(kube::Error::Api(status)) if status.code == 409 && tries < WRITE_TRIES => continue,
-            Err(error) => return Err(error),
-        }
-    }
+        Ok((ledger.render(), ledger))
+    })
+    .await
 }

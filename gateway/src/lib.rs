@@ -12,6 +12,7 @@
 pub mod budget;
 pub mod catalog;
 pub mod config;
+pub mod config_map;
 pub mod error;
 pub mod keys;
 pub mod ledger;

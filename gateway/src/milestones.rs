@@ -25,10 +25,10 @@ use countersign_crds::progress::{
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 
+use crate::config_map::{self, UpdateError};
 use crate::error::Denial;
-use crate::ledger::MANAGER;
 use crate::plan::Protocol;
 use crate::proxy::{Caller, Gateway, identify};
 
@@ -97,73 +97,54 @@ async fn append(
 ) -> Result<(), Denial> {
     let attempt = &caller.attempt;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &attempt.namespace);
-    let name = progress_name(&attempt.run);
-    let params = PostParams {
-        field_manager: Some(MANAGER.into()),
-        ..PostParams::default()
+    let metadata = ObjectMeta {
+        name: Some(progress_name(&attempt.run)),
+        namespace: Some(attempt.namespace.clone()),
+        labels: Some(BTreeMap::from([
+            (PROGRESS_LABEL.to_owned(), "true".to_owned()),
+            (
+                "app.kubernetes.io/managed-by".to_owned(),
+                "countersign".to_owned(),
+            ),
+        ])),
+        // Owned by the run: it goes with it, and its changes reach the run's reconcile
+        // through the owner reference.
+        owner_references: Some(vec![OwnerReference {
+            api_version: "countersign.dev/v1alpha1".into(),
+            kind: "AgentRun".into(),
+            name: attempt.run.clone(),
+            uid: attempt.run_uid.clone(),
+            controller: Some(false),
+            block_owner_deletion: Some(false),
+        }]),
+        ..ObjectMeta::default()
     };
-    let unavailable = |e: kube::Error| {
-        tracing::warn!(error = %e, run = %attempt.run, "cannot write the run's milestones");
-        Denial::Unavailable("the milestone cannot be recorded now".into())
-    };
-    for _ in 0..WRITE_TRIES {
-        let current = api.get_opt(&name).await.map_err(unavailable)?;
-        let (mut log, version) = match &current {
-            Some(map) => {
-                let text = map.data.as_ref().and_then(|d| d.get(PROGRESS_KEY));
-                // Unreadable (someone else wrote it): start it again rather than refuse.
-                let log = text
-                    .and_then(|t| MilestoneLog::parse(t).ok())
-                    .unwrap_or_default();
-                (log, map.metadata.resource_version.clone())
-            }
-            None => (MilestoneLog::default(), None),
-        };
+    let appended = config_map::update(&api, &metadata, PROGRESS_KEY, WRITE_TRIES, |current| {
+        // Unreadable (someone else wrote it): start it again rather than refuse.
+        let mut log = current
+            .and_then(|map| map.data.as_ref()?.get(PROGRESS_KEY))
+            .and_then(|text| MilestoneLog::parse(text).ok())
+            .unwrap_or_default();
         if log.count(milestone.attempt) >= MAX_MILESTONES_PER_ATTEMPT {
             return Err(Denial::Limit(format!(
                 "this attempt already posted {MAX_MILESTONES_PER_ATTEMPT} milestones"
             )));
         }
         log.push(milestone.clone());
-        let map = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(attempt.namespace.clone()),
-                resource_version: version.clone(),
-                labels: Some(BTreeMap::from([
-                    (PROGRESS_LABEL.to_owned(), "true".to_owned()),
-                    (
-                        "app.kubernetes.io/managed-by".to_owned(),
-                        "countersign".to_owned(),
-                    ),
-                ])),
-                // Owned by the run: it goes with it, and its changes reach the run's
-                // reconcile through the owner reference.
-                owner_references: Some(vec![OwnerReference {
-                    api_version: "countersign.dev/v1alpha1".into(),
-                    kind: "AgentRun".into(),
-                    name: attempt.run.clone(),
-                    uid: attempt.run_uid.clone(),
-                    controller: Some(false),
-                    block_owner_deletion: Some(false),
-                }]),
-                ..ObjectMeta::default()
-            },
-            data: Some(BTreeMap::from([(PROGRESS_KEY.to_owned(), log.render())])),
-            ..ConfigMap::default()
-        };
-        let written = match version {
-            Some(_) => api.replace(&name, &params, &map).await,
-            None => api.create(&params, &map).await,
-        };
-        match written {
-            Ok(_) => return Ok(()),
-            // Another note was written since the read (409), or created first (409 too).
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(e) => return Err(unavailable(e)),
+        Ok((log.render(), ()))
+    })
+    .await;
+    appended.map_err(|error| match error {
+        UpdateError::Refused(denial) => denial,
+        UpdateError::Api(error) => {
+            tracing::warn!(%error, run = %attempt.run, "cannot write the run's milestones");
+            Denial::Unavailable("the milestone cannot be recorded now".into())
         }
-    }
-    Err(Denial::Unavailable(
-        "the milestone cannot be recorded now (too many concurrent writes)".into(),
-    ))
+        UpdateError::Contended(tries) => {
+            tracing::warn!(tries, run = %attempt.run, "the run's milestones kept changing under the write");
+            Denial::Unavailable(
+                "the milestone cannot be recorded now (too many concurrent writes)".into(),
+            )
+        }
+    })
 }
