@@ -43,16 +43,11 @@ impl Milestones {
             .build()
             .new_agent();
         Self {
-            url: format!("{}{PATH}", gateway.url.trim_end_matches('/')),
+            url: gateway.milestones_url(),
             token: gateway.token.clone(),
             attempt: gateway.attempt.clone(),
             agent,
         }
-    }
-
-    /// The URL notes go to (for command-line agents, which post them themselves).
-    pub fn url(&self) -> &str {
-        &self.url
     }
 
     /// Posts `text`; the error is the gateway's reason, for the model.

@@ -254,6 +254,15 @@ impl Gateway {
     pub fn anthropic_base_url(&self) -> String {
         self.url.trim_end_matches('/').to_owned()
     }
+
+    /// Where observation-mode progress notes go.
+    pub fn milestones_url(&self) -> String {
+        format!(
+            "{}{}",
+            self.url.trim_end_matches('/'),
+            crate::milestones::PATH
+        )
+    }
 }
 
 /// The provider for `spec` through `gateway`: chat providers talk to the gateway's endpoint
@@ -295,7 +304,7 @@ pub fn provider_via_gateway(
                 ("ANTHROPIC_API_KEY".to_owned(), token),
                 (
                     "COUNTERSIGN_MILESTONES_URL".to_owned(),
-                    crate::milestones::Milestones::new(gateway).url().to_owned(),
+                    gateway.milestones_url(),
                 ),
             ];
             Ok(Box::new(command::CommandAgent::with_gateway_env(

@@ -230,3 +230,35 @@ fn a_follow_up_needs_a_start() {
         Err(ProviderError::Command(_))
     ));
 }
+
+#[test]
+fn through_the_gateway_a_cli_gets_the_gateway_its_token_and_the_milestones_url() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let gateway = countersign_agent::provider::Gateway {
+        url: "http://gateway.countersign-system:8080/".into(),
+        token: "csgw-attempt-token".to_owned().into(),
+        attempt: "team/fix-1/1".into(),
+    };
+    let mut agent = countersign_agent::provider::provider_via_gateway(
+        &spec("cat >/dev/null; env | sort > env.txt", &[]),
+        &gateway,
+        dir.path(),
+    )
+    .expect("a command agent");
+    agent
+        .start(
+            &job(JobKind::Analyse, "x"),
+            &mut budget(Duration::from_secs(60)),
+        )
+        .expect("runs");
+    let env = std::fs::read_to_string(dir.path().join("env.txt")).expect("read");
+    for line in [
+        "OPENAI_BASE_URL=http://gateway.countersign-system:8080/v1\n",
+        "OPENAI_API_KEY=csgw-attempt-token\n",
+        "ANTHROPIC_BASE_URL=http://gateway.countersign-system:8080\n",
+        "ANTHROPIC_API_KEY=csgw-attempt-token\n",
+        "COUNTERSIGN_MILESTONES_URL=http://gateway.countersign-system:8080/countersign/v1/milestones\n",
+    ] {
+        assert!(env.contains(line), "{line} missing from {env}");
+    }
+}
