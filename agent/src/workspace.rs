@@ -189,18 +189,7 @@ impl Workspace {
         // The name goes into a refspec; a bad one must not become a different refspec.
         branch_ref(base_branch).map_err(|e| git_error("clone", &e))?;
         let auth = Credentials::new(clone_url, token);
-        let mut fetch = FetchOptions::new();
-        fetch
-            .remote_callbacks(auth.callbacks())
-            .download_tags(git2::AutotagOption::None)
-            // A redirect could carry the token to another host; GitHub's clone URLs from
-            // the API are current, so none is needed.
-            .follow_redirects(RemoteRedirect::None);
-        if !is_local(clone_url) {
-            // libgit2's local transport cannot do shallow fetches; file:// clones are for
-            // tests and small fixtures.
-            fetch.depth(1);
-        }
+        let fetch = fetch_options(&auth, clone_url);
         let refspec = format!("+refs/heads/{base_branch}:refs/remotes/origin/{base_branch}");
         let repo = RepoBuilder::new()
             .branch(base_branch)
@@ -239,14 +228,7 @@ impl Workspace {
         let url = redact_url(&self.clone_url);
         branch_ref(branch).map_err(|e| git_error("fetch", &e))?;
         let auth = Credentials::new(&self.clone_url, token);
-        let mut fetch = FetchOptions::new();
-        fetch
-            .remote_callbacks(auth.callbacks())
-            .download_tags(git2::AutotagOption::None)
-            .follow_redirects(RemoteRedirect::None);
-        if !is_local(&self.clone_url) {
-            fetch.depth(1);
-        }
+        let mut fetch = fetch_options(&auth, &self.clone_url);
         let mut remote = self
             .repo
             .remote_anonymous(&self.clone_url)
@@ -416,6 +398,24 @@ pub(crate) fn diff_trees(
         }
     }
     Ok(ChangeSet::from_tree(files, tree.id().to_string()))
+}
+
+/// How the workspace fetches from `clone_url`: with `auth`'s credentials, no tags, no
+/// redirects, and shallow.
+fn fetch_options<'a>(auth: &'a Credentials<'_>, clone_url: &str) -> FetchOptions<'a> {
+    let mut fetch = FetchOptions::new();
+    fetch
+        .remote_callbacks(auth.callbacks())
+        .download_tags(git2::AutotagOption::None)
+        // A redirect could carry the token to another host; GitHub's clone URLs from the API
+        // are current, so none is needed.
+        .follow_redirects(RemoteRedirect::None);
+    if !is_local(clone_url) {
+        // libgit2's local transport cannot do shallow fetches; file:// clones are for tests
+        // and small fixtures.
+        fetch.depth(1);
+    }
+    fetch
 }
 
 /// Pushes `refs/heads/<branch>` of `repo` to `url` (replacing the remote branch if it

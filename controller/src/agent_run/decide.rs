@@ -539,10 +539,6 @@ fn expire_after_ttl(i: &Inputs<'_>, d: &mut Decision) {
     }
 }
 
-fn run_cancelled(i: &Inputs<'_>) -> bool {
-    i.run.spec.cancel_requested
-}
-
 fn cancel(i: &Inputs<'_>, d: &mut Decision) {
     let active: Vec<String> = i
         .pods
@@ -558,7 +554,7 @@ fn cancel(i: &Inputs<'_>, d: &mut Decision) {
         last.finish_time = Some(Time(i.now));
         last.reason = Some("cancelled on request".into());
     }
-    let why = if run_cancelled(i) {
+    let why = if i.run.spec.cancel_requested {
         "Cancelled on request"
     } else {
         "Cancelled with its parent run"

@@ -994,40 +994,59 @@ async fn create_child(
     else {
         return Ok(());
     };
-    let ns = parent.namespace().unwrap_or_default();
     let name = decide::children::child_name(&parent.name_any(), task);
     let mut spec = parent.spec.clone();
     spec.agent_ref = sub.agent.as_ref().map(countersign_crds::LocalRef::new);
     spec.capabilities = sub.capabilities.clone();
     spec.parent_ref = Some(countersign_crds::LocalRef::new(parent.name_any()));
-    spec.breakdown = false;
     spec.mode = None;
-    spec.cancel_requested = false;
     spec.task.title = sub.title.clone();
     spec.task.instructions = Some(sub.instructions.clone()).filter(|i| !i.trim().is_empty());
     spec.task.source = countersign_crds::TaskSource::Breakdown;
-    let assignee = spec.assignee().key();
+    let issue = parent
+        .labels()
+        .get(countersign_crds::keys::ISSUE_LABEL)
+        .cloned();
+    create_derived_run(ctx, parent, &name, spec, issue).await
+}
+
+/// Creates run `name` for `origin` (one of its sub-tasks or follow-ups) with `spec`, owned
+/// by `origin` and labelled with its Project, `issue` and the assignee. It never inherits a
+/// cancellation or a request to break down. Already there (an earlier pass made it):
+/// nothing to do.
+async fn create_derived_run(
+    ctx: &Context,
+    origin: &AgentRun,
+    name: &str,
+    mut spec: countersign_crds::AgentRunSpec,
+    issue: Option<String>,
+) -> Result<()> {
+    spec.cancel_requested = false;
+    spec.breakdown = false;
+    let source = spec.task.source;
     let mut labels = std::collections::BTreeMap::new();
-    for key in [
-        countersign_crds::keys::PROJECT_LABEL,
-        countersign_crds::keys::ISSUE_LABEL,
-    ] {
-        if let Some(value) = parent.labels().get(key) {
-            labels.insert(key.to_owned(), value.clone());
-        }
+    if let Some(project) = origin.labels().get(countersign_crds::keys::PROJECT_LABEL) {
+        labels.insert(
+            countersign_crds::keys::PROJECT_LABEL.to_owned(),
+            project.clone(),
+        );
+    }
+    if let Some(issue) = issue {
+        labels.insert(countersign_crds::keys::ISSUE_LABEL.to_owned(), issue);
     }
     labels.insert(
         countersign_crds::keys::AGENT_LABEL.to_owned(),
-        resources::label_value(&assignee),
+        resources::label_value(&spec.assignee().key()),
     );
-    let mut child = AgentRun::new(&name, spec);
-    child.metadata.namespace = Some(ns.clone());
-    child.metadata.labels = Some(labels);
-    child.metadata.owner_references = parent.controller_owner_ref(&()).map(|r| vec![r]);
+    let ns = origin.namespace().unwrap_or_default();
+    let mut run = AgentRun::new(name, spec);
+    run.metadata.namespace = Some(ns.clone());
+    run.metadata.labels = Some(labels);
+    run.metadata.owner_references = origin.controller_owner_ref(&()).map(|r| vec![r]);
     let runs = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns);
-    match runs.create(&PostParams::default(), &child).await {
+    match runs.create(&PostParams::default(), &run).await {
         Ok(_) => {
-            tracing::info!(parent = %parent.name_any(), child = %name, "created a sub-task's run");
+            tracing::info!(origin = %origin.name_any(), run = %name, ?source, "created a run");
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
@@ -1048,8 +1067,6 @@ async fn create_follow_ups(
     if run.spec.follow_up_of.is_some() {
         return Ok(());
     }
-    let ns = run.namespace().unwrap_or_default();
-    let runs = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns);
     let rules = project
         .spec
         .follow_ups
@@ -1065,9 +1082,7 @@ async fn create_follow_ups(
         spec.capabilities = Vec::new();
         spec.parent_ref = None;
         spec.follow_up_of = Some(countersign_crds::LocalRef::new(run.name_any()));
-        spec.breakdown = false;
         spec.mode = rule.mode;
-        spec.cancel_requested = false;
         spec.task.issue_number = Some(number);
         spec.task.title = decide::truncate(
             &format!(
@@ -1082,32 +1097,7 @@ async fn create_follow_ups(
              top of it, or change nothing and summarise your findings."
         ));
         spec.task.source = countersign_crds::TaskSource::FollowUp;
-        let mut labels = std::collections::BTreeMap::new();
-        if let Some(value) = run.labels().get(countersign_crds::keys::PROJECT_LABEL) {
-            labels.insert(
-                countersign_crds::keys::PROJECT_LABEL.to_owned(),
-                value.clone(),
-            );
-        }
-        labels.insert(
-            countersign_crds::keys::ISSUE_LABEL.to_owned(),
-            number.to_string(),
-        );
-        labels.insert(
-            countersign_crds::keys::AGENT_LABEL.to_owned(),
-            resources::label_value(&rule.agent.name),
-        );
-        let mut follow_up = AgentRun::new(&name, spec);
-        follow_up.metadata.namespace = Some(ns.clone());
-        follow_up.metadata.labels = Some(labels);
-        follow_up.metadata.owner_references = run.controller_owner_ref(&()).map(|r| vec![r]);
-        match runs.create(&PostParams::default(), &follow_up).await {
-            Ok(_) => {
-                tracing::info!(run = %run.name_any(), follow_up = %name, "started a follow-up");
-            }
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
+        create_derived_run(ctx, run, &name, spec, Some(number.to_string())).await?;
     }
     Ok(())
 }

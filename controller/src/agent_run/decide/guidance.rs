@@ -52,7 +52,7 @@ pub(super) fn record(i: &Inputs<'_>, d: &mut Decision, number: u32, question: Qu
     });
 }
 
-/// The question `last` asked, if it asked one.
+/// Whether attempt `last` asked the run's last question.
 pub(super) fn asked_by(status: &AgentRunStatus, last: &Attempt) -> bool {
     status
         .questions
@@ -146,12 +146,8 @@ pub(crate) fn answered_question_waits(run: &AgentRun, pods: &[PodView], now: Tim
     if status.phase.is_finished() || run.spec.cancel_requested {
         return false;
     }
-    let answered = question.answer.is_some()
-        || answer_command(run.annotations()).is_some_and(|a| a.attempt == question.attempt)
-        || now >= question.deadline.0;
-    answered
-        && status.attempts.iter().all(|a| a.number <= question.attempt)
-        && pods.iter().all(|p| p.attempt <= question.attempt)
+    answer(run, &mut question.clone(), now)
+        && super::stages::nothing_after(status, pods, question.attempt)
 }
 
 /// The attempt after which the current stage started: the last answered question's.

@@ -24,10 +24,12 @@ pub(super) fn approved_plan_waits(run: &AgentRun, pods: &[PodView]) -> bool {
         None => steering_command(run.annotations()).is_some_and(|c| c.approved),
     };
     // An approved breakdown is carried out by child runs, not by another attempt.
-    approved
-        && status.breakdown.is_none()
-        && status.attempts.iter().all(|a| a.number <= plan.attempt)
-        && pods.iter().all(|p| p.attempt <= plan.attempt)
+    approved && status.breakdown.is_none() && nothing_after(status, pods, plan.attempt)
+}
+
+/// Whether no attempt after `attempt` exists yet (in the status or as a pod).
+pub(super) fn nothing_after(status: &AgentRunStatus, pods: &[PodView], attempt: u32) -> bool {
+    status.attempts.iter().all(|a| a.number <= attempt) && pods.iter().all(|p| p.attempt <= attempt)
 }
 
 /// How the run is steered: its own mode, else its Agent's default.
