@@ -425,3 +425,53 @@ async fn a_failed_clone_writes_the_attempts_result_and_work_without_a_gateway_re
         "{report:?}"
     );
 }
+
+/// A change job that changes nothing: a follow-up's findings (its summary) become the
+/// result's reason, which the controller posts on the pull request; any other run says it
+/// changed nothing and keeps the summary beside. Nothing is pushed either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follow_up_that_changes_nothing_reports_its_findings() {
+    let findings = "The change has tests for every branch; nothing to add.";
+    let finish = || {
+        vec![Step::ToolCalls(vec![(
+            "finish".into(),
+            json!({"summary": findings}),
+        )])]
+    };
+
+    let pod = Pod::new("autonomous", json!([])).await;
+    pod.model.script(finish());
+    assert_eq!(pod.clone_and_work().await.outcome, ResultOutcome::NoChanges);
+    let result = pod.push().await;
+    assert_eq!(result.outcome, ResultOutcome::NoChanges);
+    assert_eq!(
+        result.reason.as_deref(),
+        Some(countersign_crds::result::NOTHING_CHANGED)
+    );
+    assert_eq!(result.summary.as_deref(), Some(findings));
+
+    // The same as a follow-up: it checks out the pull request's branch and extends it.
+    let pod = Pod::new("autonomous", json!([])).await;
+    {
+        let repo = pod.upstream.repo();
+        let main = repo.find_commit(pod.base()).expect("main");
+        repo.branch(BRANCH, &main, false)
+            .expect("the pull request's branch");
+    }
+    let task_path = pod.args.task_file();
+    let mut task: serde_json::Value =
+        serde_json::from_slice(&fs::read(&task_path).expect("task")).expect("json");
+    task["extendBranch"] = json!(true);
+    fs::write(&task_path, task.to_string()).expect("task");
+    pod.model.script(finish());
+    assert_eq!(pod.clone_and_work().await.outcome, ResultOutcome::NoChanges);
+    let result = pod.push().await;
+    assert_eq!(result.outcome, ResultOutcome::NoChanges);
+    assert_eq!(result.reason.as_deref(), Some(findings));
+    assert_eq!(result.summary.as_deref(), Some(findings));
+    assert_eq!(
+        pod.upstream.branch_tip(BRANCH),
+        Some(pod.base()),
+        "nothing pushed"
+    );
+}

@@ -21,6 +21,9 @@ pub const MAX_SUMMARY_CHARS: usize = 1024;
 pub const MAX_REPORT_CHARS: usize = 2500;
 /// Longest verification line kept in a result, in characters.
 pub const MAX_VERIFICATION_CHARS: usize = 300;
+/// The reason of a `NoChanges` result that has nothing more to say. A follow-up's reason is
+/// instead its findings (its summary), which the controller posts as a review.
+pub const NOTHING_CHANGED: &str = "The agent made no changes, so nothing was pushed";
 
 /// What an agent pod reports when it ends.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::GitHubError;
 use crate::error::github_message;
-use crate::installation::{InstallationClient, repo_path};
+use crate::installation::{Id, InstallationClient, repo_path};
 use crate::users::{Actor, WireUser, actor};
 
 /// A review's state as GitHub reports it over REST.
@@ -99,6 +99,24 @@ impl InstallationClient {
             page.into_iter().map(ReviewInfo::from).collect()
         })
         .await
+    }
+
+    /// Submits a review of pull request `number` that only comments (`POST …/pulls/{n}/reviews`,
+    /// `event: COMMENT`) on its current head; returns the review's id. Not sent twice after
+    /// an answer that leaves open whether it was posted (a 5xx, a timeout).
+    pub async fn comment_review(
+        &self,
+        owner: &str,
+        repo: &str,
+        number: u64,
+        body: &str,
+    ) -> Result<u64, GitHubError> {
+        let path = format!("{}/pulls/{number}/reviews", repo_path(owner, repo));
+        let body = json!({"event": "COMMENT", "body": body});
+        let answer = self
+            .send_once_only(Method::POST, &path, Some(&body))
+            .await?;
+        Ok(answer.json::<Id>("review")?.id)
     }
 
     /// Requests reviews of pull request `number` from `users` (logins) and `teams` (slugs)

@@ -108,10 +108,9 @@ fn decide(args: &StepArgs, task: &TaskFile) -> AgentResult {
             report: report.report.clone().or_else(|| report.summary.clone()),
             ..passed_on(ResultOutcome::NoChanges)
         },
-        (JobKind::Change, ResultOutcome::NoChanges) => AgentResult {
-            report: None,
-            ..passed_on(ResultOutcome::NoChanges)
-        },
+        (JobKind::Change, ResultOutcome::NoChanges) => {
+            nothing_to_push(task, report.summary.as_deref())
+        }
         (JobKind::Change, ResultOutcome::Succeeded) => match report.commit.as_deref() {
             Some(commit) => publish(args, task, &report, commit),
             None => ended(
@@ -153,20 +152,7 @@ fn publish(args: &StepArgs, task: &TaskFile, report: &WorkReport, commit: &str) 
         Err(e) => return fail(format!("cannot read the work step's change: {e}")),
     };
     if changes.is_empty() {
-        // A follow-up that adds nothing reports its findings instead.
-        let findings = report
-            .summary
-            .clone()
-            .filter(|s| task.extend_branch && !s.trim().is_empty());
-        return AgentResult {
-            summary: report.summary.clone(),
-            ..ended(
-                ResultOutcome::NoChanges,
-                findings.unwrap_or_else(|| {
-                    "The agent made no changes, so nothing was pushed".to_owned()
-                }),
-            )
-        };
+        return nothing_to_push(task, report.summary.as_deref());
     }
     if let Err(violation) = guardrails::check(&changes, &task.limits, &task.guardrails) {
         return refused(&changes, violation.to_string());
@@ -214,6 +200,20 @@ fn publish(args: &StepArgs, task: &TaskFile, report: &WorkReport, commit: &str) 
         summary: report.summary.clone().filter(|s| !s.is_empty()),
         verification: report.verification.clone(),
         ..blank(ResultOutcome::Succeeded)
+    }
+}
+
+/// A change job that changed nothing. A follow-up's reason is its findings (its summary),
+/// which the controller posts on the pull request as a review; any other run's is
+/// [`NOTHING_CHANGED`](countersign_crds::result::NOTHING_CHANGED).
+fn nothing_to_push(task: &TaskFile, summary: Option<&str>) -> AgentResult {
+    let summary = summary.filter(|s| !s.trim().is_empty());
+    let reason = summary
+        .filter(|_| task.extend_branch)
+        .unwrap_or(countersign_crds::result::NOTHING_CHANGED);
+    AgentResult {
+        summary: summary.map(str::to_owned),
+        ..ended(ResultOutcome::NoChanges, reason)
     }
 }
 

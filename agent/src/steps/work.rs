@@ -206,7 +206,7 @@ fn finish_change(
         if changes.files.is_empty() {
             let mut result = ended(
                 ResultOutcome::NoChanges,
-                "The agent made no changes, so nothing was pushed",
+                countersign_crds::result::NOTHING_CHANGED,
             );
             result.summary = Some(work.summary.clone()).filter(|s| !s.is_empty());
             return result;

@@ -343,6 +343,16 @@ pub enum Action {
     DeleteRun,
     /// Open (or find) the pull request for the pushed branch and record it in the status.
     OpenPullRequest,
+    /// Post a follow-up's findings on the pull request it worked on, as a review that only
+    /// comments (once: a review carrying this attempt's marker is not posted again).
+    PostFindings {
+        /// The pull request.
+        pull_request: u64,
+        /// The attempt that found them.
+        attempt: u32,
+        /// What it found (model-written: neutralised when posted).
+        findings: String,
+    },
     /// Create the child run of this sub-task of the approved breakdown.
     CreateChild {
         /// The sub-task's id.

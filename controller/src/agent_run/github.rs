@@ -1,6 +1,7 @@
 //! The run's side effects on GitHub, applied by the reconciler after [`super::decide`]: the
 //! commit identity handed to agent pods, opening the pull request for a pushed branch (with
-//! its labels and ApprovalGate), and keeping the one progress comment on the issue current.
+//! its labels and ApprovalGate), keeping the one progress comment on the issue current, and a
+//! follow-up's findings as a review that only comments.
 //!
 //! Every call is idempotent so a retried reconcile repeats nothing: an existing pull request
 //! for the branch is found instead of a second one opened, the progress comment is found by
@@ -303,4 +304,33 @@ pub async fn update_progress(
         }
     };
     Ok(Some(ProgressComment { id, digest }))
+}
+
+/// Posts a follow-up's findings on pull request `number` as a review that only comments
+/// (never an approval: the bot's reviews and the commands in them count for nothing), unless
+/// a review of the bot's carrying this attempt's marker is there already (a retried reconcile
+/// repeats nothing).
+pub async fn post_findings(
+    github: &InstallationClient,
+    project: &Project,
+    run: &AgentRun,
+    agent: Option<&str>,
+    number: u64,
+    attempt: u32,
+    findings: &str,
+) -> Result<()> {
+    let repo = &project.spec.repository;
+    let marker = report::findings_marker(run, attempt);
+    let posted = github
+        .pull_request_reviews(&repo.owner, &repo.name, number)
+        .await?
+        .into_iter()
+        .any(|r| r.body.starts_with(&marker) && r.user.as_ref().is_some_and(|u| u.is_bot));
+    if !posted {
+        let body = report::findings_review(run, agent, attempt, findings);
+        github
+            .comment_review(&repo.owner, &repo.name, number, &body)
+            .await?;
+    }
+    Ok(())
 }

@@ -963,6 +963,37 @@ async fn apply_actions(
             Action::CreateChild { task } => {
                 create_child(ctx, run, &decision.status, task).await?;
             }
+            Action::PostFindings {
+                pull_request,
+                attempt,
+                findings,
+            } => {
+                let Some(project) = project else {
+                    continue;
+                };
+                let Some(client) = github::installation(ctx, project).await? else {
+                    continue;
+                };
+                let posted = github::post_findings(
+                    &client,
+                    project,
+                    run,
+                    agent.map(ResourceExt::name_any).as_deref(),
+                    *pull_request,
+                    *attempt,
+                    findings,
+                )
+                .await;
+                match posted {
+                    Ok(()) => {}
+                    // A locked or deleted pull request: the findings stay in the status and
+                    // the progress comment.
+                    Err(Error::GitHub(e)) if !e.is_transient() => {
+                        tracing::warn!(error = %e, pull_request, "cannot post the follow-up's findings");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             Action::DeleteRun => {
                 let runs = Api::<AgentRun>::namespaced(ctx.client.clone(), &ns);
                 ignore_not_found(

@@ -156,6 +156,33 @@ pub fn progress_marker(run: &AgentRun) -> String {
     )
 }
 
+/// The first line of the review holding a follow-up attempt's findings.
+pub fn findings_marker(run: &AgentRun, attempt: u32) -> String {
+    format!(
+        "<!-- countersign:findings {}/{} attempt {attempt} -->",
+        run.namespace().unwrap_or_default(),
+        run.name_any()
+    )
+}
+
+/// The review holding a follow-up's findings: the marker, who found them, and the findings
+/// (model-written, so neutralised: no mentions, no issue links).
+pub fn findings_review(
+    run: &AgentRun,
+    agent: Option<&str>,
+    attempt: u32,
+    findings: &str,
+) -> String {
+    let by = agent.map(|a| format!(" (Agent `{a}`)")).unwrap_or_default();
+    format!(
+        "{}\n**Findings of follow-up run `{}`**{by}, attempt {attempt}. It added nothing to this \
+         pull request; this review approves nothing.\n\n{}\n",
+        findings_marker(run, attempt),
+        run.name_any(),
+        neutralise(findings.trim())
+    )
+}
+
 /// The progress comment for the run's current state.
 pub fn progress_comment(f: &RunFacts<'_>) -> String {
     let status = f.status;

@@ -436,3 +436,49 @@ async fn other_apps_check_runs_are_listed_with_their_app_and_conclusions_need_co
     assert_eq!(raw["check_runs"][0]["app"]["id"], 99);
     assert_ne!(99, TEST_APP_ID);
 }
+
+#[tokio::test]
+async fn the_app_submits_reviews_like_github() {
+    let (github, octo, number) = setup().await;
+    let route = format!("/repos/octo-org/widgets/pulls/{number}/reviews");
+    let review: octocrab::models::pulls::Review = octo
+        .post(
+            &route,
+            Some(&serde_json::json!({"event": "COMMENT", "body": "Findings: fine."})),
+        )
+        .await
+        .expect("the typed review");
+    assert_eq!(
+        review.state,
+        Some(octocrab::models::pulls::ReviewState::Commented)
+    );
+    assert_eq!(review.body.as_deref(), Some("Findings: fine."));
+    assert_eq!(
+        review.user.as_ref().map(|u| u.login.as_str()),
+        Some("countersign-test[bot]")
+    );
+    for bad in [
+        serde_json::json!({"event": "COMMENT", "body": " "}),
+        serde_json::json!({"event": "MERGE", "body": "x"}),
+    ] {
+        let refused: Result<serde_json::Value, _> = octo.post(&route, Some(&bad)).await;
+        assert!(refused.is_err(), "{bad}");
+    }
+    let statuses: Vec<u16> = github
+        .calls_to("/reviews")
+        .iter()
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(statuses, [200, 422, 422]);
+    let w = github.world();
+    let reviews = &w.pulls[&(REPO.to_owned(), number)].reviews;
+    assert_eq!(reviews.len(), 1);
+    assert_eq!(
+        reviews[0].commit_id,
+        w.pulls[&(REPO.to_owned(), number)].head_sha
+    );
+    let payload = w.review_submitted_payload(REPO, number, review.id.0);
+    assert_eq!(payload["action"], "submitted");
+    assert_eq!(payload["review"]["state"], "commented");
+    assert_eq!(payload["sender"]["login"], "countersign-test[bot]");
+}

@@ -4,6 +4,7 @@
 
 use countersign_crds::agent_run::{Attempt, PlanDecision, RunPlan};
 use countersign_crds::keys::steering_command;
+use countersign_crds::result::NOTHING_CHANGED;
 use countersign_crds::{Agent, AgentRun, AgentRunStatus, GatePhase, RunMode, RunPhase};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -102,7 +103,14 @@ pub(super) fn after_success(i: &Inputs<'_>, d: &mut Decision, last: &Attempt) {
                 short(commit)
             ),
             None => match last.reason.as_deref() {
-                Some(reason) if !reason.is_empty() => format!("Nothing to add to #{n}: {reason}"),
+                Some(reason) if !reason.is_empty() && reason != NOTHING_CHANGED => {
+                    d.actions.push(Action::PostFindings {
+                        pull_request: n,
+                        attempt: last.number,
+                        findings: reason.to_owned(),
+                    });
+                    format!("Nothing to add to #{n}; its findings are a review on it")
+                }
                 _ => format!("Nothing to add to pull request #{n}"),
             },
         };

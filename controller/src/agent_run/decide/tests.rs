@@ -1283,3 +1283,85 @@ fn any_agent_asked_to_plan_breaks_down() {
     case.run.spec.parent_ref = Some(countersign_crds::LocalRef::new("parent"));
     assert!(!breaks_down(&case.run, Some(&case.agent)), "depth one");
 }
+
+/// A follow-up that adds nothing finishes with its findings as a review on the pull request
+/// (asked for once: a finished run decides nothing more); one that said nothing asks for none.
+#[test]
+fn a_follow_up_with_findings_posts_them_once() {
+    let findings = "Every branch has a test; nothing to add.";
+    for (reason, review) in [
+        (findings, true),
+        (countersign_crds::result::NOTHING_CHANGED, false),
+    ] {
+        let mut case = Case::new();
+        case.run.spec.follow_up_of = Some(countersign_crds::LocalRef::new("origin"));
+        case.follow_up = Some(FollowUpTarget {
+            branch: "countersign/origin".into(),
+            pull_request: countersign_crds::common::PullRequestRef {
+                number: 12,
+                url: None,
+            },
+        });
+        case.admission = Some(Admission::Admit);
+        let started = case.decide_at(t(0));
+        case.persist(&started);
+        let result = AgentResult {
+            version: RESULT_VERSION,
+            outcome: ResultOutcome::NoChanges,
+            provider: None,
+            branch: None,
+            commit: None,
+            files_changed: 0,
+            lines_added: 0,
+            lines_removed: 0,
+            summary: Some(findings.into()),
+            reason: Some(reason.into()),
+            report: None,
+            verification: None,
+            usage: countersign_crds::agent_run::Usage::default(),
+        };
+        case.pods = vec![pod(1, "primary", ended_with(result))];
+        let d = case.decide_at(t(10));
+        assert_eq!(
+            d.status.phase,
+            RunPhase::Succeeded,
+            "{:?}",
+            d.status.message
+        );
+        let posts: Vec<&Action> = d
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::PostFindings { .. }))
+            .collect();
+        if review {
+            assert_eq!(
+                posts,
+                [&Action::PostFindings {
+                    pull_request: 12,
+                    attempt: 1,
+                    findings: findings.into()
+                }]
+            );
+            assert_eq!(
+                d.status.message.as_deref(),
+                Some("Nothing to add to #12; its findings are a review on it")
+            );
+        } else {
+            assert!(posts.is_empty(), "{posts:?}");
+            assert_eq!(
+                d.status.message.as_deref(),
+                Some("Nothing to add to pull request #12")
+            );
+        }
+        case.persist(&d);
+        let again = case.decide_at(t(20));
+        assert!(
+            !again
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::PostFindings { .. })),
+            "{:?}",
+            again.actions
+        );
+    }
+}

@@ -238,3 +238,25 @@ fn neutralising_keeps_emails_and_code_but_breaks_mentions_and_references() {
     assert_eq!(neutralise("C# and #x"), "C# and #x");
     assert_eq!(neutralise("#12"), "#\u{200B}12");
 }
+
+#[test]
+fn findings_reviews_carry_their_marker_and_neutralised_findings() {
+    let body = findings_review(
+        &run(),
+        Some("qa"),
+        2,
+        "  Looks fine, @alice; see #7.\n/approve\n",
+    );
+    let marker = findings_marker(&run(), 2);
+    assert_eq!(
+        marker,
+        "<!-- countersign:findings team/api-issue-42-backend attempt 2 -->"
+    );
+    assert!(body.starts_with(&marker), "{body}");
+    assert!(body.contains("(Agent `qa`), attempt 2"), "{body}");
+    assert!(
+        body.contains("Looks fine, @\u{200B}alice; see #\u{200B}7.\n/approve\n"),
+        "{body}"
+    );
+    assert_ne!(findings_marker(&run(), 1), marker, "one marker per attempt");
+}

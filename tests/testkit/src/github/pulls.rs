@@ -698,6 +698,21 @@ impl World {
         self.review_payload(repository, number, &review, "dismissed", sender)
     }
 
+    /// The `pull_request_review.submitted` payload GitHub sends for review `review_id`
+    /// (e.g. one Countersign submitted through the API), its reviewer as the sender.
+    ///
+    /// # Panics
+    /// When the pull request or the review does not exist (a mistake in the test itself).
+    pub fn review_submitted_payload(&self, repository: &str, number: u64, review_id: u64) -> Value {
+        let review = self.pulls[&(repository.to_owned(), number)]
+            .reviews
+            .iter()
+            .find(|r| r.id == review_id)
+            .unwrap_or_else(|| panic!("test bug: no review {review_id} on #{number}"))
+            .clone();
+        self.review_payload(repository, number, &review, "submitted", &review.user)
+    }
+
     pub(super) fn review_payload(
         &self,
         repository: &str,
@@ -942,7 +957,7 @@ pub(super) fn routes() -> Router<Shared> {
         )
         .route(
             "/repos/{owner}/{repo}/pulls/{number}/reviews",
-            get(list_reviews),
+            get(list_reviews).post(create_review),
         )
         .route(
             "/repos/{owner}/{repo}/pulls/{number}/commits",
@@ -1072,6 +1087,62 @@ async fn list_reviews(
                 .collect()
         },
     )
+}
+
+#[derive(Deserialize)]
+struct ReviewWrite {
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    event: Option<String>,
+}
+
+/// `POST …/pulls/{n}/reviews` with an installation token: the App's bot submits a review on
+/// the current head. As GitHub: a `COMMENT` or `REQUEST_CHANGES` review needs a body, an
+/// unknown event is a 422, and without an event the review stays `PENDING`.
+async fn create_review(
+    State(world): State<Shared>,
+    Path((owner, repo, number)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut w = lock(&world);
+    if let Err(r) = require_repo(&w, &headers, &owner, &repo, "pull_requests", true)
+        .and_then(|_| pull(&w, &owner, &repo, number).map(drop))
+    {
+        return r.into_response();
+    }
+    let write: ReviewWrite = match json_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let state = match write.event.as_deref() {
+        None => "PENDING",
+        Some("COMMENT") => "COMMENTED",
+        Some("APPROVE") => "APPROVED",
+        Some("REQUEST_CHANGES") => "CHANGES_REQUESTED",
+        Some(other) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("Unprocessable Entity: event {other} is not valid"),
+            );
+        }
+    };
+    let text = write.body.unwrap_or_default();
+    if matches!(state, "COMMENTED" | "CHANGES_REQUESTED") && text.trim().is_empty() {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Unprocessable Entity: Review body is required",
+        );
+    }
+    let repository = format!("{owner}/{repo}");
+    w.submit_review(&repository, number, &User::test_app_bot(), state, &text);
+    let review = w.pulls[&(repository.clone(), number)]
+        .reviews
+        .last()
+        .expect("just submitted")
+        .json(&repository, number);
+    (StatusCode::OK, axum::Json(review)).into_response()
 }
 
 async fn list_commits(
