@@ -287,6 +287,39 @@ async fn a_run_command_creates_a_run_with_the_instructions() {
     assert_eq!(runs.len(), 1, "{runs:?}");
     let task = serde_json::to_string(&runs[0].spec).expect("spec json");
     assert!(task.contains("keep the public API unchanged"), "{task}");
+    assert!(!runs[0].spec.breakdown, "a run makes a change");
+}
+
+/// `/countersign plan <agent>` starts a run of that Agent that proposes a breakdown (any
+/// Agent, not only an architect), with the person asking as its requester.
+#[tokio::test]
+async fn a_plan_command_creates_a_run_that_proposes_a_breakdown() {
+    let w = World::start().await;
+    let payload = w.github.world().comment(
+        REPO,
+        w.issue,
+        "/countersign plan backend split it by layer",
+        &w.alice,
+    );
+    assert_eq!(
+        w.deliver(&w.delivery("issue_comment", &payload)).await,
+        StatusCode::ACCEPTED
+    );
+    w.wait_handled("issue_comment", 1).await;
+    let runs = w.runs().await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let spec = &runs[0].spec;
+    assert!(spec.breakdown, "{spec:?}");
+    assert_eq!(spec.task.source, countersign_crds::TaskSource::Comment);
+    assert_eq!(
+        spec.task.instructions.as_deref(),
+        Some("split it by layer"),
+        "{spec:?}"
+    );
+    assert_eq!(
+        spec.task.requested_by.as_ref().map(|u| u.login.as_str()),
+        Some(w.alice.login.as_str())
+    );
 }
 
 #[tokio::test]

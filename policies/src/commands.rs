@@ -13,7 +13,7 @@ use std::fmt;
 /// abuse, not intent).
 pub const MAX_COMMANDS_PER_COMMENT: usize = 10;
 
-/// Longest `/countersign run` instructions kept, in bytes (the AgentRun `task.instructions` limit).
+/// Longest `/countersign run` (or `plan`) instructions kept, in bytes (the AgentRun `task.instructions` limit).
 pub const MAX_INSTRUCTIONS_BYTES: usize = 8 * 1024;
 /// Longest `/countersign answer` kept, in bytes.
 pub const MAX_ANSWER_BYTES: usize = 400;
@@ -60,12 +60,15 @@ impl fmt::Display for AgentName {
 /// A command Countersign understands.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Command {
-    /// `/countersign run <agent> [instructions]`: start an AgentRun.
+    /// `/countersign run <agent> [instructions]`: start an AgentRun; `/countersign plan
+    /// <agent> [instructions]`: start one that proposes a breakdown into sub-tasks.
     Run {
         /// The Agent to run.
         agent: AgentName,
         /// Extra instructions for the agent, if any.
         instructions: Option<String>,
+        /// `plan`: the run proposes a breakdown for approval instead of a change.
+        breakdown: bool,
     },
     /// `/approve`: approve the pull request at its current head.
     Approve,
@@ -108,7 +111,12 @@ impl Command {
     /// The command word, as used in `/countersign <name>`.
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Run { .. } => "run",
+            Self::Run {
+                breakdown: false, ..
+            } => "run",
+            Self::Run {
+                breakdown: true, ..
+            } => "plan",
             Self::Approve => "approve",
             Self::Reject { .. } => "reject",
             Self::Hold => "hold",
@@ -144,8 +152,11 @@ pub enum CommandProblem {
     /// `/countersign <word>` with a word we do not know.
     #[error("unknown command `{0}`; try `/countersign help`")]
     UnknownCommand(String),
-    /// `/countersign run` without an agent.
-    #[error("`run` needs an agent name: `/countersign run <agent> [instructions]`")]
+    /// `/countersign run` or `/countersign plan` without an agent.
+    #[error(
+        "`run` and `plan` need an agent name: `/countersign run <agent> [instructions]`, \
+         `/countersign plan <agent> [instructions]`"
+    )]
     MissingAgent,
     /// `/countersign answer` without an answer.
     #[error("`answer` needs the answer: `/countersign answer <option>`")]
@@ -190,14 +201,14 @@ pub fn parse_comment(markdown: &str) -> Vec<Parsed> {
             };
             let word = word.to_ascii_lowercase();
             let parsed = match word.as_str() {
-                "run" if namespaced => {
+                "run" | "plan" if namespaced => {
                     // Instructions continue on following non-command lines of the block.
                     let mut extra = vec![];
                     while i < lines.len() && !lines[i].trim_start().starts_with('/') {
                         extra.push(lines[i]);
                         i += 1;
                     }
-                    Some(parse_run(line, args, &extra))
+                    Some(parse_run(line, args, &extra, word == "plan"))
                 }
                 "answer" if namespaced => Some(match capped(args.trim(), MAX_ANSWER_BYTES) {
                     Some(text) => Parsed::Command(Command::Answer { text }),
@@ -253,6 +264,8 @@ pub fn help_text(agents: &[&str]) -> String {
          **Agent runs** (need write permission and the Project's trigger rules):\n\
          - `/countersign run <agent> [instructions]`: start an agent on this issue; \
          instructions may continue on the following lines.\n\
+         - `/countersign plan <agent> [instructions]`: have an agent propose a breakdown into \
+         sub-tasks for other agents; `/approve` it here to start them.\n\
          - `/retry`: retry the last failed run.\n\
          - `/cancel`: cancel the running run.\n\
          - `/countersign answer <option>`: answer the question of a run in guidance mode.\n\n\
@@ -276,7 +289,7 @@ pub fn help_text(agents: &[&str]) -> String {
     s
 }
 
-fn parse_run(line: &str, args: &str, extra: &[&str]) -> Parsed {
+fn parse_run(line: &str, args: &str, extra: &[&str], breakdown: bool) -> Parsed {
     let (agent, rest) = split_word(args);
     if agent.is_empty() {
         return invalid(line, CommandProblem::MissingAgent);
@@ -292,6 +305,7 @@ fn parse_run(line: &str, args: &str, extra: &[&str]) -> Parsed {
             Parsed::Command(Command::Run {
                 agent,
                 instructions: capped(text.trim(), MAX_INSTRUCTIONS_BYTES),
+                breakdown,
             })
         }
     }

@@ -58,11 +58,13 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         (
             agent_name(),
-            proptest::option::of(prop::collection::vec(words(8), 1..4))
+            proptest::option::of(prop::collection::vec(words(8), 1..4)),
+            any::<bool>()
         )
-            .prop_map(|(agent, lines)| Command::Run {
+            .prop_map(|(agent, lines, breakdown)| Command::Run {
                 agent,
                 instructions: lines.map(|l| l.join("\n")),
+                breakdown,
             }),
         Just(Command::Approve),
         proptest::option::of(words(12)).prop_map(|reason| Command::Reject { reason }),
@@ -98,7 +100,7 @@ fn cased(word: &str, upper: &[bool]) -> String {
 /// The comment line(s) a person writes for `command`.
 fn render(command: &Command, spelling: &Spelling) -> String {
     let word = cased(command.name(), &spelling.upper);
-    // `run` exists only namespaced.
+    // `run` and `plan` exist only namespaced.
     let namespaced = spelling.namespaced || matches!(command, Command::Run { .. });
     let mut line = if namespaced {
         format!("/{} {word}", cased("countersign", &spelling.upper[7..]))
@@ -109,6 +111,7 @@ fn render(command: &Command, spelling: &Spelling) -> String {
         Command::Run {
             agent,
             instructions,
+            ..
         } => {
             line.push(' ');
             line.push_str(agent.as_str());

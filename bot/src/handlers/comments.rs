@@ -1,5 +1,6 @@
-//! `issue_comment`: comment commands (`/countersign run`, `/cancel`, `/retry` steer runs;
-//! `/approve`, `/reject`, `/hold`, `/unhold` nudge the pull request's gate or a run's plan;
+//! `issue_comment`: comment commands (`/countersign run`, `/countersign plan`, `/cancel`,
+//! `/retry` steer runs; `/approve`, `/reject`, `/hold`, `/unhold` nudge the pull request's
+//! gate or a run's plan;
 //! `/risk`, `/help` answer). Commands are parsed as Markdown by [`crate::commands`]; on an
 //! edit only commands the edit added run, and only when the author edited their own comment.
 //!
@@ -152,11 +153,14 @@ impl Handler {
             Command::Run {
                 agent,
                 instructions,
+                breakdown,
             } => {
                 if e.issue.is_pull_request {
-                    return Ok(self
-                        .answer(github, e, "run-on-pr", "`/countersign run` works on issues; open an issue for the task and run it there.")
-                        .await);
+                    let text = format!(
+                        "`/countersign {}` works on issues; open an issue for the task and run it there.",
+                        command.name()
+                    );
+                    return Ok(self.answer(github, e, "run-on-pr", &text).await);
                 }
                 if let Err(denial) = self.authorize_trigger(project, &asker).await? {
                     return Ok(Outcome::Denied(denial));
@@ -191,7 +195,7 @@ impl Handler {
                     requested_by: &e.sender,
                     source: TaskSource::Comment,
                     mode: None,
-                    breakdown: false,
+                    breakdown: *breakdown,
                     instructions: instructions.as_deref(),
                     delivery,
                     comment_id: Some(e.comment.id),

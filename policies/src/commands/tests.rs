@@ -8,6 +8,15 @@ fn run(agent: &str, instructions: Option<&str>) -> Parsed {
     cmd(Command::Run {
         agent: AgentName::parse(agent).expect("valid agent in test"),
         instructions: instructions.map(str::to_owned),
+        breakdown: false,
+    })
+}
+
+fn plan(agent: &str, instructions: Option<&str>) -> Parsed {
+    cmd(Command::Run {
+        agent: AgentName::parse(agent).expect("valid agent in test"),
+        instructions: instructions.map(str::to_owned),
+        breakdown: true,
     })
 }
 
@@ -100,6 +109,17 @@ fn parse_table() {
             "run then command",
             "/countersign run backend go\n/hold",
             vec![run("backend", Some("go")), cmd(Hold)],
+        ),
+        (
+            "plan: a run that proposes a breakdown",
+            "/countersign Plan architect split the invoices work\nby layer",
+            vec![plan("architect", Some("split the invoices work\nby layer"))],
+        ),
+        ("plain plan is another bot's", "/plan architect", vec![]),
+        (
+            "plan without an agent",
+            "/countersign plan",
+            vec![bad("/countersign plan", CommandProblem::MissingAgent)],
         ),
         (
             "reject reason",
@@ -221,6 +241,7 @@ fn edits_are_a_multiset_diff() {
 #[test]
 fn help_lists_agents() {
     let h = help_text(&["backend", "qa"]);
+    assert!(h.contains("/countersign plan <agent>"), "{h}");
     assert!(h.contains("`backend`, `qa`"));
     assert!(h.contains("/countersign run <agent>"));
     assert!(help_text(&[]).contains("No agents"));
