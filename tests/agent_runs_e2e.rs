@@ -1854,6 +1854,117 @@ fn children_of(run: &AgentRun) -> Vec<(String, Option<RunPhase>)> {
         .unwrap_or_default()
 }
 
+/// With `limits.maxBreakdownDepth: 2` a sub-task whose Agent is an architect proposes a
+/// breakdown of its own, approved on the issue like the first; its sub-task makes the change,
+/// and each level finishes when the level below it has. A third level is not allowed: the
+/// grandchild, though given to the architect again, makes a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nested_breakdown_runs_within_the_projects_depth() {
+    let world = World::start(json!({"draft": false, "autoMerge": true})).await;
+    let dir = tempfile::tempdir().expect("dir");
+    breakdown_agents(&world, dir.path()).await;
+    Api::<Project>::namespaced(world.api.client(), NS)
+        .patch(
+            "api",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"limits": {"maxBreakdownDepth": 2}}})),
+        )
+        .await
+        .expect("allow two levels");
+    let finish = |summary: &str, tasks: serde_json::Value| {
+        Step::ToolCalls(vec![(
+            "finish".into(),
+            json!({"summary": summary, "report": json!({"tasks": tasks}).to_string()}),
+        )])
+    };
+    world.primary.script(vec![
+        finish(
+            "One area",
+            json!([{"id": "web", "title": "Plan the web side", "agent": "architect"}]),
+        ),
+        finish(
+            "One page",
+            json!([{"id": "page", "title": "Document the page", "agent": "architect"}]),
+        ),
+        // The grandchild is beyond the depth: the architect gets a change job.
+        Step::ToolCalls(vec![(
+            "write_file".into(),
+            json!({"path": "PAGE.md", "content": "# Page\n"}),
+        )]),
+        Step::ToolCalls(vec![(
+            "finish".into(),
+            json!({"summary": "Documented the page"}),
+        )]),
+    ]);
+    let issue = world
+        .label_new_issue("Document invoices", "ai:architect")
+        .await;
+    let parent = format!("api-issue-{issue}-architect");
+    let child = format!("{parent}-web");
+    let grandchild = format!("{child}-page");
+    let awaiting = |name: String| {
+        let world = &world;
+        async move {
+            world
+                .wait_named(&name, "proposed its breakdown", |r| {
+                    r.status
+                        .as_ref()
+                        .is_some_and(|s| s.phase == RunPhase::AwaitingPlanApproval)
+                })
+                .await
+        }
+    };
+
+    awaiting(parent.clone()).await;
+    world.comment(issue, &lead(), "/approve").await;
+    let web = awaiting(child.clone()).await;
+    assert_eq!(
+        web.spec.parent_ref.as_ref().map(|p| p.name.as_str()),
+        Some(parent.as_str())
+    );
+    assert_eq!(
+        web.status
+            .as_ref()
+            .and_then(|s| s.breakdown.as_ref())
+            .map(|b| b.tasks[0].id.as_str()),
+        Some("page"),
+        "the sub-task proposed a breakdown of its own"
+    );
+    let runs = Api::<AgentRun>::namespaced(world.api.client(), NS);
+    assert!(
+        runs.get_opt(&grandchild).await.unwrap().is_none(),
+        "nothing starts unapproved"
+    );
+    assert_eq!(world.github.world().branches(REPO), ["main"]);
+
+    world.comment(issue, &lead(), "/approve").await;
+    let page = world
+        .wait_named(&grandchild, "opened its pull request", |r| {
+            r.status.as_ref().is_some_and(|s| s.pull_request.is_some())
+        })
+        .await;
+    assert!(
+        page.status.as_ref().unwrap().breakdown.is_none(),
+        "beyond the depth the architect makes a change"
+    );
+    let pr = page.status.unwrap().pull_request.unwrap().number;
+    world.deliver_opened(pr).await;
+    for name in [&grandchild, &child, &parent] {
+        world
+            .wait_named(name, "succeeded", |r| {
+                r.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == RunPhase::Succeeded)
+            })
+            .await;
+    }
+    let all = runs
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list");
+    assert_eq!(all.items.len(), 3, "one run per level");
+}
+
 /// An architect breaks an issue down; once a human approves the breakdown, each sub-task
 /// runs as a child run with its own pull request and gate, `ui` only after `api` merged;
 /// `docs` fails once and is retried alone; the parent succeeds when all three have.

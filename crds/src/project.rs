@@ -424,6 +424,12 @@ pub struct ProjectLimits {
     /// Provider spend per UTC day in US dollars, e.g. `"50"` or `"12.50"`. Unlimited if unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_spend_per_day: Option<Usd>,
+    /// How deep breakdowns may nest. 1 (the default): the sub-tasks of an approved breakdown
+    /// make changes and never break down again. 2: a sub-task whose Agent is an architect
+    /// may propose a breakdown of its own (approved on the issue like the first); at most 3.
+    #[serde(default = "default_breakdown_depth")]
+    #[schemars(range(min = 1, max = 3))]
+    pub max_breakdown_depth: u32,
 }
 
 impl Default for ProjectLimits {
@@ -432,8 +438,16 @@ impl Default for ProjectLimits {
             max_concurrent_runs: default_concurrent_runs(),
             max_runs_per_day: default_runs_per_day(),
             max_spend_per_day: None,
+            max_breakdown_depth: default_breakdown_depth(),
         }
     }
+}
+
+/// The deepest `limits.maxBreakdownDepth` allowed.
+pub const MAX_BREAKDOWN_DEPTH: u32 = 3;
+
+fn default_breakdown_depth() -> u32 {
+    1
 }
 
 fn default_concurrent_runs() -> u32 {

@@ -316,6 +316,9 @@ pub struct Inputs<'a> {
     pub parent_cancelled: bool,
     /// For a follow-up: the pull request it works on, from the run it follows up on.
     pub follow_up: Option<&'a FollowUpTarget>,
+    /// Whether a breakdown by this run stays within the Project's `maxBreakdownDepth`: it
+    /// has fewer ancestors (parent runs) than that.
+    pub within_depth: bool,
 }
 
 /// The pull request a follow-up works on, as the run it follows up on recorded it.
@@ -666,7 +669,7 @@ fn follow_attempt(i: &Inputs<'_>, d: &mut Decision) {
                 .filter(|r| {
                     outcome == AttemptOutcome::Succeeded && r.outcome == ResultOutcome::PlanReady
                 })
-                .filter(|_| breaks_down(i.run, i.agent))
+                .filter(|_| breaks_down(i.run, i.agent, i.within_depth))
                 .map(|r| children::check(i, r.report.as_deref().unwrap_or_default()));
             let number = d.status.attempts.last().map_or(0, |a| a.number);
             match (question, breakdown) {

@@ -447,6 +447,10 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         children: &children,
         parent_cancelled,
         follow_up: follow_up.as_ref(),
+        within_depth: ancestors(&rc.runs, &run)
+            < project
+                .as_ref()
+                .map_or(1, |p| p.spec.limits.max_breakdown_depth),
     };
     let mut decision = decide(&inputs);
     let starts = |d: &Decision| {
@@ -499,7 +503,7 @@ async fn reconcile(run: Arc<AgentRun>, rc: Arc<RunContext>) -> Result<Requeue> {
         project.as_ref(),
         &mut decision,
         result.as_ref(),
-        follow_up.as_ref().map(|f| f.branch.as_str()),
+        &inputs,
     )
     .await?;
     // A pull request opened (and its gate created, Pending) in this pass: decide again from
@@ -892,7 +896,7 @@ async fn apply_actions(
     project: Option<&Project>,
     decision: &mut Decision,
     result: Option<&AgentResult>,
-    follow_up_branch: Option<&str>,
+    inputs: &Inputs<'_>,
 ) -> Result<()> {
     let ns = run.namespace().unwrap_or_default();
     for action in decision.actions.clone() {
@@ -911,11 +915,12 @@ async fn apply_actions(
                     settings: &ctx.settings,
                     commit_author: github::commit_author(ctx, project).await?,
                     approved_plan,
-                    follow_up_branch: follow_up_branch.map(str::to_owned),
+                    follow_up_branch: inputs.follow_up.map(|f| f.branch.clone()),
                     guidance: decide::guidance::for_task(
                         &decision.status,
                         decide::run_mode(run, Some(agent)),
                     ),
+                    breakdown: decide::breaks_down(run, Some(agent), inputs.within_depth),
                 };
                 start_attempt(ctx, &ns, project, &spec).await?;
             }
@@ -1006,6 +1011,25 @@ async fn apply_actions(
         }
     }
     Ok(())
+}
+
+/// How many parent runs are above `run` (0 for a run nobody broke down), following
+/// `spec.parentRef` (immutable) through the watch's store. Stops counting past the deepest
+/// allowed nesting; a parent missing from the store counts, so a gap never allows more.
+fn ancestors(runs: &Store<AgentRun>, run: &AgentRun) -> u32 {
+    let ns = run.namespace().unwrap_or_default();
+    let mut depth = 0;
+    let mut parent = run.spec.parent_ref.clone();
+    while let Some(p) = parent {
+        depth += 1;
+        if depth > countersign_crds::project::MAX_BREAKDOWN_DEPTH {
+            break;
+        }
+        parent = runs
+            .get(&ObjectRef::new(&p.name).within(&ns))
+            .and_then(|r| r.spec.parent_ref.clone());
+    }
+    depth
 }
 
 /// Creates the child run doing sub-task `task` of `parent`'s approved breakdown: the same

@@ -94,6 +94,8 @@ pub struct AttemptSpec<'a> {
     pub follow_up_branch: Option<String>,
     /// Guidance mode: the questions answered so far, and whether the agent may ask again.
     pub guidance: (Vec<countersign_crds::guidance::AnsweredQuestion>, bool),
+    /// Whether the attempt proposes a breakdown ([`super::decide::breaks_down`]).
+    pub breakdown: bool,
 }
 
 /// The name shared by an attempt's Pod, Secret and NetworkPolicy: `<run>-<n>`, shortened
@@ -186,7 +188,7 @@ impl AttemptSpec<'_> {
             verify: self.agent.spec.verify.clone(),
             commit_author: self.commit_author.clone(),
             approved_plan: self.approved_plan.clone(),
-            breakdown: super::decide::breaks_down(run, Some(self.agent)),
+            breakdown: self.breakdown,
             extend_branch: self.follow_up_branch.is_some(),
             may_ask: self.guidance.1,
             answers: self.guidance.0.clone(),

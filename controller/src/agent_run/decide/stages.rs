@@ -47,11 +47,12 @@ pub(crate) fn run_mode(run: &AgentRun, agent: Option<&Agent>) -> RunMode {
 }
 
 /// Whether the run's first stage proposes a work breakdown instead of a change: an
-/// architect Agent's run, or one asked to plan (`spec.breakdown`), that is neither a sub-task
-/// (depth one) nor a follow-up (which works on another run's pull request), unless it only
-/// observes.
-pub(crate) fn breaks_down(run: &AgentRun, agent: Option<&Agent>) -> bool {
-    run.spec.parent_ref.is_none()
+/// architect Agent's run, or one asked to plan (`spec.breakdown`), that is not a follow-up
+/// (which works on another run's pull request), unless it only observes. A sub-task breaks
+/// down only `within_depth`: it has fewer ancestors than the Project's `maxBreakdownDepth`
+/// (1 by default, so by default sub-tasks never do).
+pub(crate) fn breaks_down(run: &AgentRun, agent: Option<&Agent>, within_depth: bool) -> bool {
+    within_depth
         && run.spec.follow_up_of.is_none()
         && (run.spec.breakdown
             || agent.is_some_and(|a| a.spec.role == countersign_crds::AgentRole::Architect))

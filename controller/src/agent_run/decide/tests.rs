@@ -61,6 +61,7 @@ struct Case {
     children: Vec<ChildView>,
     parent_cancelled: bool,
     follow_up: Option<FollowUpTarget>,
+    within_depth: bool,
 }
 
 impl Case {
@@ -79,6 +80,7 @@ impl Case {
             children: Vec::new(),
             parent_cancelled: false,
             follow_up: None,
+            within_depth: true,
         }
     }
 
@@ -121,6 +123,7 @@ impl Case {
             children: &self.children,
             parent_cancelled: self.parent_cancelled,
             follow_up: self.follow_up.as_ref(),
+            within_depth: self.within_depth,
         })
     }
 
@@ -1253,35 +1256,56 @@ fn a_child_stops_when_its_parent_is_cancelled() {
 }
 
 #[test]
-fn a_sub_task_never_breaks_down_again() {
+fn a_sub_task_breaks_down_again_only_within_the_depth() {
     let mut case = Case::new();
     case.agent.spec.role = countersign_crds::AgentRole::Architect;
-    assert!(breaks_down(&case.run, Some(&case.agent)));
+    assert!(breaks_down(&case.run, Some(&case.agent), true));
     case.run.spec.parent_ref = Some(countersign_crds::LocalRef::new("parent"));
-    assert!(!breaks_down(&case.run, Some(&case.agent)), "depth one");
+    assert!(
+        !breaks_down(&case.run, Some(&case.agent), false),
+        "beyond maxBreakdownDepth (one by default)"
+    );
+    assert!(
+        breaks_down(&case.run, Some(&case.agent), true),
+        "a sub-task within a deeper maxBreakdownDepth"
+    );
     case.run.spec.parent_ref = None;
     case.run.spec.mode = Some(RunMode::Observation);
     assert!(
-        !breaks_down(&case.run, Some(&case.agent)),
+        !breaks_down(&case.run, Some(&case.agent), true),
         "an observer only analyses"
     );
     case.run.spec.mode = None;
     case.run.spec.follow_up_of = Some(countersign_crds::LocalRef::new("origin"));
     assert!(
-        !breaks_down(&case.run, Some(&case.agent)),
+        !breaks_down(&case.run, Some(&case.agent), true),
         "a follow-up works on its pull request"
     );
+
+    // A sub-task within the depth has its breakdown taken like a top-level run's; beyond it
+    // a reported breakdown is not taken as one.
+    for (within_depth, taken) in [(true, true), (false, false)] {
+        let mut case = broken_down_case(BREAKDOWN);
+        case.run.spec.parent_ref = Some(countersign_crds::LocalRef::new("parent"));
+        case.within_depth = within_depth;
+        let d = case.decide_at(t(30));
+        assert_eq!(
+            d.status.breakdown.is_some(),
+            taken,
+            "{:?}",
+            d.status.message
+        );
+    }
 }
 
 #[test]
 fn any_agent_asked_to_plan_breaks_down() {
     let mut case = Case::new();
     assert_eq!(case.agent.spec.role, countersign_crds::AgentRole::Backend);
-    assert!(!breaks_down(&case.run, Some(&case.agent)));
+    assert!(!breaks_down(&case.run, Some(&case.agent), true));
     case.run.spec.breakdown = true;
-    assert!(breaks_down(&case.run, Some(&case.agent)));
-    case.run.spec.parent_ref = Some(countersign_crds::LocalRef::new("parent"));
-    assert!(!breaks_down(&case.run, Some(&case.agent)), "depth one");
+    assert!(breaks_down(&case.run, Some(&case.agent), true));
+    assert!(!breaks_down(&case.run, Some(&case.agent), false), "depth");
 }
 
 /// A follow-up that adds nothing finishes with its findings as a review on the pull request

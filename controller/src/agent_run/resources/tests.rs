@@ -68,6 +68,7 @@ fn spec<'a>(
 ) -> AttemptSpec<'a> {
     AttemptSpec {
         follow_up_branch: None,
+        breakdown: false,
         guidance: (Vec::new(), false),
         run,
         agent,
