@@ -607,16 +607,27 @@ async fn the_controller_bot_and_gateway_run_end_to_end_with_exactly_the_charts_r
     let answer =
         countersign_testkit::github::deliver_to(&router, "pull_request", &opened, SECRET).await;
     assert!(answer.is_success(), "{answer}");
+    // The check run's id is recorded in a status write after the one with the risk: wait
+    // for both (the wait failing names what never came).
     let gate = wait_for(
         &Api::<ApprovalGate>::namespaced(admin.clone(), &team),
         &format!("api-pr-{pr}"),
-        "was evaluated",
-        |g| g.status.as_ref().is_some_and(|s| s.risk.is_some()),
+        "was evaluated and published its check run",
+        |g| {
+            g.status
+                .as_ref()
+                .is_some_and(|s| s.risk.is_some() && s.check_run_id.is_some())
+        },
     )
     .await;
+    let published = gate.status.expect("status").check_run_id;
     assert!(
-        gate.status.expect("status").check_run_id.is_some(),
-        "check run published"
+        github
+            .world()
+            .check_runs
+            .iter()
+            .any(|c| Some(c.id) == published),
+        "the check run exists on GitHub"
     );
 
     // A command naming an Agent that does not exist: the bot looks it up and lists the ones
