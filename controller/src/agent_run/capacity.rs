@@ -56,6 +56,8 @@ struct Entry {
     created: Option<Timestamp>,
     phase: RunPhase,
     started: Option<Timestamp>,
+    /// The capabilities a run given no Agent asks for, sorted.
+    capabilities: Vec<String>,
 }
 
 impl Entry {
@@ -73,12 +75,19 @@ impl Entry {
                 .as_ref()
                 .and_then(|s| s.start_time.as_ref())
                 .map(|t| t.0),
+            capabilities: sorted(&run.spec.capabilities),
         })
     }
 
     fn waiting(&self) -> bool {
         matches!(self.phase, RunPhase::Pending | RunPhase::Queued)
     }
+}
+
+fn sorted(capabilities: &[String]) -> Vec<String> {
+    let mut sorted = capabilities.to_vec();
+    sorted.sort();
+    sorted
 }
 
 /// Whether `t` falls on the same UTC day as `now` (daily limits reset at midnight UTC).
@@ -161,8 +170,10 @@ impl Ledger {
             .lock()
             .expect("admission ledger lock poisoned");
         let entries = entries_of(all, &mut admitted);
-        let namespace = run.namespace().unwrap_or_default();
-        let uid = run.uid().unwrap_or_default();
+        let Some(me) = Entry::of(run) else {
+            return super::routing::Route::Wait("the run has no uid yet".into());
+        };
+        let (namespace, uid) = (me.namespace.clone(), me.uid.clone());
         // Admitted by an earlier pass whose writes did not land: same Agent again.
         if let Some(agent) = admitted.get(&uid)
             && candidates.iter().any(|c| &c.name == agent)
@@ -194,6 +205,25 @@ impl Ledger {
                 }
             })
             .collect();
+        // First come, first served among the unrouted runs of the Project that want the
+        // same capabilities (so the same Agents): older ones take the free slots first.
+        let ahead = entries
+            .iter()
+            .filter(|e| e.namespace == namespace && e.project == me.project && e.uid != uid)
+            .filter(|e| e.agent.is_empty() && e.waiting() && e.capabilities == me.capabilities)
+            .filter(|e| (e.created, &e.name) < (me.created, &me.name))
+            .count();
+        let free: usize = candidates
+            .iter()
+            .zip(&loads)
+            .map(|(c, l)| c.max.saturating_sub(l.running + l.queued) as usize)
+            .sum();
+        if ahead > 0 && ahead >= free {
+            return super::routing::Route::Wait(format!(
+                "queued behind {ahead} earlier run(s) wanting capabilities {}",
+                run.spec.capabilities.join(", ")
+            ));
+        }
         super::routing::choose(&run.spec.capabilities, candidates, &loads)
     }
     /// Waits for this process's turn to count an admission in a Project's status.
@@ -557,6 +587,89 @@ mod tests {
             ledger.route(&one, &all, &candidates),
             Route::To { agent, .. } if agent == "a"
         ));
+    }
+
+    /// Unrouted runs of a Project wanting the same capabilities are served first come,
+    /// first served: a newer one waits while older ones would take every free slot.
+    #[test]
+    fn unrouted_runs_wanting_the_same_capabilities_are_served_in_creation_order() {
+        use super::super::routing::{Candidate, Route};
+        let ledger = Ledger::default();
+        let candidates = [Candidate {
+            name: "a".into(),
+            max: 2,
+            price: None,
+        }];
+        let (one, two, three) = (unrouted("one", 1), unrouted("two", 2), unrouted("three", 3));
+        let mut elsewhere = (*unrouted("elsewhere", 4)).clone();
+        elsewhere.spec.project_ref.name = "q".into();
+        let elsewhere = Arc::new(elsewhere);
+        let mut python = (*unrouted("python", 5)).clone();
+        python.spec.capabilities = vec!["python".into()];
+        let python = Arc::new(python);
+        let all = vec![
+            one.clone(),
+            two.clone(),
+            three.clone(),
+            elsewhere.clone(),
+            python.clone(),
+        ];
+        let admit = |run: &Arc<AgentRun>| {
+            let mut routed = (**run).clone();
+            routed.status = Some(AgentRunStatus {
+                routing: Some(countersign_crds::agent_run::Routing {
+                    agent: "a".into(),
+                    reason: String::new(),
+                    time: Time(now()),
+                }),
+                ..Default::default()
+            });
+            assert_eq!(
+                ledger.admit(&routed, &all, &limits(2), now()),
+                Admission::Admit
+            );
+        };
+        // Two free slots, two older runs: the third waits; the first two may go.
+        match ledger.route(&three, &all, &candidates) {
+            Route::Wait(why) => assert_eq!(
+                why, "queued behind 2 earlier run(s) wanting capabilities rust",
+                "{why}"
+            ),
+            other => panic!("three must wait, got {other:?}"),
+        }
+        assert!(matches!(
+            ledger.route(&two, &all, &candidates),
+            Route::To { .. }
+        ));
+        // Another Project's run and a run wanting other capabilities queue on their own.
+        assert!(matches!(
+            ledger.route(&elsewhere, &all, &candidates),
+            Route::To { .. }
+        ));
+        assert!(matches!(
+            ledger.route(&python, &all, &candidates),
+            Route::To { .. }
+        ));
+        // `one` takes a slot: one free, `two` still ahead of `three`.
+        assert!(matches!(
+            ledger.route(&one, &all, &candidates),
+            Route::To { .. }
+        ));
+        admit(&one);
+        assert!(matches!(
+            ledger.route(&three, &all, &candidates),
+            Route::Wait(why) if why.contains("behind 1 earlier")
+        ));
+        assert!(matches!(
+            ledger.route(&two, &all, &candidates),
+            Route::To { .. }
+        ));
+        admit(&two);
+        // No slot left: `three` waits for a free Agent, no longer behind anyone.
+        match ledger.route(&three, &all, &candidates) {
+            Route::Wait(why) => assert!(why.contains("waiting for a free Agent"), "{why}"),
+            other => panic!("three must wait, got {other:?}"),
+        }
     }
 
     #[test]
