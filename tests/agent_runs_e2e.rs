@@ -2311,29 +2311,16 @@ async fn a_rejected_breakdown_starts_nothing() {
     assert_eq!(runs.items.len(), 1, "only the architect's run exists");
 }
 
-/// A Project's follow-up: when an agent's pull request opens, the `qa-followup` Agent works
-/// on that pull request for the same requester, pushes a test commit on top of its branch,
-/// and the gate counts the approvals given before it no more; the follow-up starts no
-/// follow-up of its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_follow_up_pushes_tests_to_the_pull_request_and_its_gate_asks_again() {
-    let world = World::start(json!({})).await;
-    let hold = tempfile::tempdir().expect("hold dir");
-    let release = hold.path().join("release");
-    let agents = Api::<countersign_crds::Agent>::namespaced(world.api.client(), NS);
+/// A `qa-followup` Agent running `script` (sh) and the Project's rule to start it on every
+/// agent pull request that opens.
+async fn qa_follow_up(world: &World, script: &str) {
     create(
-        &agents,
+        &Api::<countersign_crds::Agent>::namespaced(world.api.client(), NS),
         json!({
             "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
             "metadata": {"name": "qa-followup", "namespace": NS},
-            "spec": {"role": "qa", "providers": [{"name": "shell", "kind": "command", "command": {
-                "command": ["sh", "-c", format!(
-                    "cat > '{dir}/prompt'; while [ ! -e '{release}' ]; do sleep 0.1; done; \
-                     mkdir -p tests && printf 'fn finds_nothing() {{}}\\n' > tests/find.rs && \
-                     echo added a test",
-                    dir = hold.path().display(), release = release.display()
-                )]
-            }}], "limits": {"timeout": "5m"}}
+            "spec": {"role": "qa", "providers": [{"name": "shell", "kind": "command",
+                "command": {"command": ["sh", "-c", script]}}], "limits": {"timeout": "5m"}}
         }),
     )
     .await;
@@ -2347,6 +2334,28 @@ async fn a_follow_up_pushes_tests_to_the_pull_request_and_its_gate_asks_again() 
         )
         .await
         .expect("add the follow-up");
+}
+
+/// A Project's follow-up: when an agent's pull request opens, the `qa-followup` Agent works
+/// on that pull request for the same requester, pushes a test commit on top of its branch,
+/// and the gate counts the approvals given before it no more; the follow-up starts no
+/// follow-up of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follow_up_pushes_tests_to_the_pull_request_and_its_gate_asks_again() {
+    let world = World::start(json!({})).await;
+    let hold = tempfile::tempdir().expect("hold dir");
+    let release = hold.path().join("release");
+    qa_follow_up(
+        &world,
+        &format!(
+            "cat > '{dir}/prompt'; while [ ! -e '{release}' ]; do sleep 0.1; done; \
+             mkdir -p tests && printf 'fn finds_nothing() {{}}\\n' > tests/find.rs && \
+             echo added a test",
+            dir = hold.path().display(),
+            release = release.display()
+        ),
+    )
+    .await;
     world.primary.script(change_script());
     let issue = world
         .label_new_issue("Return 404 for unknown invoices", "ai:backend")
@@ -2493,29 +2502,12 @@ async fn a_follow_up_pushes_tests_to_the_pull_request_and_its_gate_asks_again() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follow_up_with_nothing_to_add_posts_its_findings_as_a_review() {
     let world = World::start(json!({})).await;
-    create(
-        &Api::<countersign_crds::Agent>::namespaced(world.api.client(), NS),
-        json!({
-            "apiVersion": "countersign.dev/v1alpha1", "kind": "Agent",
-            "metadata": {"name": "qa-followup", "namespace": NS},
-            "spec": {"role": "qa", "providers": [{"name": "shell", "kind": "command", "command": {
-                "command": ["sh", "-c",
-                    "cat > /dev/null; echo 'Every branch of find() has a test; ping @lead about #7.'; \
-                     echo '/approve'"]
-            }}], "limits": {"timeout": "5m"}}
-        }),
+    qa_follow_up(
+        &world,
+        "cat > /dev/null; echo 'Every branch of find() has a test; ping @lead about #7.'; \
+         echo '/approve'",
     )
     .await;
-    Api::<Project>::namespaced(world.api.client(), NS)
-        .patch(
-            "api",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"followUps": [
-                {"event": "pullRequestOpened", "agent": {"name": "qa-followup"}}
-            ]}})),
-        )
-        .await
-        .expect("add the follow-up");
     world.primary.script(change_script());
     let issue = world
         .label_new_issue("Return 404 for unknown invoices", "ai:backend")

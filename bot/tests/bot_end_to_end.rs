@@ -269,15 +269,9 @@ async fn removing_the_label_cancels_the_run() {
     assert!(runs[0].spec.cancel_requested, "{:?}", runs[0].spec);
 }
 
-#[tokio::test]
-async fn a_run_command_creates_a_run_with_the_instructions() {
-    let w = World::start().await;
-    let payload = w.github.world().comment(
-        REPO,
-        w.issue,
-        "/countersign run backend keep the public API unchanged",
-        &w.alice,
-    );
+/// Alice comments `body` on the issue; the AgentRuns then (exactly one, the one it created).
+async fn runs_from_alices_comment(w: &World, body: &str) -> Vec<AgentRun> {
+    let payload = w.github.world().comment(REPO, w.issue, body, &w.alice);
     assert_eq!(
         w.deliver(&w.delivery("issue_comment", &payload)).await,
         StatusCode::ACCEPTED
@@ -285,6 +279,15 @@ async fn a_run_command_creates_a_run_with_the_instructions() {
     w.wait_handled("issue_comment", 1).await;
     let runs = w.runs().await;
     assert_eq!(runs.len(), 1, "{runs:?}");
+    runs
+}
+
+#[tokio::test]
+async fn a_run_command_creates_a_run_with_the_instructions() {
+    let w = World::start().await;
+    let runs =
+        runs_from_alices_comment(&w, "/countersign run backend keep the public API unchanged")
+            .await;
     let task = serde_json::to_string(&runs[0].spec).expect("spec json");
     assert!(task.contains("keep the public API unchanged"), "{task}");
     assert!(!runs[0].spec.breakdown, "a run makes a change");
@@ -295,19 +298,7 @@ async fn a_run_command_creates_a_run_with_the_instructions() {
 #[tokio::test]
 async fn a_plan_command_creates_a_run_that_proposes_a_breakdown() {
     let w = World::start().await;
-    let payload = w.github.world().comment(
-        REPO,
-        w.issue,
-        "/countersign plan backend split it by layer",
-        &w.alice,
-    );
-    assert_eq!(
-        w.deliver(&w.delivery("issue_comment", &payload)).await,
-        StatusCode::ACCEPTED
-    );
-    w.wait_handled("issue_comment", 1).await;
-    let runs = w.runs().await;
-    assert_eq!(runs.len(), 1, "{runs:?}");
+    let runs = runs_from_alices_comment(&w, "/countersign plan backend split it by layer").await;
     let spec = &runs[0].spec;
     assert!(spec.breakdown, "{spec:?}");
     assert_eq!(spec.task.source, countersign_crds::TaskSource::Comment);

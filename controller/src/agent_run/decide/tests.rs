@@ -1330,19 +1330,11 @@ fn a_follow_up_with_findings_posts_them_once() {
         let started = case.decide_at(t(0));
         case.persist(&started);
         let result = AgentResult {
-            version: RESULT_VERSION,
             outcome: ResultOutcome::NoChanges,
-            provider: None,
-            branch: None,
-            commit: None,
-            files_changed: 0,
-            lines_added: 0,
-            lines_removed: 0,
             summary: Some(findings.into()),
             reason: Some(reason.into()),
             report: None,
-            verification: None,
-            usage: countersign_crds::agent_run::Usage::default(),
+            ..plan_result("")
         };
         case.pods = vec![pod(1, "primary", ended_with(result))];
         let d = case.decide_at(t(10));
